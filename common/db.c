@@ -1,0 +1,207 @@
+/*
+ * db — libpq helpers (see db.h).
+ *
+ * Every statement goes through PQexecParams: the SQL text is always a constant of
+ * the caller and every value travels as a parameter, so nothing read from a request
+ * can change a statement's meaning.
+ */
+#include "db.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "log.h"
+
+struct db {
+	PGconn *conn;
+	char errbuf[512]; /* last error, for error_r */
+};
+
+/* Keep a one-line copy of libpq's message: error_r must outlive PQclear. */
+static const char *db_error(db_t *db, const char *what, const char *detail)
+{
+	size_t n;
+
+	snprintf(db->errbuf, sizeof db->errbuf, "%s: %s", what, detail ? detail : "unknown error");
+	n = strlen(db->errbuf);
+	while (n > 0 && (db->errbuf[n - 1] == '\n' || db->errbuf[n - 1] == ' '))
+		db->errbuf[--n] = '\0';
+	return db->errbuf;
+}
+
+/* Silence libpq's default notice printing to stderr; logs are JSON. */
+static void db_notice(void *arg, const char *message)
+{
+	(void)arg;
+	log_event(LOG_DEBUG, "postgres notice", LF_STR("notice", message));
+}
+
+db_t *db_connect(const char *conninfo, const char *password, const char **error_r)
+{
+	const char *keys[] = { "dbname", "password", "connect_timeout", "application_name", NULL };
+	const char *vals[] = { conninfo, password, "5", "ward", NULL };
+	static char err[512];
+	db_t *db;
+
+	db = calloc(1, sizeof *db);
+	if (db == NULL) {
+		*error_r = "out of memory";
+		return NULL;
+	}
+	/* expand_dbname = 1: the first "dbname" value is the whole conninfo string; the
+	 * password is passed separately so it is never part of a string we format. */
+	db->conn = PQconnectdbParams(keys, vals, 1);
+	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
+		snprintf(err, sizeof err, "cannot connect to PostgreSQL: %s",
+			 db->conn ? PQerrorMessage(db->conn) : "out of memory");
+		err[strcspn(err, "\n")] = '\0';
+		*error_r = err;
+		db_free(db);
+		return NULL;
+	}
+	PQsetNoticeProcessor(db->conn, db_notice, NULL);
+	return db;
+}
+
+void db_free(db_t *db)
+{
+	if (db == NULL)
+		return;
+	if (db->conn != NULL)
+		PQfinish(db->conn);
+	OPENSSL_cleanse(db, sizeof *db);
+	free(db);
+}
+
+PGconn *db_conn(db_t *db)
+{
+	return db->conn;
+}
+
+PGresult *db_exec_bin(db_t *db, const char *sql, int nparams, const char *const *params,
+		      const int *lengths, const int *formats, const char **error_r)
+{
+	PGresult *res;
+	ExecStatusType st;
+	int attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		/* A connection lost between statements is reset once, but only outside a
+		 * transaction: inside one, the transaction is gone and the caller must know. */
+		if (PQstatus(db->conn) != CONNECTION_OK) {
+			PQreset(db->conn);
+			if (PQstatus(db->conn) != CONNECTION_OK) {
+				*error_r = db_error(db, "connection lost", PQerrorMessage(db->conn));
+				return NULL;
+			}
+		}
+		res = PQexecParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
+		st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+			return res;
+		*error_r = db_error(db, "query failed",
+				    res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
+		PQclear(res);
+		if (PQstatus(db->conn) == CONNECTION_OK ||
+		    PQtransactionStatus(db->conn) == PQTRANS_INTRANS)
+			return NULL;
+	}
+	return NULL;
+}
+
+PGresult *db_exec(db_t *db, const char *sql, int nparams, const char *const *params,
+		  const char **error_r)
+{
+	return db_exec_bin(db, sql, nparams, params, NULL, NULL, error_r);
+}
+
+/* Run a statement whose result is not needed. */
+static int db_run(db_t *db, const char *sql, int nparams, const char *const *params,
+		  const char **error_r)
+{
+	PGresult *res = db_exec(db, sql, nparams, params, error_r);
+
+	if (res == NULL)
+		return -1;
+	PQclear(res);
+	return 0;
+}
+
+int db_begin(db_t *db, const char *tenant_id, const char **error_r)
+{
+	const char *params[1] = { tenant_id };
+
+	if (db_run(db, "BEGIN", 0, NULL, error_r) < 0)
+		return -1;
+	if (tenant_id == NULL)
+		return 0;
+	/* SET LOCAL takes no parameters; set_config(..., true) is its parameterised form. */
+	if (db_run(db, "SELECT set_config('app.tenant_id', $1, true)", 1, params, error_r) < 0) {
+		db_rollback(db);
+		return -1;
+	}
+	return 0;
+}
+
+int db_commit(db_t *db, const char **error_r)
+{
+	PGresult *res = db_exec(db, "COMMIT", 0, NULL, error_r);
+	int ok;
+
+	if (res == NULL)
+		return -1;
+	/* COMMIT of an aborted transaction "succeeds" with status ROLLBACK. */
+	ok = strcmp(PQcmdStatus(res), "COMMIT") == 0;
+	PQclear(res);
+	if (!ok) {
+		*error_r = db_error(db, "commit failed", "the transaction was rolled back");
+		return -1;
+	}
+	return 0;
+}
+
+void db_rollback(db_t *db)
+{
+	PGresult *res;
+
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		return;
+	res = PQexec(db->conn, "ROLLBACK");
+	PQclear(res);
+}
+
+/* The processed tables the services own; the table name is chosen from this list,
+ * never taken from a caller's string into SQL. */
+static const struct {
+	const char *table;
+	const char *sql;
+} db_processed_sql[] = {
+	{ "auth.processed", "INSERT INTO auth.processed (id) VALUES ($1) ON CONFLICT DO NOTHING" },
+	{ "ticket.processed", "INSERT INTO ticket.processed (id) VALUES ($1) ON CONFLICT DO NOTHING" },
+	{ "audit.processed", "INSERT INTO audit.processed (id) VALUES ($1) ON CONFLICT DO NOTHING" },
+	{ "backup.processed", "INSERT INTO backup.processed (id) VALUES ($1) ON CONFLICT DO NOTHING" },
+};
+
+int db_mark_processed(db_t *db, const char *table, const char *envelope_id, const char **error_r)
+{
+	const char *params[1] = { envelope_id };
+	PGresult *res;
+	size_t i;
+	int inserted;
+
+	for (i = 0; i < sizeof db_processed_sql / sizeof db_processed_sql[0]; i++)
+		if (strcmp(db_processed_sql[i].table, table) == 0)
+			break;
+	if (i == sizeof db_processed_sql / sizeof db_processed_sql[0]) {
+		*error_r = "unknown processed table";
+		return -1;
+	}
+	res = db_exec(db, db_processed_sql[i].sql, 1, params, error_r);
+	if (res == NULL)
+		return -1;
+	inserted = strcmp(PQcmdTuples(res), "1") == 0;
+	PQclear(res);
+	return inserted;
+}

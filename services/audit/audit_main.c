@@ -1,0 +1,22 @@
+/*
+ * ward-audit — the append-only, hash-chained audit and activity log.
+ *
+ * Runs under the common skeleton (common/daemon.c): config, log, refusal of root,
+ * its own Redis credentials and PostgreSQL role, heartbeat, clean SIGTERM.
+ * It answers the built-in \"ping\" on q:audit; its own methods come as rows of a
+ * daemon_method table (name, handler, roles, largest payload).
+ */
+#include "daemon.h"
+
+static const struct daemon_service audit_service = {
+	.name = "audit",
+	.consumes = true,
+	.needs_db = true,
+	.forbid_db = false,
+	.needs_kek = true,
+};
+
+int main(int argc, char **argv)
+{
+	return daemon_main(argc, argv, &audit_service);
+}

@@ -1,0 +1,60 @@
+# tests/e2e/lib.sh — helpers for end-to-end tests, sourced by each tests/e2e/test_*.sh.
+# The runner (tests/run) has started a dev stack in $WARD_VAR on $WARD_PORT_BASE.
+set -uo pipefail
+TOP=${WARD_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+: "${WARD_VAR:?run through tests/run}"
+# shellcheck disable=SC1091
+set -a
+. "$WARD_VAR/devstack.env"
+set +a
+WUSER=${WARD_USER:-ward}
+BIN=$TOP/bin
+export WARD_CONFIG=$WARD_VAR/wardctl.yaml
+
+ok() { echo "ok - $*"; }
+not_ok() { echo "not ok - $*"; }
+# check NAME CMD...: ok when the command succeeds.
+check() { local n=$1; shift; if "$@" >/tmp/ward-check.$$ 2>&1; then ok "$n"; else not_ok "$n"; sed 's/^/#   /' /tmp/ward-check.$$ | tail -15; fi; rm -f /tmp/ward-check.$$; }
+# refuse NAME CMD...: ok when the command fails.
+refuse() { local n=$1; shift; if "$@" >/tmp/ward-check.$$ 2>&1; then not_ok "$n (was allowed)"; sed 's/^/#   /' /tmp/ward-check.$$ | tail -5; else ok "$n"; fi; rm -f /tmp/ward-check.$$; }
+
+as_user() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$WUSER" -- "$@"; else "$@"; fi; }
+upper() { echo "$1" | tr a-z A-Z; }
+hostport() { local v="WARD_$(upper "$1")_$2"; echo "${!v}"; }
+port_of() { hostport "$1" "$2" | sed 's/.*://'; }
+secret() { cat "$WARD_VAR/$1/secrets/$2"; }
+
+# rcli REGION USER args...: redis-cli as a given ACL user of the cell.
+rcli() {
+	local r=$1 u=$2; shift 2
+	REDISCLI_AUTH=$(secret "$r" "redis-$u") redis-cli --no-auth-warning --user "$u" \
+		-h 127.0.0.1 -p "$(port_of "$r" REDIS)" "$@"
+}
+# pg_as REGION ROLE SQL: psql as a service role (its password from the cell's secrets).
+pg_as() {
+	local r=$1 role=$2 sql=$3 svc=${2#ward_}
+	PGPASSWORD=$(secret "$r" "pg-${svc//_/-}") psql -X -q -tA -v ON_ERROR_STOP=1 \
+		"host=127.0.0.1 port=$(port_of "$r" PG) dbname=ward user=$role" -c "$sql"
+}
+# pg_super REGION SQL: the cell's superuser (operator access).
+pg_super() { local url="WARD_$(upper "$1")_PG"; psql -X -q -tA -v ON_ERROR_STOP=1 "${!url}" -c "$2"; }
+
+# https REGION PATH [curl args]: a request to the cell's gateway, verified against the dev CA.
+https() {
+	local r=$1 path=$2; shift 2
+	local p; p=$(port_of "$r" HTTPS)
+	curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "$r.$WARD_DOMAIN:$p:127.0.0.1" \
+		"$@" "https://$r.$WARD_DOMAIN:$p$path"
+}
+
+pid_of() { cat "$WARD_VAR/$1/run/$2.pid"; }
+
+# wait_for SECONDS CMD...: poll until CMD succeeds.
+wait_for() {
+	local t=$1 i; shift
+	for i in $(seq $((t * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	return 1
+}
+
+export WUSER BIN TOP
+export -f ok not_ok check refuse as_user upper hostport port_of secret rcli pg_as pg_super https pid_of wait_for

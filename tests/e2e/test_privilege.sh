@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Least privilege, proven by denials: every credential tried outside its policy.
+. "$(dirname "$0")/lib.sh"
+r=eu
+
+# ---- Redis: the default user is off; each service user is held to its streams/commands.
+refuse "redis: the default user cannot run commands" \
+	bash -c "redis-cli -h 127.0.0.1 -p $(port_of $r REDIS) PING | grep -q PONG"
+refuse "redis: a wrong password is refused" \
+	bash -c "REDISCLI_AUTH=wrong redis-cli --no-auth-warning --user auth -h 127.0.0.1 -p $(port_of $r REDIS) PING | grep -q PONG"
+noperm() { # noperm USER CMD...: the reply must be a NOPERM error
+	rcli "$r" "$@" 2>&1 | grep -q NOPERM
+}
+for u in gateway auth ticket mail-ingest audit backup ops; do
+	check "redis: $u can PING" bash -c "REDISCLI_AUTH=\$(cat $WARD_VAR/$r/secrets/redis-$u) redis-cli --no-auth-warning --user $u -h 127.0.0.1 -p $(port_of $r REDIS) PING | grep -q PONG"
+	for cmd in FLUSHALL "KEYS *" "CONFIG GET *" "ACL LIST" "DEBUG SLEEP 0" SHUTDOWN "XGROUP CREATE q:x x \$ MKSTREAM" "EVAL return 1 0"; do
+		# shellcheck disable=SC2086
+		check "redis: $u is denied $cmd" noperm "$u" $cmd
+	done
+done
+check "redis: gateway may not read q:auth (another service's queue)" noperm gateway XREADGROUP GROUP auth x COUNT 1 STREAMS q:auth '>'
+check "redis: gateway may not XADD to dl:auth" noperm gateway XADD dl:auth '*' e x
+check "redis: mail-ingest may not XADD to q:backup" noperm mail-ingest XADD q:backup '*' e x
+check "redis: auth may not read q:ticket" noperm auth XREADGROUP GROUP ticket x COUNT 1 STREAMS q:ticket '>'
+check "redis: auth may not XADD to q:ticket" noperm auth XADD q:ticket '*' e x
+check "redis: audit may not XADD to q:auth" noperm audit XADD q:auth '*' e x
+check "redis: ticket may not read another service's reply stream" noperm ticket XREAD COUNT 1 STREAMS r:gateway:gateway-1 0
+check "redis: ticket may not forge auth's heartbeat" noperm ticket SET hb:auth:auth-1 x
+check "redis: gateway may not delete a queue" noperm gateway DEL q:auth
+check "redis: gateway may XADD to q:auth (its route)" bash -c "rcli $r gateway XADD q:auth MAXLEN '~' 100000 '*' e junk | grep -qv NOPERM"
+# That junk entry cannot be opened: ward-auth dead-letters it and goes on.
+check "redis: a forged entry on q:auth is dead-lettered by ward-auth" \
+	wait_for 10 bash -c "[ \$(rcli $r admin XLEN dl:auth) -ge 1 ]"
+check "redis: ward-auth still answers after the forged entry" "$BIN/wardctl" ping --region $r --service auth
+
+# ---- PostgreSQL: roles per service, grants per policy, RLS, no credential for the edge.
+for s in gateway mail-ingest; do
+	refuse "postgres: $s has no database credential file" test -e "$WARD_VAR/$r/secrets/pg-$s"
+	refuse "postgres: role ward_${s//-/_} cannot log in" \
+		bash -c "PGPASSWORD=x psql -X -tA 'host=127.0.0.1 port=$(port_of $r PG) dbname=ward user=ward_${s//-/_}' -c 'select 1'"
+	refuse "config: ward-$s refuses to start with a postgres section" \
+		bash -c "cp $WARD_VAR/$r/etc/$s.yaml /tmp/bad-$s.yaml && printf 'postgres:\n  conninfo: \"dbname=ward\"\n' >> /tmp/bad-$s.yaml && chmod 644 /tmp/bad-$s.yaml && runuser -u $WUSER -- $BIN/ward-$s --config /tmp/bad-$s.yaml --check-config"
+done
+check "postgres: ward_auth reads its own schema" pg_as $r ward_auth "SELECT count(*) FROM auth.users"
+refuse "postgres: ward_auth is denied ticket.processed" pg_as $r ward_auth "SELECT count(*) FROM ticket.processed"
+refuse "postgres: ward_auth is denied audit.events" pg_as $r ward_auth "SELECT count(*) FROM audit.events"
+refuse "postgres: ward_auth cannot write tenant.keys" pg_as $r ward_auth "DELETE FROM tenant.keys"
+refuse "postgres: ward_ticket is denied auth.users" pg_as $r ward_ticket "SELECT count(*) FROM auth.users"
+refuse "postgres: ward_backup cannot write auth.users" pg_as $r ward_backup "DELETE FROM auth.users"
+refuse "postgres: ward_auth cannot create tables in public" pg_as $r ward_auth "CREATE TABLE public.x (i int)"
+refuse "postgres: ward_auth cannot create a schema" pg_as $r ward_auth "CREATE SCHEMA evil"
+check "postgres: ward_audit may INSERT an event" pg_as $r ward_audit \
+	"INSERT INTO audit.events (id, tenant_id, at, type, action, actor) VALUES (gen_random_uuid(), NULL, now(), 'test', 'insert', 'e2e')"
+refuse "postgres: ward_audit may not UPDATE events" pg_as $r ward_audit "UPDATE audit.events SET actor = 'x'"
+refuse "postgres: ward_audit may not DELETE events" pg_as $r ward_audit "DELETE FROM audit.events"
+refuse "postgres: ward_audit may not TRUNCATE events" pg_as $r ward_audit "TRUNCATE audit.events"
+refuse "postgres: even the superuser's UPDATE of an event is refused by the trigger" pg_super $r "UPDATE audit.events SET actor = 'x'"
+refuse "postgres: even the superuser's DELETE of an event is refused by the trigger" pg_super $r "DELETE FROM audit.events"
+for role in ward_auth ward_ticket ward_audit ward_backup ward_ops; do
+	check "postgres: $role is neither superuser nor BYPASSRLS" \
+		bash -c "[ \"\$(pg_super $r \"SELECT rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = '$role'\")\" = f ]"
+done
+check "postgres: no table is owned by a service role" \
+	bash -c "[ \"\$(pg_super $r \"SELECT count(*) FROM pg_tables WHERE tableowner LIKE 'ward_%'\")\" = 0 ]"
+
+# RLS: two tenants' users; ward_auth sees only the tenant set for its transaction.
+t1=$(pg_super $r "SELECT gen_random_uuid()"); t2=$(pg_super $r "SELECT gen_random_uuid()")
+pg_super $r "INSERT INTO auth.users (id, tenant_id, email_enc, email_bidx, role) VALUES (gen_random_uuid(), '$t1', '\x00', 'rls-a', 'agent'), (gen_random_uuid(), '$t2', '\x00', 'rls-b', 'agent')" >/dev/null
+check "postgres: RLS shows ward_auth its tenant's row" \
+	bash -c "[ \"\$(pg_as $r ward_auth \"BEGIN; SELECT set_config('app.tenant_id', '$t1', true); SELECT string_agg(email_bidx, ',') FROM auth.users WHERE email_bidx LIKE 'rls-%'; COMMIT;\" | tail -1)\" = rls-a ]"
+check "postgres: RLS hides every row when no tenant is set" \
+	bash -c "[ \"\$(pg_as $r ward_auth \"SELECT count(*) FROM auth.users\")\" = 0 ]"
+refuse "postgres: RLS refuses ward_auth inserting a row for another tenant" pg_as $r ward_auth \
+	"BEGIN; SELECT set_config('app.tenant_id', '$t1', true); INSERT INTO auth.users (id, tenant_id, email_enc, email_bidx, role) VALUES (gen_random_uuid(), '$t2', '\x00', 'rls-c', 'agent'); COMMIT;"
+pg_super $r "DELETE FROM auth.users WHERE email_bidx LIKE 'rls-%'" >/dev/null
+
+# Cells are separate: one cell's credentials open no other cell's database.
+refuse "postgres: eu's ward_auth password does not open the us database" \
+	bash -c "PGPASSWORD=\$(cat $WARD_VAR/eu/secrets/pg-auth) psql -X -tA 'host=127.0.0.1 port=$(port_of us PG) dbname=ward user=ward_auth' -c 'select 1'"
+refuse "redis: eu's auth password does not open us's Redis" \
+	bash -c "REDISCLI_AUTH=\$(cat $WARD_VAR/eu/secrets/redis-auth) redis-cli --no-auth-warning --user auth -h 127.0.0.1 -p $(port_of us REDIS) PING | grep -q PONG"
+refuse "keys: eu and us have different KEKs" cmp -s "$WARD_VAR/eu/secrets/kek" "$WARD_VAR/us/secrets/kek"
+
+# Route keys: each service holds only its routes.
+refuse "keys: gateway holds no key of the auth -> q:audit route" grep -q '^auth q:audit ' "$WARD_VAR/$r/secrets/routes-gateway"
+refuse "keys: mail-ingest holds no key of the gateway -> q:auth route" grep -q '^gateway q:auth ' "$WARD_VAR/$r/secrets/routes-mail-ingest"
+check "keys: auth holds the gateway -> q:auth route" grep -q '^gateway q:auth ' "$WARD_VAR/$r/secrets/routes-auth"
+for f in "$WARD_VAR/$r/secrets/"*; do
+	check "secrets: $(basename "$f") is mode 0600" bash -c "[ \$(stat -c %a '$f') = 600 ]"
+done
