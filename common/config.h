@@ -7,6 +7,14 @@
  * keys, wrong types and bad values all fail with "file:line: key: reason".
  * Secrets are only ever referenced by path: a key of type CONF_SECRET_FILE must end
  * in "_file"; the file is read and its bytes kept in memory, wiped on conf_free.
+ *
+ * Messages: "file:line: key: reason"; key is the dotted key, or "-" when the problem is
+ * not about one key (syntax, empty file, top level not a mapping); line is 0 when the
+ * file could not be read at all. A missing required key is reported on the line of the
+ * key opening its enclosing mapping, or line 1 at the top level. Values are never quoted.
+ * Refused: YAML aliases (no billion laughs), several documents, nesting deeper than 16,
+ * files over 1 MiB, secret files over 64 KiB, empty or not regular. A table bug (NULL
+ * key, CONF_SECRET_FILE key not ending in "_file", min > max) aborts.
  */
 #ifndef WARD_CONFIG_H
 #define WARD_CONFIG_H
@@ -38,7 +46,9 @@ struct conf_entry {
 	conf_type_t type;
 	size_t offset;	   /* offsetof(target struct, field) */
 	bool required;
-	const char *def;   /* default, as YAML text would say it (NULL: none) */
+	const char *def;   /* default for an absent key, as the scalar text ("6379", "yes",
+			    * "localhost"); for a list a YAML flow sequence ("[a, b]").
+			    * NULL: none (the field stays zeroed). Validated like a value. */
 	long long min, max; /* CONF_INT bounds (both 0: any int) */
 	/* Optional: 0 if ok, else -1 and *reason_r. value points at the stored field. */
 	int (*validate)(const void *value, const char **reason_r);
@@ -51,8 +61,10 @@ struct conf_section {
 	void *target;
 };
 
-/* Parse path into the sections. On error returns -1 and *error_r is a malloc'd
- * "file:line: key: reason" (free it); targets are then already freed. */
+/* Parse path into the sections. Every field the tables name is zeroed first (so
+ * conf_free a previous load before reusing a target). On error returns -1 and *error_r
+ * is a malloc'd "file:line: key: reason" (free it); targets are then already freed and
+ * zeroed. */
 int conf_load(const char *path, const struct conf_section *sections, size_t n_sections,
 	      char **error_r);
 /* The same from a buffer (name is used in messages); for tests and fuzzing. */

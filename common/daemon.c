@@ -130,18 +130,13 @@ static int daemon_check_config(struct daemon *d, const char *path, char *err, si
 	return 0;
 }
 
-/* The KEK file holds 32 raw bytes or 64 hex digits. */
+/* The KEK file holds 32 raw bytes or 64 hex digits. It is read again by path with
+ * crypto_key_load: the config loader strips a trailing newline, which a raw key's
+ * last byte may be. */
 static int daemon_load_kek(struct daemon *d, const char **error_r)
 {
-	const struct conf_secret *s = &d->cfg.kek;
-
-	if (s->len == CRYPTO_KEY_LEN)
-		memcpy(d->kek, s->data, CRYPTO_KEY_LEN);
-	else if (s->len != 2 * CRYPTO_KEY_LEN ||
-		 crypto_unhex((const char *)s->data, d->kek, CRYPTO_KEY_LEN) < 0) {
-		*error_r = "kek_file: must hold 32 bytes or 64 hex digits";
+	if (crypto_key_load(d->cfg.kek.path, d->kek, error_r) < 0)
 		return -1;
-	}
 	d->have_kek = true;
 	return 0;
 }

@@ -58,6 +58,10 @@ uint8_t *envelope_pack(const Ward__Envelope *env, size_t *len_r);
  * required fields present. Free with ward__envelope__free_unpacked(env, NULL). */
 Ward__Envelope *envelope_unpack(const uint8_t *data, size_t len, const char **error_r);
 
+/* 1 if s is a string envelope_unpack accepts: at most ENVELOPE_MAX_STRING bytes of
+ * valid UTF-8 without control characters. */
+int envelope_string_ok(const char *s);
+
 /* Current wall-clock time in unix milliseconds. */
 int64_t envelope_now_ms(void);
 

@@ -33,7 +33,7 @@ int log_open(const char *service, const char *instance, const char *path, log_le
 /* Reopen the log file (SIGHUP, after rotation). 0 or -1. */
 int log_reopen(void);
 void log_close(void);
-/* "debug", "info", "warn", "error" → level; -1 if unknown. */
+/* "debug", "info", "warn", "error", "fatal" → level (lower case only); -1 if unknown. */
 int log_level_parse(const char *name, log_level_t *level_r);
 /* The request id attached to following lines (NULL clears). Copied. */
 void log_set_request_id(const char *request_id);

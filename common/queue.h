@@ -49,6 +49,7 @@ struct queue_opts {
 #define QUEUE_ETIMEDOUT (-110)
 #define QUEUE_EDOWN (-107)
 #define QUEUE_ESHUTDOWN (-108)
+#define QUEUE_EREFUSED (-111) /* Redis refused the request's XADD (ACL, OOM...) */
 
 typedef enum {
 	QUEUE_DONE = 0,	  /* effect durable (or none): ack */
@@ -84,24 +85,33 @@ struct queue_msg {
 	const Ward__Principal *principal; /* may be NULL */
 	const char *idempotency_key; /* may be NULL */
 	const char *request_id;	     /* may be NULL */
-	int timeout_ms;		     /* deadline = now + timeout (default 5000) */
+	int timeout_ms;		     /* deadline = now + timeout; requests default to 5000,
+				      * one-way sends to no deadline (0: never dropped) */
 	const uint8_t *payload;	     /* plaintext method message */
 	size_t len;
 };
 
-/* Create a transport on base; keys are taken over (freed by queue_free). Connects
- * asynchronously; sends made before the connection is up are queued by hiredis. */
+/* Create a transport on base; keys are taken over (freed by queue_free, or here if
+ * queue_new fails). Connects asynchronously; sends made before the connection is up
+ * are queued by hiredis. opts->user defaults to the service name; without a
+ * password no AUTH is sent (tests against a server without ACLs). */
 queue_t *queue_new(struct event_base *base, const struct queue_opts *opts, envelope_keys_t *keys,
 		   const char **error_r);
-/* Close connections, fail outstanding requests with QUEUE_ESHUTDOWN, free. NULL-safe. */
+/* Close connections, fail outstanding requests with QUEUE_ESHUTDOWN, DEL this
+ * instance's reply stream (best effort), free. NULL-safe. Call it from outside any
+ * queue callback (handler, reply or drain callback), before event_base_free. */
 void queue_free(queue_t *q);
 
 /* Start consuming stream with handler (once per queue_t). */
 int queue_consume(queue_t *q, const char *stream, queue_handler_fn handler, void *ctx,
 		  const char **error_r);
-/* One-way send (no reply). 0 when handed to Redis's connection, -1 if it cannot be. */
+/* One-way send (no reply). 0 when handed to Redis's connection, -1 if it cannot be.
+ * A refusal by Redis afterwards is logged only. */
 int queue_send(queue_t *q, const struct queue_msg *msg, const char **error_r);
-/* Request/reply: cb is called exactly once (reply, timeout or transport error). */
+/* Request/reply: cb is called exactly once (reply, timeout or transport error), never
+ * from inside queue_request. A reply is accepted only from the service named by
+ * msg->dest ("q:auth" → sender "auth") and only if it opens with that route's key;
+ * status is then the reply's (0 or an HTTP-like code, never negative). */
 int queue_request(queue_t *q, const struct queue_msg *msg, queue_reply_fn cb, void *arg,
 		  const char **error_r);
 
@@ -109,8 +119,10 @@ int queue_request(queue_t *q, const struct queue_msg *msg, queue_reply_fn cb, vo
  * heartbeats and other fire-and-forget writes. */
 int queue_command(queue_t *q, int argc, const char **argv, const size_t *argvlen);
 
-/* Stop reading new messages; done(arg) runs once the message being handled is
- * acked and every write has been answered by Redis (or the connection is gone). */
+/* Stop reading new messages; done(arg) runs (from the event loop) once the message
+ * being handled is acked, every write has been answered by Redis and no request
+ * waits for its reply (or the command connection is gone). A consumer's blocking
+ * XREADGROUP in flight is waited for (at most block_ms) and its entries handled. */
 void queue_drain(queue_t *q, void (*done)(void *arg), void *arg);
 
 /* 1 while the command connection is up and authenticated. */
@@ -118,7 +130,9 @@ int queue_connected(const queue_t *q);
 /* Counters for tests and heartbeats. */
 struct queue_stats {
 	unsigned long handled, acked, retried, dead_lettered, reclaimed, rejected_open;
-	unsigned long sent, replies, timeouts, reconnects;
+	unsigned long sent, replies, timeouts;
+	unsigned long reconnects;      /* connections (cmd, consume, reply) restored after a loss */
+	unsigned long replies_dropped; /* late, unknown, misaddressed or refused replies */
 };
 void queue_get_stats(const queue_t *q, struct queue_stats *out);
 

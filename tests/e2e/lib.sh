@@ -18,10 +18,10 @@ check() { local n=$1; shift; if "$@" >/tmp/ward-check.$$ 2>&1; then ok "$n"; els
 # refuse NAME CMD...: ok when the command fails.
 refuse() { local n=$1; shift; if "$@" >/tmp/ward-check.$$ 2>&1; then not_ok "$n (was allowed)"; sed 's/^/#   /' /tmp/ward-check.$$ | tail -5; else ok "$n"; fi; rm -f /tmp/ward-check.$$; }
 
-as_user() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$WUSER" -- "$@"; else "$@"; fi; }
+. "$TOP/ops/lib.sh"
 upper() { echo "$1" | tr a-z A-Z; }
 hostport() { local v="WARD_$(upper "$1")_$2"; echo "${!v}"; }
-port_of() { hostport "$1" "$2" | sed 's/.*://'; }
+port_of() { hostport "$1" "$2" | sed -e 's|^postgresql://[^@]*@||' -e 's|/.*||' -e 's/.*://'; }
 secret() { cat "$WARD_VAR/$1/secrets/$2"; }
 
 # rcli REGION USER args...: redis-cli as a given ACL user of the cell.

@@ -25,10 +25,10 @@ for attempt in 1 2 3 4 5; do
 done
 if [ $delivered = 1 ]; then ok "the message is pending on auth-1 (stopped mid-message)"; else not_ok "could not get a message pending on auth-1"; fi
 kill -KILL "$pid1"
-check "auth-1 is dead (SIGKILL)" bash -c "! kill -0 $pid1 2>/dev/null"
+check "auth-1 is dead (SIGKILL)" wait_for 5 bash -c "! kill -0 $pid1 2>/dev/null"
 
-as_user "$BIN/ward-auth" --config "$etc/auth-2.yaml" >>"$WARD_VAR/$r/log/auth-2.stderr" 2>&1 &
-pid2=$!
+spawn_as_user "$WARD_VAR/$r/run/auth-2.pid" "$WARD_VAR/$r/log/auth-2.stderr" "$BIN/ward-auth" --config "$etc/auth-2.yaml"
+pid2=$(cat "$WARD_VAR/$r/run/auth-2.pid")
 if wait "$wpid"; then ok "the caller got an answer after the crash"; else not_ok "the caller got no answer"; cat /tmp/ward-crash.out; fi
 check "the answer came from auth-2 (reclaimed, not lost)" grep -q '"instance": *"auth-2"' /tmp/ward-crash.out
 check "nothing is left pending on q:auth" bash -c "[ \"\$(rcli $r admin XPENDING q:auth auth | head -1)\" = 0 ]"

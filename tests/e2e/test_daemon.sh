@@ -39,8 +39,8 @@ refuse "config: the gateway refuses to hold the region KEK" as_user "$BIN/ward-g
 # SIGHUP reopens the log (rotation), SIGTERM exits 0.
 sed -e 's/^instance: audit-1$/instance: audit-9/' -e "s|/audit.log$|/audit-9.log|" "$etc/audit.yaml" >"$tmp/audit-9.yaml"
 chmod 644 "$tmp/audit-9.yaml"
-as_user "$BIN/ward-audit" --config "$tmp/audit-9.yaml" 2>>"$tmp/audit-9.stderr" &
-pid=$!
+spawn_as_user "$tmp/audit-9.pid" "$tmp/audit-9.stderr" "$BIN/ward-audit" --config "$tmp/audit-9.yaml"
+pid=$(cat "$tmp/audit-9.pid")
 log=$WARD_VAR/$r/log/audit-9.log
 check "a second audit instance starts and heartbeats" wait_for 10 bash -c "[ \"\$(rcli $r admin EXISTS hb:audit:audit-9)\" = 1 ]"
 check "its log is JSON lines" bash -c "head -1 '$log' | grep -Eq '^\\{\"ts\":\"[0-9T:.-]+Z\",\"level\":\"[a-z]+\",\"service\":\"audit\".*\\}$'"

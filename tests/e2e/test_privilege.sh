@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Least privilege, proven by denials: every credential tried outside its policy.
 . "$(dirname "$0")/lib.sh"
+set -f # commands below carry literal * patterns
 r=eu
 
 # ---- Redis: the default user is off; each service user is held to its streams/commands.
@@ -13,7 +14,7 @@ noperm() { # noperm USER CMD...: the reply must be a NOPERM error
 }
 for u in gateway auth ticket mail-ingest audit backup ops; do
 	check "redis: $u can PING" bash -c "REDISCLI_AUTH=\$(cat $WARD_VAR/$r/secrets/redis-$u) redis-cli --no-auth-warning --user $u -h 127.0.0.1 -p $(port_of $r REDIS) PING | grep -q PONG"
-	for cmd in FLUSHALL "KEYS *" "CONFIG GET *" "ACL LIST" "DEBUG SLEEP 0" SHUTDOWN "XGROUP CREATE q:x x \$ MKSTREAM" "EVAL return 1 0"; do
+	for cmd in FLUSHALL "KEYS *" "CONFIG GET *" "ACL LIST" "CLIENT LIST" SAVE SHUTDOWN "XGROUP CREATE q:x x \$ MKSTREAM" "EVAL return 1 0"; do
 		# shellcheck disable=SC2086
 		check "redis: $u is denied $cmd" noperm "$u" $cmd
 	done
@@ -50,7 +51,7 @@ refuse "postgres: ward_backup cannot write auth.users" pg_as $r ward_backup "DEL
 refuse "postgres: ward_auth cannot create tables in public" pg_as $r ward_auth "CREATE TABLE public.x (i int)"
 refuse "postgres: ward_auth cannot create a schema" pg_as $r ward_auth "CREATE SCHEMA evil"
 check "postgres: ward_audit may INSERT an event" pg_as $r ward_audit \
-	"INSERT INTO audit.events (id, tenant_id, at, type, action, actor) VALUES (gen_random_uuid(), NULL, now(), 'test', 'insert', 'e2e')"
+	"INSERT INTO audit.events (id, tenant_id, at, type, action, actor, hash) VALUES (gen_random_uuid(), NULL, now(), 'test', 'insert', 'e2e', '\x00')"
 refuse "postgres: ward_audit may not UPDATE events" pg_as $r ward_audit "UPDATE audit.events SET actor = 'x'"
 refuse "postgres: ward_audit may not DELETE events" pg_as $r ward_audit "DELETE FROM audit.events"
 refuse "postgres: ward_audit may not TRUNCATE events" pg_as $r ward_audit "TRUNCATE audit.events"
@@ -65,14 +66,16 @@ check "postgres: no table is owned by a service role" \
 
 # RLS: two tenants' users; ward_auth sees only the tenant set for its transaction.
 t1=$(pg_super $r "SELECT gen_random_uuid()"); t2=$(pg_super $r "SELECT gen_random_uuid()")
-pg_super $r "INSERT INTO auth.users (id, tenant_id, email_enc, email_bidx, role) VALUES (gen_random_uuid(), '$t1', '\x00', 'rls-a', 'agent'), (gen_random_uuid(), '$t2', '\x00', 'rls-b', 'agent')" >/dev/null
+pg_super $r "INSERT INTO tenant.tenants (id, slug, name, region) VALUES ('$t1', 'rls-a-$$', 'A', '$r'), ('$t2', 'rls-b-$$', 'B', '$r')" >/dev/null
+pg_super $r "INSERT INTO auth.users (id, tenant_id, email_enc, email_bidx, role) VALUES (gen_random_uuid(), '$t1', '\x00', repeat('a', 64), 'agent'), (gen_random_uuid(), '$t2', '\x00', repeat('b', 64), 'agent')" >/dev/null
 check "postgres: RLS shows ward_auth its tenant's row" \
-	bash -c "[ \"\$(pg_as $r ward_auth \"BEGIN; SELECT set_config('app.tenant_id', '$t1', true); SELECT string_agg(email_bidx, ',') FROM auth.users WHERE email_bidx LIKE 'rls-%'; COMMIT;\" | tail -1)\" = rls-a ]"
+	bash -c "[ \"\$(pg_as $r ward_auth \"BEGIN; SELECT set_config('app.tenant_id', '$t1', true); SELECT string_agg(left(email_bidx, 3), ',') FROM auth.users WHERE email_bidx IN (repeat('a', 64), repeat('b', 64)); COMMIT;\" | tail -1)\" = aaa ]"
 check "postgres: RLS hides every row when no tenant is set" \
 	bash -c "[ \"\$(pg_as $r ward_auth \"SELECT count(*) FROM auth.users\")\" = 0 ]"
 refuse "postgres: RLS refuses ward_auth inserting a row for another tenant" pg_as $r ward_auth \
-	"BEGIN; SELECT set_config('app.tenant_id', '$t1', true); INSERT INTO auth.users (id, tenant_id, email_enc, email_bidx, role) VALUES (gen_random_uuid(), '$t2', '\x00', 'rls-c', 'agent'); COMMIT;"
-pg_super $r "DELETE FROM auth.users WHERE email_bidx LIKE 'rls-%'" >/dev/null
+	"BEGIN; SELECT set_config('app.tenant_id', '$t1', true); INSERT INTO auth.users (id, tenant_id, email_enc, email_bidx, role) VALUES (gen_random_uuid(), '$t2', '\x00', repeat('c', 64), 'agent'); COMMIT;"
+pg_super $r "DELETE FROM auth.users WHERE email_bidx IN (repeat('a', 64), repeat('b', 64), repeat('c', 64))" >/dev/null
+pg_super $r "DELETE FROM tenant.tenants WHERE id IN ('$t1', '$t2')" >/dev/null
 
 # Cells are separate: one cell's credentials open no other cell's database.
 refuse "postgres: eu's ward_auth password does not open the us database" \
@@ -85,6 +88,7 @@ refuse "keys: eu and us have different KEKs" cmp -s "$WARD_VAR/eu/secrets/kek" "
 refuse "keys: gateway holds no key of the auth -> q:audit route" grep -q '^auth q:audit ' "$WARD_VAR/$r/secrets/routes-gateway"
 refuse "keys: mail-ingest holds no key of the gateway -> q:auth route" grep -q '^gateway q:auth ' "$WARD_VAR/$r/secrets/routes-mail-ingest"
 check "keys: auth holds the gateway -> q:auth route" grep -q '^gateway q:auth ' "$WARD_VAR/$r/secrets/routes-auth"
+set +f
 for f in "$WARD_VAR/$r/secrets/"*; do
 	check "secrets: $(basename "$f") is mode 0600" bash -c "[ \$(stat -c %a '$f') = 600 ]"
 done

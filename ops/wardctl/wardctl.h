@@ -1,0 +1,62 @@
+/*
+ * wardctl — the operator tool: shared configuration, output and cell access.
+ *
+ * Every command prints one JSON document on stdout (one per line for streams of
+ * results), errors on stderr, and exits non-zero on failure.
+ */
+#ifndef WARD_WARDCTL_H
+#define WARD_WARDCTL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "db.h"
+
+#define WARDCTL_REGIONS 3
+
+/* One region cell as the operator reaches it. */
+struct wardctl_cell {
+	char *pg_conninfo;
+	struct conf_secret pg_password;
+	char *redis_host;
+	int redis_port;
+	char *redis_user;
+	struct conf_secret redis_password;
+	struct conf_secret route_keys;
+	char *kek_file; /* a path: the KEK is raw bytes, loaded by crypto_key_load */
+	int https_port;
+	int smtp_port;
+};
+
+struct wardctl_conf {
+	char *domain;
+	struct wardctl_cell cell[WARDCTL_REGIONS];
+};
+
+/* The region names, in config order: "us", "eu", "uk". */
+extern const char *const wardctl_regions[WARDCTL_REGIONS];
+
+/* Index of a region name, or -1. */
+int wardctl_region_index(const char *name);
+/* Load the configuration (--config, $WARD_CONFIG, var/wardctl.yaml). */
+int wardctl_conf_load(const char *path, struct wardctl_conf *conf);
+void wardctl_conf_free(struct wardctl_conf *conf);
+/* Connect to a cell's database as the operator role; NULL after printing an error. */
+db_t *wardctl_db(const struct wardctl_conf *conf, int region);
+
+/* Print a JSON value on stdout, one line; 0 or -1. Takes no ownership. */
+int wardctl_print(const json_t *value);
+/* Print "wardctl: " + message on stderr. */
+void wardctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Commands: argc/argv start at the command's own name. Return the exit status. */
+int wardctl_tenant(const struct wardctl_conf *conf, int argc, char **argv);
+int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv);
+
+/* Help texts, printed before the config is loaded. */
+extern const char wardctl_tenant_usage[];
+extern const char wardctl_ping_usage[];
+
+#endif

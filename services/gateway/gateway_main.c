@@ -1,0 +1,110 @@
+/*
+ * ward-gateway — the only public HTTP(S) listener of a Ward cell.
+ *
+ * Runs in the common daemon skeleton (common/daemon.h) with no database
+ * credential and no queue of its own to consume: it only sends requests (to
+ * q:auth, q:ticket, …) and reads its reply stream. This file holds the config
+ * table and the daemon hooks: init starts the listeners, stop closes them (no new
+ * connections; requests in flight finish or fail), deinit frees everything.
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "gateway.h"
+#include "log.h"
+
+static struct gateway_config gateway_conf;
+static struct gateway gateway;
+
+/* Config validator: a listen address we can parse. */
+static int gateway_valid_listen(const void *value, const char **reason_r)
+{
+	const char *const *s = value;
+	char host[GATEWAY_HOST_MAX + 1];
+	uint16_t port;
+
+	if (*s == NULL)
+		return 0;
+	return gateway_listen_parse(*s, host, sizeof host, &port, reason_r);
+}
+
+/* Config validator: a DNS name. */
+static int gateway_valid_domain(const void *value, const char **reason_r)
+{
+	const char *const *s = value;
+
+	if (*s != NULL && !gateway_hostname_ok(*s)) {
+		*reason_r = "not a valid DNS name";
+		return -1;
+	}
+	return 0;
+}
+
+#define GC(f) offsetof(struct gateway_config, f)
+static const struct conf_entry gateway_conf_entries[] = {
+    {"https.listen", CONF_STR, GC(https_listen), true, NULL, 0, 0, gateway_valid_listen},
+    {"https.cert_file", CONF_STR, GC(https_cert_file), true, NULL, 0, 0, NULL},
+    {"https.key_file", CONF_SECRET_FILE, GC(https_key), true, NULL, 0, 0, NULL},
+    {"http.listen", CONF_STR, GC(http_listen), false, NULL, 0, 0, gateway_valid_listen},
+    {"domain", CONF_STR, GC(domain), false, "localhost", 0, 0, gateway_valid_domain},
+    {"limits.max_header_bytes", CONF_INT, GC(max_header_bytes), false, "16384", 1024, 1048576,
+     NULL},
+    {"limits.max_body_bytes", CONF_INT, GC(max_body_bytes), false, "1048576", 0, 67108864, NULL},
+    {"limits.timeout_seconds", CONF_INT, GC(timeout_seconds), false, "15", 1, 3600, NULL},
+    {"limits.max_connections", CONF_INT, GC(max_connections), false, "1024", 1, 1000000, NULL},
+    {"healthz.timeout_ms", CONF_INT, GC(healthz_timeout_ms), false, "2000", 10, 60000, NULL},
+};
+#undef GC
+
+/* init hook: TLS context, then the listeners. */
+static int gateway_init(struct daemon *d, const char **error_r)
+{
+	memset(&gateway, 0, sizeof gateway);
+	gateway.d = d;
+	gateway.cfg = &gateway_conf;
+	gateway.base = daemon_base(d);
+	if ((gateway.ssl_ctx = gateway_tls_ctx_new(&gateway_conf, error_r)) == NULL)
+		return -1;
+	if (gateway_http_start(&gateway, error_r) < 0) {
+		gateway_tls_ctx_free(gateway.ssl_ctx);
+		gateway.ssl_ctx = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* stop hook (SIGTERM): no new connections; requests in flight and any new ones on open
+ * connections get 503 with Connection: close. */
+static void gateway_stop(struct daemon *d)
+{
+	gateway_http_stop(&gateway);
+	gateway_healthz_orphan_all(&gateway, true);
+	log_event(LOG_INFO, "listeners closed", LF_INT("connections", gateway.connections));
+}
+
+/* deinit hook: free the servers (and their connections), then the TLS context. */
+static void gateway_deinit(struct daemon *d)
+{
+	gateway_healthz_orphan_all(&gateway, false);
+	gateway_http_free(&gateway);
+	gateway_tls_ctx_free(gateway.ssl_ctx);
+	gateway.ssl_ctx = NULL;
+}
+
+static const struct daemon_service gateway_service = {
+    .name = "gateway",
+    .conf = gateway_conf_entries,
+    .n_conf = sizeof gateway_conf_entries / sizeof gateway_conf_entries[0],
+    .conf_target = &gateway_conf,
+    .consumes = false,
+    .forbid_db = true,
+    .init = gateway_init,
+    .deinit = gateway_deinit,
+    .stop = gateway_stop,
+};
+
+int main(int argc, char **argv)
+{
+	return daemon_main(argc, argv, &gateway_service);
+}
