@@ -28,5 +28,11 @@ stack_up() {
 
 stack_down() {
 	"$TOP/ops/devstack" down >/dev/null 2>&1
+	# Daemons' stderr: where a sanitizer build reports errors and leaks at exit.
+	STACK_SAN_REPORTS=$(grep -lE 'AddressSanitizer|LeakSanitizer|runtime error:' \
+		"$WARD_VAR"/*/log/*.stderr 2>/dev/null || true)
+	if [ -n "$STACK_SAN_REPORTS" ]; then
+		for f in $STACK_SAN_REPORTS; do echo "--- $f"; head -40 "$f"; done
+	fi
 	[ -n "${WARD_KEEP:-}" ] || rm -rf "$WARD_VAR"
 }
