@@ -143,25 +143,46 @@ static int daemon_load_kek(struct daemon *d, const char **error_r)
 
 /* ============================== dispatch ================================ */
 
-/* Is the principal allowed by a space-separated list of roles/kinds? */
-static bool daemon_role_allowed(const char *roles, const Ward__Principal *p)
+/* Is word one of the space-separated words of list? */
+static bool daemon_word_in(const char *list, const char *word)
 {
-	const char *r = roles;
-	size_t n;
+	size_t n, wn = word != NULL ? strlen(word) : 0;
 
-	if (roles == NULL)
+	if (wn == 0)
+		return false;
+	while (*list != '\0') {
+		n = strcspn(list, " ");
+		if (n == wn && strncmp(list, word, n) == 0)
+			return true;
+		list += n;
+		list += strspn(list, " ");
+	}
+	return false;
+}
+
+/* May this principal call method m for the envelope's tenant? API credentials
+ * need the method's scope; everyone else a listed role or kind. */
+static bool daemon_allowed(const struct daemon_method *m, const Ward__Envelope *env)
+{
+	const Ward__Principal *p = env->principal;
+	size_t i;
+
+	if (m->roles == NULL)
 		return true;
 	if (p == NULL)
 		return false;
-	while (*r != '\0') {
-		n = strcspn(r, " ");
-		if ((p->role != NULL && strlen(p->role) == n && strncmp(r, p->role, n) == 0) ||
-		    (p->kind != NULL && strlen(p->kind) == n && strncmp(r, p->kind, n) == 0))
-			return true;
-		r += n;
-		r += strspn(r, " ");
+	/* A tenant's credential acts in its own tenant only. */
+	if (p->tenant != NULL && *p->tenant != '\0' && strcmp(p->tenant, env->tenant) != 0)
+		return false;
+	if (p->kind != NULL && strcmp(p->kind, "api") == 0) {
+		if (m->scope == NULL)
+			return false;
+		for (i = 0; i < p->n_scopes; i++)
+			if (strcmp(p->scopes[i], m->scope) == 0)
+				return true;
+		return false;
 	}
-	return false;
+	return daemon_word_in(m->roles, p->role) || daemon_word_in(m->roles, p->kind);
 }
 
 /* Built-in "ping": proves the route, the keys and the consumer work end to end. */
@@ -218,7 +239,7 @@ static queue_result_t daemon_dispatch(void *ctx, const Ward__Envelope *env, cons
 		log_event(LOG_WARN, "unknown method", LF_STR("method", env->method),
 			  LF_STR("sender", env->sender));
 		r = QUEUE_DONE; /* answered; nothing to retry */
-	} else if (!daemon_role_allowed(m->roles, env->principal)) {
+	} else if (!daemon_allowed(m, env)) {
 		reply->status = 403;
 		reply->error = "forbidden";
 		log_event(LOG_WARN, "method refused to principal", LF_STR("method", env->method),

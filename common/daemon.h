@@ -46,16 +46,20 @@ struct daemon_config {
 
 struct daemon;
 
-/* A method answered on q:<service>. The handler has the daemon, the opened
- * envelope and its payload; it fills reply (see queue.h). roles: NULL = any
- * principal (including none), else a space-separated list of allowed roles or
- * principal kinds ("operator service admin"). */
+/* A method answered on q:<service>: the one place its permission is stated. The
+ * handler has the daemon, the opened envelope and its payload; it fills reply
+ * (see queue.h). roles: NULL = any principal (including none), else a
+ * space-separated list of allowed roles or principal kinds ("operator service
+ * admin"). scope: the scope an API credential (principal kind "api") must hold;
+ * NULL = API credentials may not call it. A principal of another tenant than the
+ * envelope's is refused for every method with roles. */
 struct daemon_method {
 	const char *name;
 	queue_result_t (*handler)(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
 				  size_t len, struct queue_reply *reply, const char **error_r);
 	const char *roles;
 	size_t max_payload;
+	const char *scope;
 };
 
 struct daemon_service {

@@ -1,0 +1,48 @@
+/*
+ * gateway_routes — the REST API as a table: each row maps an HTTP method and path
+ * onto a method of a service queue, with the protobuf messages the JSON is read
+ * into and written from (common/pbjson), and what the route requires.
+ *
+ * Request message: the JSON body (by field name), then path parameters ("{id}"
+ * fills field "id"), then query parameters (same names), then, if the message has
+ * them, fields "ip" and "user_agent" from the connection. Reply: the service's
+ * reply message as JSON with success_status; an error reply (envelope status != 0)
+ * becomes application/problem+json from its ward.Problem payload.
+ *
+ * Each service's rows live in gateway_routes_<service>.c, written with that
+ * service; gateway_routes.c lists the tables.
+ */
+#ifndef WARD_GATEWAY_ROUTES_H
+#define WARD_GATEWAY_ROUTES_H
+
+#include <stddef.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+enum {
+	ROUTE_PUBLIC = 1 << 0,	  /* no credential needed (login, oauth token, sso) */
+	ROUTE_SET_SESSION = 1 << 1, /* reply is a LoginReply: set the session cookie */
+	ROUTE_END_SESSION = 1 << 2, /* clear the session cookie after success */
+	ROUTE_FORM = 1 << 3,	  /* body is application/x-www-form-urlencoded (RFC 6749) */
+	ROUTE_LOGIN_RATE = 1 << 4, /* the much tighter login rate limit */
+	ROUTE_BROWSER = 1 << 5,	  /* a page (307 to the right region, not 421) */
+	ROUTE_RAW_REPLY = 1 << 6, /* reply is not JSON: no pbjson (downloads, CSV) */
+};
+
+struct gateway_route {
+	const char *method; /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+	const char *path;   /* "/api/v1/users/{id}": a {name} segment matches one segment */
+	const char *stream; /* "q:auth" */
+	const char *rpc;    /* method on that queue, e.g. "auth.login" */
+	const ProtobufCMessageDescriptor *request;
+	const ProtobufCMessageDescriptor *reply; /* NULL: empty 204 */
+	unsigned flags;
+	int success_status; /* 200, 201, 204 */
+	size_t max_body;    /* 0: the gateway default */
+};
+
+/* Every service's rows (defined in gateway_routes_<service>.c). */
+extern const struct gateway_route gateway_routes_auth[];
+extern const size_t gateway_routes_auth_n;
+
+#endif
