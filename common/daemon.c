@@ -215,7 +215,7 @@ static queue_result_t daemon_ping(struct daemon *d, const Ward__Envelope *env,
 	return QUEUE_DONE;
 }
 
-static const struct daemon_method daemon_builtin_ping = { "ping", daemon_ping, NULL, 4096 };
+static const struct daemon_method daemon_builtin_ping = { "ping", daemon_ping, NULL, 4096, NULL };
 
 /* The queue handler: find the method, check role and size, run it. */
 static queue_result_t daemon_dispatch(void *ctx, const Ward__Envelope *env, const uint8_t *payload,
