@@ -32,24 +32,23 @@ static const char usage[] =
 	"  streams     print one \"<stream> <consumer group>\" line per consumed stream\n"
 	"  sql         print the psql script for roles, grants and RLS policies\n";
 
-int main(int argc, char **argv)
+/* Parse options from optind on, up to the first non-option: -1 to go on, else the
+ * exit status (0 after --help, 2 on bad usage). */
+static int policy_options(int argc, char **argv, const char **path, const char **dir)
 {
 	static const struct option opts[] = { { "policy", required_argument, NULL, 'p' },
 					      { "dir", required_argument, NULL, 'd' },
 					      { "help", no_argument, NULL, 'h' },
 					      { NULL, 0, NULL, 0 } };
-	const char *path = "deploy/policy.yaml", *dir = NULL, *cmd, *err = NULL;
-	struct policy *pol = NULL;
-	char *perr = NULL;
-	int c, ret = 1;
+	int c;
 
 	while ((c = getopt_long(argc, argv, "+p:d:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			path = optarg;
+			*path = optarg;
 			break;
 		case 'd':
-			dir = optarg;
+			*dir = optarg;
 			break;
 		case 'h':
 			fputs(usage, stdout);
@@ -59,6 +58,18 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = "deploy/policy.yaml", *dir = NULL, *cmd, *err = NULL;
+	struct policy *pol = NULL;
+	char *perr = NULL;
+	int c, ret = 1;
+
+	if ((c = policy_options(argc, argv, &path, &dir)) >= 0)
+		return c;
 	if (optind >= argc) {
 		fputs(usage, stderr);
 		return 2;
@@ -66,22 +77,8 @@ int main(int argc, char **argv)
 	cmd = argv[optind];
 	/* Options may also follow the command ("secrets --dir DIR"). */
 	optind++;
-	while ((c = getopt_long(argc, argv, "+p:d:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'p':
-			path = optarg;
-			break;
-		case 'd':
-			dir = optarg;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			return 0;
-		default:
-			fputs(usage, stderr);
-			return 2;
-		}
-	}
+	if ((c = policy_options(argc, argv, &path, &dir)) >= 0)
+		return c;
 	if (optind < argc) {
 		fprintf(stderr, "ward-policy: unexpected argument '%s'\n", argv[optind]);
 		return 2;
