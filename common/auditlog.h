@@ -30,4 +30,31 @@ int auditlog_relay_start(struct daemon *d, const char *schema, const char **erro
 void auditlog_relay_kick(struct daemon *d);
 void auditlog_relay_stop(struct daemon *d);
 
+/* ---- Added by the audit service: confirmed sends, limits, validation. ---- */
+
+/* Largest detail_json accepted (bytes) and events per audit.record_batch. */
+#define AUDITLOG_DETAIL_MAX (64 * 1024)
+#define AUDITLOG_BATCH_MAX 256
+/* Outbox rows past this: the relay's key hb:<service>:audit-outbox says degraded. */
+#define AUDITLOG_OUTBOX_HIGH_WATER 10000
+
+struct redisContext;
+
+/* 0 if ev is well formed (id 32 lower-case hex or empty, strings bounded, detail
+ * valid UTF-8 of at most AUDITLOG_DETAIL_MAX); fills a missing id and at_ms. */
+int auditlog_prepare(Ward__AuditEvent *ev, const char **error_r);
+/* A blocking Redis connection (timeout_ms for connect and every command),
+ * authenticated as user when password is not NULL. Free with redisFree. */
+struct redisContext *auditlog_redis_open(const char *host, int port, const char *user,
+					 const char *password, int timeout_ms,
+					 const char **error_r);
+/* Seal payload for sender -> q:audit as method and XADD it (no trimming: audit
+ * entries must never be trimmed unread). Returns 0 only once Redis answered with
+ * an entry id (with appendfsync always: on disk). On -1 the connection may be
+ * broken: redisFree it. */
+int auditlog_xadd(struct redisContext *rc, const envelope_keys_t *keys, const char *sender,
+		  const char *region, const char *method, const char *tenant,
+		  const Ward__Principal *principal, const uint8_t *payload, size_t len,
+		  const char **error_r);
+
 #endif

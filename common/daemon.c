@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 
+#include "auditlog.h"
 #include "crypto.h"
 #include "log.h"
 
@@ -500,6 +501,11 @@ int daemon_main(int argc, char **argv, const struct daemon_service *svc)
 		log_error("start-up failed: %s", error);
 		goto out;
 	}
+	if (svc->outbox_schema != NULL && d.db != NULL &&
+	    auditlog_relay_start(&d, svc->outbox_schema, &error) < 0) {
+		log_error("cannot start the audit outbox relay: %s", error);
+		goto deinit;
+	}
 	if (svc->consumes && queue_consume(d.queue, d.stream, daemon_dispatch, &d, &error) < 0) {
 		log_error("cannot consume %s: %s", d.stream, error);
 		goto deinit;
@@ -516,6 +522,7 @@ int daemon_main(int argc, char **argv, const struct daemon_service *svc)
 		status = 0;
 	log_info("stopped");
 deinit:
+	auditlog_relay_stop(&d);
 	if (svc->deinit != NULL)
 		svc->deinit(&d);
 out:

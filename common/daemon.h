@@ -74,6 +74,9 @@ struct daemon_service {
 	bool needs_db;	/* must have postgres.conninfo */
 	bool forbid_db; /* must not have one (gateway, mail-ingest) */
 	bool needs_kek;
+	/* Schema of the audit outbox ("auth", "ticket", "backup") for services with a
+	 * database: its relay (auditlog.h) runs from after init until shutdown. */
+	const char *outbox_schema;
 	int (*init)(struct daemon *d, const char **error_r);
 	void (*deinit)(struct daemon *d);
 	/* Called on SIGTERM before draining (close listeners). May be NULL. */

@@ -359,6 +359,10 @@ int policy_secrets(const struct policy *pol, const char *dir, const char **error
 	} while (kek[sizeof kek - 1] == '\n');
 	if (file_create(dirfd, "kek", kek, sizeof kek) < 0)
 		goto fail;
+	/* ward-audit's checkpoint signing key (HMAC-SHA256), 64 hex digits: only the
+	 * audit service's configuration names it; no other principal is given it. */
+	if (policy_find(pol, "audit") != NULL && secret_password(dirfd, "audit-signing-key", 32) < 0)
+		goto fail;
 	if (secrets_routes(pol, dirfd, error_r) < 0)
 		goto out;
 	ret = 0;

@@ -54,9 +54,17 @@ void wardctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Commands: argc/argv start at the command's own name. Return the exit status. */
 int wardctl_tenant(const struct wardctl_conf *conf, int argc, char **argv);
 int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv);
+int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv);
+
+/* Record an operator action in region's audit log (q:audit, ops route), confirmed
+ * by Redis; 0 or -1 with *error_r. tenant_id NULL or "" for cell-wide actions. */
+int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char *tenant_id,
+			 const char *type, const char *action, const char *target,
+			 const char *detail_json, const char **error_r);
 
 /* Help texts, printed before the config is loaded. */
 extern const char wardctl_tenant_usage[];
 extern const char wardctl_ping_usage[];
+extern const char wardctl_audit_usage[];
 
 #endif

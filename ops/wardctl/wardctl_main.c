@@ -32,7 +32,8 @@ static const char usage[] =
 	"\n"
 	"commands:\n"
 	"  tenant create|list|show   provision and inspect tenants\n"
-	"  ping                      request/reply ping through a service's queue\n";
+	"  ping                      request/reply ping through a service's queue\n"
+	"  audit verify|list         verify a tenant's audit hash chain, list its events\n";
 
 int wardctl_region_index(const char *name)
 {
@@ -169,13 +170,16 @@ int main(int argc, char **argv)
 		fputs(usage, stderr);
 		return 2;
 	}
-	if (strcmp(argv[0], "tenant") != 0 && strcmp(argv[0], "ping") != 0) {
+	if (strcmp(argv[0], "tenant") != 0 && strcmp(argv[0], "ping") != 0 &&
+	    strcmp(argv[0], "audit") != 0) {
 		wardctl_error("unknown command '%s'", argv[0]);
 		fputs(usage, stderr);
 		return 2;
 	}
 	if (wants_help(argc, argv)) {
-		fputs(strcmp(argv[0], "tenant") == 0 ? wardctl_tenant_usage : wardctl_ping_usage,
+		fputs(strcmp(argv[0], "tenant") == 0  ? wardctl_tenant_usage
+		      : strcmp(argv[0], "audit") == 0 ? wardctl_audit_usage
+						      : wardctl_ping_usage,
 		      stdout);
 		return 0;
 	}
@@ -188,6 +192,8 @@ int main(int argc, char **argv)
 		return 1;
 	if (strcmp(argv[0], "tenant") == 0)
 		ret = wardctl_tenant(&conf, argc, argv);
+	else if (strcmp(argv[0], "audit") == 0)
+		ret = wardctl_audit(&conf, argc, argv);
 	else
 		ret = wardctl_ping(&conf, argc, argv);
 	wardctl_conf_free(&conf);

@@ -468,6 +468,27 @@ static int tenant_create(const struct wardctl_conf *conf, int argc, char **argv)
 		}
 		done[i] = 1;
 	}
+	/* Recorded before success is reported; if it cannot be, the creation is undone. */
+	{
+		json_t *dj = json_pack("{s:s, s:s, s:s}", "slug", slug, "name", name, "region",
+				       region);
+		char *detail = dj != NULL ? json_dumps(dj, JSON_COMPACT) : NULL;
+		char target[64];
+		int ar;
+
+		snprintf(target, sizeof target, "tenant:%s", t.id);
+		ar = detail != NULL ? wardctl_audit_record(conf, home, t.id, "tenant", "create",
+							   target, detail, &err)
+				    : -1;
+		free(detail);
+		json_decref(dj);
+		if (ar < 0) {
+			wardctl_error("region %s: cannot record the audit event: %s (creation "
+				      "undone)",
+				      region, err != NULL ? err : "out of memory");
+			goto undo;
+		}
+	}
 	if (tenant_create_print(slug, region, conf->domain, conf->cell[home].https_port, t.email,
 				t.password) < 0) {
 		wardctl_error("cannot write the result (creation undone)");

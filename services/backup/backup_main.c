@@ -14,6 +14,7 @@ static const struct daemon_service backup_service = {
 	.needs_db = true,
 	.forbid_db = false,
 	.needs_kek = true,
+	.outbox_schema = "backup",
 };
 
 int main(int argc, char **argv)

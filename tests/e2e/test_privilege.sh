@@ -50,8 +50,9 @@ refuse "postgres: ward_ticket is denied auth.users" pg_as $r ward_ticket "SELECT
 refuse "postgres: ward_backup cannot write auth.users" pg_as $r ward_backup "DELETE FROM auth.users"
 refuse "postgres: ward_auth cannot create tables in public" pg_as $r ward_auth "CREATE TABLE public.x (i int)"
 refuse "postgres: ward_auth cannot create a schema" pg_as $r ward_auth "CREATE SCHEMA evil"
-check "postgres: ward_audit may INSERT an event" pg_as $r ward_audit \
-	"INSERT INTO audit.events (id, tenant_id, at, type, action, actor, hash) VALUES (gen_random_uuid(), NULL, now(), 'test', 'insert', 'e2e', '\x00')"
+ta=$(pg_super $r "SELECT gen_random_uuid()")
+check "postgres: ward_audit may INSERT an event (under RLS, in its tenant)" pg_as $r ward_audit \
+	"BEGIN; SELECT set_config('app.tenant_id', '$ta', true); INSERT INTO audit.events (id, tenant_id, at, type, action, actor, seq, hash) VALUES (gen_random_uuid(), '$ta', now(), 'test', 'insert', 'e2e', 1, sha256('h')); COMMIT;"
 refuse "postgres: ward_audit may not UPDATE events" pg_as $r ward_audit "UPDATE audit.events SET actor = 'x'"
 refuse "postgres: ward_audit may not DELETE events" pg_as $r ward_audit "DELETE FROM audit.events"
 refuse "postgres: ward_audit may not TRUNCATE events" pg_as $r ward_audit "TRUNCATE audit.events"

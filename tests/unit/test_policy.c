@@ -805,8 +805,9 @@ static int pg_setup(void **state)
 		   "repeat('a', 64), 'admin'), "
 		   "(gen_random_uuid(), '22222222-2222-4222-8222-222222222222', '\\x02', "
 		   "repeat('b', 64), 'admin'); "
-		   "INSERT INTO audit.events (tenant_id, type, action, actor, hash) VALUES "
-		   "('11111111-1111-4111-8111-111111111111', 'admin', 'create', 'x', '\\x00')\"",
+		   "INSERT INTO audit.events (tenant_id, type, action, actor, seq, hash) VALUES "
+		   "('11111111-1111-4111-8111-111111111111', 'admin', 'create', 'x', 1, "
+		   "sha256('e1'))\"",
 		   fx.port),
 		0);
 	unsetenv("PGPASSWORD");
@@ -919,8 +920,9 @@ static void test_pg_enforced(void **state)
 	assert_string_equal(pg_state(audit, "BEGIN"), "00000");
 	assert_string_equal(pg_state(audit, ACME), "00000");
 	assert_string_equal(pg_state(audit, "INSERT INTO audit.events (tenant_id, type, action, "
-					    "actor, hash) VALUES ('11111111-1111-4111-8111-"
-					    "111111111111', 'a', 'b', 'c', '\\x01')"),
+					    "actor, seq, prev_hash, hash) VALUES ('11111111-1111-"
+					    "4111-8111-111111111111', 'a', 'b', 'c', 2, sha256('e1'), "
+					    "sha256('e2'))"),
 			    "00000");
 	assert_int_equal(pg_count(audit, "SELECT count(*) FROM audit.events"), 2);
 	assert_string_equal(pg_state(audit, "COMMIT"), "00000");
