@@ -161,6 +161,24 @@ static bool daemon_word_in(const char *list, const char *word)
 	return false;
 }
 
+/* Who may vouch for a principal: only the gateway authenticates users and API
+ * credentials (the operator's tooling may act for them too); a service speaks only
+ * for itself; only the operator's tool speaks for an operator. The route key
+ * already proves the sender, so a service holding a route cannot claim to be a
+ * user or another service. */
+static bool daemon_principal_trusted(const Ward__Principal *p, const char *sender)
+{
+	const char *kind = p->kind != NULL ? p->kind : "";
+
+	if (strcmp(kind, "user") == 0 || strcmp(kind, "api") == 0)
+		return strcmp(sender, "gateway") == 0 || strcmp(sender, "ops") == 0;
+	if (strcmp(kind, "service") == 0)
+		return p->id != NULL && strcmp(p->id, sender) == 0;
+	if (strcmp(kind, "operator") == 0)
+		return strcmp(sender, "ops") == 0;
+	return strcmp(kind, "anonymous") == 0;
+}
+
 /* May this principal call method m for the envelope's tenant? API credentials
  * need the method's scope; everyone else a listed role or kind. */
 static bool daemon_allowed(const struct daemon_method *m, const Ward__Envelope *env)
@@ -170,7 +188,7 @@ static bool daemon_allowed(const struct daemon_method *m, const Ward__Envelope *
 
 	if (m->roles == NULL)
 		return true;
-	if (p == NULL)
+	if (p == NULL || !daemon_principal_trusted(p, env->sender))
 		return false;
 	/* A tenant's credential acts in its own tenant only. */
 	if (p->tenant != NULL && *p->tenant != '\0' && strcmp(p->tenant, env->tenant) != 0)
