@@ -10,6 +10,8 @@
  *   (%W~q:T %W~r:S:* %W~dl:X  XADD)                    sends, replies, dead letters
  *   (~r:X:*  XREAD XLEN DEL EXPIRE)                    its own reply streams
  *   (%W~hb:X:*  SET EXPIRE DEL)                        its heartbeats
+ *   (~rl:X:*  INCR PEXPIRE GET)                        rate-limit counters, only with
+ *                                                      redis.ratelimit: true (gateway)
  * so a sender can append to a queue but never delete, overwrite or ack it.
  * Passwords appear only as SHA-256 (#<hex>).
  */
@@ -29,6 +31,10 @@
 #define ACL_SEND "+xadd"
 #define ACL_OWN_REPLY "+xread +xlen +del +expire"
 #define ACL_HEARTBEAT "+set +expire +del"
+/* Sliding-window counters (services/gateway/gateway_ratelimit.c): no EVAL, no SET. */
+#define ACL_RATELIMIT "+incr +pexpire +get"
+
+int policy_ratelimited(const struct policy_principal *p); /* policy_load.c */
 /* The operator's reads, for status-style commands. */
 #define ACL_OPERATOR_ROOT " +scan"
 #define ACL_OPERATOR_READ "+get +ttl +exists +xlen +xrange +xrevrange +xpending +xinfo|stream +xinfo|groups"
@@ -97,6 +103,8 @@ static void acl_principal(const struct policy *pol, const struct policy_principa
 	fputs(ACL_SEND ")", out);
 	fprintf(out, " (~r:%s:* " ACL_OWN_REPLY ")", p->name);
 	fprintf(out, " (%%W~hb:%s:* " ACL_HEARTBEAT ")", p->name);
+	if (policy_ratelimited(p))
+		fprintf(out, " (~rl:%s:* " ACL_RATELIMIT ")", p->name);
 	if (p->operator)
 		fputs(" (%R~hb:* %R~dl:* %R~q:* " ACL_OPERATOR_READ ")", out);
 	fputc('\n', out);

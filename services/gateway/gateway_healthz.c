@@ -64,12 +64,15 @@ static void healthz_unlink(struct healthz *hz)
 	hz->prevp = NULL;
 }
 
-/* The connection of hz->req is being freed: the request goes with it. */
+/* The connection of hz->req is being freed. If evhttp detached the request first
+ * (the client went away: its connection pointer is NULL) it waits for our reply,
+ * which frees it; otherwise (the server is being freed) it goes with the connection. */
 static void healthz_conn_closed(struct evhttp_connection *evcon, void *arg)
 {
 	struct healthz *hz = arg;
 
-	hz->req = NULL;
+	if (hz->req != NULL && evhttp_request_get_connection(hz->req) != NULL)
+		hz->req = NULL;
 	hz->evcon = NULL;
 }
 

@@ -7,24 +7,43 @@
  *
  * Every response built here carries the security headers and an X-Request-Id
  * (the client's if sane, else a fresh random one) and produces exactly one access
- * log line. Errors are RFC 9457 problem documents. Requests that evhttp itself
- * rejects before our callback runs (malformed request line or headers: 400;
- * headers over limits.max_header_bytes or a body over limits.max_body_bytes: 413)
- * are answered by evhttp with its own minimal page: libevent 2.1 has no hook to
- * decorate them.
+ * log line. Errors are RFC 9457 problem documents. Before the API pipeline
+ * (gateway_api.c) every request is checked here: target length (414), number of
+ * header fields (431), exactly one Host (400), and a Host naming the same host as
+ * the TLS SNI when one was sent (421). /healthz answers on any host.
+ *
+ * What evhttp rejects itself, before any callback of ours, it answers with its own
+ * text/html page and no security headers, then closes the connection: a malformed
+ * request line or header (400), a header block over limits.max_header_bytes (400),
+ * a body over the largest route's max_body (413), an unknown method (501). In
+ * libevent 2.1 these come from evhttp_connection_fail_ → evhttp_send_error inside
+ * http.c; 2.1 has no error callback (evhttp_set_errorcb is 2.2) and no hook between
+ * parsing and that answer, and such a request never reaches the gencb (its uri is
+ * NULL). Decorating them would take an output bufferevent filter parsing our own
+ * HTTP framing (a copy of every byte served, and a parser on the response path)
+ * for pages that carry no data, no script and no user input. Bodies within the
+ * server cap but over their route's max_body get a problem+json 413 from
+ * gateway_api.c with every header.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "crypto.h"
 #include "gateway.h"
+#include "gateway_routes.h"
 #include "log.h"
 
 #define GATEWAY_ALL_METHODS                                                                        \
@@ -35,21 +54,8 @@
 /* The gateway this file serves (one per process); set by gateway_http_start. */
 static struct gateway *gateway_http_gw;
 
-/* One row per route: path, methods answered, their Allow header, handler. */
-struct gateway_route {
-	const char *path;
-	int methods;
-	const char *allow;
-	void (*handler)(struct gateway *gw, struct evhttp_request *req,
-			const struct gateway_reqinfo *info);
-};
-
-static const struct gateway_route gateway_routes[] = {
-    {"/healthz", EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", gateway_healthz_start},
-};
-
 /* The method's name for logs. */
-static const char *gateway_http_method(enum evhttp_cmd_type cmd)
+const char *gateway_http_method(enum evhttp_cmd_type cmd)
 {
 	switch (cmd) {
 	case EVHTTP_REQ_GET:
@@ -80,20 +86,56 @@ static const char *gateway_http_reason(int status)
 	switch (status) {
 	case 200:
 		return "OK";
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
+	case 204:
+		return "No Content";
+	case 307:
+		return "Temporary Redirect";
 	case 308:
 		return "Permanent Redirect";
 	case 400:
 		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 409:
+		return "Conflict";
+	case 410:
+		return "Gone";
+	case 412:
+		return "Precondition Failed";
 	case 413:
 		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 415:
+		return "Unsupported Media Type";
+	case 421:
+		return "Misdirected Request";
+	case 422:
+		return "Unprocessable Content";
+	case 423:
+		return "Locked";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
 	case 500:
 		return "Internal Server Error";
+	case 502:
+		return "Bad Gateway";
 	case 503:
 		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
 	}
 	return "Unknown";
 }
@@ -203,15 +245,76 @@ void gateway_http_problem(struct evhttp_request *req, const struct gateway_reqin
 	free(body);
 }
 
-/* HTTPS: route the request by exact path, then by method. */
+/* The SNI the client sent on this request's TLS connection, or NULL. An IP literal
+ * (which RFC 6066 3 forbids, but some clients send) counts as no name. */
+static const char *gateway_http_sni(struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+	const char *sni = ssl != NULL ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+	unsigned char addr[16];
+
+	if (sni != NULL &&
+	    (inet_pton(AF_INET, sni, addr) == 1 || inet_pton(AF_INET6, sni, addr) == 1))
+		return NULL;
+	return sni;
+}
+
+/*
+ * The checks every HTTPS request gets before routing: target length, header
+ * count, exactly one Host, and the SNI (when sent) naming the same host. 0, or
+ * the status to answer with and *detail_r.
+ */
+static int gateway_http_precheck(struct gateway *gw, struct evhttp_request *req,
+				 const char **detail_r)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	const char *uri = evhttp_request_get_uri(req);
+	const char *host = NULL, *sni;
+	struct evkeyval *kv;
+	int n = 0, hosts = 0;
+
+	if (uri == NULL || strlen(uri) > (size_t)gw->cfg->max_url_bytes) {
+		*detail_r = "The request target is too long.";
+		return 414;
+	}
+	for (kv = in->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+		n++;
+		if (strcasecmp(kv->key, "Host") == 0) {
+			hosts++;
+			host = kv->value;
+		}
+	}
+	if (n > gw->cfg->max_headers) {
+		*detail_r = "Too many header fields.";
+		return 431;
+	}
+	if (hosts != 1 || host == NULL || host[0] == '\0') {
+		*detail_r = "Exactly one Host header is required.";
+		return 400;
+	}
+	sni = gateway_http_sni(req);
+	if (sni != NULL) {
+		size_t hn = strcspn(host, ":");
+
+		if (strlen(sni) != hn || strncasecmp(sni, host, hn) != 0) {
+			*detail_r = "The Host header does not match the TLS server name.";
+			return 421;
+		}
+	}
+	return 0;
+}
+
+/* HTTPS: generic checks, then /healthz (any host) or the API pipeline (gateway_api.c). */
 static void gateway_http_dispatch(struct evhttp_request *req, void *arg)
 {
 	struct gateway *gw = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-	const struct gateway_route *route = NULL;
+	const char *detail = NULL;
 	struct gateway_reqinfo info;
-	size_t i;
+	int status;
 
 	gateway_reqinfo_init(&info, req);
 	if (gw->stopping) {
@@ -219,21 +322,24 @@ static void gateway_http_dispatch(struct evhttp_request *req, void *arg)
 				     "The gateway is shutting down.");
 		return;
 	}
-	for (i = 0; path != NULL && i < sizeof gateway_routes / sizeof gateway_routes[0]; i++)
-		if (strcmp(path, gateway_routes[i].path) == 0)
-			route = &gateway_routes[i];
-	if (route == NULL) {
-		gateway_http_problem(req, &info, 404, "Not Found",
-				     "No resource exists at this path.");
+	if ((status = gateway_http_precheck(gw, req, &detail)) != 0) {
+		gateway_http_problem(req, &info, status, gateway_http_reason(status), detail);
 		return;
 	}
-	if ((evhttp_request_get_command(req) & route->methods) == 0) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", route->allow);
-		gateway_http_problem(req, &info, 405, "Method Not Allowed",
-				     "This resource does not support the request method.");
+	if (path != NULL && strcmp(path, "/healthz") == 0) {
+		enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+
+		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+					  "GET, HEAD");
+			gateway_http_problem(req, &info, 405, "Method Not Allowed",
+					     "This resource does not support the request method.");
+			return;
+		}
+		gateway_healthz_start(gw, req, &info);
 		return;
 	}
-	route->handler(gw, req, &info);
+	gateway_api_start(gw, req, &info);
 }
 
 /* Plain HTTP: every request gets a 308 to the same target over HTTPS. */
@@ -270,6 +376,20 @@ static void gateway_http_limits(struct evhttp *http, const struct gateway_config
 	evhttp_set_allowed_methods(http, GATEWAY_ALL_METHODS);
 	/* Read (and drop) the rest of an oversized body so the client sees the 413. */
 	(void)evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
+}
+
+/* The server-wide body cap: the largest a route allows (each route is held to its own
+ * max_body in gateway_api.c, with a problem+json 413; over this one, evhttp answers). */
+static ev_ssize_t gateway_http_max_body(const struct gateway_config *cfg)
+{
+	const struct gateway_route *rows;
+	size_t n, t, i, max = (size_t)cfg->max_body_bytes;
+
+	for (t = 0; gateway_routes_table(t, &rows, &n); t++)
+		for (i = 0; i < n; i++)
+			if (rows[i].max_body > max)
+				max = rows[i].max_body;
+	return (ev_ssize_t)max;
 }
 
 /* Create a server on gw->base bound to spec; *port_r gets the port. */
@@ -313,7 +433,7 @@ int gateway_http_start(struct gateway *gw, const char **error_r)
 		goto fail;
 	evhttp_set_bevcb(gw->https, gateway_tls_bevcb, gw);
 	evhttp_set_gencb(gw->https, gateway_http_dispatch, gw);
-	gateway_http_limits(gw->https, gw->cfg, gw->cfg->max_body_bytes);
+	gateway_http_limits(gw->https, gw->cfg, gateway_http_max_body(gw->cfg));
 	if (gw->cfg->http_listen != NULL) {
 		gw->http = gateway_http_listen(gw, "http.listen", gw->cfg->http_listen,
 					       &gw->http_sock, &port, error_r);

@@ -54,6 +54,22 @@ static const struct conf_entry gateway_conf_entries[] = {
     {"limits.timeout_seconds", CONF_INT, GC(timeout_seconds), false, "15", 1, 3600, NULL},
     {"limits.max_connections", CONF_INT, GC(max_connections), false, "1024", 1, 1000000, NULL},
     {"healthz.timeout_ms", CONF_INT, GC(healthz_timeout_ms), false, "2000", 10, 60000, NULL},
+    {"limits.max_url_bytes", CONF_INT, GC(max_url_bytes), false, "4096", 256, 65536, NULL},
+    {"limits.max_headers", CONF_INT, GC(max_headers), false, "64", 8, 1000, NULL},
+    {"limits.max_connections_per_source", CONF_INT, GC(max_connections_per_source), false, "128",
+     1, 1000000, NULL},
+    {"regions.us.https_port", CONF_INT, GC(port_us), false, "443", 1, 65535, NULL},
+    {"regions.eu.https_port", CONF_INT, GC(port_eu), false, "443", 1, 65535, NULL},
+    {"regions.uk.https_port", CONF_INT, GC(port_uk), false, "443", 1, 65535, NULL},
+    {"upstream.timeout_ms", CONF_INT, GC(upstream_timeout_ms), false, "10000", 100, 120000, NULL},
+    {"cache.tenant_ms", CONF_INT, GC(tenant_cache_ms), false, "30000", 0, 300000, NULL},
+    {"cache.auth_max_ms", CONF_INT, GC(auth_cache_max_ms), false, "5000", 0, 5000, NULL},
+    {"ratelimit.window_seconds", CONF_INT, GC(rl_window_s), false, "60", 1, 3600, NULL},
+    {"ratelimit.per_source", CONF_INT, GC(rl_ip), false, "3000", 1, 100000000, NULL},
+    {"ratelimit.per_source_tenant", CONF_INT, GC(rl_tenant_ip), false, "600", 1, 100000000,
+     NULL},
+    {"ratelimit.per_credential", CONF_INT, GC(rl_credential), false, "600", 1, 100000000, NULL},
+    {"ratelimit.login_per_source", CONF_INT, GC(rl_login), false, "10", 1, 100000, NULL},
 };
 #undef GC
 
@@ -66,9 +82,13 @@ static int gateway_init(struct daemon *d, const char **error_r)
 	gateway.base = daemon_base(d);
 	if ((gateway.ssl_ctx = gateway_tls_ctx_new(&gateway_conf, error_r)) == NULL)
 		return -1;
-	if (gateway_http_start(&gateway, error_r) < 0) {
+	gateway.sources = gateway_tls_sources_new();
+	if (gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0) {
+		gateway_api_deinit(&gateway);
 		gateway_tls_ctx_free(gateway.ssl_ctx);
 		gateway.ssl_ctx = NULL;
+		gateway_tls_sources_free(gateway.sources);
+		gateway.sources = NULL;
 		return -1;
 	}
 	return 0;
@@ -80,6 +100,7 @@ static void gateway_stop(struct daemon *d)
 {
 	gateway_http_stop(&gateway);
 	gateway_healthz_orphan_all(&gateway, true);
+	gateway_api_orphan_all(&gateway, true);
 	log_event(LOG_INFO, "listeners closed", LF_INT("connections", gateway.connections));
 }
 
@@ -87,9 +108,13 @@ static void gateway_stop(struct daemon *d)
 static void gateway_deinit(struct daemon *d)
 {
 	gateway_healthz_orphan_all(&gateway, false);
+	gateway_api_orphan_all(&gateway, false);
 	gateway_http_free(&gateway);
+	gateway_api_deinit(&gateway); /* after the servers: frees orphans' rate-limit checks */
 	gateway_tls_ctx_free(gateway.ssl_ctx);
 	gateway.ssl_ctx = NULL;
+	gateway_tls_sources_free(gateway.sources); /* every SSL (and its count) is gone */
+	gateway.sources = NULL;
 }
 
 static const struct daemon_service gateway_service = {

@@ -15,6 +15,7 @@
 #ifndef WARD_GATEWAY_ROUTES_H
 #define WARD_GATEWAY_ROUTES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -41,8 +42,16 @@ struct gateway_route {
 	size_t max_body;    /* 0: the gateway default */
 };
 
-/* Every service's rows (defined in gateway_routes_<service>.c). */
-extern const struct gateway_route gateway_routes_auth[];
-extern const size_t gateway_routes_auth_n;
+/* Every service's rows (defined in gateway_routes_<service>.c). Weak: a table not
+ * written yet links as empty (gateway_routes.c checks the addresses). */
+extern const struct gateway_route gateway_routes_auth[] __attribute__((weak));
+extern const size_t gateway_routes_auth_n __attribute__((weak));
+extern const struct gateway_route gateway_routes_ticket[] __attribute__((weak));
+extern const size_t gateway_routes_ticket_n __attribute__((weak));
+extern const struct gateway_route gateway_routes_audit[] __attribute__((weak));
+extern const size_t gateway_routes_audit_n __attribute__((weak));
+
+/* gateway_routes.c: table i (0, 1, …) as rows and count; false past the last table. */
+bool gateway_routes_table(size_t i, const struct gateway_route **rows_r, size_t *n_r);
 
 #endif

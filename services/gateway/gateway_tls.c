@@ -13,11 +13,24 @@
  * connection ends. A connection accepted over max_connections gets a bufferevent
  * all the same (evhttp would otherwise fall back to plain HTTP on this port) but is
  * marked, and the ClientHello callback aborts its handshake with an alert.
+ *
+ * Per source: the ClientHello callback (the first point where the socket is
+ * known) counts the connection against its peer address in a small hash table
+ * and aborts the handshake past limits.max_connections_per_source; the count is
+ * given back by another ex_data free callback. It also sets TCP_NODELAY: evhttp
+ * writes a response as several TLS records, and Nagle's algorithm would hold the
+ * last one back for the client's delayed ACK (40 ms per keep-alive request).
  */
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -35,6 +48,86 @@
 
 static int gateway_tls_idx_gw = -1;	/* SSL ex_data: struct gateway *, counted */
 static int gateway_tls_idx_refuse = -1; /* SSL ex_data: non-NULL if over the cap */
+static int gateway_tls_idx_src = -1;	/* SSL ex_data: struct gateway_source *, counted */
+
+#define GATEWAY_SOURCES_BUCKETS 1024
+
+/* Live connections of one peer address. */
+struct gateway_source {
+	struct gateway_source *next;
+	struct gateway_sources *table;
+	unsigned long n;
+	char addr[INET6_ADDRSTRLEN];
+};
+
+struct gateway_sources {
+	struct gateway_source *b[GATEWAY_SOURCES_BUCKETS];
+};
+
+/* Bucket of an address string. */
+static size_t gateway_tls_src_hash(const char *addr)
+{
+	size_t h = 5381;
+
+	while (*addr != '\0')
+		h = h * 33 + (unsigned char)*addr++;
+	return h % GATEWAY_SOURCES_BUCKETS;
+}
+
+/* Count one more connection from addr; the node (never NULL: allocation failure is fatal). */
+static struct gateway_source *gateway_tls_src_get(struct gateway_sources *t, const char *addr)
+{
+	size_t h = gateway_tls_src_hash(addr);
+	struct gateway_source *s;
+
+	for (s = t->b[h]; s != NULL; s = s->next)
+		if (strcmp(s->addr, addr) == 0)
+			break;
+	if (s == NULL) {
+		if ((s = calloc(1, sizeof *s)) == NULL)
+			log_fatal("gateway: out of memory");
+		snprintf(s->addr, sizeof s->addr, "%s", addr);
+		s->table = t;
+		s->next = t->b[h];
+		t->b[h] = s;
+	}
+	s->n++;
+	return s;
+}
+
+/* ex_data free callback: the connection of a counted source is gone. */
+static void gateway_tls_src_gone(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+				 void *argp)
+{
+	struct gateway_source *s = ptr, **pp;
+
+	if (s == NULL || --s->n > 0)
+		return;
+	for (pp = &s->table->b[gateway_tls_src_hash(s->addr)]; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	free(s);
+}
+
+/* The peer address of fd as text, or "" if unknown. */
+static void gateway_tls_peer(int fd, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	const void *a = NULL;
+
+	out[0] = '\0';
+	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return;
+	if (ss.ss_family == AF_INET)
+		a = &((struct sockaddr_in *)&ss)->sin_addr;
+	else if (ss.ss_family == AF_INET6)
+		a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	if (a == NULL || inet_ntop(ss.ss_family, a, out, (socklen_t)len) == NULL)
+		out[0] = '\0';
+}
 
 /* The first queued OpenSSL error as text, in a static buffer (single-threaded). */
 static const char *gateway_tls_error(const char *what)
@@ -66,14 +159,66 @@ static int gateway_tls_no_password(char *buf, int size, int rwflag, void *u)
 	return -1;
 }
 
-/* ClientHello: abort the handshake of a connection accepted over the cap. */
+/* ClientHello: abort the handshake of a connection over the cap or its source's cap. */
 static int gateway_tls_client_hello(SSL *ssl, int *alert, void *arg)
 {
+	struct gateway *gw = SSL_get_ex_data(ssl, gateway_tls_idx_gw);
+	struct gateway_source *src = SSL_get_ex_data(ssl, gateway_tls_idx_src);
+
 	if (SSL_get_ex_data(ssl, gateway_tls_idx_refuse) != NULL) {
 		*alert = SSL_AD_INTERNAL_ERROR;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
+	if (src == NULL && gw != NULL && gw->sources != NULL) {
+		/* First ClientHello of the connection (a TLS 1.3 retry comes back here). */
+		char addr[INET6_ADDRSTRLEN];
+		int fd = SSL_get_fd(ssl), one = 1;
+
+		if (fd >= 0)
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		gateway_tls_peer(fd, addr, sizeof addr);
+		src = gateway_tls_src_get(gw->sources, addr);
+		if (SSL_set_ex_data(ssl, gateway_tls_idx_src, src) != 1) {
+			gateway_tls_src_gone(NULL, src, NULL, 0, 0, NULL);
+			*alert = SSL_AD_INTERNAL_ERROR;
+			return SSL_CLIENT_HELLO_ERROR;
+		}
+		if (src->n > (unsigned long)gw->cfg->max_connections_per_source) {
+			if (gw->refused++ % 1000 == 0)
+				log_event(LOG_WARN, "connection refused: per-source limit reached",
+					  LF_INT("max_connections_per_source",
+						 gw->cfg->max_connections_per_source),
+					  LF_INT("refused_total", gw->refused));
+			*alert = SSL_AD_INTERNAL_ERROR;
+			return SSL_CLIENT_HELLO_ERROR;
+		}
+	}
 	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* The per-source table (empty). Allocation failure is fatal. */
+struct gateway_sources *gateway_tls_sources_new(void)
+{
+	struct gateway_sources *t = calloc(1, sizeof *t);
+
+	if (t == NULL)
+		log_fatal("gateway: out of memory");
+	return t;
+}
+
+/* Free the table; call after every connection is gone (the servers freed). NULL-safe. */
+void gateway_tls_sources_free(struct gateway_sources *t)
+{
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < GATEWAY_SOURCES_BUCKETS; i++)
+		while (t->b[i] != NULL) {
+			struct gateway_source *s = t->b[i];
+
+			t->b[i] = s->next;
+			free(s);
+		}
+	free(t);
 }
 
 /* ALPN: agree on http/1.1 if the client offers it, else carry on without ALPN. */
@@ -144,7 +289,10 @@ SSL_CTX *gateway_tls_ctx_new(const struct gateway_config *cfg, const char **erro
 		    SSL_get_ex_new_index(0, NULL, NULL, NULL, gateway_tls_ssl_gone);
 	if (gateway_tls_idx_refuse < 0)
 		gateway_tls_idx_refuse = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-	if (gateway_tls_idx_gw < 0 || gateway_tls_idx_refuse < 0) {
+	if (gateway_tls_idx_src < 0)
+		gateway_tls_idx_src =
+		    SSL_get_ex_new_index(0, NULL, NULL, NULL, gateway_tls_src_gone);
+	if (gateway_tls_idx_gw < 0 || gateway_tls_idx_refuse < 0 || gateway_tls_idx_src < 0) {
 		*error_r = gateway_tls_error("SSL_get_ex_new_index");
 		goto fail;
 	}

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# tests/bench/gateway.sh — the gateway under load, beside nginx in the same run:
+#   gateway_<route>_rps / _p99   wrk over HTTPS keep-alive (-t2 -c64), against nginx
+#                                answering a static 200 over HTTPS on the same machine
+#                                (one worker, same TLS protocols and suites: the
+#                                gateway is one event loop too)
+#   gateway_pipeline_401_rps     the gateway alone: the same route without a credential
+#                                (rate-limit check, cached tenant, 401), same baseline
+#   gateway_rss_256conn          the gateway's RSS with 256 keep-alive connections busy
+#                                (target < 64 MiB)
+# The route is GET /api/v1/users/me with a session cookie (login as a fresh tenant's
+# admin) — authenticated, rate-limited and routed to ward-auth; /healthz if login is
+# unavailable. The eu gateway's rate limits are raised for the run (and restored):
+# at their defaults (600/min per credential) they would cap the measurement itself;
+# the Redis round trip of every check is still paid.
+#
+# Uses the stack of $WARD_VAR if set (tests/bench/run), else starts its own.
+set -uo pipefail
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$TOP"
+DUR=${BENCH_GW_SECONDS:-10}
+OWN=0
+if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
+	. "$TOP/tests/stack.sh"
+	stack_up || { echo "bench: the dev stack did not start" >&2; exit 1; }
+	OWN=1
+fi
+set -a
+. "$WARD_VAR/devstack.env"
+set +a
+export WARD_CONFIG=$WARD_VAR/wardctl.yaml
+. "$TOP/ops/lib.sh"
+WUSER=${WARD_USER:-ward}
+[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "bench: wrk and nginx needed (ops/deps)" >&2; exit 1; }
+
+P=${WARD_EU_HTTPS##*:}
+W=$(mktemp -d /tmp/ward-bench-gw.XXXXXX)
+CONF=$WARD_VAR/eu/etc/gateway.yaml
+cp "$CONF" "$W/gateway.yaml.orig"
+NGINX_PID=
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "0" }'; }
+line() { echo "BENCH name=$1 value=$2 unit=$3 baseline=$4 baseline_value=$5 ratio=$6"; }
+rps_of() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+p99_of() { # wrk --latency: "     99%    1.23ms" → ms
+	awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+		if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000;
+		printf "%.3f", v }' "$1"
+}
+gw_pid() { cat "$WARD_VAR/eu/run/gateway.pid"; }
+restart_gateway() {
+	kill "$(gw_pid)" 2>/dev/null
+	for _ in $(seq 50); do kill -0 "$(gw_pid)" 2>/dev/null || break; sleep 0.1; done
+	spawn_as_user "$WARD_VAR/eu/run/gateway.pid" "$WARD_VAR/eu/log/gateway.stderr" "$TOP/bin/ward-gateway" --config "$CONF"
+	for _ in $(seq 100); do
+		curl -fsS --max-time 2 --cacert "$WARD_CA" --resolve "eu.$WARD_DOMAIN:$P:127.0.0.1" \
+			"https://eu.$WARD_DOMAIN:$P/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+cleanup() {
+	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
+	cp "$W/gateway.yaml.orig" "$CONF"
+	restart_gateway >/dev/null 2>&1
+	rm -rf "$W"
+	[ $OWN = 1 ] && stack_down
+}
+trap cleanup EXIT
+
+# Rate limits out of the way (the check itself still runs).
+{
+	cat "$W/gateway.yaml.orig"
+	printf 'ratelimit:\n  per_source: 100000000\n  per_source_tenant: 100000000\n  per_credential: 100000000\n'
+} >"$CONF"
+restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
+
+# An authenticated session, if auth.login is there.
+SLUG=benchgw$$
+HOST=$SLUG.eu.$WARD_DOMAIN
+PW=$(bin/wardctl tenant create --slug "$SLUG" --region eu --name "Bench GW" --admin-email "admin@$SLUG.example" 2>/dev/null |
+	sed -n 's/.*"admin_password": *"\([^"]*\)".*/\1/p')
+COOKIE=
+if [ -n "$PW" ]; then
+	COOKIE=$(curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" -D - -o /dev/null \
+		-H 'Content-Type: application/json' -d "{\"email\":\"admin@$SLUG.example\",\"password\":\"$PW\"}" \
+		"https://$HOST:$P/api/v1/auth/login" | sed -n 's/^[Ss]et-[Cc]ookie: *\(ward_session=[^;]*\);.*/\1/p' | tr -d '\r')
+fi
+if [ -n "$COOKIE" ] && [ "$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" \
+	-H "Cookie: $COOKIE" "https://$HOST:$P/api/v1/users/me")" = 200 ]; then
+	NAME=gateway_users_me
+	PATH_=/api/v1/users/me
+	HDR=(-H "Host: $HOST:$P" -H "Cookie: $COOKIE")
+else
+	echo "bench: no session (auth.login unavailable): measuring /healthz instead" >&2
+	NAME=gateway_healthz
+	PATH_=/healthz
+	HOST=eu.$WARD_DOMAIN
+	HDR=(-H "Host: $HOST:$P")
+fi
+
+# nginx: a static 200 over HTTPS, same certificate, protocols and suites, one worker.
+NP=$((P + 7))
+mkdir -p "$W/nginx/logs"
+cp "$WARD_VAR/tls/eu.pem" "$WARD_VAR/tls/eu.key" "$W/nginx/"
+cat >"$W/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	keepalive_requests 1000000;
+	ssl_protocols TLSv1.2 TLSv1.3;
+	ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256;
+	server {
+		listen 127.0.0.1:$NP ssl;
+		ssl_certificate $W/nginx/eu.pem;
+		ssl_certificate_key $W/nginx/eu.key;
+		location / { return 200 "ok\n"; }
+	}
+}
+CONF
+nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" >"$W/nginx/logs/stdout" 2>&1 &
+NGINX_PID=$!
+for _ in $(seq 50); do curl -sk -o /dev/null "https://127.0.0.1:$NP/" && break; sleep 0.1; done
+
+wrk -t2 -c64 -d"${DUR}s" --latency "https://127.0.0.1:$NP/" >"$W/nginx.out" 2>&1
+wrk -t2 -c64 -d"${DUR}s" --latency "${HDR[@]}" "https://127.0.0.1:$P$PATH_" >"$W/gw.out" 2>&1
+nrps=$(rps_of "$W/nginx.out")
+grps=$(rps_of "$W/gw.out")
+non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$W/gw.out")
+[ -n "$non2xx" ] && echo "bench: $non2xx non-2xx answers from the gateway" >&2
+line "${NAME}_rps" "${grps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${grps:-0}" "${nrps:-0}")"
+line "${NAME}_p99" "$(p99_of "$W/gw.out")" ms nginx_static_200_p99 "$(p99_of "$W/nginx.out")" \
+	"$(ratio "$(p99_of "$W/gw.out")" "$(p99_of "$W/nginx.out")")"
+
+# The gateway's own pipeline without a service behind it: host, rate-limit check in
+# Redis, tenant (cached), route, 401 for the missing credential.
+if [ "$NAME" = gateway_users_me ]; then
+	wrk -t2 -c64 -d"${DUR}s" --latency -H "Host: $HOST:$P" "https://127.0.0.1:$P/api/v1/users/me" >"$W/gw401.out" 2>&1
+	r401=$(rps_of "$W/gw401.out")
+	line gateway_pipeline_401_rps "${r401:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${r401:-0}" "${nrps:-0}")"
+fi
+
+# RSS with 256 busy keep-alive connections, sampled in the middle of the run.
+wrk -t4 -c256 -d6s "${HDR[@]}" "https://127.0.0.1:$P$PATH_" >"$W/gw256.out" 2>&1 &
+WRK=$!
+sleep 4
+kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(gw_pid)/status")
+wait $WRK
+line gateway_rss_256conn "${kb:-0}" KiB target_64MiB 65536 "$(ratio "${kb:-0}" 65536)"

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# test_auth.sh — SPEC §4's auth rows over real HTTPS through the gateway, each with
+# its denials: login (wrong password, unknown user, locked account, expired
+# password), CSRF, password policy, TOTP (codes from oathtool; replayed code,
+# reused recovery code), API keys (revoked), OAuth client credentials (bad client,
+# expired token), SSO JWT (tokens signed by openssl: forged, expired, replayed,
+# wrong algorithm, alg none), users and roles (customer on an admin route), and a
+# session of tenant A used on tenant B.
+# shellcheck disable=SC1091
+. "$(dirname "$0")/lib.sh"
+
+R=us
+P=$(port_of $R HTTPS)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+SUF=$RANDOM$RANDOM
+A=auth-a-$SUF
+B=auth-b-$SUF
+
+# api SLUG JAR METHOD PATH [JSON] [extra curl args]: prints "<status> <body>".
+api() {
+	local slug=$1 jar=$2 m=$3 path=$4 data=${5:-} csrf=""; shift 5 2>/dev/null || shift $#
+	[ -f "$jar.csrf" ] && csrf=$(cat "$jar.csrf")
+	local args=(-sS --max-time 20 --cacert "$WARD_CA" --resolve "$slug.$R.$WARD_DOMAIN:$P:127.0.0.1"
+		-o "$TMP/body" -w '%{http_code}' -X "$m" -b "$jar" -c "$jar"
+		-H "Origin: https://$slug.$R.$WARD_DOMAIN:$P")
+	[ -n "$csrf" ] && [ "${NOCSRF:-0}" = 0 ] && args+=(-H "X-CSRF-Token: ${BADCSRF:-$csrf}")
+	[ -n "$data" ] && args+=(-H 'Content-Type: application/json' --data-binary "$data")
+	local code
+	code=$(curl -D "$TMP/headers" "${args[@]}" "$@" "https://$slug.$R.$WARD_DOMAIN:$P$path")
+	echo "$code $(cat "$TMP/body")"
+}
+# bearer SLUG TOKEN METHOD PATH: with Authorization: Bearer.
+bearer() {
+	curl -sS --max-time 20 --cacert "$WARD_CA" --resolve "$1.$R.$WARD_DOMAIN:$P:127.0.0.1" \
+		-o "$TMP/body" -w '%{http_code}' -X "$3" -H "Authorization: Bearer $2" \
+		"https://$1.$R.$WARD_DOMAIN:$P$4"
+	echo " $(cat "$TMP/body")"
+}
+jget() { python3 -c "import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); print(eval('d'+sys.argv[2]))" "$1" "$2"; }
+status() { echo "${1%% *}"; }
+# login SLUG JAR EMAIL PASSWORD [TOTP]: keeps the CSRF token next to the jar.
+login() {
+	local body out
+	body=$(python3 -c 'import json,sys; d={"email":sys.argv[1],"password":sys.argv[2]}
+if len(sys.argv)>3: d["totp_code"]=sys.argv[3]
+print(json.dumps(d))' "${@:3}")
+	rm -f "$2" "$2.csrf"
+	out=$(api "$1" "$2" POST /api/v1/auth/login "$body")
+	[ "$(status "$out")" = 200 ] && jget "$out" '["csrf_token"]' >"$2.csrf"
+	echo "$out"
+}
+# The gateway limits login-type routes to a few per source address and ward-auth
+# locks a source after repeated failures; every request here comes from 127.0.0.1,
+# so between sections the test clears both counters (the limits themselves are
+# tested in the lockout section and by the gateway's tests).
+reset_limits() {
+	rcli $R admin --scan --pattern 'rl:gateway:login:*' | while read -r k; do rcli $R admin DEL "$k" >/dev/null; done
+	pg_super $R "DELETE FROM auth.login_failures WHERE tenant_id = '$TA'" >/dev/null
+}
+is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
+
+# ------------------------------------------------------------------ tenants
+outA=$("$BIN/wardctl" tenant create --slug "$A" --region $R --name "Auth A" --admin-email admin@a.example 2>&1)
+outB=$("$BIN/wardctl" tenant create --slug "$B" --region $R --name "Auth B" --admin-email admin@b.example 2>&1)
+PWA=$(echo "$outA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_password"])')
+PWB=$(echo "$outB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_password"])')
+TA=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$A'")
+
+# ------------------------------------------------------------------ login
+out=$(login "$A" "$TMP/admin" admin@a.example "$PWA")
+check "login: admin with the one-time password → 200" is "$(status "$out")" 200
+check "login: first login must change the password" is "$(jget "$out" '["must_change_password"]')" True
+check "login: session token is a cookie, not in the body" bash -c "! grep -q session_token <<<'$out' && grep -q ward_session '$TMP/admin'"
+w1=$(login "$A" "$TMP/x" admin@a.example "wrong-password-1")
+w2=$(login "$A" "$TMP/x" nobody@a.example "wrong-password-1")
+check "login: wrong password → 401" is "$(status "$w1")" 401
+check "login: unknown user → the same 401 body" is "$w1" "$w2"
+t0=$(date +%s%N); login "$A" "$TMP/x" nobody2@a.example "x-password" >/dev/null; t1=$(date +%s%N)
+login "$A" "$TMP/x" admin@a.example "x-password" >/dev/null; t2=$(date +%s%N)
+check "login: unknown user and wrong password take similar time (<3x)" python3 -c "
+a=$((t1 - t0)); b=$((t2 - t1)); import sys; sys.exit(0 if max(a,b) < 3*min(a,b) else 1)"
+check "login: audit events recorded (success and failure)" bash -c "
+for i in \$(seq 50); do n=\$(pg_super $R \"SELECT count(*) FROM audit.events WHERE tenant_id = '$TA' AND action IN ('login.success','login.failure')\"); [ \"\$n\" -ge 3 ] && exit 0; sleep 0.2; done; exit 1"
+
+# ------------------------------------------------------------------ CSRF + password
+reset_limits
+out=$(NOCSRF=1 api "$A" "$TMP/admin" POST /api/v1/auth/password '{"current_password":"x","new_password":"y"}')
+check "password: without X-CSRF-Token → 403" is "$(status "$out")" 403
+out=$(BADCSRF=wc_bad api "$A" "$TMP/admin" POST /api/v1/auth/password '{"current_password":"x","new_password":"y"}')
+check "password: with a wrong CSRF token → 403" is "$(status "$out")" 403
+out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$PWA\",\"new_password\":\"password\"}")
+check "password: policy failure → 422" is "$(status "$out")" 422
+check "password: 422 names each broken rule (min_length, digit, common)" bash -c "grep -q min_length <<<'$out' && grep -q require_digit <<<'$out' && grep -q common <<<'$out'"
+out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password '{"current_password":"not-it","new_password":"Another-pass-9876"}')
+check "password: wrong current password → 422" is "$(status "$out")" 422
+login "$A" "$TMP/admin2" admin@a.example "$PWA" >/dev/null
+NEWA="Adm1n-Secure-Pass-$SUF"
+out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$PWA\",\"new_password\":\"$NEWA\"}")
+check "password: change → 204" is "$(status "$out")" 204
+out=$(api "$A" "$TMP/admin2" GET /api/v1/users/me)
+check "password: change revoked the other session → 401" is "$(status "$out")" 401
+out=$(api "$A" "$TMP/admin" GET /api/v1/users/me)
+check "password: the changing session stays valid, no longer must change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":false' <<<'$out'"
+out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$NEWA\",\"new_password\":\"$PWA\"}")
+check "password: reusing a recent password (history) → 422" bash -c "[ '$(status "$out")' = 422 ] && grep -q history <<<'$out'"
+
+# ------------------------------------------------------------------ users and roles
+reset_limits
+mk_user() { api "$A" "$TMP/admin" POST /api/v1/users "{\"email\":\"$1\",\"name\":\"$2\",\"role\":\"$3\",\"password\":\"$4\"}"; }
+out=$(mk_user agent@a.example "Agent A" agent "Agent-Pass-1234-$SUF")
+check "users: admin creates an agent with a password → 201" is "$(status "$out")" 201
+AGENT_ID=$(jget "$out" '["user"]["id"]')
+out=$(mk_user cust@a.example "Cust A" customer "Cust-Pass-1234-$SUF")
+check "users: admin creates a customer → 201" is "$(status "$out")" 201
+CUST_ID=$(jget "$out" '["user"]["id"]')
+out=$(mk_user weak@a.example "Weak" customer "123456")
+check "users: a weak password → 422" is "$(status "$out")" 422
+out=$(mk_user agent@a.example "Again" agent "Agent-Pass-1234-$SUF")
+check "users: the same email twice → 409" is "$(status "$out")" 409
+out=$(api "$A" "$TMP/admin" POST /api/v1/users '{"email":"inv@a.example","name":"Invited","role":"agent"}')
+INV=$(jget "$out" '["invitation_token"]')
+check "users: without a password → an invitation token" bash -c "[[ '$INV' == wi_* ]]"
+out=$(api "$A" "$TMP/anon" POST /api/v1/auth/invitation "{\"token\":\"$INV\",\"new_password\":\"Invited-Pass-77-$SUF\"}")
+check "users: the invitation sets the password → 204" is "$(status "$out")" 204
+out=$(api "$A" "$TMP/anon" POST /api/v1/auth/invitation "{\"token\":\"$INV\",\"new_password\":\"Invited-Pass-78-$SUF\"}")
+check "users: an invitation is single use → 401" is "$(status "$out")" 401
+check "users: the invited user logs in" is "$(status "$(login "$A" "$TMP/inv" inv@a.example "Invited-Pass-77-$SUF")")" 200
+out=$(api "$A" "$TMP/admin" GET '/api/v1/users?limit=2')
+check "users: list with limit → 2 items and a next_cursor" bash -c "[ \"\$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(len(d[\"items\"]), bool(d[\"next_cursor\"]))' '${out#* }')\" = '2 True' ]"
+out=$(api "$A" "$TMP/admin" GET "/api/v1/users/$AGENT_ID")
+check "users: get one → 200 with its email decrypted" bash -c "grep -q agent@a.example <<<'$out'"
+login "$A" "$TMP/cust" cust@a.example "Cust-Pass-1234-$SUF" >/dev/null
+out=$(api "$A" "$TMP/cust" GET /api/v1/users)
+check "roles: customer lists users → 403" is "$(status "$out")" 403
+out=$(api "$A" "$TMP/cust" PUT /api/v1/settings/password-policy '{"min_length":8}')
+check "roles: customer changes the password policy → 403" is "$(status "$out")" 403
+out=$(api "$A" "$TMP/cust" GET /api/v1/users/me)
+check "roles: customer reads users/me → 200" is "$(status "$out")" 200
+login "$A" "$TMP/agent" agent@a.example "Agent-Pass-1234-$SUF" >/dev/null
+out=$(api "$A" "$TMP/agent" GET /api/v1/users)
+check "roles: agent lists users (agents read) → 200" is "$(status "$out")" 200
+out=$(api "$A" "$TMP/agent" POST /api/v1/users '{"email":"z@a.example","name":"Z","role":"admin"}')
+check "roles: agent creates a user → 403" is "$(status "$out")" 403
+
+# ------------------------------------------------------------------ tenant A on tenant B
+reset_limits
+cp "$TMP/admin" "$TMP/cross"; cp "$TMP/admin.csrf" "$TMP/cross.csrf"
+sed -i "s/$A\.$R/$B.$R/" "$TMP/cross"
+out=$(api "$B" "$TMP/cross" GET /api/v1/users/me)
+check "tenants: a session of tenant A used on tenant B → 401" is "$(status "$out")" 401
+out=$(login "$B" "$TMP/bx" admin@a.example "$NEWA")
+check "tenants: A's admin cannot log in on B → 401" is "$(status "$out")" 401
+
+# ------------------------------------------------------------------ admin revokes, disable
+reset_limits
+out=$(api "$A" "$TMP/admin" POST "/api/v1/users/$CUST_ID/sessions/revoke")
+check "users: admin revokes a user's sessions → 204" is "$(status "$out")" 204
+check "users: the revoked session → 401" is "$(status "$(api "$A" "$TMP/cust" GET /api/v1/users/me)")" 401
+out=$(api "$A" "$TMP/admin" PATCH "/api/v1/users/$CUST_ID" '{"disabled":true}')
+check "users: PATCH disables → 200" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"disabled\":true' <<<'$out'"
+check "users: a disabled user cannot log in → 401" is "$(status "$(login "$A" "$TMP/cust" cust@a.example "Cust-Pass-1234-$SUF")")" 401
+
+# ------------------------------------------------------------------ expired password
+reset_limits
+api "$A" "$TMP/admin" PUT /api/v1/settings/password-policy '{"min_length":12,"require_letter":true,"require_digit":true,"require_symbol":false,"history":5,"max_age_days":30}' >/dev/null
+out=$(api "$A" "$TMP/admin" GET /api/v1/settings/password-policy)
+check "policy: GET returns what PUT set" bash -c "grep -q '\"max_age_days\":30' <<<'$out'"
+out=$(api "$A" "$TMP/admin" PUT /api/v1/settings/password-policy '{"min_length":4,"history":99}')
+check "policy: out-of-bounds values → 422" is "$(status "$out")" 422
+pg_super $R "UPDATE auth.users SET password_changed_at = now() - interval '40 days' WHERE id = '$AGENT_ID'" >/dev/null
+out=$(login "$A" "$TMP/agent" agent@a.example "Agent-Pass-1234-$SUF")
+check "expired password: login succeeds into a forced change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":true' <<<'$out'"
+
+# ------------------------------------------------------------------ lockout
+reset_limits
+for i in 1 2 3 4 5; do login "$A" "$TMP/x" agent@a.example "bad-password-$i" >/dev/null; done
+out=$(login "$A" "$TMP/x" agent@a.example "Agent-Pass-1234-$SUF")
+check "lockout: after 5 failures even the right password → 429" is "$(status "$out")" 429
+check "lockout: 429 carries Retry-After" grep -qi "^retry-after: [1-9]" "$TMP/headers"
+
+# ------------------------------------------------------------------ TOTP
+reset_limits
+mk_user totp@a.example "Totp" agent "Totp-Pass-1234-$SUF" >/dev/null
+login "$A" "$TMP/totp" totp@a.example "Totp-Pass-1234-$SUF" >/dev/null
+out=$(api "$A" "$TMP/totp" POST /api/v1/auth/totp/setup)
+SECRET=$(jget "$out" '["secret"]')
+check "totp: setup → secret + otpauth:// URI" bash -c "grep -q 'otpauth://totp/' <<<'$out' && [ -n '$SECRET' ]"
+out=$(api "$A" "$TMP/totp" POST /api/v1/auth/totp/confirm '{"code":"000000"}')
+check "totp: confirm with a wrong code → 422" is "$(status "$out")" 422
+CODE=$(oathtool --totp -b "$SECRET")
+out=$(api "$A" "$TMP/totp" POST /api/v1/auth/totp/confirm "{\"code\":\"$CODE\"}")
+check "totp: confirm with oathtool's code → 10 recovery codes" is "$(jget "$out" '["recovery_codes"].__len__()')" 10
+RC=$(jget "$out" '["recovery_codes"][0]')
+out=$(login "$A" "$TMP/t2" totp@a.example "Totp-Pass-1234-$SUF")
+check "totp: login without a code → 401" is "$(status "$out")" 401
+out=$(login "$A" "$TMP/t2" totp@a.example "Totp-Pass-1234-$SUF" "$CODE")
+check "totp: the code used at confirm is refused (replay) → 401" is "$(status "$out")" 401
+out=$(login "$A" "$TMP/t2" totp@a.example "Totp-Pass-1234-$SUF" "$RC")
+check "totp: login with a recovery code → 200" is "$(status "$out")" 200
+out=$(login "$A" "$TMP/t3" totp@a.example "Totp-Pass-1234-$SUF" "$RC")
+check "totp: the same recovery code again → 401" is "$(status "$out")" 401
+NEXT=$(oathtool --totp -b -N "now + 30 seconds" "$SECRET")
+out=$(login "$A" "$TMP/t3" totp@a.example "Totp-Pass-1234-$SUF" "$NEXT")
+check "totp: login with the next oathtool code → 200" is "$(status "$out")" 200
+out=$(login "$A" "$TMP/t4" totp@a.example "Totp-Pass-1234-$SUF" "$NEXT")
+check "totp: that code a second time → 401" is "$(status "$out")" 401
+out=$(api "$A" "$TMP/totp" DELETE /api/v1/auth/totp '{"code":"999999"}')
+check "totp: disable with a wrong code → 422" is "$(status "$out")" 422
+
+# ------------------------------------------------------------------ API keys
+out=$(api "$A" "$TMP/admin" POST /api/v1/api-keys '{"name":"ci","scopes":["users:read"]}')
+KEY=$(jget "$out" '["key"]'); KEY_ID=$(jget "$out" '["id"]')
+check "api keys: create → 201, key shown once" bash -c "[ '$(status "$out")' = 201 ] && [[ '$KEY' == wk_* ]]"
+out=$(api "$A" "$TMP/admin" GET /api/v1/api-keys)
+check "api keys: list never shows the key" bash -c "! grep -q '${KEY:10}' <<<'$out' && grep -q '$KEY_ID' <<<'$out'"
+check "api keys: stored only as a hash" is "$(pg_super $R "SELECT count(*) FROM auth.api_keys WHERE key_hash = encode(sha256('$KEY'::bytea), 'hex')")" 1
+out=$(bearer "$A" "$KEY" GET /api/v1/users)
+check "api keys: Bearer key with users:read lists users → 200" is "$(status "$out")" 200
+out=$(bearer "$A" "$KEY" POST /api/v1/users)
+check "api keys: without users:admin, create a user → 403" is "$(status "$out")" 403
+out=$(bearer "$B" "$KEY" GET /api/v1/users)
+check "api keys: tenant A's key on tenant B → 401" is "$(status "$out")" 401
+out=$(api "$A" "$TMP/admin" POST /api/v1/api-keys '{"name":"net","scopes":["users:read"],"allowed_cidrs":["192.0.2.0/24"]}')
+out=$(bearer "$A" "$(jget "$out" '["key"]')" GET /api/v1/users)
+check "api keys: from outside allowed_cidrs → 403" is "$(status "$out")" 403
+api "$A" "$TMP/admin" DELETE "/api/v1/api-keys/$KEY_ID" >/dev/null
+sleep 2.5 # the gateway may cache a positive answer for up to authenticate_cache_ms
+out=$(bearer "$A" "$KEY" GET /api/v1/users)
+check "api keys: revoked key → 401" is "$(status "$out")" 401
+
+# ------------------------------------------------------------------ OAuth
+reset_limits
+out=$(api "$A" "$TMP/admin" POST /api/v1/oauth-clients '{"name":"svc","scopes":["users:read","tickets:read"]}')
+CID=$(jget "$out" '["client_id"]'); CSEC=$(jget "$out" '["client_secret"]')
+check "oauth: client create → client_id + secret" bash -c "[ '$(status "$out")' = 201 ] && [ -n '$CSEC' ]"
+tok() {
+	curl -sS --max-time 20 --cacert "$WARD_CA" --resolve "$A.$R.$WARD_DOMAIN:$P:127.0.0.1" \
+		-o "$TMP/body" -w '%{http_code}' "$@" "https://$A.$R.$WARD_DOMAIN:$P/oauth/token"
+	echo " $(cat "$TMP/body")"
+}
+out=$(tok -d grant_type=client_credentials -d "client_id=$CID" -d "client_secret=$CSEC" -d scope=users:read)
+AT=$(jget "$out" '["access_token"]')
+check "oauth: client credentials → Bearer token, expires_in 900" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"token_type\":\"Bearer\"' <<<'$out' && grep -q '\"expires_in\":900' <<<'$out'"
+check "oauth: access token works" is "$(status "$(bearer "$A" "$AT" GET /api/v1/users)")" 200
+out=$(tok -d grant_type=client_credentials -d "client_id=$CID" -d "client_secret=wrong")
+check "oauth: wrong secret → 401 invalid_client" bash -c "[ '$(status "$out")' = 401 ] && grep -q invalid_client <<<'$out'"
+out=$(tok -d grant_type=password -d "client_id=$CID" -d "client_secret=$CSEC")
+check "oauth: other grant → 400 unsupported_grant_type" bash -c "[ '$(status "$out")' = 400 ] && grep -q unsupported_grant_type <<<'$out'"
+out=$(tok -d grant_type=client_credentials -d "client_id=$CID" -d "client_secret=$CSEC" -d scope=audit:read)
+check "oauth: a scope not granted → 400 invalid_scope" bash -c "[ '$(status "$out")' = 400 ] && grep -q invalid_scope <<<'$out'"
+pg_super $R "UPDATE auth.access_tokens SET expires_at = now() - interval '1 s' WHERE token_hash = encode(sha256('$AT'::bytea), 'hex')" >/dev/null
+sleep 2.5
+check "oauth: expired access token → 401" is "$(status "$(bearer "$A" "$AT" GET /api/v1/users)")" 401
+
+# ------------------------------------------------------------------ SSO JWT
+reset_limits
+SSOKEY="sso-shared-secret-$SUF-0123456789abcdef"
+out=$(api "$A" "$TMP/admin" PUT /api/v1/settings/sso "{\"alg\":\"HS256\",\"key\":\"$SSOKEY\",\"enforce_for_agents\":false,\"create_customers\":true}")
+check "sso: admin sets an HS256 key → 200, key not echoed" bash -c "[ '$(status "$out")' = 200 ] && ! grep -q '$SSOKEY' <<<'$out'"
+b64u() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+# jwt HEADER CLAIMS [SECRET]: HS256-signed by openssl (SECRET "-" = no signature)
+jwt() {
+	local h c s=${3:-$SSOKEY}
+	h=$(printf '%s' "$1" | b64u); c=$(printf '%s' "$2" | b64u)
+	if [ "$s" = - ]; then echo "$h.$c."; return; fi
+	echo "$h.$c.$(printf '%s' "$h.$c" | openssl dgst -sha256 -hmac "$s" -binary | b64u)"
+}
+now=$(date +%s)
+cl() { echo "{\"iat\":$((now + ${3:-0})),\"exp\":$((now + $2)),\"jti\":\"$1-$SUF\",\"email\":\"sso@a.example\"}"; }
+sso() { api "$A" "$TMP/sso" GET "/sso/jwt?jwt=$1"; }
+T1=$(jwt '{"alg":"HS256","typ":"JWT"}' "$(cl one 120)")
+check "sso: a valid token logs in (and creates the customer) → 200" is "$(status "$(sso "$T1")")" 200
+check "sso: the same token again (jti replay) → 401" is "$(status "$(sso "$T1")")" 401
+check "sso: expired → 401" is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl two -10 -100)")")")" 401
+check "sso: iat 10 minutes ahead → 401" is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl three 900 600)")")")" 401
+check "sso: forged (other secret) → 401" is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl four 120)" other-secret-other-secret-0000000)")")" 401
+check "sso: alg none → 401" is "$(status "$(sso "$(jwt '{"alg":"none"}' "$(cl five 120)" -)")")" 401
+check "sso: wrong algorithm (HS512 header) → 401" is "$(status "$(sso "$(jwt '{"alg":"HS512"}' "$(cl six 120)")")")" 401
+T7=$(jwt '{"alg":"HS256"}' "$(cl seven 120)")
+check "sso: tampered claims → 401" is "$(status "$(sso "${T7%%.*}.$(printf '%s' "$(cl seven 99999)" | b64u).${T7##*.}")")" 401
+reset_limits
+# RS256 with the npm jose package when available offline, else openssl
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/rsa.pem" 2>/dev/null
+openssl pkey -in "$TMP/rsa.pem" -pubout -out "$TMP/rsa.pub" 2>/dev/null
+out=$(api "$A" "$TMP/admin" PUT /api/v1/settings/sso "$(python3 -c 'import json,sys; print(json.dumps({"alg":"RS256","key":open(sys.argv[1]).read(),"create_customers":True}))' "$TMP/rsa.pub")")
+check "sso: admin sets an RS256 public key → 200" is "$(status "$out")" 200
+rs() {
+	local h c; h=$(printf '%s' "$1" | b64u); c=$(printf '%s' "$2" | b64u)
+	echo "$h.$c.$(printf '%s' "$h.$c" | openssl dgst -sha256 -sign "$TMP/rsa.pem" -binary | b64u)"
+}
+check "sso: RS256 token → 200" is "$(status "$(sso "$(rs '{"alg":"RS256"}' "$(cl eight 120)")")")" 200
+check "sso: HS256 token signed with the public key (algorithm confusion) → 401" \
+	is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl nine 120)" "$(cat "$TMP/rsa.pub")")")")" 401
+
+# ------------------------------------------------------------------ logout
+out=$(api "$A" "$TMP/admin" POST /api/v1/auth/logout)
+check "logout: → 204" is "$(status "$out")" 204
+check "logout: the session no longer works → 401" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users/me)")" 401
+check "secrets: no session token, key or password in the database in clear" bash -c "
+! pg_super $R \"SELECT token_hash FROM auth.sessions\" | grep -q '^ws_' &&
+! pg_super $R \"SELECT email_bidx FROM auth.users\" | grep -q '@'"

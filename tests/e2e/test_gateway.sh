@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# ward-gateway over real HTTPS: TLS policy, security headers on every answer, tenant
+# and region routing (404, 421, 307) without calling the other region, request
+# limits (400, 413, 414, 415, 422, 431), Origin/CSRF refusals, rate limits (429 +
+# RateLimit-*), session cookies and the OAuth token endpoint's RFC 6749 errors.
+. "$(dirname "$0")/lib.sh"
+set -f
+
+r=eu
+P=$(port_of eu HTTPS)
+PUS=$(port_of us HTTPS)
+D=$WARD_DOMAIN
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+SUF=$$
+
+# req NAME HOST PATH [curl args]: one request; head in $T/NAME.h, body in $T/NAME.b, status printed.
+req() {
+	local n=$1 h=$2 p=$3 port=$P
+	shift 3
+	case $h in *.us.$D) port=$PUS ;; esac
+	curl -sS --max-time 15 --cacert "$WARD_CA" --resolve "$h:$port:127.0.0.1" -D "$T/$n.h" -o "$T/$n.b" \
+		-w '%{http_code}' "$@" "https://$h:$port$p" 2>/dev/null
+}
+status_is() { [ "$(req "$@")" = "$EXPECT" ]; }
+expect() { # expect STATUS NAME HOST PATH [curl args]
+	local want=$1
+	shift
+	local got
+	got=$(req "$@")
+	[ "$got" = "$want" ] || { echo "status $got, wanted $want"; cat "$T/$1.h" "$T/$1.b" 2>/dev/null | head -20; return 1; }
+}
+hdr() { grep -i "^$2:" "$T/$1.h" | head -1 | cut -d: -f2- | tr -d '\r' | sed 's/^ //'; }
+has_hdr() { grep -qi "^$2:" "$T/$1.h"; }
+body_has() { grep -q -- "$2" "$T/$1.b"; }
+json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$T/$1.b" "$2"; }
+secure_headers() { # every answer carries them
+	local n=$1 h
+	for h in Strict-Transport-Security Content-Security-Policy X-Content-Type-Options Referrer-Policy X-Request-Id; do
+		has_hdr "$n" "$h" || { echo "$n: missing $h"; cat "$T/$n.h"; return 1; }
+	done
+	grep -qi "^Content-Security-Policy:.*frame-ancestors 'none'" "$T/$n.h" &&
+		grep -qi '^X-Content-Type-Options: nosniff' "$T/$n.h"
+}
+export -f req status_is expect hdr has_hdr body_has json_field secure_headers
+export T P PUS D WARD_CA
+
+# ---- tenants for this test: one here (eu), one homed in us, one for the rate-limit burst.
+mk_tenant() { # mk_tenant SLUG REGION → prints the admin password
+	"$BIN/wardctl" tenant create --slug "$1" --region "$2" --name "GW $1" --admin-email "admin@$1.example" 2>/dev/null |
+		sed -n 's/.*"admin_password": *"\([^"]*\)".*/\1/p'
+}
+EU=gw-e2e-$SUF
+US=gw-us-$SUF
+BURST=gw-burst-$SUF
+PW=$(mk_tenant "$EU" eu)
+mk_tenant "$US" us >/dev/null
+mk_tenant "$BURST" eu >/dev/null
+check "setup: tenants created with wardctl (eu, us)" test -n "$PW"
+H=$EU.eu.$D
+
+# ---- TLS: 1.2 and 1.3 only, forward-secret AEAD suites only.
+sclient() { echo | timeout 10 openssl s_client -connect "127.0.0.1:$P" -servername "$H" "$@" 2>&1; }
+export -f sclient
+export H
+check "tls: TLS 1.3 handshake succeeds" bash -c 'sclient -tls1_3 | grep -q "Protocol *: *TLSv1.3\|TLSv1.3"'
+check "tls: TLS 1.2 handshake succeeds with an ECDHE AEAD suite" bash -c 'sclient -tls1_2 | grep -q "ECDHE-ECDSA-\(AES256-GCM-SHA384\|CHACHA20-POLY1305\|AES128-GCM-SHA256\)"'
+for v in tls1 tls1_1; do
+	refuse "tls: $v is refused" bash -c "sclient -$v -cipher 'ALL:@SECLEVEL=0' | grep -q 'Cipher is [A-Z]'"
+done
+for c in ECDHE-ECDSA-AES128-SHA ECDHE-ECDSA-AES256-SHA384 ECDHE-ECDSA-AES128-SHA256 AES128-GCM-SHA256 AES256-SHA ECDHE-RSA-AES128-SHA DHE-RSA-AES128-GCM-SHA256; do
+	refuse "tls: non-AEAD or non-forward-secret suite $c is refused" bash -c "sclient -tls1_2 -cipher '$c:@SECLEVEL=0' | grep -q 'New, TLSv1.2, Cipher is $c'"
+done
+check "tls: no compression" bash -c 'sclient -tls1_2 | grep -q "Compression: NONE"'
+
+# ---- tenant and region routing.
+check "host: unknown tenant → 404 problem" expect 404 unknown "nosuch-$SUF.eu.$D" /api/v1/users/me
+check "host: 404 is application/problem+json" bash -c "hdr unknown Content-Type | grep -q application/problem+json"
+check "host: the bare region host serves only /healthz (404 elsewhere)" expect 404 bare "eu.$D" /api/v1/users/me
+check "host: /healthz on the region host" expect 200 health "eu.$D" /healthz
+check "host: a host outside the domain → 404" expect 404 other "127.0.0.1" /api/v1/users/me
+RID=e2e421$SUF
+check "region: a us tenant asked in eu → 421" expect 421 misdirected "$US.eu.$D" /api/v1/users/me -H "X-Request-Id: $RID"
+check "region: 421 names the right base URL in detail and base_url" bash -c \
+	"body_has misdirected 'https://$US.us.$D:$PUS/api/v1/' && [ \"\$(json_field misdirected base_url)\" = 'https://$US.us.$D:$PUS/api/v1/' ]"
+check "region: the us gateway never saw that request" bash -c "sleep 0.5; ! grep -q '$RID' '$WARD_VAR/us/log/gateway.log'"
+check "region: the eu gateway logged it" grep -q "$RID" "$WARD_VAR/eu/log/gateway.log"
+check "region: a browser route of a us tenant → 307 to the us host" bash -c \
+	"expect 307 redirect '$US.eu.$D' '/sso/jwt?jwt=abc' && hdr redirect Location | grep -qx 'https://$US.us.$D:$PUS/sso/jwt?jwt=abc'"
+check "region: the eu tenant asked at the us endpoint → 421 pointing to eu" bash -c \
+	"expect 421 misdir2 '$EU.us.$D' /api/v1/users/me && body_has misdir2 'https://$EU.eu.$D:$P/api/v1/'"
+check "tls: a Host that differs from the SNI → 421" bash -c \
+	"[ \"\$(curl -sS -o /dev/null -w '%{http_code}' --cacert $WARD_CA --resolve $H:$P:127.0.0.1 -H 'Host: $BURST.eu.$D:$P' https://$H:$P/api/v1/users/me)\" = 421 ]"
+
+# ---- routing and authentication.
+check "route: unknown path → 404" expect 404 nopath "$H" /api/v1/no-such-thing
+check "route: wrong method → 405 with Allow" bash -c "expect 405 wrongm '$H' /api/v1/tickets -X PUT && hdr wrongm Allow | grep -q GET"
+check "auth: no credential → 401 with WWW-Authenticate: Bearer" bash -c "expect 401 noauth '$H' /api/v1/users/me && hdr noauth WWW-Authenticate | grep -q Bearer"
+check "auth: a bad bearer token → 401" expect 401 badauth "$H" /api/v1/users/me -H 'Authorization: Bearer not-a-real-token-e2e'
+check "auth: a malformed Authorization header → 401" expect 401 badauth2 "$H" /api/v1/users/me -H 'Authorization: Bearer a b'
+check "auth: a forged session cookie → 401" expect 401 badcookie "$H" /api/v1/users/me -H 'Cookie: ward_session=forged-e2e'
+
+# ---- browser protections (answered before any credential is checked).
+J=(-H 'Content-Type: application/json')
+check "origin: a foreign Origin is refused (403)" expect 403 origin "$H" /api/v1/tickets -X POST "${J[@]}" -d '{}' -H 'Origin: https://evil.example' -H 'Authorization: Bearer x'
+check "origin: http:// of our own host is foreign too" expect 403 origin2 "$H" /api/v1/tickets -X POST "${J[@]}" -d '{}' -H "Origin: http://$H:$P" -H 'Authorization: Bearer x'
+check "origin: Sec-Fetch-Site: cross-site is refused" expect 403 site "$H" /api/v1/tickets -X POST "${J[@]}" -d '{}' -H 'Sec-Fetch-Site: cross-site' -H 'Authorization: Bearer x'
+check "csrf: a cookie without X-CSRF-Token on a POST is refused (403)" expect 403 nocsrf "$H" /api/v1/tickets -X POST "${J[@]}" -d '{}' -H 'Cookie: ward_session=whatever-e2e'
+check "origin: our own Origin passes to authentication (401)" expect 401 sameorigin "$H" /api/v1/tickets -X POST "${J[@]}" -d '{}' -H "Origin: https://$H:$P" -H 'Authorization: Bearer x'
+
+# ---- limits enforced by the gateway.
+check "limits: a URL over limits.max_url_bytes → 414" expect 414 longurl "$H" "/api/v1/users/me?x=$(printf 'a%.0s' $(seq 5000))"
+HS=()
+for i in $(seq 70); do HS+=(-H "X-E2e-$i: v"); done
+check "limits: more header fields than limits.max_headers → 431" expect 431 manyh "$H" /api/v1/users/me "${HS[@]}"
+check "limits: a header block over limits.max_header_bytes → 400" expect 400 bigh "$H" /api/v1/users/me -H "X-Big: $(head -c 20000 /dev/zero | tr '\0' a)"
+head -c 2000000 /dev/zero | tr '\0' a >"$T/big"
+check "limits: a body over limits.max_body_bytes → 413" expect 413 bigbody "$H" /api/v1/tickets -X POST "${J[@]}" --data-binary "@$T/big"
+check "limits: a raw malformed request line → 400" bash -c \
+	"printf 'GET /x HTTP/1.1 extra junk\r\nHost: $H\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:$P -servername $H 2>/dev/null | head -1 | grep -q ' 400 '"
+check "limits: a request with no Host header → 400" bash -c \
+	"printf 'GET /api/v1/users/me HTTP/1.1\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:$P -servername $H 2>/dev/null | head -1 | grep -q ' 400 '"
+
+# ---- security headers on every answer the gateway itself writes.
+for n in unknown bare health other misdirected nopath wrongm noauth origin nocsrf longurl manyh redirect; do
+	check "headers: HSTS, CSP, nosniff, Referrer-Policy, X-Request-Id on the '$n' answer" secure_headers "$n"
+done
+check "headers: RateLimit-Limit/Remaining/Reset on API answers" bash -c \
+	"has_hdr noauth RateLimit-Limit && has_hdr noauth RateLimit-Remaining && has_hdr noauth RateLimit-Reset"
+check "headers: a sane X-Request-Id is echoed" bash -c "expect 401 rid '$H' /api/v1/users/me -H 'X-Request-Id: e2e-rid-$SUF' && hdr rid X-Request-Id | grep -qx 'e2e-rid-$SUF'"
+check "headers: an insane X-Request-Id is replaced" bash -c "expect 401 rid2 '$H' /api/v1/users/me -H 'X-Request-Id: a<b>\"c' && ! hdr rid2 X-Request-Id | grep -q '<'"
+
+# ---- logs: no secrets, no bodies.
+req leak "$H" /api/v1/tickets -X POST "${J[@]}" -d '{"subject":"BODY-SECRET-'$SUF'"}' -H "Authorization: Bearer TOKEN-SECRET-$SUF" -H "Cookie: ward_session=COOKIE-SECRET-$SUF" >/dev/null
+check "log: the access log holds no bearer token, cookie or body" bash -c \
+	"sleep 0.3; ! grep -q 'SECRET-$SUF' $WARD_VAR/eu/log/gateway.log"
+
+# ---- a real session (needs ward-auth's auth.login).
+ADMIN="admin@$EU.example"
+if expect 200 login "$H" /api/v1/auth/login -X POST "${J[@]}" -H "Origin: https://$H:$P" \
+	-d "{\"email\":\"$ADMIN\",\"password\":\"$PW\"}" >/dev/null 2>&1; then
+	ok "session: login with the one-time admin password → 200"
+	COOKIE=$(hdr login Set-Cookie)
+	SESS=$(echo "$COOKIE" | sed -n 's/^ward_session=\([^;]*\);.*/\1/p')
+	CSRF=$(json_field login csrf_token)
+	check "session: Set-Cookie is HttpOnly; Secure; SameSite=Strict; Path=/" bash -c \
+		"echo '$COOKIE' | grep -q 'HttpOnly' && echo '$COOKIE' | grep -q 'Secure' && echo '$COOKIE' | grep -q 'SameSite=Strict' && echo '$COOKIE' | grep -q 'Path=/'"
+	check "session: the session token is not in the JSON body" bash -c "! body_has login session_token && [ -n '$SESS' ] && ! body_has login '$SESS'"
+	check "session: the JSON body has csrf_token and user" bash -c "[ -n '$CSRF' ] && body_has login '\"user\"'"
+	C=(-H "Cookie: ward_session=$SESS")
+	check "session: GET /api/v1/users/me with the cookie → 200" expect 200 me "$H" /api/v1/users/me "${C[@]}"
+	check "csrf: POST with the cookie and no X-CSRF-Token → 403" expect 403 csrf1 "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" -d '{"subject":"s","body":"b"}'
+	check "csrf: POST with a wrong X-CSRF-Token → 403" expect 403 csrf2 "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" -H 'X-CSRF-Token: wrong' -d '{"subject":"s","body":"b"}'
+	X=(-H "X-CSRF-Token: $CSRF")
+	check "request: text/plain body → 415" expect 415 ctype "$H" /api/v1/tickets -X POST "${C[@]}" "${X[@]}" -H 'Content-Type: text/plain' -d '{}'
+	check "request: malformed JSON → 400 problem" expect 400 badjson "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" "${X[@]}" -d '{"subject":'
+	check "request: a JSON array body → 400" expect 400 arrjson "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" "${X[@]}" -d '[1]'
+	check "request: duplicate JSON keys → 400" expect 400 dupjson "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" "${X[@]}" -d '{"subject":"a","subject":"b"}'
+	check "request: unknown and mistyped fields → 422 naming each" bash -c \
+		"expect 422 v422 '$H' /api/v1/tickets -X POST -H 'Content-Type: application/json' -H 'Cookie: ward_session=$SESS' -H 'X-CSRF-Token: $CSRF' -d '{\"subject\":5,\"is_admin\":true}' && body_has v422 '\"field\":\"subject\"' && body_has v422 '\"field\":\"is_admin\"'"
+	check "request: a body over the route's max_body (ticket 300 KiB) → 413 problem" bash -c \
+		"head -c 400000 /dev/zero | tr '\\0' a > $T/mid && expect 413 midbody '$H' /api/v1/tickets -X POST -H 'Content-Type: application/json' -H 'Cookie: ward_session=$SESS' -H 'X-CSRF-Token: $CSRF' --data-binary @$T/mid && hdr midbody Content-Type | grep -q problem"
+	check "session: logout clears the cookie" bash -c \
+		"expect 204 logout '$H' /api/v1/auth/logout -X POST -H 'Cookie: ward_session=$SESS' -H 'X-CSRF-Token: $CSRF' && hdr logout Set-Cookie | grep -q 'ward_session=;.*Max-Age=0'"
+	check "session: the cookie is refused after logout (within the 5 s cache)" bash -c \
+		"sleep 5.5; expect 401 after '$H' /api/v1/users/me -H 'Cookie: ward_session=$SESS'"
+	check "tenant isolation: tenant A's cookie on tenant B's host → 401" expect 401 cross "$BURST.eu.$D" /api/v1/users/me "${C[@]}"
+else
+	not_ok "session: login (POST /api/v1/auth/login) — needs ward-auth's auth.login and its route"
+	sed 's/^/#   /' "$T/login.h" "$T/login.b" 2>/dev/null | head -5
+fi
+
+# ---- OAuth token endpoint: form body, Basic client authentication, RFC 6749 errors.
+F=(-H 'Content-Type: application/x-www-form-urlencoded')
+check "oauth: a JSON body → 415" expect 415 tokjson "$H" /oauth/token -X POST "${J[@]}" -d '{}'
+check "oauth: a malformed form → 400 {\"error\":\"invalid_request\"}" bash -c \
+	"expect 400 tokbad '$H' /oauth/token -X POST -H 'Content-Type: application/x-www-form-urlencoded' -d 'grant_type=%zz' && [ \"\$(json_field tokbad error)\" = invalid_request ]"
+check "oauth: unknown Basic client → 401 invalid_client with WWW-Authenticate: Basic" bash -c \
+	"expect 401 tokcli '$H' /oauth/token -X POST -H 'Content-Type: application/x-www-form-urlencoded' -u 'nobody:wrong' -d 'grant_type=client_credentials' && [ \"\$(json_field tokcli error)\" = invalid_client ] && hdr tokcli WWW-Authenticate | grep -q Basic"
+
+# ---- rate limits (on a tenant of their own, so other tests keep their budget).
+BH=$BURST.eu.$D
+for i in $(seq 12); do
+	req "login$i" "$BH" /api/v1/auth/login -X POST "${J[@]}" -d '{"email":"x@y.example","password":"wrong"}' >"$T/login$i.s"
+done
+check "ratelimit: a burst of logins is cut at ratelimit.login_per_source → 429" grep -q 429 "$T/login12.s"
+check "ratelimit: the 429 has Retry-After and RateLimit-* headers" bash -c \
+	"has_hdr login12 Retry-After && [ \"\$(hdr login12 RateLimit-Remaining)\" = 0 ] && has_hdr login12 RateLimit-Limit && has_hdr login12 RateLimit-Reset"
+check "ratelimit: the 429 is a problem document with the security headers" bash -c \
+	"hdr login12 Content-Type | grep -q problem+json && secure_headers login12"
+: >"$T/urls"
+for i in $(seq 650); do printf 'url = "https://%s:%s/api/v1/users/me"\noutput = "/dev/null"\n' "$BH" "$P" >>"$T/urls"; done
+curl -sS --max-time 60 --cacert "$WARD_CA" --resolve "$BH:$P:127.0.0.1" -K "$T/urls" -w '%{http_code}\n' >"$T/burst" 2>/dev/null
+check "ratelimit: a burst over ratelimit.per_source_tenant ends in 429s" bash -c "grep -c 429 $T/burst | grep -qv '^0$' && head -1 $T/burst | grep -q 401"
+check "ratelimit: another tenant from the same source is still served" expect 401 stillok "$H" /api/v1/users/me
+
+# ---- the gateway survived everything above.
+check "gateway: still healthy" bash -c "https eu /healthz | grep -q '\"status\":\"ok\"'"
