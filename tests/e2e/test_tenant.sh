@@ -28,9 +28,10 @@ refuse "tenant show: never prints key material" bash -c "$BIN/wardctl tenant sho
 # Pinned: the eu cell holds the tenant; us and uk hold only the directory entry.
 check "eu holds the tenant row" bash -c "[ \"\$(pg_super eu \"SELECT count(*) FROM tenant.tenants WHERE slug = 'acme-e2e'\")\" = 1 ]"
 check "eu holds the admin user" bash -c "[ \"\$(pg_super eu \"SELECT count(*) FROM auth.users u JOIN tenant.tenants t ON t.id = u.tenant_id WHERE t.slug = 'acme-e2e' AND u.role = 'admin'\")\" = 1 ]"
+tid=$(pg_super eu "SELECT id FROM tenant.tenants WHERE slug = 'acme-e2e'")
 for other in us uk; do
 	check "$other: no tenant, key or user row of the eu tenant" bash -c \
-		"[ \"\$(pg_super $other \"SELECT (SELECT count(*) FROM tenant.tenants) + (SELECT count(*) FROM tenant.keys) + (SELECT count(*) FROM auth.users)\")\" = 0 ]"
+		"[ \"\$(pg_super $other \"SELECT (SELECT count(*) FROM tenant.tenants WHERE id = '$tid' OR slug = 'acme-e2e') + (SELECT count(*) FROM tenant.keys WHERE tenant_id = '$tid') + (SELECT count(*) FROM auth.users WHERE tenant_id = '$tid')\")\" = 0 ]"
 	check "$other: the directory says acme-e2e lives in eu" bash -c \
 		"[ \"\$(pg_super $other \"SELECT region FROM directory.tenants WHERE slug = 'acme-e2e'\")\" = eu ]"
 done
