@@ -47,6 +47,7 @@ struct policy_principal {
 	size_t n_on;
 	char **all_tenants; /* "schema.table": a permissive SELECT-all RLS policy */
 	size_t n_all_tenants;
+	bool ratelimit;	    /* redis.ratelimit: rate-limit counters rl:<name>:* */
 };
 
 /* A route: sender → stream ("q:auth") or sender → reply route ("r:gateway"). */

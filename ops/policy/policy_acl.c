@@ -34,7 +34,6 @@
 /* Sliding-window counters (services/gateway/gateway_ratelimit.c): no EVAL, no SET. */
 #define ACL_RATELIMIT "+incr +pexpire +get"
 
-int policy_ratelimited(const struct policy_principal *p); /* policy_load.c */
 /* The operator's reads, for status-style commands. */
 #define ACL_OPERATOR_ROOT " +scan"
 #define ACL_OPERATOR_READ "+get +ttl +exists +xlen +xrange +xrevrange +xpending +xinfo|stream +xinfo|groups"
@@ -103,7 +102,7 @@ static void acl_principal(const struct policy *pol, const struct policy_principa
 	fputs(ACL_SEND ")", out);
 	fprintf(out, " (~r:%s:* " ACL_OWN_REPLY ")", p->name);
 	fprintf(out, " (%%W~hb:%s:* " ACL_HEARTBEAT ")", p->name);
-	if (policy_ratelimited(p))
+	if (p->ratelimit)
 		fprintf(out, " (~rl:%s:* " ACL_RATELIMIT ")", p->name);
 	if (p->operator)
 		fputs(" (%R~hb:* %R~dl:* %R~q:* " ACL_OPERATOR_READ ")", out);

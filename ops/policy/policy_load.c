@@ -273,41 +273,6 @@ static int qualified_valid(const char *s)
 	return ident_valid(buf) && ident_valid(dot + 1);
 }
 
-/*
- * Principals with `redis.ratelimit: true` (rate-limit counters rl:<name>:*). Kept
- * beside struct policy_principal, keyed by its name string, because policy.h has
- * no field for it (to move into the struct: `bool ratelimit`).
- */
-struct policy_rl_mark {
-	const char *name; /* the principal's own name pointer */
-	struct policy_rl_mark *next;
-};
-static struct policy_rl_mark *policy_rl_marks;
-
-/* 1 if p was given rate-limit counters. */
-int policy_ratelimited(const struct policy_principal *p)
-{
-	for (const struct policy_rl_mark *m = policy_rl_marks; m != NULL; m = m->next)
-		if (m->name == p->name)
-			return 1;
-	return 0;
-}
-
-/* Forget the marks of p (policy_free). */
-static void policy_rl_unmark(const struct policy_principal *p)
-{
-	for (struct policy_rl_mark **m = &policy_rl_marks; *m != NULL;) {
-		if ((*m)->name == p->name) {
-			struct policy_rl_mark *dead = *m;
-
-			*m = dead->next;
-			free(dead);
-		} else {
-			m = &(*m)->next;
-		}
-	}
-}
-
 /* Read the redis: section of a principal. */
 static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, yaml_node_t *node,
 			   const char *key)
@@ -332,13 +297,9 @@ static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, ya
 
 			if (b == NULL)
 				return -1;
-			if (strcmp(b, "true") == 0) {
-				struct policy_rl_mark *m = policy_xcalloc(1, sizeof *m);
-
-				m->name = pr->name;
-				m->next = policy_rl_marks;
-				policy_rl_marks = m;
-			} else if (strcmp(b, "false") != 0) {
+			if (strcmp(b, "true") == 0 || strcmp(b, "false") == 0)
+				pr->ratelimit = strcmp(b, "true") == 0;
+			else {
 				return load_fail(ctx, v, k2, "expected true or false");
 			}
 			continue;
@@ -704,8 +665,6 @@ void policy_free(struct policy *pol)
 		return;
 	for (size_t i = 0; i < pol->n; i++) {
 		struct policy_principal *p = &pol->p[i];
-
-		policy_rl_unmark(p);
 		free(p->name);
 		strv_free(p->consume, p->n_consume);
 		strv_free(p->send, p->n_send);

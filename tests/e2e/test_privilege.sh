@@ -28,6 +28,11 @@ check "redis: audit may not XADD to q:auth" noperm audit XADD q:auth '*' e x
 check "redis: ticket may not read another service's reply stream" noperm ticket XREAD COUNT 1 STREAMS r:gateway:gateway-1 0
 check "redis: ticket may not forge auth's heartbeat" noperm ticket SET hb:auth:auth-1 x
 check "redis: gateway may not delete a queue" noperm gateway DEL q:auth
+check "redis: gateway may INCR its rate-limit counters" bash -c "rcli $r gateway INCR rl:gateway:e2e | grep -qv NOPERM"
+check "redis: gateway may not SET its rate-limit counters (INCR/PEXPIRE/GET only)" noperm gateway SET rl:gateway:e2e 0
+check "redis: gateway may not touch another service's counters" noperm gateway INCR rl:auth:e2e
+check "redis: auth may not touch the gateway's rate-limit counters" noperm auth INCR rl:gateway:e2e
+check "redis: mail-ingest may not reset the gateway's rate limits" noperm mail-ingest DEL rl:gateway:e2e
 check "redis: gateway may XADD to q:auth (its route)" bash -c "rcli $r gateway XADD q:auth MAXLEN '~' 100000 '*' e junk | grep -qv NOPERM"
 # That junk entry cannot be opened: ward-auth dead-letters it and goes on.
 check "redis: a forged entry on q:auth is dead-lettered by ward-auth" \
