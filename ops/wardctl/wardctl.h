@@ -62,6 +62,12 @@ int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char
 			 const char *type, const char *action, const char *target,
 			 const char *detail_json, const char **error_r);
 
+/* Audit retention (wardctl_audit_purge.c), as the ward_audit_purge role. */
+int wardctl_audit_retention(const struct wardctl_conf *conf, int region, const char *tenant,
+			    long days);
+int wardctl_audit_purge(const struct wardctl_conf *conf, int region, const char *tenant,
+			const char *as_of);
+
 /* Help texts, printed before the config is loaded. */
 extern const char wardctl_tenant_usage[];
 extern const char wardctl_ping_usage[];

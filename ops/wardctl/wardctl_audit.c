@@ -35,11 +35,17 @@ const char wardctl_audit_usage[] =
 	"       wardctl audit list --region R [--tenant SLUG] [--actor A] [--type T]\n"
 	"                          [--action X] [--since TIME] [--until TIME] [--limit N]\n"
 	"                          [--cursor C]\n"
+	"       wardctl audit retention --region R --tenant SLUG --days N\n"
+	"       wardctl audit purge --region R [--tenant SLUG] [--as-of TIME]\n"
 	"\n"
 	"verify: ward-audit recomputes the tenant's hash chain (or the cell's own chain\n"
 	"without --tenant) and checks its signed checkpoints; prints {\"ok\", \"events\",\n"
 	"\"checkpoints\", \"first_bad_id\", \"first_bad_seq\", \"reason\"} and exits 1 when it\n"
-	"does not verify. list: newest first, {\"events\": [...], \"next_cursor\"}.\n";
+	"does not verify. list: newest first, {\"events\": [...], \"next_cursor\"}.\n"
+	"retention: keep the tenant's events N days (default 730). purge: remove events past\n"
+	"their tenant's retention at TIME (default now; never the newest event), recorded\n"
+	"in audit.purges and as an audit event; the chain still verifies. Both run as\n"
+	"the ward_audit_purge role.\n";
 
 /* The operator's name: $USER if it looks like a name, else "ops". */
 static const char *audit_operator(void)
@@ -318,10 +324,14 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 					      { "until", required_argument, NULL, 'u' },
 					      { "limit", required_argument, NULL, 'l' },
 					      { "cursor", required_argument, NULL, 'c' },
+					      { "days", required_argument, NULL, 'd' },
+					      { "as-of", required_argument, NULL, 'o' },
 					      { NULL, 0, NULL, 0 } };
 	Ward__AuditListRequest req = WARD__AUDIT_LIST_REQUEST__INIT;
 	const char *region = NULL, *slug = NULL, *sub;
 	char tenant[40], *end;
+	const char *as_of = NULL;
+	long days = 0;
 	int c, ri;
 
 	if (argc < 2) {
@@ -341,6 +351,14 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 		case 's': req.since = optarg; break;
 		case 'u': req.until = optarg; break;
 		case 'c': req.cursor = optarg; break;
+		case 'o': as_of = optarg; break;
+		case 'd':
+			days = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0') {
+				wardctl_error("--days: a number of days");
+				return 2;
+			}
+			break;
 		case 'l':
 			req.limit = (int32_t)strtol(optarg, &end, 10);
 			if (*optarg == '\0' || *end != '\0' || req.limit < 1 || req.limit > 100) {
@@ -365,6 +383,10 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 		return audit_verify_cmd(conf, ri, tenant);
 	if (strcmp(sub, "list") == 0)
 		return audit_list_cmd(conf, ri, tenant, &req);
+	if (strcmp(sub, "retention") == 0)
+		return wardctl_audit_retention(conf, ri, tenant, days);
+	if (strcmp(sub, "purge") == 0)
+		return wardctl_audit_purge(conf, ri, tenant, as_of);
 	wardctl_error("unknown audit command '%s'", sub);
 	fputs(wardctl_audit_usage, stderr);
 	return 2;
