@@ -324,9 +324,22 @@ queue_result_t audit_export(struct daemon *d, const Ward__Envelope *env, const u
 				  "narrow the export with since/until or filters");
 		goto out;
 	}
-	reply->data = (uint8_t *)b.p;
-	reply->len = b.len;
-	b.p = NULL;
+	{
+		Ward__AuditExportReply out = WARD__AUDIT_EXPORT_REPLY__INIT;
+		size_t packed;
+
+		out.content.data = (uint8_t *)b.p;
+		out.content.len = b.len;
+		out.content_type = json ? "application/json" : "text/csv; charset=utf-8";
+		out.filename = json ? "audit.json" : "audit.csv";
+		packed = ward__audit_export_reply__get_packed_size(&out);
+		reply->data = malloc(packed ? packed : 1);
+		if (reply->data == NULL) {
+			*error_r = "out of memory";
+			goto out;
+		}
+		reply->len = ward__audit_export_reply__pack(&out, reply->data);
+	}
 	r = QUEUE_DONE;
 out:
 	free(b.p);

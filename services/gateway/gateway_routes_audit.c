@@ -15,7 +15,8 @@ const struct gateway_route gateway_routes_audit[] = {
 	  0 },
 	/* ?format=csv (default) or json; the reply payload is the file itself. */
 	{ "GET", "/api/v1/audit/export", "q:audit", "audit.export",
-	  &ward__audit_export_request__descriptor, NULL, ROUTE_RAW_REPLY, 200, 0 },
+	  &ward__audit_export_request__descriptor, &ward__audit_export_reply__descriptor,
+	  ROUTE_RAW_REPLY, 200, 0 },
 	{ "GET", "/api/v1/activity", "q:audit", "audit.activity",
 	  &ward__audit_activity_request__descriptor, &ward__audit_activity_reply__descriptor, 0,
 	  200, 0 },
