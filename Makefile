@@ -11,7 +11,7 @@
 
 CC      ?= cc
 SAN     ?= 0
-PKGS    := libevent libevent_openssl hiredis libprotobuf-c yaml-0.1 jansson openssl libpq libargon2
+PKGS    := libevent libevent_openssl hiredis libprotobuf-c yaml-0.1 jansson openssl libpq libargon2 gmime-3.0
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

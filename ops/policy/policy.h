@@ -31,6 +31,13 @@ struct policy_grant {
 	unsigned rights;
 };
 
+/* `columns:` — SELECT on some columns only of another schema's table. */
+struct policy_columns {
+	char *table; /* "schema.table" */
+	char **cols;
+	size_t n_cols;
+};
+
 struct policy_principal {
 	char *name;	  /* service or operator name, [a-z][a-z0-9-]* */
 	bool operator;	  /* under operators: */
@@ -47,7 +54,10 @@ struct policy_principal {
 	size_t n_on;
 	char **all_tenants; /* "schema.table": a permissive SELECT-all RLS policy */
 	size_t n_all_tenants;
+	struct policy_columns *columns; /* column-level SELECT on other schemas' tables */
+	size_t n_columns;
 	bool ratelimit;	    /* redis.ratelimit: rate-limit counters rl:<name>:* */
+	bool health_only;   /* redis.health_only: an operator reading health data only */
 };
 
 /* A route: sender → stream ("q:auth") or sender → reply route ("r:gateway"). */

@@ -34,6 +34,8 @@
 /* Sliding-window counters (services/gateway/gateway_ratelimit.c): no EVAL, no SET. */
 #define ACL_RATELIMIT "+incr +pexpire +get"
 
+#define ACL_HEALTH_KEYS "+get +ttl +exists"
+#define ACL_HEALTH_STREAMS "+xlen +xpending"
 /* The operator's reads, for status-style commands. */
 #define ACL_OPERATOR_ROOT " +scan"
 #define ACL_OPERATOR_READ "+get +ttl +exists +xlen +xrange +xrevrange +xpending +xinfo|stream +xinfo|groups"
@@ -104,7 +106,11 @@ static void acl_principal(const struct policy *pol, const struct policy_principa
 	fprintf(out, " (%%W~hb:%s:* " ACL_HEARTBEAT ")", p->name);
 	if (p->ratelimit)
 		fprintf(out, " (~rl:%s:* " ACL_RATELIMIT ")", p->name);
-	if (p->operator)
+	/* Health readers (the status page) see heartbeats, queue lengths and pending
+	 * counts, never an entry of a queue. */
+	if (p->operator && p->health_only)
+		fputs(" (%R~hb:* " ACL_HEALTH_KEYS ") (%R~dl:* %R~q:* " ACL_HEALTH_STREAMS ")", out);
+	else if (p->operator)
 		fputs(" (%R~hb:* %R~dl:* %R~q:* " ACL_OPERATOR_READ ")", out);
 	fputc('\n', out);
 }

@@ -277,7 +277,7 @@ static int qualified_valid(const char *s)
 static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, yaml_node_t *node,
 			   const char *key)
 {
-	static const char *const keys[] = { "consume", "send", "ratelimit", NULL };
+	static const char *const keys[] = { "consume", "send", "ratelimit", "health_only", NULL };
 	char k2[256];
 
 	if (mapping_check(ctx, node, key, keys) < 0)
@@ -292,13 +292,14 @@ static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, ya
 		size_t *n = is_send ? &pr->n_send : &pr->n_consume;
 
 		subkey(k2, sizeof k2, key, k);
-		if (strcmp(k, "ratelimit") == 0) {
+		if (strcmp(k, "ratelimit") == 0 || strcmp(k, "health_only") == 0) {
 			const char *b = scalar(ctx, v, k2);
+			bool *flag = strcmp(k, "ratelimit") == 0 ? &pr->ratelimit : &pr->health_only;
 
 			if (b == NULL)
 				return -1;
 			if (strcmp(b, "true") == 0 || strcmp(b, "false") == 0)
-				pr->ratelimit = strcmp(b, "true") == 0;
+				*flag = strcmp(b, "true") == 0;
 			else {
 				return load_fail(ctx, v, k2, "expected true or false");
 			}
@@ -317,11 +318,45 @@ static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, ya
 	return 0;
 }
 
+/* Read a mapping "schema.table" → list of column names (SELECT on those columns). */
+static int columns_map(struct load_ctx *ctx, yaml_node_t *node, const char *key,
+		       struct policy_columns **cols_r, size_t *n_r)
+{
+	struct policy_columns *c;
+	size_t n, i = 0;
+	char k2[256];
+
+	if (mapping_check(ctx, node, key, NULL) < 0)
+		return -1;
+	n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+	c = policy_xcalloc(n, sizeof *c);
+	*cols_r = c;
+	for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
+	     p++) {
+		yaml_node_t *k = yaml_document_get_node(&ctx->doc, p->key);
+		const char *name = (const char *)k->data.scalar.value;
+
+		if (!qualified_valid(name))
+			return load_fail(ctx, k, key, "invalid table '%s' (expected schema.table)",
+					 name);
+		c[i].table = policy_xstrdup(name);
+		*n_r = ++i;
+		if (string_list(ctx, yaml_document_get_node(&ctx->doc, p->value),
+				subkey(k2, sizeof k2, key, name), ident_valid, "column",
+				"[a-z_][a-z0-9_]*", &c[i - 1].cols, &c[i - 1].n_cols) < 0)
+			return -1;
+		if (c[i - 1].n_cols == 0)
+			return load_fail(ctx, k, k2, "empty list of columns");
+	}
+	return 0;
+}
+
 /* Read the postgres: section of a principal ("none" or a mapping). */
 static int principal_pg(struct load_ctx *ctx, struct policy_principal *pr, yaml_node_t *node,
 			const char *key)
 {
-	static const char *const keys[] = { "schema", "tables", "on", "all_tenants", NULL };
+	static const char *const keys[] = { "schema", "tables", "on", "all_tenants", "columns",
+					    NULL };
 	char k2[256];
 
 	if (node != NULL && node->type == YAML_SCALAR_NODE) {
@@ -354,6 +389,9 @@ static int principal_pg(struct load_ctx *ctx, struct policy_principal *pr, yaml_
 		} else if (strcmp(k, "on") == 0) {
 			if (grant_map(ctx, v, k2, &pr->on, &pr->n_on) < 0)
 				return -1;
+		} else if (strcmp(k, "columns") == 0) {
+			if (columns_map(ctx, v, k2, &pr->columns, &pr->n_columns) < 0)
+				return -1;
 		} else {
 			if (string_list(ctx, v, k2, qualified_valid, "table", "schema.table",
 					&pr->all_tenants, &pr->n_all_tenants) < 0)
@@ -366,6 +404,21 @@ static int principal_pg(struct load_ctx *ctx, struct policy_principal *pr, yaml_
 		if (pr->schema != NULL && strcmp(pr->on[i].name, pr->schema) == 0)
 			return load_fail(ctx, node, key, "'on' names its own schema '%s'",
 					 pr->schema);
+	for (size_t i = 0; i < pr->n_columns; i++) {
+		size_t sl = strcspn(pr->columns[i].table, ".");
+
+		/* Columns narrow nothing where the role already has the schema's tables. */
+		if (pr->schema != NULL && strlen(pr->schema) == sl &&
+		    strncmp(pr->columns[i].table, pr->schema, sl) == 0)
+			return load_fail(ctx, node, key, "'columns' names its own schema '%s'",
+					 pr->schema);
+		for (size_t j = 0; j < pr->n_on; j++)
+			if (strlen(pr->on[j].name) == sl &&
+			    strncmp(pr->columns[i].table, pr->on[j].name, sl) == 0)
+				return load_fail(ctx, node, key,
+						 "'columns' of '%s': 'on' already grants its schema",
+						 pr->columns[i].table);
+	}
 	return 0;
 }
 
@@ -676,6 +729,11 @@ void policy_free(struct policy *pol)
 			free(p->on[j].name);
 		free(p->on);
 		strv_free(p->all_tenants, p->n_all_tenants);
+		for (size_t j = 0; j < p->n_columns; j++) {
+			free(p->columns[j].table);
+			strv_free(p->columns[j].cols, p->columns[j].n_cols);
+		}
+		free(p->columns);
 	}
 	for (size_t i = 0; i < pol->n_routes; i++)
 		free(pol->routes[i].route);

@@ -11,7 +11,8 @@
  *      sequences, role memberships) and of PUBLIC is revoked, generated RLS
  *      policies (named ward_*) dropped, and ward_* roles the policy no longer
  *      gives a database role (postgres: none) made NOLOGIN with no password;
- *   3. grant exactly what the policy says, and create the permissive
+ *   3. grant exactly what the policy says (column-level SELECT for `columns:`;
+ *      the sweep's table-level REVOKE also revokes column rights), and create the permissive
  *      SELECT-everything RLS policies listed under all_tenants (operators).
  * Names were validated by policy_load; they are printed as plain identifiers.
  */
@@ -157,6 +158,16 @@ static void sql_grants(const struct policy *pol, FILE *out)
 		}
 		for (size_t o = 0; o < p->n_on; o++)
 			sql_grant_schema(out, p->on[o].name, p->on[o].rights, role);
+		for (size_t c = 0; c < p->n_columns; c++) {
+			const struct policy_columns *pc = &p->columns[c];
+			int sl = (int)strcspn(pc->table, ".");
+
+			fprintf(out, "GRANT USAGE ON SCHEMA %.*s TO %s;\nGRANT SELECT (", sl,
+				pc->table, role);
+			for (size_t k = 0; k < pc->n_cols; k++)
+				fprintf(out, "%s%s", k ? ", " : "", pc->cols[k]);
+			fprintf(out, ") ON TABLE %s TO %s;\n", pc->table, role);
+		}
 		for (size_t a = 0; a < p->n_all_tenants; a++)
 			fprintf(out,
 				"CREATE POLICY %s ON %s AS PERMISSIVE FOR SELECT TO %s USING (true);\n",

@@ -55,6 +55,7 @@ void wardctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int wardctl_tenant(const struct wardctl_conf *conf, int argc, char **argv);
 int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv);
 int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv);
+int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv);
 
 /* Record an operator action in region's audit log (q:audit, ops route), confirmed
  * by Redis; 0 or -1 with *error_r. tenant_id NULL or "" for cell-wide actions. */
@@ -72,5 +73,6 @@ int wardctl_audit_purge(const struct wardctl_conf *conf, int region, const char 
 extern const char wardctl_tenant_usage[];
 extern const char wardctl_ping_usage[];
 extern const char wardctl_audit_usage[];
+extern const char wardctl_backup_usage[];
 
 #endif

@@ -33,7 +33,14 @@ static const char usage[] =
 	"commands:\n"
 	"  tenant create|list|show   provision and inspect tenants\n"
 	"  ping                      request/reply ping through a service's queue\n"
-	"  audit verify|list         verify a tenant's audit hash chain, list its events\n";
+	"  audit verify|list         verify a tenant's audit hash chain, list its events\n"
+	"  backup run|list|verify|restore   encrypted per-tenant backups\n"
+	"  status components|incident       the status page's components and incidents\n"
+	"  mail dead-letters         list or replay mails ward-ticket could not take\n";
+
+/* wardctl_status.c (declared here: wardctl.h belongs to the wardctl owner). */
+int wardctl_status(const struct wardctl_conf *conf, int argc, char **argv);
+extern const char wardctl_status_usage[];
 
 int wardctl_region_index(const char *name)
 {
@@ -139,6 +146,10 @@ static int wants_help(int argc, char **argv)
 	return 0;
 }
 
+/* wardctl_mail.c (declared here: wardctl.h is not this command's owner's file) */
+int wardctl_mail(const struct wardctl_conf *conf, int argc, char **argv);
+extern const char wardctl_mail_usage[];
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
@@ -171,7 +182,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (strcmp(argv[0], "tenant") != 0 && strcmp(argv[0], "ping") != 0 &&
-	    strcmp(argv[0], "audit") != 0) {
+	    strcmp(argv[0], "audit") != 0 && strcmp(argv[0], "backup") != 0 &&
+	    strcmp(argv[0], "status") != 0 && strcmp(argv[0], "mail") != 0) {
 		wardctl_error("unknown command '%s'", argv[0]);
 		fputs(usage, stderr);
 		return 2;
@@ -179,6 +191,9 @@ int main(int argc, char **argv)
 	if (wants_help(argc, argv)) {
 		fputs(strcmp(argv[0], "tenant") == 0  ? wardctl_tenant_usage
 		      : strcmp(argv[0], "audit") == 0 ? wardctl_audit_usage
+		      : strcmp(argv[0], "backup") == 0 ? wardctl_backup_usage
+		      : strcmp(argv[0], "status") == 0 ? wardctl_status_usage
+		      : strcmp(argv[0], "mail") == 0 ? wardctl_mail_usage
 						      : wardctl_ping_usage,
 		      stdout);
 		return 0;
@@ -194,6 +209,12 @@ int main(int argc, char **argv)
 		ret = wardctl_tenant(&conf, argc, argv);
 	else if (strcmp(argv[0], "audit") == 0)
 		ret = wardctl_audit(&conf, argc, argv);
+	else if (strcmp(argv[0], "backup") == 0)
+		ret = wardctl_backup(&conf, argc, argv);
+	else if (strcmp(argv[0], "status") == 0)
+		ret = wardctl_status(&conf, argc, argv);
+	else if (strcmp(argv[0], "mail") == 0)
+		ret = wardctl_mail(&conf, argc, argv);
 	else
 		ret = wardctl_ping(&conf, argc, argv);
 	wardctl_conf_free(&conf);

@@ -40,12 +40,18 @@ const char wardctl_tenant_usage[] =
 	"usage: wardctl tenant create --slug S --region R --name N --admin-email E\n"
 	"       wardctl tenant list [--region R]\n"
 	"       wardctl tenant show --slug S\n"
+	"       wardctl tenant delete --slug S [--region R] [--shred]\n"
 	"\n"
 	"create  create tenant S homed in region R (us, eu, uk) with a fresh data key and\n"
 	"        a first admin; prints its URL and the admin's one-time password.\n"
 	"        Slugs are [a-z0-9-]{3,40} and unique across every region.\n"
 	"list    tenants of every region (or of region R) with their status\n"
-	"show    one tenant: id, region, name, status, creation time, data key version\n";
+	"show    one tenant: id, region, name, status, creation time, data key version\n"
+	"delete  close the account: its live data is removed at once, its wrapped data key\n"
+	"        is kept apart with the closure date so `wardctl backup restore` can bring\n"
+	"        it back within 60 days. --shred destroys the data key and every wrapped\n"
+	"        copy now: every backup of the tenant becomes unreadable. --region names the\n"
+	"        home cell of an already closed tenant (no longer in the directory).\n";
 
 /* 1 if slug is [a-z0-9-]{3,40}. */
 static int slug_valid(const char *slug)
@@ -690,6 +696,107 @@ out:
 	return ret;
 }
 
+/* wardctl tenant delete --slug S [--region R] [--shred]. */
+static int tenant_delete(const struct wardctl_conf *conf, int argc, char **argv)
+{
+	static const struct option opts[] = { { "slug", required_argument, NULL, 's' },
+					      { "region", required_argument, NULL, 'r' },
+					      { "shred", no_argument, NULL, 'S' },
+					      { NULL, 0, NULL, 0 } };
+	const char *slug = NULL, *region = NULL, *err = NULL;
+	char where[8] = "", id[40], detail[128];
+	int c, home = -1, shred = 0, ret = 1;
+	db_t *db = NULL;
+	PGresult *res = NULL;
+	json_t *o = NULL;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "s:r:S", opts, NULL)) != -1) {
+		if (c == 's')
+			slug = optarg;
+		else if (c == 'r')
+			region = optarg;
+		else if (c == 'S')
+			shred = 1;
+		else {
+			fputs(wardctl_tenant_usage, stderr);
+			return 2;
+		}
+	}
+	if (optind < argc || slug == NULL) {
+		wardctl_error("tenant delete needs --slug");
+		return 2;
+	}
+	if (!slug_valid(slug)) {
+		wardctl_error("invalid slug '%s': expected [a-z0-9-]{3,40}", slug);
+		return 1;
+	}
+	if (region != NULL && (home = wardctl_region_index(region)) < 0) {
+		wardctl_error("unknown region '%s'", region);
+		return 2;
+	}
+	for (int i = 0; i < WARDCTL_REGIONS && home < 0; i++) {
+		int r;
+
+		if ((db = wardctl_db(conf, i)) == NULL)
+			continue;
+		r = directory_lookup(db, slug, where, &err);
+		db_free(db);
+		db = NULL;
+		if (r > 0)
+			home = wardctl_region_index(where);
+		else if (r == 0) {
+			wardctl_error("no tenant '%s' in the directory (closed? give --region)", slug);
+			return 1;
+		}
+	}
+	if (home < 0 || (db = wardctl_db(conf, home)) == NULL) {
+		wardctl_error("tenant '%s': no cell could be asked", slug);
+		goto out;
+	}
+	res = db_exec(db, "SELECT id FROM tenant.tenants WHERE slug = $1", 1,
+		      (const char *const[]){ slug }, &err);
+	if (res == NULL || PQntuples(res) != 1) {
+		wardctl_error("region %s: no tenant '%s' homed here", wardctl_regions[home], slug);
+		goto out;
+	}
+	snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	/* One transaction in a narrow function (050_backup.sql) that checks the caller. */
+	res = db_exec(db, shred ? "SELECT tenant.lifecycle_shred($1)" : "SELECT tenant.lifecycle_close($1)",
+		      1, (const char *const[]){ id }, &err);
+	if (res == NULL) {
+		wardctl_error("region %s: %s", wardctl_regions[home], err);
+		goto out;
+	}
+	snprintf(detail, sizeof detail, "{\"slug\":\"%s\",\"%s\":%s}", slug,
+		 shred ? "keys_destroyed" : "rows_removed", PQgetvalue(res, 0, 0));
+	/* The other cells' directories forget the slug too (best effort). */
+	for (int i = 0; i < WARDCTL_REGIONS; i++) {
+		db_t *other;
+
+		if (i == home || (other = wardctl_db(conf, i)) == NULL)
+			continue;
+		if (run(other, "DELETE FROM directory.tenants WHERE slug = $1", 1,
+			(const char *const[]){ slug }, &err) < 0)
+			wardctl_error("region %s: directory: %s", wardctl_regions[i], err);
+		db_free(other);
+	}
+	if (wardctl_audit_record(conf, home, id, "tenant", shred ? "shred" : "delete", id, detail,
+				 &err) < 0)
+		wardctl_error("audit event not recorded: %s", err);
+	o = json_pack("{s:s, s:s, s:s, s:s, s:b}", "id", id, "slug", slug, "region",
+		      wardctl_regions[home], "status", "closed", "shredded", shred);
+	if (o == NULL || wardctl_print(o) < 0)
+		goto out;
+	ret = 0;
+out:
+	json_decref(o);
+	PQclear(res);
+	db_free(db);
+	return ret;
+}
+
 int wardctl_tenant(const struct wardctl_conf *conf, int argc, char **argv)
 {
 	if (argc < 2) {
@@ -702,6 +809,8 @@ int wardctl_tenant(const struct wardctl_conf *conf, int argc, char **argv)
 		return tenant_list(conf, argc - 1, argv + 1);
 	if (strcmp(argv[1], "show") == 0)
 		return tenant_show(conf, argc - 1, argv + 1);
+	if (strcmp(argv[1], "delete") == 0)
+		return tenant_delete(conf, argc - 1, argv + 1);
 	wardctl_error("unknown tenant command '%s'", argv[1]);
 	fputs(wardctl_tenant_usage, stderr);
 	return 2;

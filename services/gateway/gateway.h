@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "gateway_status.h"
 
 struct daemon;
 
@@ -66,6 +67,7 @@ struct gateway_config {
 	int rl_tenant_ip;	      /* … per source address and tenant */
 	int rl_credential;	      /* … per credential */
 	int rl_login;		      /* … per source address and tenant on login routes */
+	struct gateway_status_config status; /* status page (gateway_status.c), optional */
 };
 
 struct healthz;

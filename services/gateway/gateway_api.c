@@ -549,8 +549,55 @@ static int gw_ctype_is(const char *ct, const char *mime)
 }
 
 /* Build the request message from body, path, query and connection; answer on error. */
+#define GW_JSON_KEY_MAX 128
+
+/* Did json_loadb fail on text that is not Unicode (bad bytes, lone surrogates)? */
+static bool gw_json_bad_unicode(const json_error_t *e)
+{
+	return json_error_code(e) == json_error_invalid_utf8 || strstr(e->text, "Unicode") != NULL;
+}
+
+/* The member name whose value holds byte pos of a JSON object text: the last
+ * string followed by ':' before pos, at any depth ("(body)" if none). Only for
+ * naming the field in an error; the body is not trusted beyond that. */
+static const char *gw_json_key_at(const char *body, size_t pos, char *out, size_t outlen)
+{
+	size_t i = 0, start = 0, n;
+
+	snprintf(out, outlen, "(body)");
+	while (i < pos) {
+		if (body[i] != '"') {
+			i++;
+			continue;
+		}
+		start = ++i;
+		while (i < pos && body[i] != '"')
+			i += body[i] == '\\' ? 2 : 1;
+		if (i >= pos)
+			break; /* pos is inside this string: it is the value */
+		n = i - start;
+		i++;
+		while (i < pos && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' ||
+				   body[i] == '\n'))
+			i++;
+		if (i < pos && body[i] == ':') {
+			if (n >= outlen)
+				n = outlen - 1;
+			/* Names are ASCII in Ward's API; anything else is shown as '?'. */
+			for (size_t k = 0; k < n; k++) {
+				unsigned char c = (unsigned char)body[start + k];
+
+				out[k] = c >= 0x20 && c < 0x7f && c != '"' ? (char)c : '?';
+			}
+			out[n] = '\0';
+		}
+	}
+	return out;
+}
+
 static void gwreq_call(struct gwreq *g)
 {
+	struct pbjson_limits lim = { 0 };
 	const struct gateway_route *r = g->route;
 	struct evbuffer *in = evhttp_request_get_input_buffer(g->req);
 	size_t len = evbuffer_get_length(in);
@@ -625,14 +672,29 @@ static void gwreq_call(struct gwreq *g)
 		OPENSSL_cleanse(b64, sizeof b64);
 	} else if (len > 0 && g->state_changing) {
 		json_error_t jerr;
-		char detail[96];
+		const char *body;
+		char detail[96], key[GW_JSON_KEY_MAX];
 
 		if (!gw_ctype_is(ctype, "application/json")) {
 			gwreq_problem(g, 415, "Unsupported Media Type", "Send application/json.");
 			goto out;
 		}
-		pc.obj = json_loadb((const char *)evbuffer_pullup(in, -1), len,
-				    JSON_REJECT_DUPLICATES, &jerr);
+		body = (const char *)evbuffer_pullup(in, -1);
+		pc.obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+		if (pc.obj == NULL && gw_json_bad_unicode(&jerr)) {
+			/* Text that is not UTF-8 is a field's problem (422), not the syntax's. */
+			json_t *o = gw_problem(422, "Unprocessable Content", "Some fields are invalid.");
+			json_t *e = json_pack("[{s:s, s:s}]", "field",
+					      gw_json_key_at(body, (size_t)jerr.position, key,
+							     sizeof key),
+					      "message", "must be valid UTF-8 text");
+
+			if (o != NULL && e != NULL)
+				json_object_set(o, "errors", e);
+			json_decref(e);
+			gwreq_problem_obj(g, 422, o);
+			goto out_nofree_g;
+		}
 		if (pc.obj == NULL || !json_is_object(pc.obj)) {
 			snprintf(detail, sizeof detail,
 				 pc.obj == NULL ? "Malformed JSON at line %d, column %d."
@@ -675,8 +737,10 @@ static void gwreq_call(struct gwreq *g)
 		if (v != NULL)
 			json_object_set_new(pc.obj, "user_agent", v);
 	}
+	/* A string may be as long as the route's body allows (ticket bodies: 256 KiB). */
+	lim.max_string = r->max_body > PBJSON_DEFAULT_STRING ? r->max_body : 0;
 	if (json_array_size(pc.errors) == 0 &&
-	    pbjson_parse(r->request, pc.obj, NULL, &msg, &errors) == 0) {
+	    pbjson_parse(r->request, pc.obj, &lim, &msg, &errors) == 0) {
 		plen = protobuf_c_message_get_packed_size(msg);
 		if ((packed = malloc(plen ? plen : 1)) == NULL)
 			goto oom;

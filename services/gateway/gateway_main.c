@@ -70,6 +70,23 @@ static const struct conf_entry gateway_conf_entries[] = {
      NULL},
     {"ratelimit.per_credential", CONF_INT, GC(rl_credential), false, "600", 1, 100000000, NULL},
     {"ratelimit.login_per_source", CONF_INT, GC(rl_login), false, "10", 1, 100000, NULL},
+    /* The status page (gateway_status.c): only where status.listen is set. */
+    {"status.listen", CONF_STR, GC(status.listen), false, NULL, 0, 0, gateway_valid_listen},
+    {"status.cert_file", CONF_STR, GC(status.cert_file), false, NULL, 0, 0, NULL},
+    {"status.key_file", CONF_SECRET_FILE, GC(status.key), false, NULL, 0, 0, NULL},
+    {"status.state_dir", CONF_STR, GC(status.state_dir), false, NULL, 0, 0, NULL},
+    {"status.cells", CONF_STR_LIST, GC(status.cells), false, NULL, 0, 0, NULL},
+    {"status.user", CONF_STR, GC(status.user), false, "status", 0, 0, NULL},
+    {"status.page_name", CONF_STR, GC(status.page_name), false, "Ward", 0, 0, NULL},
+    {"status.poll_ms", CONF_INT, GC(status.poll_ms), false, "2000", 200, 60000, NULL},
+    {"status.heartbeat_timeout_ms", CONF_INT, GC(status.heartbeat_timeout_ms), false, "15000",
+     1000, 600000, NULL},
+    {"status.pending_high", CONF_INT, GC(status.pending_high), false, "1000", 1, 100000000,
+     NULL},
+    {"status.dead_letter_window_s", CONF_INT, GC(status.dead_letter_window_s), false, "300", 1,
+     86400, NULL},
+    {"status.backup_max_age_s", CONF_INT, GC(status.backup_max_age_s), false, "93600", 60,
+     2592000, NULL},
 };
 #undef GC
 
@@ -83,7 +100,9 @@ static int gateway_init(struct daemon *d, const char **error_r)
 	if ((gateway.ssl_ctx = gateway_tls_ctx_new(&gateway_conf, error_r)) == NULL)
 		return -1;
 	gateway.sources = gateway_tls_sources_new();
-	if (gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0) {
+	if (gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0 ||
+	    gateway_status_start(&gateway, error_r) < 0) {
+		gateway_http_free(&gateway);
 		gateway_api_deinit(&gateway);
 		gateway_tls_ctx_free(gateway.ssl_ctx);
 		gateway.ssl_ctx = NULL;
@@ -99,6 +118,7 @@ static int gateway_init(struct daemon *d, const char **error_r)
 static void gateway_stop(struct daemon *d)
 {
 	gateway_http_stop(&gateway);
+	gateway_status_stop(&gateway);
 	gateway_healthz_orphan_all(&gateway, true);
 	gateway_api_orphan_all(&gateway, true);
 	log_event(LOG_INFO, "listeners closed", LF_INT("connections", gateway.connections));
@@ -109,6 +129,7 @@ static void gateway_deinit(struct daemon *d)
 {
 	gateway_healthz_orphan_all(&gateway, false);
 	gateway_api_orphan_all(&gateway, false);
+	gateway_status_free(&gateway);
 	gateway_http_free(&gateway);
 	gateway_api_deinit(&gateway); /* after the servers: frees orphans' rate-limit checks */
 	gateway_tls_ctx_free(gateway.ssl_ctx);

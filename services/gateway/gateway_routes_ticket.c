@@ -10,14 +10,11 @@
  *    content as the body with Content-Type: content_type (sniffed by ward-ticket,
  *    never text/html), Content-Disposition: attachment; filename*=UTF-8''<pct-
  *    encoded filename>, and X-Content-Type-Options: nosniff (on every response).
- *  - upload: POST .../attachments takes ward.AttachmentCreateRequest whose
- *    content is a bytes field. pbjson refuses bytes fields today, so the row is
- *    not listed yet; it needs either base64 bytes in pbjson_parse or a raw-body
- *    route flag (the body's octets fill field "content", filename from the
- *    query). Proposed row, once one of them exists:
- *      { "POST", "/api/v1/tickets/{id}/attachments", "q:ticket", "attachment.create",
- *        &ward__attachment_create_request__descriptor, &ward__attachment__descriptor,
- *        ROUTE_RAW_BODY, 201, 1024 * 1024 },
+ *  - upload: POST .../attachments takes ward.AttachmentCreateRequest as JSON whose
+ *    content is base64 (pbjson decodes bytes fields). ward-ticket checks the
+ *    decoded size against limits.attachment_max_bytes (422 naming "content");
+ *    the route's cap only bounds what the gateway reads: base64 of the largest
+ *    attachment an envelope can carry (ENVELOPE_MAX_PAYLOAD) plus the JSON.
  */
 #include "gateway_routes.h"
 #include "ticket.pb-c.h"
@@ -25,6 +22,7 @@
 /* A JSON body for a ticket or message holds at most one 256 KiB body (the
  * service's default limit, which it checks itself) plus a little. */
 #define TICKET_ROUTE_BODY_MAX (300 * 1024)
+#define TICKET_ROUTE_UPLOAD_MAX (1400 * 1024)
 
 const struct gateway_route gateway_routes_ticket[] = {
     {"POST", "/api/v1/tickets", "q:ticket", "ticket.create",
@@ -41,6 +39,9 @@ const struct gateway_route gateway_routes_ticket[] = {
      TICKET_ROUTE_BODY_MAX},
     {"GET", "/api/v1/tickets/{id}/messages", "q:ticket", "message.list",
      &ward__message_list_request__descriptor, &ward__message_list_reply__descriptor, 0, 200, 0},
+    {"POST", "/api/v1/tickets/{id}/attachments", "q:ticket", "attachment.create",
+     &ward__attachment_create_request__descriptor, &ward__attachment__descriptor, 0, 201,
+     TICKET_ROUTE_UPLOAD_MAX},
     {"GET", "/api/v1/tickets/{id}/attachments", "q:ticket", "attachment.list",
      &ward__attachment_list_request__descriptor, &ward__attachment_list_reply__descriptor, 0, 200,
      0},

@@ -192,6 +192,11 @@ queue_result_t ticket_department_list(struct daemon *d, const Ward__Envelope *en
 				      const uint8_t *payload, size_t len, struct queue_reply *reply,
 				      const char **error_r);
 
+/* ticket_mail.c: an inbound mail from ward-mail-ingest (proto/mail.proto). */
+queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
+				  const uint8_t *payload, size_t len, struct queue_reply *reply,
+				  const char **error_r);
+
 /* Shared by the ticket and message modules: is the ticket visible to who (inside
  * the open transaction)? Fills its status; FOR UPDATE locks it. 1 visible, 0 not
  * (answer 404), -1 error. */

@@ -58,6 +58,7 @@ static const struct daemon_method ticket_methods[] = {
     {"attachment.get", ticket_attachment_get, "admin agent customer", TICKET_SMALL, "tickets:read"},
     {"department.create", ticket_department_create, "admin", TICKET_SMALL, "departments:write"},
     {"department.list", ticket_department_list, "admin agent", TICKET_SMALL, "tickets:read"},
+    {"ticket.ingest_mail", ticket_ingest_mail, "service", TICKET_LARGE, NULL},
 };
 
 /* ============================== helpers ================================= */

@@ -3,7 +3,11 @@
  *
  * Visibility: admins, agents, API credentials and services see every ticket of
  * their tenant (RLS keeps other tenants out); a customer sees only the tickets
- * they requested. Anything not visible is 404, never 403, so ids of other
+ * they requested: requester_id is theirs, or the ticket was opened for their
+ * email address (requester_email_bidx = the blind index of their auth.users
+ * row, so a customer who registers after an agent opened a ticket for their
+ * address sees it; ward_ticket may read only id, tenant_id, email_bidx and role
+ * of auth.users, under that table's RLS). Anything not visible is 404, never 403, so ids of other
  * tenants and customers cannot be probed. Lists are newest first, keyed on the
  * per-tenant ticket number, which only grows and commits in order: a cursor
  * never skips or repeats a ticket when others are created meanwhile.
@@ -17,6 +21,11 @@
 #include "ticket.h"
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* The customer's own tickets: parameter P is the customer's id (NULL: anyone's). */
+#define TICKET_MINE(p)                                                                             \
+	"(" p "::uuid IS NULL OR t.requester_id = " p "::uuid OR t.requester_email_bidx = "       \
+	"(SELECT u.email_bidx FROM auth.users u WHERE u.id = " p "::uuid AND u.role = 'customer'))"
 
 #define TICKET_COLUMNS                                                                             \
 	"t.id, t.number, t.subject_enc, t.status, t.priority, "                                    \
@@ -134,7 +143,7 @@ static int ticket_load(struct daemon *d, const char *tenant, const struct ticket
 	crypto_wipe(dek, sizeof dek);
 	res = db_exec(daemon_db(d),
 		      "SELECT " TICKET_COLUMNS " FROM ticket.tickets t WHERE t.id = $1 "
-		      "AND ($2::uuid IS NULL OR t.requester_id = $2::uuid)",
+		      "AND " TICKET_MINE("$2"),
 		      2, p, error_r);
 	if (res == NULL)
 		return -1;
@@ -175,10 +184,10 @@ int ticket_visible(struct daemon *d, const char *tenant, const struct ticket_who
 
 	(void)tenant; /* the transaction's app.tenant_id already scopes every row */
 	res = db_exec(daemon_db(d),
-		      for_update ? "SELECT status FROM ticket.tickets WHERE id = $1 "
-				   "AND ($2::uuid IS NULL OR requester_id = $2::uuid) FOR UPDATE"
-				 : "SELECT status FROM ticket.tickets WHERE id = $1 "
-				   "AND ($2::uuid IS NULL OR requester_id = $2::uuid)",
+		      for_update ? "SELECT t.status FROM ticket.tickets t WHERE t.id = $1 "
+				   "AND " TICKET_MINE("$2") " FOR UPDATE OF t"
+				 : "SELECT t.status FROM ticket.tickets t WHERE t.id = $1 "
+				   "AND " TICKET_MINE("$2"),
 		      2, p, error_r);
 	if (res == NULL)
 		return -1;
@@ -394,7 +403,9 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		p[2] = num;
 		p[3] = (const char *)s.subject, lens[3] = (int)s.subject_len, fmts[3] = 1;
 		p[4] = priority;
-		/* A customer's ticket is theirs; an agent's is for requester_email. */
+		/* A customer's ticket is theirs; an agent's is for requester_email: the
+		 * customer with that address if one exists (else the address alone,
+		 * matched by blind index once they register). */
 		p[5] = who.customer ? who.id : NULL;
 		p[6] = (const char *)s.email, lens[6] = (int)s.email_len, fmts[6] = 1;
 		p[7] = email[0] != '\0' ? bidx : NULL;
@@ -407,7 +418,8 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		    "INSERT INTO ticket.tickets (id, tenant_id, number, subject_enc, "
 		    "priority, requester_id, requester_email_enc, requester_email_bidx, "
 		    "requester_name_enc, assignee_id, department_id, created_by) "
-		    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		    "VALUES ($1, $2, $3, $4, $5, coalesce($6::uuid, (SELECT u.id FROM auth.users u "
+		    "WHERE u.email_bidx = $8 AND u.role = 'customer')), $7, $8, $9, $10, $11, $12)",
 		    12, p, lens, fmts, &err);
 		if (res == NULL) {
 			qr = ticket_retry(d, "insert ticket", err, error_r);
@@ -573,10 +585,12 @@ queue_result_t ticket_list(struct daemon *d, const Ward__Envelope *env, const ui
 			      "($1::text IS NULL OR t.status = $1) "
 			      "AND ($2::text IS NULL OR ($2 = 'none' AND t.assignee_id IS NULL) "
 			      "     OR t.assignee_id::text = $2) "
-			      "AND ($3::uuid IS NULL OR t.requester_id = $3::uuid) "
+			      "AND ($3::uuid IS NULL OR t.requester_id = $3::uuid "
+			      "     OR t.requester_email_bidx = (SELECT r.email_bidx FROM auth.users r "
+			      "     WHERE r.id = $3::uuid)) "
 			      "AND ($4::timestamptz IS NULL OR t.updated_at >= $4::timestamptz) "
 			      "AND ($5::bigint IS NULL OR t.number < $5::bigint) "
-			      "AND ($6::uuid IS NULL OR t.requester_id = $6::uuid) "
+			      "AND " TICKET_MINE("$6") " "
 			      "ORDER BY t.number DESC LIMIT $7::int",
 			      7, p, &err);
 	}

@@ -51,7 +51,11 @@ check "postgres: ward_auth reads its own schema" pg_as $r ward_auth "SELECT coun
 refuse "postgres: ward_auth is denied ticket.processed" pg_as $r ward_auth "SELECT count(*) FROM ticket.processed"
 refuse "postgres: ward_auth is denied audit.events" pg_as $r ward_auth "SELECT count(*) FROM audit.events"
 refuse "postgres: ward_auth cannot write tenant.keys" pg_as $r ward_auth "DELETE FROM tenant.keys"
-refuse "postgres: ward_ticket is denied auth.users" pg_as $r ward_ticket "SELECT count(*) FROM auth.users"
+# ward_ticket may read id, tenant_id, email_bidx and role of auth.users (policy.yaml columns:), nothing else
+refuse "postgres: ward_ticket is denied auth.users' sealed emails" pg_as $r ward_ticket "SELECT email_enc FROM auth.users"
+refuse "postgres: ward_ticket is denied auth.users' password hashes" pg_as $r ward_ticket "SELECT password_hash FROM auth.users"
+refuse "postgres: ward_ticket is denied SELECT * on auth.users" pg_as $r ward_ticket "SELECT * FROM auth.users"
+refuse "postgres: ward_ticket cannot write auth.users" pg_as $r ward_ticket "UPDATE auth.users SET role = 'admin'"
 refuse "postgres: ward_backup cannot write auth.users" pg_as $r ward_backup "DELETE FROM auth.users"
 refuse "postgres: ward_auth cannot create tables in public" pg_as $r ward_auth "CREATE TABLE public.x (i int)"
 refuse "postgres: ward_auth cannot create a schema" pg_as $r ward_auth "CREATE SCHEMA evil"

@@ -55,6 +55,8 @@ static const char good_policy[] =
 	"      send: [q:audit, q:auth]\n"
 	"    postgres:\n"
 	"      schema: ticket\n"
+	"      columns:\n"
+	"        auth.users: [id, tenant_id, email_bidx, role]\n"
 	"  mail-ingest:\n"
 	"    redis:\n"
 	"      send: [q:ticket, q:auth, q:audit]\n"
@@ -118,6 +120,11 @@ static void test_load_good(void **state)
 	assert_string_equal(policy_consumer(pol, "q:audit")->name, "audit");
 	assert_null(policy_consumer(pol, "q:gateway"));
 	assert_int_equal(policy_find(pol, "audit")->tables[0].rights, POLICY_INSERT | POLICY_SELECT);
+	assert_int_equal(policy_find(pol, "ticket")->n_columns, 1);
+	assert_string_equal(policy_find(pol, "ticket")->columns[0].table, "auth.users");
+	assert_int_equal(policy_find(pol, "ticket")->columns[0].n_cols, 4);
+	assert_string_equal(policy_find(pol, "ticket")->columns[0].cols[2], "email_bidx");
+	assert_int_equal(policy_find(pol, "auth")->n_columns, 0);
 	/* requests: (sender, stream) read by the consumer */
 	assert_true(has_route(pol, "gateway", "q:auth", "auth"));
 	assert_true(has_route(pol, "ops", "q:backup", "backup"));
@@ -164,7 +171,7 @@ static void test_load_errors(void **state)
 		{ "[q:auth, q:ticket, q:audit]", "[q:nobody]", "unknown stream q:nobody" },
 		{ "[q:auth, q:ticket, q:audit]", "[q:auth, q:auth]", "'q:auth' listed twice" },
 		{ "events: [INSERT, SELECT]", "events: [INSERT, DROP]",
-		  "p.yaml:31: services.audit.postgres.tables.events: unknown right 'DROP'" },
+		  "p.yaml:33: services.audit.postgres.tables.events: unknown right 'DROP'" },
 		{ "events: [INSERT, SELECT]", "events: []", "empty list of rights" },
 		{ "events: [INSERT, SELECT]", "events: [SELECT, SELECT]", "listed twice" },
 		{ "    postgres: none\n  auth:", "    postgres: maybe\n  auth:",
@@ -188,6 +195,17 @@ static void test_load_errors(void **state)
 		{ "      send: [q:audit, q:auth]", "      send: [q:audit, q:ticket]",
 		  "sends to its own queue" },
 		{ "operators:\n  ops:", "operators:\n  auth:", "name already used" },
+		{ "auth.users: [id, tenant_id", "auth_users: [id, tenant_id",
+		  "invalid table 'auth_users' (expected schema.table)" },
+		{ "[id, tenant_id, email_bidx, role]", "[id, email-bidx]",
+		  "services.ticket.postgres.columns.auth.users: invalid column 'email-bidx'" },
+		{ "[id, tenant_id, email_bidx, role]", "[]", "empty list of columns" },
+		{ "[id, tenant_id, email_bidx, role]", "[id, id]", "'id' listed twice" },
+		{ "[id, tenant_id, email_bidx, role]", "{id: x}", "expected a list" },
+		{ "auth.users: [id, tenant_id", "ticket.tickets: [id, tenant_id",
+		  "'columns' names its own schema 'ticket'" },
+		{ "      schema: ticket\n      columns:", "      schema: ticket\n      on:\n"
+		  "        auth: [SELECT]\n      columns:", "'on' already grants its schema" },
 		{ "      send: [q:audit]\n    postgres:\n      schema: auth",
 		  "      send: [q:audit\n    postgres:\n      schema: auth", "(yaml)" },
 	};
@@ -479,6 +497,9 @@ static void test_acl_and_sql(void **state)
 				    "GRANT SELECT, INSERT ON TABLE audit.events TO ward_audit;"));
 	assert_non_null(strstr(sql, "CREATE POLICY ward_ops ON tenant.tenants AS PERMISSIVE FOR "
 				    "SELECT TO ward_ops USING (true);"));
+	assert_non_null(strstr(sql, "GRANT USAGE ON SCHEMA auth TO ward_ticket;\nGRANT SELECT (id, "
+				    "tenant_id, email_bidx, role) ON TABLE auth.users TO ward_ticket;"));
+	assert_null(strstr(sql, "GRANT SELECT ON ALL TABLES IN SCHEMA auth TO ward_ticket"));
 	assert_non_null(strstr(sql, "NOLOGIN PASSWORD NULL"));
 	assert_non_null(strstr(sql, "BEGIN;"));
 	assert_non_null(strstr(sql, "COMMIT;"));
@@ -963,6 +984,54 @@ static void test_pg_enforced(void **state)
 	assert_string_equal(pg_state(backup, "SELECT count(*) FROM auth.users"), "00000");
 	assert_string_equal(pg_state(backup, "DELETE FROM auth.users"), DENIED);
 	PQfinish(backup);
+
+	/* ticket: the granted columns of auth.users, under its RLS; nothing else of it */
+	ticket = pg_login(fx, "ward_ticket", "pg-ticket", NULL);
+	assert_int_equal(PQstatus(ticket), CONNECTION_OK);
+	assert_int_equal(pg_count(ticket, "SELECT count(email_bidx) FROM auth.users"), 0);
+	assert_string_equal(pg_state(ticket, "BEGIN"), "00000");
+	assert_string_equal(pg_state(ticket, ACME), "00000");
+	assert_int_equal(pg_count(ticket, "SELECT count(*) FROM auth.users WHERE role = 'admin' "
+					  "AND email_bidx = repeat('a', 64)"),
+			 1);
+	assert_int_equal(pg_count(ticket, "SELECT count(id) FROM auth.users WHERE tenant_id = "
+					  "'22222222-2222-4222-8222-222222222222'"),
+			 0);
+	assert_string_equal(pg_state(ticket, "ROLLBACK"), "00000");
+	assert_string_equal(pg_state(ticket, "SELECT email_enc FROM auth.users"), DENIED);
+	assert_string_equal(pg_state(ticket, "SELECT password_hash FROM auth.users"), DENIED);
+	assert_string_equal(pg_state(ticket, "SELECT * FROM auth.users"), DENIED);
+	assert_string_equal(pg_state(ticket, "UPDATE auth.users SET role = 'admin'"), DENIED);
+	assert_string_equal(pg_state(ticket, "SELECT count(*) FROM auth.sessions"), DENIED);
+	PQfinish(ticket);
+	/* the sweep takes column rights back when the policy drops them */
+	{
+		char *yaml = variant("      columns:\n        auth.users: [id, tenant_id, email_bidx, "
+				     "role]\n", ""), *err = NULL, *sql, path[PATH_MAX + 64];
+		struct policy *pol = load(yaml, &err);
+		int ret;
+		FILE *f;
+
+		assert_non_null(pol);
+		snprintf(path, sizeof path, "%s/s", fx->dir);
+		sql = capture(policy_sql, pol, path, &ret);
+		assert_int_equal(ret, 0);
+		snprintf(path, sizeof path, "%s/grants2.sql", fx->dir);
+		assert_non_null(f = fopen(path, "w"));
+		fputs(sql, f);
+		fclose(f);
+		free(sql);
+		policy_free(pol);
+		free(yaml);
+		setenv("PGPASSWORD", "superuser-test-password", 1);
+		assert_int_equal(sh("psql -h 127.0.0.1 -p %d -U postgres -d ward -v ON_ERROR_STOP=1 "
+				    "-q -f %s >/dev/null", fx->port, path), 0);
+		unsetenv("PGPASSWORD");
+		ticket = pg_login(fx, "ward_ticket", "pg-ticket", NULL);
+		assert_int_equal(PQstatus(ticket), CONNECTION_OK);
+		assert_string_equal(pg_state(ticket, "SELECT email_bidx FROM auth.users"), DENIED);
+		PQfinish(ticket);
+	}
 
 	/* credentials: a password opens only its own role; no-database roles cannot log in */
 	ticket = pg_login(fx, "ward_ticket", "pg-auth", NULL);

@@ -1,0 +1,960 @@
+/*
+ * backup_job — per-tenant logical backups and their verification and restore.
+ *
+ * run: one REPEATABLE READ, read-only transaction under the tenant's row-level
+ * security reads every tenant table (backup.dump_rows, through a cursor) into a
+ * stream of lines cut into sealed chunks, written under a temporary name and
+ * renamed into place once the authenticated manifest is on disk; the catalog row
+ * and the audit event are committed together.
+ * verify/restore: the manifest and every chunk are read, hashed, opened and parsed
+ * completely before anything is written (nothing half-restored); verify loads each
+ * table into a scratch temporary table and compares counts and checksums with the
+ * manifest; restore puts the rows back in one transaction (tenant.lifecycle_*).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auditlog.h"
+#include "backup.h"
+#include "backup_job.h"
+#include "crypto.h"
+#include "envelope.h"
+
+#define FETCH_ROWS "500"
+#define TABLE_NAME_MAX 128
+/* snprintf into an array; true if the text did not fit. */
+#define PATHF(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__) >= (int)sizeof buf)
+
+static char job_err[512];
+
+/* Format a message into the module's error buffer and return it. */
+static const char *job_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *job_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	/* A message cut short is still a message. */
+	if (vsnprintf(job_err, sizeof job_err, fmt, ap) < 0)
+		job_err[0] = '\0';
+	va_end(ap);
+	return job_err;
+}
+
+/* ------------------------------------------------------------------ tables */
+
+/* The rows of one table as they stream by: a JSON array and a running SHA-256. */
+struct bk_table {
+	char name[TABLE_NAME_MAX]; /* "schema.table" */
+	char *json;		   /* "[row,row,…]" being built (verify/restore) */
+	size_t len, cap;
+	long long rows;
+	EVP_MD_CTX *sha;
+	char sha_hex[65];
+};
+
+struct bk_tables {
+	struct bk_table *t;
+	size_t n;
+};
+
+static void tables_free(struct bk_tables *ts)
+{
+	for (size_t i = 0; i < ts->n; i++) {
+		free(ts->t[i].json);
+		EVP_MD_CTX_free(ts->t[i].sha);
+	}
+	free(ts->t);
+	ts->t = NULL;
+	ts->n = 0;
+}
+
+/* Append a table; -1 on allocation failure or a bad name. */
+static int tables_add(struct bk_tables *ts, const char *name)
+{
+	struct bk_table *t = realloc(ts->t, (ts->n + 1) * sizeof *t);
+
+	if (t == NULL)
+		return -1;
+	ts->t = t;
+	t = &ts->t[ts->n];
+	memset(t, 0, sizeof *t);
+	if (strlen(name) >= sizeof t->name || (t->sha = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(t->sha, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(t->sha);
+		return -1;
+	}
+	snprintf(t->name, sizeof t->name, "%s", name);
+	ts->n++;
+	return 0;
+}
+
+static struct bk_table *tables_find(struct bk_tables *ts, const char *name, size_t len)
+{
+	for (size_t i = 0; i < ts->n; i++)
+		if (strlen(ts->t[i].name) == len && memcmp(ts->t[i].name, name, len) == 0)
+			return &ts->t[i];
+	return NULL;
+}
+
+/* Grow a buffer to hold need more bytes. */
+static int buf_reserve(char **buf, size_t *cap, size_t len, size_t need)
+{
+	size_t ncap = *cap ? *cap : 4096;
+	char *nb;
+
+	if (len + need + 1 <= *cap)
+		return 0;
+	while (ncap < len + need + 1)
+		ncap *= 2;
+	nb = realloc(*buf, ncap);
+	if (nb == NULL)
+		return -1;
+	*buf = nb;
+	*cap = ncap;
+	return 0;
+}
+
+/* Account one row to a table: hash (rows joined by '\n'), and keep it if keep. */
+static int table_row(struct bk_table *t, const char *row, size_t len, int keep)
+{
+	if ((t->rows > 0 && EVP_DigestUpdate(t->sha, "\n", 1) != 1) ||
+	    EVP_DigestUpdate(t->sha, row, len) != 1)
+		return -1;
+	t->rows++;
+	if (!keep)
+		return 0;
+	if (buf_reserve(&t->json, &t->cap, t->len, len + 2) < 0)
+		return -1;
+	t->json[t->len++] = t->rows == 1 ? '[' : ',';
+	memcpy(t->json + t->len, row, len);
+	t->len += len;
+	t->json[t->len] = '\0';
+	return 0;
+}
+
+/* Finish a table: its hash in hex, its JSON array closed. */
+static int table_finish(struct bk_table *t)
+{
+	uint8_t md[32];
+	unsigned int mdlen = 0;
+
+	if (EVP_DigestFinal_ex(t->sha, md, &mdlen) != 1 || mdlen != 32)
+		return -1;
+	crypto_hex(md, 32, t->sha_hex);
+	if (buf_reserve(&t->json, &t->cap, t->len, 2) < 0)
+		return -1;
+	if (t->rows == 0)
+		t->json[t->len++] = '[';
+	t->json[t->len++] = ']';
+	t->json[t->len] = '\0';
+	return 0;
+}
+
+/* ------------------------------------------------------------------ keys */
+
+/* bytea in text format ("\x…") into bytes; *out_r malloc'd. */
+static int bytea_decode(const char *text, uint8_t **out_r, size_t *len_r)
+{
+	size_t n;
+
+	if (strncmp(text, "\\x", 2) != 0 || (n = strlen(text + 2)) % 2 != 0 || n == 0)
+		return -1;
+	*out_r = malloc(n / 2);
+	if (*out_r == NULL)
+		return -1;
+	if (crypto_unhex(text + 2, *out_r, n / 2) < 0) {
+		free(*out_r);
+		*out_r = NULL;
+		return -1;
+	}
+	*len_r = n / 2;
+	return 0;
+}
+
+/* Inside a transaction for tenant_id: the DEK of version (0 = newest live one), from
+ * the live keys or a closed tenant's kept keys. */
+static int tenant_dek(const struct backup_ctx *c, const char *tenant_id, uint32_t version,
+		      uint8_t dek[CRYPTO_KEY_LEN], uint32_t *version_r, const char **error_r)
+{
+	char v[16];
+	const char *params[2] = { tenant_id, v };
+	PGresult *res;
+	uint8_t *wrapped = NULL;
+	size_t wlen;
+	int ret = -1;
+
+	snprintf(v, sizeof v, "%u", version);
+	res = db_exec(c->db,
+		      "SELECT version, wrapped FROM ("
+		      " SELECT version, wrapped FROM tenant.keys WHERE tenant_id = $1"
+		      "  AND wrapped IS NOT NULL"
+		      " UNION ALL SELECT version, wrapped FROM tenant.closed_keys"
+		      "  WHERE tenant_id = $1) k"
+		      " WHERE $2::int = 0 OR version = $2::int ORDER BY version DESC LIMIT 1",
+		      2, params, error_r);
+	if (res == NULL)
+		return -1;
+	if (PQntuples(res) != 1) {
+		*error_r = "the tenant's key is destroyed (shredded or purged): its backups "
+			   "cannot be read";
+		goto out;
+	}
+	if (bytea_decode(PQgetvalue(res, 0, 1), &wrapped, &wlen) < 0 ||
+	    crypto_unwrap_key(c->kek, tenant_id, wrapped, wlen, dek, NULL) < 0) {
+		*error_r = "cannot unwrap the tenant's key with the region KEK";
+		goto out;
+	}
+	*version_r = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+	ret = 0;
+out:
+	free(wrapped);
+	PQclear(res);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ run */
+
+/* The chunk writer of one backup in progress. */
+struct bk_writer {
+	const char *dir; /* the temporary directory */
+	const char *tenant_id, *backup_id;
+	uint8_t key[CRYPTO_KEY_LEN];
+	uint32_t dek_version;
+	char *buf;
+	size_t len, cap, chunk_size;
+	uint32_t index;
+	long long bytes;
+	json_t *chunks;
+};
+
+/* Seal and write the buffered plaintext as the next chunk. */
+static int writer_flush(struct bk_writer *w)
+{
+	char path[4096], hex[65];
+	uint8_t *sealed = NULL, md[32];
+	size_t slen;
+	int ret = -1;
+
+	if (w->len == 0)
+		return 0;
+	if (PATHF(path, "%s/chunk-%06u", w->dir, w->index))
+		path[0] = '\0'; /* an empty path fails to open */
+	if (backup_chunk_seal(w->key, w->dek_version, w->tenant_id, w->backup_id, w->index,
+			      w->buf, w->len, &sealed, &slen) < 0 ||
+	    crypto_sha256(sealed, slen, md) < 0 || backup_file_write(path, sealed, slen) < 0)
+		goto out;
+	crypto_hex(md, 32, hex);
+	if (json_array_append_new(w->chunks, json_pack("{s:I, s:I, s:s}", "size", (json_int_t)slen,
+						       "plain", (json_int_t)w->len, "sha256",
+						       hex)) < 0)
+		goto out;
+	w->bytes += (long long)slen;
+	w->index++;
+	crypto_wipe(w->buf, w->len);
+	w->len = 0;
+	ret = 0;
+out:
+	free(sealed);
+	return ret;
+}
+
+/* Append one line "<table>\t<row>\n" to the stream. */
+static int writer_line(struct bk_writer *w, const char *table, const char *row, size_t len)
+{
+	size_t tl = strlen(table);
+
+	if (buf_reserve(&w->buf, &w->cap, w->len, tl + len + 2) < 0)
+		return -1;
+	memcpy(w->buf + w->len, table, tl);
+	w->buf[w->len + tl] = '\t';
+	memcpy(w->buf + w->len + tl + 1, row, len);
+	w->buf[w->len + tl + 1 + len] = '\n';
+	w->len += tl + len + 2;
+	return w->len >= w->chunk_size ? writer_flush(w) : 0;
+}
+
+/* Remove a backup directory and its files (best effort). */
+static void dir_remove(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	char p[4096];
+
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (e->d_name[0] == '.')
+				continue;
+			if (PATHF(p, "%s/%s", path, e->d_name))
+				p[0] = '\0'; /* an empty path fails to open */
+			(void)unlink(p);
+		}
+		closedir(d);
+	}
+	(void)rmdir(path);
+}
+
+/* Record an audit event about tenant_id in the open transaction; detail is taken over. */
+static int job_audit(const struct backup_ctx *c, const char *tenant_id, const char *action,
+		     const char *target, json_t *detail, const char **error_r)
+{
+	Ward__AuditEvent ev = WARD__AUDIT_EVENT__INIT;
+	char *dj = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
+	int ret;
+
+	ev.tenant_id = (char *)tenant_id;
+	ev.type = "backup";
+	ev.action = (char *)action;
+	ev.actor = (char *)c->actor;
+	ev.target = (char *)target;
+	ev.detail_json = dj != NULL ? dj : "";
+	ret = auditlog_record(c->db, "backup", &ev, error_r);
+	free(dj);
+	json_decref(detail); /* taken over */
+	return ret;
+}
+
+/* Dump every tenant table through the writer, hashing rows per table. */
+static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_tables *ts,
+		    const char **error_r)
+{
+	PGresult *res = db_exec(c->db, "SELECT sch, tbl FROM backup.tenant_tables()", 0, NULL,
+				error_r);
+
+	if (res == NULL)
+		return -1;
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *params[2] = { PQgetvalue(res, i, 0), PQgetvalue(res, i, 1) };
+		char name[TABLE_NAME_MAX];
+		struct bk_table *t;
+		PGresult *r;
+
+		snprintf(name, sizeof name, "%s.%s", params[0], params[1]);
+		if (tables_add(ts, name) < 0)
+			goto fail;
+		t = &ts->t[ts->n - 1];
+		r = db_exec(c->db, "DECLARE bk NO SCROLL CURSOR FOR "
+				   "SELECT r FROM backup.dump_rows($1, $2) r",
+			    2, params, error_r);
+		if (r == NULL)
+			goto fail;
+		PQclear(r);
+		for (;;) {
+			int n;
+
+			r = db_exec(c->db, "FETCH " FETCH_ROWS " FROM bk", 0, NULL, error_r);
+			if (r == NULL)
+				goto fail;
+			n = PQntuples(r);
+			for (int j = 0; j < n; j++) {
+				const char *row = PQgetvalue(r, j, 0);
+				size_t len = (size_t)PQgetlength(r, j, 0);
+
+				if (table_row(t, row, len, 0) < 0 ||
+				    writer_line(w, name, row, len) < 0) {
+					PQclear(r);
+					*error_r = "cannot write a backup chunk";
+					goto fail;
+				}
+			}
+			PQclear(r);
+			if (n == 0)
+				break;
+		}
+		r = db_exec(c->db, "CLOSE bk", 0, NULL, error_r);
+		if (r == NULL || table_finish(t) < 0)
+			goto fail;
+		PQclear(r);
+	}
+	PQclear(res);
+	return writer_flush(w) < 0 ? (*error_r = "cannot write a backup chunk", -1) : 0;
+fail:
+	PQclear(res);
+	return -1;
+}
+
+int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
+		   json_t **out_r, const char **error_r)
+{
+	struct bk_writer w = { 0 };
+	struct bk_tables ts = { 0 };
+	uint8_t dek[CRYPTO_KEY_LEN], salt[BACKUP_SALT_LEN], *mf = NULL;
+	char backup_id[33], tdir[4096], tmp[4096], final[4096], path[4096], started[32];
+	char schema_version[64] = "", *mjson = NULL;
+	const char *params[2] = { tenant_id, NULL };
+	json_t *manifest = NULL, *tables = NULL;
+	PGresult *res;
+	size_t mlen;
+	long long rows = 0;
+	time_t now = time(NULL);
+	int ret = -1, in_tx = 0;
+
+	strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+	if (crypto_random_id(backup_id) < 0 || crypto_random(salt, sizeof salt) < 0) {
+		*error_r = "no random bytes";
+		return -1;
+	}
+	if (PATHF(tdir, "%s/%s", c->conf->dir, tenant_id))
+		tdir[0] = '\0'; /* an empty path fails to open */
+	if (PATHF(tmp, "%s/.%s.tmp", tdir, backup_id))
+		tmp[0] = '\0'; /* an empty path fails to open */
+	if (PATHF(final, "%s/%s", tdir, backup_id))
+		final[0] = '\0'; /* an empty path fails to open */
+	if ((mkdir(tdir, 0700) < 0 && errno != EEXIST) || mkdir(tmp, 0700) < 0) {
+		*error_r = job_error("cannot create %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	/* One snapshot of every table of the tenant, read-only, under its RLS. */
+	res = db_exec(c->db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, error_r);
+	if (res == NULL)
+		goto out;
+	PQclear(res);
+	in_tx = 1;
+	res = db_exec(c->db, "SELECT set_config('app.tenant_id', $1, true), "
+			     "backup.schema_version()",
+		      1, params, error_r);
+	if (res == NULL)
+		goto out;
+	snprintf(schema_version, sizeof schema_version, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	if (tenant_dek(c, tenant_id, 0, dek, &w.dek_version, error_r) < 0)
+		goto out;
+	w.dir = tmp;
+	w.tenant_id = tenant_id;
+	w.backup_id = backup_id;
+	w.chunk_size = (size_t)c->conf->chunk_kib * 1024;
+	w.chunks = json_array();
+	if (w.chunks == NULL || backup_key_derive(dek, salt, tenant_id, backup_id, w.key) < 0) {
+		*error_r = "cannot derive the backup key";
+		goto out;
+	}
+	if (run_dump(c, &w, &ts, error_r) < 0)
+		goto out;
+	db_rollback(c->db); /* read-only: nothing to commit */
+	in_tx = 0;
+	tables = json_array();
+	for (size_t i = 0; tables != NULL && i < ts.n; i++) {
+		rows += ts.t[i].rows;
+		json_array_append_new(tables, json_pack("{s:s, s:I, s:s}", "name", ts.t[i].name,
+							"rows", (json_int_t)ts.t[i].rows,
+							"sha256", ts.t[i].sha_hex));
+	}
+	now = time(NULL);
+	manifest = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:I, s:I, s:I, s:O, "
+			     "s:O}",
+			     "format", 1, "backup_id", backup_id, "tenant_id", tenant_id, "slug",
+			     slug, "region", c->region, "started_at", started, "finished_ms",
+			     (json_int_t)now * 1000, "schema_version", schema_version,
+			     "dek_version", (int)w.dek_version, "chunk_size",
+			     (json_int_t)w.chunk_size, "rows", (json_int_t)rows, "bytes",
+			     (json_int_t)w.bytes, "chunks", w.chunks, "tables", tables);
+	mjson = manifest != NULL ? json_dumps(manifest, JSON_COMPACT) : NULL;
+	if (PATHF(path, "%s/manifest", tmp))
+		path[0] = '\0'; /* an empty path fails to open */
+	if (mjson == NULL ||
+	    backup_manifest_seal(w.key, w.dek_version, salt, tenant_id, backup_id, mjson, &mf,
+				 &mlen) < 0 ||
+	    backup_file_write(path, mf, mlen) < 0 || rename(tmp, final) < 0) {
+		*error_r = "cannot write the backup manifest";
+		goto out;
+	}
+	/* The catalog row and its audit event, together. */
+	{
+		char dv[16], ch[16], rw[24], by[24];
+		const char *p[8] = { backup_id, tenant_id, slug, started, dv, ch, rw, by };
+
+		snprintf(dv, sizeof dv, "%u", w.dek_version);
+		snprintf(ch, sizeof ch, "%u", w.index);
+		snprintf(rw, sizeof rw, "%lld", rows);
+		snprintf(by, sizeof by, "%lld", w.bytes);
+		if (db_begin(c->db, NULL, error_r) < 0)
+			goto out;
+		in_tx = 1;
+		res = db_exec(c->db,
+			      "INSERT INTO backup.backups (id, tenant_id, slug, started_at, "
+			      "finished_at, dek_version, chunks, rows, bytes, status) VALUES "
+			      "($1, $2, $3, $4, now(), $5, $6, $7, $8, 'done')",
+			      8, p, error_r);
+		if (res == NULL)
+			goto out;
+		PQclear(res);
+		if (job_audit(c, tenant_id, "create", backup_id,
+			      json_pack("{s:I, s:I, s:i}", "rows", (json_int_t)rows, "bytes",
+					(json_int_t)w.bytes, "chunks", (int)w.index),
+			      error_r) < 0 ||
+		    db_commit(c->db, error_r) < 0)
+			goto out;
+		in_tx = 0;
+	}
+	*out_r = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i}", "backup_id", backup_id,
+			   "tenant_id", tenant_id, "slug", slug, "started_at", started, "rows",
+			   (json_int_t)rows, "bytes", (json_int_t)w.bytes, "chunks", (int)w.index);
+	ret = *out_r != NULL ? 0 : -1;
+out:
+	if (in_tx)
+		db_rollback(c->db);
+	if (ret < 0) {
+		dir_remove(tmp);
+		dir_remove(final);
+	}
+	crypto_wipe(dek, sizeof dek);
+	crypto_wipe(w.key, sizeof w.key);
+	if (w.buf != NULL)
+		crypto_wipe(w.buf, w.cap);
+	free(w.buf);
+	free(mf);
+	free(mjson);
+	json_decref(manifest);
+	json_decref(tables);
+	json_decref(w.chunks);
+	tables_free(&ts);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ load */
+
+/* A backup read back: its manifest and every table's rows, all checked. */
+struct bk_loaded {
+	char backup_id[33];
+	json_t *manifest;
+	struct bk_tables ts;
+};
+
+static void loaded_free(struct bk_loaded *l)
+{
+	json_decref(l->manifest);
+	tables_free(&l->ts);
+}
+
+/* The backup to use: backup_id if given, else the newest done one of the tenant taken
+ * at or before to_ms (0: any). */
+static int pick_backup(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
+		       int64_t to_ms, char out[33], const char **error_r)
+{
+	char to[24];
+	const char *p[3] = { tenant_id, backup_id != NULL ? backup_id : "", to };
+	PGresult *res;
+
+	snprintf(to, sizeof to, "%lld", (long long)to_ms);
+	res = db_exec(c->db,
+		      "SELECT id FROM backup.backups WHERE tenant_id = $1 AND status = 'done'"
+		      " AND ($2 = '' OR id = $2)"
+		      " AND ($3::bigint = 0 OR started_at <= to_timestamp($3::bigint / 1000.0))"
+		      " ORDER BY started_at DESC LIMIT 1",
+		      3, p, error_r);
+	if (res == NULL)
+		return -1;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		*error_r = "no backup of this tenant matches";
+		return -1;
+	}
+	snprintf(out, 33, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return 0;
+}
+
+/* Parse one opened chunk's lines into the tables of the manifest. */
+static int load_lines(struct bk_tables *ts, const uint8_t *pt, size_t len)
+{
+	const char *p = (const char *)pt, *end = p + len;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *tab = nl != NULL ? memchr(p, '\t', (size_t)(nl - p)) : NULL;
+		struct bk_table *t;
+
+		if (tab == NULL || (t = tables_find(ts, p, (size_t)(tab - p))) == NULL ||
+		    table_row(t, tab + 1, (size_t)(nl - tab - 1), 1) < 0)
+			return -1;
+		p = nl + 1;
+	}
+	return 0;
+}
+
+/* Read, check and open a whole backup. Inside a transaction for tenant_id (the keys
+ * are read under its row-level security). */
+static int backup_load(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
+		       struct bk_loaded *l, const char **error_r)
+{
+	char dir[4096], path[4096], *mjson = NULL;
+	uint8_t *buf = NULL, salt[BACKUP_SALT_LEN], dek[CRYPTO_KEY_LEN], key[CRYPTO_KEY_LEN];
+	size_t len;
+	uint32_t version, got_version;
+	json_t *chunks, *tables, *v;
+	json_error_t jerr;
+	size_t i;
+	int ret = -1;
+
+	memset(l, 0, sizeof *l);
+	snprintf(l->backup_id, sizeof l->backup_id, "%s", backup_id);
+	if (PATHF(dir, "%s/%s/%s", c->conf->dir, tenant_id, backup_id))
+		dir[0] = '\0'; /* an empty path fails to open */
+	if (PATHF(path, "%s/manifest", dir))
+		path[0] = '\0'; /* an empty path fails to open */
+	if (backup_file_read(path, BACKUP_MANIFEST_MAX + 4096, &buf, &len) < 0) {
+		*error_r = "the backup's manifest is missing or unreadable";
+		return -1;
+	}
+	if (backup_manifest_header(buf, len, salt, &version) < 0) {
+		*error_r = "the backup's manifest is truncated or not a Ward backup";
+		goto out;
+	}
+	if (tenant_dek(c, tenant_id, version, dek, &got_version, error_r) < 0)
+		goto out;
+	if (backup_key_derive(dek, salt, tenant_id, backup_id, key) < 0 ||
+	    backup_manifest_open(key, tenant_id, backup_id, buf, len, &mjson) < 0) {
+		*error_r = "the backup's manifest does not authenticate (tampered, truncated "
+			   "or another key)";
+		goto out;
+	}
+	l->manifest = json_loads(mjson, 0, &jerr);
+	chunks = json_object_get(l->manifest, "chunks");
+	tables = json_object_get(l->manifest, "tables");
+	if (!json_is_array(chunks) || !json_is_array(tables) ||
+	    !json_is_string(json_object_get(l->manifest, "tenant_id")) ||
+	    strcmp(json_string_value(json_object_get(l->manifest, "tenant_id")), tenant_id) != 0) {
+		*error_r = "the backup's manifest is malformed";
+		goto out;
+	}
+	json_array_foreach(tables, i, v) {
+		const char *name = json_string_value(json_object_get(v, "name"));
+
+		if (name == NULL || tables_add(&l->ts, name) < 0) {
+			*error_r = "the backup's manifest is malformed";
+			goto out;
+		}
+	}
+	json_array_foreach(chunks, i, v) {
+		const char *sha = json_string_value(json_object_get(v, "sha256"));
+		uint8_t md[32], *pt = NULL;
+		char hex[65];
+		size_t pt_len;
+
+		free(buf);
+		buf = NULL;
+		if (PATHF(path, "%s/chunk-%06zu", dir, i))
+			path[0] = '\0'; /* an empty path fails to open */
+		if (backup_file_read(path, BACKUP_CHUNK_MAX + CRYPTO_SEAL_OVERHEAD, &buf, &len) <
+		    0) {
+			*error_r = job_error("chunk %s of the backup is missing", path + strlen(dir) + 1);
+			goto out;
+		}
+		if (crypto_sha256(buf, len, md) < 0 || (crypto_hex(md, 32, hex), sha == NULL) ||
+		    strcmp(hex, sha) != 0) {
+			*error_r = job_error("chunk %s does not match the manifest's checksum",
+					     path + strlen(dir) + 1);
+			goto out;
+		}
+		if (backup_chunk_open(key, tenant_id, backup_id, (uint32_t)i, buf, len, &pt,
+				      &pt_len) < 0) {
+			*error_r = "a chunk does not authenticate";
+			goto out;
+		}
+		if (load_lines(&l->ts, pt, pt_len) < 0) {
+			crypto_wipe(pt, pt_len);
+			free(pt);
+			*error_r = "a chunk holds a malformed line or an unknown table";
+			goto out;
+		}
+		crypto_wipe(pt, pt_len);
+		free(pt);
+	}
+	json_array_foreach(tables, i, v) {
+		struct bk_table *t = &l->ts.t[i];
+		const char *sha = json_string_value(json_object_get(v, "sha256"));
+
+		if (table_finish(t) < 0 || sha == NULL || strcmp(sha, t->sha_hex) != 0 ||
+		    json_integer_value(json_object_get(v, "rows")) != t->rows) {
+			*error_r = job_error("table %s does not match the manifest (rows or "
+					     "checksum)",
+					     t->name);
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	crypto_wipe(dek, sizeof dek);
+	crypto_wipe(key, sizeof key);
+	free(buf);
+	free(mjson);
+	if (ret < 0)
+		loaded_free(l);
+	return ret;
+}
+
+/* Split "schema.table" in place-safe copies. */
+static int split_name(const char *name, char sch[64], char tbl[64])
+{
+	const char *dot = strchr(name, '.');
+
+	if (dot == NULL || (size_t)(dot - name) >= 64 || strlen(dot + 1) >= 64)
+		return -1;
+	memcpy(sch, name, (size_t)(dot - name));
+	sch[dot - name] = '\0';
+	snprintf(tbl, 64, "%s", dot + 1);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ verify */
+
+int backup_job_verify(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
+		      int64_t to_ms, json_t **out_r, const char **error_r)
+{
+	struct bk_loaded l = { 0 };
+	char id[33];
+	json_t *tables = NULL;
+	long long rows = 0;
+	int ret = -1, ok = 1, in_tx = 0;
+
+	if (pick_backup(c, tenant_id, backup_id, to_ms, id, error_r) < 0)
+		return -1;
+	if (db_begin(c->db, tenant_id, error_r) < 0)
+		return -1;
+	in_tx = 1;
+	if (backup_load(c, tenant_id, id, &l, error_r) < 0)
+		goto record;
+	tables = json_array();
+	for (size_t i = 0; i < l.ts.n && tables != NULL; i++) {
+		struct bk_table *t = &l.ts.t[i];
+		char sch[64], tbl[64];
+		const char *p[3] = { sch, tbl, t->json };
+		PGresult *res;
+		int same;
+
+		if (split_name(t->name, sch, tbl) < 0) {
+			*error_r = "bad table name in the manifest";
+			goto out;
+		}
+		/* A scratch table of the same definition, loaded and checksummed by the server. */
+		res = db_exec(c->db, "SELECT n, sha FROM backup.verify_rows($1, $2, $3::jsonb)", 3,
+			      p, error_r);
+		if (res == NULL)
+			goto out;
+		same = atoll(PQgetvalue(res, 0, 0)) == t->rows &&
+		       strcmp(PQgetvalue(res, 0, 1), t->sha_hex) == 0;
+		ok &= same;
+		rows += t->rows;
+		json_array_append_new(tables, json_pack("{s:s, s:I, s:I, s:b}", "name", t->name,
+							"rows", (json_int_t)t->rows, "restored",
+							(json_int_t)atoll(PQgetvalue(res, 0, 0)),
+							"match", same));
+		PQclear(res);
+	}
+record:
+	/* The outcome (good or bad) is recorded and audited. */
+	{
+		const char *p[2] = { id, ok && tables != NULL ? "true" : "false" };
+		PGresult *res = db_exec(c->db,
+					"UPDATE backup.backups SET verified_at = now(), "
+					"verify_ok = $2::boolean WHERE id = $1",
+					2, p, error_r);
+		const char *why = tables == NULL ? *error_r : NULL;
+
+		if (res == NULL)
+			goto out;
+		PQclear(res);
+		if (job_audit(c, tenant_id, ok && tables != NULL ? "verify" : "verify.failure", id,
+			      json_pack("{s:s?}", "error", why), error_r) < 0 ||
+		    db_commit(c->db, error_r) < 0)
+			goto out;
+		in_tx = 0;
+		if (tables == NULL) {
+			*error_r = why;
+			goto out;
+		}
+	}
+	*out_r = json_pack("{s:b, s:s, s:s, s:I, s:O}", "ok", ok, "backup_id", id, "tenant_id",
+			   tenant_id, "rows", (json_int_t)rows, "tables", tables);
+	ret = *out_r != NULL ? 0 : -1;
+	if (ret == 0 && !ok) {
+		*error_r = "the restored rows do not match the manifest";
+		ret = -1;
+		json_decref(*out_r);
+		*out_r = NULL;
+	}
+out:
+	if (in_tx)
+		db_rollback(c->db);
+	json_decref(tables);
+	loaded_free(&l);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ restore */
+
+int backup_job_restore(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
+		       int64_t to_ms, json_t **out_r, const char **error_r)
+{
+	struct bk_loaded l = { 0 };
+	const char *p1[1] = { tenant_id };
+	char id[33];
+	PGresult *res;
+	long long rows = 0;
+	int ret = -1;
+
+	if (pick_backup(c, tenant_id, backup_id, to_ms, id, error_r) < 0)
+		return -1;
+	if (db_begin(c->db, tenant_id, error_r) < 0)
+		return -1;
+	/* Everything is read and checked before the first write. */
+	if (backup_load(c, tenant_id, id, &l, error_r) < 0)
+		goto out;
+	res = db_exec(c->db, "SELECT tenant.lifecycle_restore_begin($1)", 1, p1, error_r);
+	if (res == NULL)
+		goto out;
+	PQclear(res);
+	for (size_t i = 0; i < l.ts.n; i++) {
+		struct bk_table *t = &l.ts.t[i];
+		char sch[64], tbl[64];
+		const char *p[4] = { tenant_id, sch, tbl, t->json };
+
+		if (split_name(t->name, sch, tbl) < 0) {
+			*error_r = "bad table name in the manifest";
+			goto out;
+		}
+		res = db_exec(c->db, "SELECT tenant.lifecycle_restore_rows($1, $2, $3, $4::jsonb)", 4,
+			      p, error_r);
+		if (res == NULL)
+			goto out;
+		rows += atoll(PQgetvalue(res, 0, 0));
+		PQclear(res);
+	}
+	res = db_exec(c->db, "SELECT tenant.lifecycle_restore_end($1)", 1, p1, error_r);
+	if (res == NULL)
+		goto out;
+	PQclear(res);
+	if (job_audit(c, tenant_id, "restore", id, json_pack("{s:I}", "rows", (json_int_t)rows),
+		      error_r) < 0 ||
+	    db_commit(c->db, error_r) < 0)
+		goto out;
+	*out_r = json_pack("{s:b, s:s, s:s, s:I}", "restored", 1, "backup_id", id, "tenant_id",
+			   tenant_id, "rows", (json_int_t)rows);
+	ret = *out_r != NULL ? 0 : -1;
+	loaded_free(&l);
+	return ret;
+out:
+	db_rollback(c->db);
+	loaded_free(&l);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ list, expire */
+
+int backup_job_list(const struct backup_ctx *c, const char *tenant_id, json_t **out_r,
+		    const char **error_r)
+{
+	const char *p[1] = { tenant_id != NULL ? tenant_id : "" };
+	PGresult *res = db_exec(
+		c->db,
+		"SELECT id, tenant_id, slug, "
+		"to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+		"status, chunks, rows, bytes, "
+		"coalesce(to_char(verified_at AT TIME ZONE 'UTC', "
+		"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), coalesce(verify_ok::text, '') "
+		"FROM backup.backups WHERE $1 = '' OR tenant_id::text = $1 "
+		"ORDER BY started_at DESC LIMIT 1000",
+		1, p, error_r);
+	json_t *arr;
+
+	if (res == NULL)
+		return -1;
+	arr = json_array();
+	for (int i = 0; arr != NULL && i < PQntuples(res); i++) {
+		const char *vok = PQgetvalue(res, i, 9);
+
+		json_array_append_new(
+			arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s?, s:o}", "id",
+				       PQgetvalue(res, i, 0), "tenant_id", PQgetvalue(res, i, 1),
+				       "slug", PQgetvalue(res, i, 2), "started_at",
+				       PQgetvalue(res, i, 3), "status", PQgetvalue(res, i, 4),
+				       "chunks", (json_int_t)atoll(PQgetvalue(res, i, 5)), "rows",
+				       (json_int_t)atoll(PQgetvalue(res, i, 6)), "bytes",
+				       (json_int_t)atoll(PQgetvalue(res, i, 7)), "verified_at",
+				       PQgetvalue(res, i, 8)[0] ? PQgetvalue(res, i, 8) : NULL,
+				       "verify_ok",
+				       vok[0] == '\0' ? json_null() : json_boolean(vok[0] == 't')));
+	}
+	PQclear(res);
+	*out_r = json_pack("{s:s, s:o}", "region", c->region, "backups", arr);
+	return *out_r != NULL ? 0 : -1;
+}
+
+/* Purge one backup: its files, its catalog status, an audit event. */
+static int purge_one(const struct backup_ctx *c, const char *id, const char *tenant_id,
+		     const char *why, const char **error_r)
+{
+	const char *p[1] = { id };
+	char dir[4096];
+	PGresult *res;
+
+	if (PATHF(dir, "%s/%s/%s", c->conf->dir, tenant_id, id))
+		dir[0] = '\0'; /* an empty path fails to open */
+	dir_remove(dir);
+	if (db_begin(c->db, NULL, error_r) < 0)
+		return -1;
+	res = db_exec(c->db, "UPDATE backup.backups SET status = 'purged' WHERE id = $1", 1, p,
+		      error_r);
+	if (res == NULL)
+		goto fail;
+	PQclear(res);
+	if (job_audit(c, tenant_id, "purge", id, json_pack("{s:s}", "reason", why), error_r) < 0 ||
+	    db_commit(c->db, error_r) < 0)
+		goto fail;
+	return 0;
+fail:
+	db_rollback(c->db);
+	return -1;
+}
+
+int backup_job_expire(const struct backup_ctx *c, json_t **out_r, const char **error_r)
+{
+	char rd[16], cd[16];
+	const char *p[2] = { rd, cd };
+	PGresult *res;
+	json_t *arr = json_array();
+	int ret = -1;
+
+	snprintf(rd, sizeof rd, "%d", c->conf->retention_days);
+	snprintf(cd, sizeof cd, "%d", c->conf->closed_days);
+	/* A closed tenant's keys go after closed_days: then all its backups. */
+	res = db_exec(c->db, "SELECT tenant.lifecycle_expire($1::int)", 1, p + 1, error_r);
+	if (res == NULL)
+		goto out;
+	PQclear(res);
+	res = db_exec(c->db,
+		      "SELECT b.id, b.tenant_id, CASE WHEN t.status = 'closed' AND "
+		      " t.closed_at < now() - make_interval(days => $2::int) THEN 'tenant closed' "
+		      " ELSE 'retention' END FROM backup.backups b "
+		      "LEFT JOIN backup.tenants() t ON t.id = b.tenant_id "
+		      "WHERE b.status = 'done' AND ("
+		      " (t.status = 'closed' AND t.closed_at < now() - make_interval(days => $2::int))"
+		      " OR (b.started_at < now() - make_interval(days => $1::int) AND b.id <> ("
+		      "  SELECT n.id FROM backup.backups n WHERE n.tenant_id = b.tenant_id AND"
+		      "  n.status = 'done' ORDER BY n.started_at DESC LIMIT 1)))",
+		      2, p, error_r);
+	if (res == NULL)
+		goto out;
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (purge_one(c, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+			      PQgetvalue(res, i, 2), error_r) < 0) {
+			PQclear(res);
+			goto out;
+		}
+		json_array_append_new(arr, json_string(PQgetvalue(res, i, 0)));
+	}
+	PQclear(res);
+	*out_r = json_pack("{s:O}", "purged", arr);
+	ret = *out_r != NULL ? 0 : -1;
+out:
+	json_decref(arr);
+	return ret;
+}

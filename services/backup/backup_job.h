@@ -1,0 +1,41 @@
+/*
+ * backup_job — the jobs of ward-backup: back up one tenant, list, verify, restore.
+ * Each returns 0 with a JSON result (caller frees) or -1 with a message for a person.
+ */
+#ifndef WARD_BACKUP_JOB_H
+#define WARD_BACKUP_JOB_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "db.h"
+
+struct backup_conf {
+	char *dir;	    /* local target: <dir>/<tenant_id>/<backup_id>/ */
+	char *daily_at;	    /* "HH:MM", UTC */
+	int chunk_kib;	    /* plaintext per chunk */
+	int retention_days; /* daily copies */
+	int closed_days;    /* a closed tenant's keys and backups */
+};
+
+struct backup_ctx {
+	db_t *db;
+	const struct backup_conf *conf;
+	const char *region;
+	const uint8_t *kek;
+	const char *actor; /* "operator:<name>" or "service:backup" */
+};
+
+int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
+		   json_t **out_r, const char **error_r);
+int backup_job_list(const struct backup_ctx *c, const char *tenant_id, json_t **out_r,
+		    const char **error_r);
+int backup_job_verify(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
+		      int64_t to_ms, json_t **out_r, const char **error_r);
+int backup_job_restore(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
+		       int64_t to_ms, json_t **out_r, const char **error_r);
+/* Retention: backups past retention_days (keeping each tenant's newest), and every
+ * backup of a tenant closed for closed_days (its keys go too). */
+int backup_job_expire(const struct backup_ctx *c, json_t **out_r, const char **error_r);
+
+#endif

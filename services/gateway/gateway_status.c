@@ -1,0 +1,785 @@
+/*
+ * gateway_status — the status listener and its poller (see gateway_status.h).
+ *
+ * Poller: every status.poll_ms, for each cell listed in status.cells, one async
+ * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc> and
+ * XPENDING q:<svc> <svc> for the consumers, then SCAN MATCH hb:* with a GET of each
+ * key it understands (heartbeats, audit outbox/backlog, last verified backup,
+ * operators' incidents hb:ops:status:incident:<id>), and a final PING: replies come
+ * in order, so the PING's answer closes a consistent snapshot. A cell that does not
+ * answer within two poll periods is unreachable (its components: major outage).
+ * After each tick the component states are recomputed and the time since the last
+ * tick is added to each component's uptime record, saved to state_dir/uptime
+ * every minute and at shutdown.
+ *
+ * Listener: TLS with the status certificate (the gateway's TLS policy and caps,
+ * through a shadow struct gateway), GET/HEAD only, documents rendered on request
+ * from the last snapshot. Its own headers: a CSP allowing only its stylesheet.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "crypto.h"
+#include "daemon.h"
+#include "envelope.h"
+#include "gateway.h"
+#include "gateway_status.h"
+#include "log.h"
+
+#define STATUS_KEY_MAX 200
+#define STATUS_SAVE_EVERY_MS 60000
+
+struct status_conn {
+	struct status_page *sp;
+	char region[STATUS_REGION_MAX + 1];
+	char host[256];
+	int port;
+	char *password;
+	redisAsyncContext *ac;
+	bool ready, polling, known;
+	long long poll_started_ms;
+	struct status_cell cur, last;
+	long long dl_len[STATUS_SERVICES], dl_grew_ms[STATUS_SERVICES];
+	long long dl_new[STATUS_SERVICES];
+	struct status_incident **inc_new, **inc; /* being read, published */
+	size_t n_inc_new, n_inc;
+};
+
+struct status_page {
+	struct gateway *gw;
+	struct gateway shadow; /* for gateway_tls_bevcb: status certificate, own counts */
+	struct gateway_config shadow_cfg;
+	struct evhttp *http;
+	struct evhttp_bound_socket *sock;
+	struct event *tick;
+	struct status_conn conn[STATUS_REGIONS_MAX];
+	size_t n;
+	struct status_uptime *uptime;
+	char uptime_path[4096];
+	char url[300];
+	long long last_rec_ms, last_save_ms;
+	enum status_state states[STATUS_REGIONS_MAX][STATUS_COMPONENTS];
+	struct status_incident **all; /* every cell's incidents, newest first */
+	size_t n_all;
+};
+
+struct status_get {
+	struct status_conn *c;
+	int kind; /* GET_* */
+	int svc;
+};
+enum { GET_HEARTBEAT, GET_OUTBOX, GET_BACKLOG, GET_BACKUP, GET_INCIDENT };
+
+static struct status_page *status_page;
+
+static void status_poll_start(struct status_conn *c);
+static void status_collect(struct status_page *sp);
+
+/* Index of a service name of length n, or -1. */
+static int status_service_index(const char *s, size_t n)
+{
+	for (int i = 0; i < STATUS_SERVICES; i++)
+		if (strlen(status_service_names[i]) == n && memcmp(s, status_service_names[i], n) == 0)
+			return i;
+	return -1;
+}
+
+/* Free an incident list. */
+static void status_incidents_free(struct status_incident **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		status_incident_free(v[i]);
+	free(v);
+}
+
+/* The connection a hiredis callback runs for, or NULL. */
+static struct status_conn *status_conn_of(const redisAsyncContext *ac)
+{
+	return ac != NULL ? ac->data : NULL;
+}
+
+/* Reply to a GET: fold the value into the snapshot being built. */
+static void status_on_get(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct status_get *g = priv;
+	struct status_conn *c = g->c;
+	redisReply *reply = r;
+	long long now = envelope_now_ms();
+
+	if (reply == NULL || reply->type != REDIS_REPLY_STRING || !c->polling)
+		goto out;
+	switch (g->kind) {
+	case GET_HEARTBEAT: {
+		bool fresh, db_down;
+		int i = status_heartbeat_parse(reply->str, reply->len, now,
+					       c->sp->gw->cfg->status.heartbeat_timeout_ms, &fresh,
+					       &db_down);
+
+		if (i >= 0 && i == g->svc && fresh) {
+			c->cur.svc[i].instances++;
+			c->cur.svc[i].db_down = c->cur.svc[i].db_down || db_down;
+		}
+		break;
+	}
+	case GET_OUTBOX:
+	case GET_BACKLOG:
+	case GET_BACKUP: {
+		json_t *o = json_loadb(reply->str, reply->len, 0, NULL);
+
+		if (g->kind == GET_OUTBOX && json_is_true(json_object_get(o, "degraded")))
+			c->cur.svc[g->svc].outbox_degraded = true;
+		if (g->kind == GET_BACKLOG && json_is_true(json_object_get(o, "degraded")))
+			c->cur.audit_backlog_degraded = true;
+		if (g->kind == GET_BACKUP && json_is_integer(json_object_get(o, "at_ms")))
+			c->cur.backup_verified_ms = json_integer_value(json_object_get(o, "at_ms"));
+		json_decref(o);
+		break;
+	}
+	case GET_INCIDENT: {
+		struct status_incident *inc = status_incident_parse(reply->str, reply->len);
+		struct status_incident **p;
+
+		if (inc == NULL) {
+			log_event(LOG_WARN, "status: malformed incident ignored",
+				  LF_STR("region", c->region));
+			break;
+		}
+		if (c->n_inc_new >= STATUS_INCIDENTS_MAX ||
+		    (p = realloc(c->inc_new, (c->n_inc_new + 1) * sizeof *p)) == NULL) {
+			status_incident_free(inc);
+			break;
+		}
+		c->inc_new = p;
+		c->inc_new[c->n_inc_new++] = inc;
+		break;
+	}
+	}
+out:
+	free(g);
+}
+
+/* Send a GET of key for kind/svc. */
+static void status_get_key(struct status_conn *c, const char *key, size_t n, int kind, int svc)
+{
+	struct status_get *g = calloc(1, sizeof *g);
+	const char *argv[2] = {"GET", key};
+	size_t lens[2] = {3, n};
+
+	if (g == NULL)
+		return;
+	g->c = c;
+	g->kind = kind;
+	g->svc = svc;
+	if (redisAsyncCommandArgv(c->ac, status_on_get, g, 2, argv, lens) != REDIS_OK)
+		free(g);
+}
+
+/* Which GET a hb:* key deserves; -1 for none. */
+static int status_key_kind(const char *key, size_t n, int *svc_r)
+{
+	static const char inc[] = "hb:ops:status:incident:";
+	const char *rest, *colon;
+
+	*svc_r = -1;
+	if (n > STATUS_KEY_MAX || n < 4 || memcmp(key, "hb:", 3) != 0)
+		return -1;
+	if (n > sizeof inc - 1 && memcmp(key, inc, sizeof inc - 1) == 0)
+		return GET_INCIDENT;
+	rest = key + 3;
+	if ((colon = memchr(rest, ':', n - 3)) == NULL)
+		return -1;
+	if ((*svc_r = status_service_index(rest, (size_t)(colon - rest))) < 0)
+		return -1;
+	colon++;
+	n -= (size_t)(colon - key);
+	if (n == 12 && memcmp(colon, "audit-outbox", 12) == 0)
+		return GET_OUTBOX;
+	if (*svc_r == 4 && n == 7 && memcmp(colon, "backlog", 7) == 0)
+		return GET_BACKLOG;
+	if (*svc_r == 5 && n == 13 && memcmp(colon, "last-verified", 13) == 0)
+		return GET_BACKUP;
+	return GET_HEARTBEAT;
+}
+
+/* The PING closing a poll: publish the snapshot. */
+static void status_on_done(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct status_conn *c = status_conn_of(ac);
+	long long now = envelope_now_ms();
+
+	if (c == NULL || r == NULL || !c->polling)
+		return;
+	c->polling = false;
+	c->cur.reachable = true;
+	for (int i = 0; i < STATUS_SERVICES; i++) {
+		if (c->dl_new[i] >= 0 && c->dl_len[i] >= 0 && c->dl_new[i] > c->dl_len[i])
+			c->dl_grew_ms[i] = now;
+		if (c->dl_new[i] >= 0)
+			c->dl_len[i] = c->dl_new[i];
+		c->cur.svc[i].dead_letter_recent =
+		    c->dl_grew_ms[i] > 0 &&
+		    now - c->dl_grew_ms[i] < 1000LL * c->sp->gw->cfg->status.dead_letter_window_s;
+	}
+	c->last = c->cur;
+	c->known = true;
+	status_incidents_free(c->inc, c->n_inc);
+	c->inc = c->inc_new;
+	c->n_inc = c->n_inc_new;
+	c->inc_new = NULL;
+	c->n_inc_new = 0;
+	status_collect(c->sp); /* sp->all pointed into the list just freed */
+}
+
+/* A SCAN page: GET what we understand, then the next page or the closing PING. */
+static void status_on_scan(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct status_conn *c = status_conn_of(ac);
+	redisReply *reply = r, *keys;
+	int svc;
+
+	if (c == NULL || reply == NULL || !c->polling)
+		return;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING ||
+	    reply->element[1]->type != REDIS_REPLY_ARRAY) {
+		log_event(LOG_WARN, "status: SCAN refused", LF_STR("region", c->region),
+			  LF_STR("error", reply->type == REDIS_REPLY_ERROR ? reply->str : "?"));
+		redisAsyncDisconnect(ac);
+		return;
+	}
+	keys = reply->element[1];
+	for (size_t i = 0; i < keys->elements; i++) {
+		const redisReply *k = keys->element[i];
+		int kind;
+
+		if (k->type != REDIS_REPLY_STRING)
+			continue;
+		if ((kind = status_key_kind(k->str, k->len, &svc)) >= 0)
+			status_get_key(c, k->str, k->len, kind, svc);
+	}
+	if (strcmp(reply->element[0]->str, "0") != 0 && strlen(reply->element[0]->str) < 32) {
+		const char *argv[6] = {"SCAN", reply->element[0]->str, "MATCH", "hb:*", "COUNT",
+				       "1000"};
+
+		redisAsyncCommandArgv(ac, status_on_scan, NULL, 6, argv, NULL);
+	} else {
+		redisAsyncCommand(ac, status_on_done, NULL, "PING");
+	}
+}
+
+/* An integer reply for one service: XLEN dl:<svc> (priv: dl slot) or XPENDING. */
+static void status_on_xlen(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct status_conn *c = status_conn_of(ac);
+	redisReply *reply = r;
+	long long *slot = priv;
+
+	if (c == NULL || reply == NULL || !c->polling)
+		return;
+	if (reply->type == REDIS_REPLY_INTEGER)
+		*slot = reply->integer;
+	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+		 reply->element[0]->type == REDIS_REPLY_INTEGER)
+		*slot = reply->element[0]->integer; /* XPENDING summary: count first */
+}
+
+/* Start one poll of a connected cell. */
+static void status_poll_start(struct status_conn *c)
+{
+	static const char *const consumers[] = {"auth", "ticket", "audit", "backup"};
+
+	memset(&c->cur, 0, sizeof c->cur);
+	snprintf(c->cur.region, sizeof c->cur.region, "%s", c->region);
+	status_incidents_free(c->inc_new, c->n_inc_new);
+	c->inc_new = NULL;
+	c->n_inc_new = 0;
+	c->polling = true;
+	c->poll_started_ms = envelope_now_ms();
+	for (int i = 0; i < STATUS_SERVICES; i++) {
+		c->cur.svc[i].pending = -1;
+		c->dl_new[i] = -1;
+	}
+	for (size_t j = 0; j < sizeof consumers / sizeof consumers[0]; j++) {
+		int i = status_service_index(consumers[j], strlen(consumers[j]));
+
+		redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[i], "XLEN dl:%s",
+				  consumers[j]);
+		redisAsyncCommand(c->ac, status_on_xlen, &c->cur.svc[i].pending, "XPENDING q:%s %s",
+				  consumers[j], consumers[j]);
+	}
+	redisAsyncCommand(c->ac, status_on_scan, NULL, "SCAN 0 MATCH hb:* COUNT 1000");
+}
+
+/* The answer to AUTH: usable, or refused (then disconnect; retried next tick). */
+static void status_on_auth(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct status_conn *c = status_conn_of(ac);
+	redisReply *reply = r;
+
+	if (c == NULL || reply == NULL)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_event(LOG_ERROR, "status: redis authentication refused",
+			  LF_STR("region", c->region), LF_STR("error", reply->str));
+		redisAsyncDisconnect(ac);
+		return;
+	}
+	c->ready = true;
+	status_poll_start(c);
+}
+
+/* The connection is gone (or never came up): the cell is unreachable. */
+static void status_conn_lost(struct status_conn *c)
+{
+	c->ac = NULL;
+	c->ready = false;
+	c->polling = false;
+	memset(&c->last, 0, sizeof c->last);
+	snprintf(c->last.region, sizeof c->last.region, "%s", c->region);
+	c->last.reachable = false;
+	c->known = true;
+}
+
+static void status_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct status_conn *c = status_conn_of(ac);
+
+	if (c != NULL && status != REDIS_OK)
+		status_conn_lost(c);
+}
+
+static void status_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct status_conn *c = status_conn_of(ac);
+
+	if (c != NULL)
+		status_conn_lost(c);
+}
+
+/* Connect to a cell and authenticate. */
+static void status_connect(struct status_conn *c)
+{
+	const char *user = c->sp->gw->cfg->status.user;
+	redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
+
+	if (ac == NULL)
+		return;
+	if (ac->err) {
+		redisAsyncFree(ac);
+		status_conn_lost(c);
+		return;
+	}
+	ac->data = c;
+	if (redisLibeventAttach(ac, c->sp->gw->base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, status_on_connect);
+	redisAsyncSetDisconnectCallback(ac, status_on_disconnect);
+	c->ac = ac;
+	redisAsyncCommand(ac, status_on_auth, NULL, "AUTH %s %s", user, c->password);
+}
+
+/* Incidents of every cell, deduplicated by id, newest first. */
+static int status_incident_cmp(const void *a, const void *b)
+{
+	const struct status_incident *x = *(struct status_incident *const *)a;
+	const struct status_incident *y = *(struct status_incident *const *)b;
+
+	if (x->created_ms != y->created_ms)
+		return x->created_ms > y->created_ms ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+/* Rebuild sp->all (borrowed pointers into each connection's list). */
+static void status_collect(struct status_page *sp)
+{
+	size_t total = 0, n = 0;
+	struct status_incident **all;
+
+	for (size_t i = 0; i < sp->n; i++)
+		total += sp->conn[i].n_inc;
+	free(sp->all);
+	sp->all = NULL;
+	sp->n_all = 0;
+	if (total == 0 || (all = calloc(total, sizeof *all)) == NULL)
+		return;
+	for (size_t i = 0; i < sp->n; i++)
+		for (size_t j = 0; j < sp->conn[i].n_inc; j++) {
+			bool dup = false;
+
+			for (size_t k = 0; k < n; k++)
+				dup = dup || strcmp(all[k]->id, sp->conn[i].inc[j]->id) == 0;
+			if (!dup)
+				all[n++] = sp->conn[i].inc[j];
+		}
+	qsort(all, n, sizeof *all, status_incident_cmp);
+	sp->all = all;
+	sp->n_all = n;
+}
+
+/* The view of the current snapshot (cells copied into cells[]). */
+static void status_view_make(struct status_page *sp, struct status_view *v,
+			     struct status_cell cells[STATUS_REGIONS_MAX], long long now)
+{
+	for (size_t i = 0; i < sp->n; i++)
+		cells[i] = sp->conn[i].last;
+	memset(v, 0, sizeof *v);
+	v->page_name = sp->gw->cfg->status.page_name;
+	v->url = sp->url;
+	v->now_ms = now;
+	v->n_cells = sp->n;
+	v->cells = cells;
+	v->states = (const enum status_state(*)[STATUS_COMPONENTS])sp->states;
+	v->uptime = sp->uptime;
+	v->incidents = sp->all;
+	v->n_incidents = sp->n_all;
+}
+
+/* Recompute states and account the elapsed time to each component's uptime. */
+static void status_account(struct status_page *sp, long long now)
+{
+	const struct gateway_status_config *cfg = &sp->gw->cfg->status;
+	struct status_thresholds t = {cfg->pending_high, 1000LL * cfg->backup_max_age_s};
+	struct status_cell cells[STATUS_REGIONS_MAX];
+	struct status_view v;
+	long long from = sp->last_rec_ms;
+	const char *err = NULL;
+
+	status_collect(sp);
+	for (size_t i = 0; i < sp->n; i++)
+		status_evaluate(&sp->conn[i].last, &t, now, sp->states[i]);
+	status_view_make(sp, &v, cells, now);
+	status_apply_maintenance(&v, sp->states);
+	/* A gap (the gateway was down, the loop stalled) is not observed time. */
+	if (from > 0 && now > from && now - from <= 3LL * cfg->poll_ms)
+		for (size_t i = 0; i < sp->n; i++)
+			if (sp->conn[i].known)
+				for (int k = 0; k < STATUS_COMPONENTS; k++)
+					status_uptime_record(sp->uptime, sp->conn[i].region, k,
+							     sp->states[i][k], from, now);
+	sp->last_rec_ms = now;
+	if (now - sp->last_save_ms >= STATUS_SAVE_EVERY_MS) {
+		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
+			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err),
+				  LF_STR("path", sp->uptime_path));
+		sp->last_save_ms = now;
+	}
+}
+
+/* Timer: poll every cell, then account. */
+static void status_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct status_page *sp = arg;
+	long long now = envelope_now_ms();
+
+	for (size_t i = 0; i < sp->n; i++) {
+		struct status_conn *c = &sp->conn[i];
+
+		if (c->ac == NULL) {
+			status_connect(c);
+		} else if (c->polling) {
+			if (now - c->poll_started_ms > 2LL * sp->gw->cfg->status.poll_ms) {
+				log_event(LOG_WARN, "status: cell does not answer",
+					  LF_STR("region", c->region));
+				redisAsyncDisconnect(c->ac);
+			}
+		} else if (c->ready) {
+			status_poll_start(c);
+		}
+	}
+	status_account(sp, now);
+}
+
+/* ================================================================== HTTP */
+
+/* Send a response with the status page's headers and one access log line. */
+static void status_send(struct evhttp_request *req, int code, const char *reason,
+			const char *type, const char *body, bool cors)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct evbuffer *buf = evbuffer_new();
+	char rid[33];
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	size_t len = body != NULL ? strlen(body) : 0;
+
+	if (crypto_random_id(rid) < 0)
+		snprintf(rid, sizeof rid, "status");
+	evhttp_add_header(h, "Strict-Transport-Security", "max-age=63072000; includeSubDomains");
+	evhttp_add_header(h, "Content-Security-Policy",
+			  "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+			  "form-action 'none'; frame-ancestors 'none'");
+	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+	evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+	evhttp_add_header(h, "X-Frame-Options", "DENY");
+	evhttp_add_header(h, "Cache-Control", code == 200 ? "public, max-age=10" : "no-store");
+	evhttp_add_header(h, "X-Request-Id", rid);
+	if (cors)
+		evhttp_add_header(h, "Access-Control-Allow-Origin", "*");
+	if (type != NULL)
+		evhttp_add_header(h, "Content-Type", type);
+	if (buf != NULL && body != NULL && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD &&
+	    evbuffer_add(buf, body, len) != 0) {
+		evbuffer_free(buf);
+		buf = NULL;
+	}
+	if (buf == NULL) {
+		code = 500;
+		reason = "Internal Server Error";
+	}
+	log_set_request_id(rid);
+	log_event(LOG_INFO, "http", LF_STR("listener", "status"),
+		  LF_STR("method", gateway_http_method(evhttp_request_get_command(req))),
+		  LF_STR("path", path != NULL && strlen(path) < 200 ? path : "-"),
+		  LF_INT("status", code), LF_INT("bytes", len));
+	log_set_request_id(NULL);
+	evhttp_send_reply(req, code, reason, buf);
+	if (buf != NULL)
+		evbuffer_free(buf);
+}
+
+/* Route a request on the status host. */
+static void status_dispatch(struct evhttp_request *req, void *arg)
+{
+	struct status_page *sp = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct status_cell cells[STATUS_REGIONS_MAX];
+	struct status_view v;
+	static const struct {
+		const char *path, *what;
+	} json_routes[] = {
+	    {"/api/v2/summary.json", "summary"},
+	    {"/api/v2/status.json", "status"},
+	    {"/api/v2/components.json", "components"},
+	    {"/api/v2/incidents.json", "incidents"},
+	    {"/api/v2/incidents/unresolved.json", "unresolved"},
+	    {"/api/v2/scheduled-maintenances.json", "scheduled"},
+	};
+	char *body = NULL;
+
+	if (sp->gw->stopping) {
+		status_send(req, 503, "Service Unavailable", "text/plain", "shutting down\n", false);
+		return;
+	}
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+		status_send(req, 405, "Method Not Allowed", "text/plain", "method not allowed\n",
+			    false);
+		return;
+	}
+	if (path == NULL)
+		path = "";
+	status_view_make(sp, &v, cells, envelope_now_ms());
+	if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0) {
+		body = status_render_html(&v);
+		status_send(req, body ? 200 : 500, "OK", "text/html; charset=utf-8", body, false);
+	} else if (strcmp(path, "/status.css") == 0) {
+		status_send(req, 200, "OK", "text/css; charset=utf-8", status_css, false);
+	} else if (strcmp(path, "/history.atom") == 0) {
+		body = status_render_atom(&v);
+		status_send(req, body ? 200 : 500, "OK", "application/atom+xml; charset=utf-8", body,
+			    false);
+	} else {
+		for (size_t i = 0; i < sizeof json_routes / sizeof json_routes[0]; i++)
+			if (strcmp(path, json_routes[i].path) == 0) {
+				body = status_render_json(&v, json_routes[i].what);
+				status_send(req, body ? 200 : 500, "OK",
+					    "application/json; charset=utf-8", body, true);
+				free(body);
+				return;
+			}
+		status_send(req, 404, "Not Found", "application/problem+json",
+			    "{\"type\":\"about:blank\",\"title\":\"Not Found\",\"status\":404}",
+			    false);
+	}
+	free(body);
+}
+
+/* Parse "region host port password_file" into c. 0 or -1 with *error_r. */
+static int status_cell_parse(struct status_conn *c, const char *spec, const char **error_r)
+{
+	char region[32], host[256], file[1024];
+	int port;
+	FILE *f;
+	char pw[512];
+	size_t n;
+
+	if (sscanf(spec, "%31s %255s %d %1023s", region, host, &port, file) != 4 ||
+	    strlen(region) > STATUS_REGION_MAX || !status_id_ok(region) || port < 1 ||
+	    port > 65535) {
+		*error_r = "status.cells: each entry is \"region host port password_file\"";
+		return -1;
+	}
+	if ((f = fopen(file, "re")) == NULL) {
+		*error_r = "status.cells: cannot read a password file";
+		return -1;
+	}
+	n = fread(pw, 1, sizeof pw - 1, f);
+	fclose(f);
+	while (n > 0 && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+		n--;
+	pw[n] = '\0';
+	if (n == 0 || (c->password = strdup(pw)) == NULL) {
+		crypto_wipe(pw, sizeof pw);
+		*error_r = "status.cells: empty password file";
+		return -1;
+	}
+	crypto_wipe(pw, sizeof pw);
+	snprintf(c->region, sizeof c->region, "%.15s", region);
+	snprintf(c->host, sizeof c->host, "%s", host);
+	c->port = port;
+	snprintf(c->last.region, sizeof c->last.region, "%.15s", region);
+	for (int i = 0; i < STATUS_SERVICES; i++)
+		c->dl_len[i] = -1;
+	return 0;
+}
+
+/* Start the status listener and poller if status.listen is set. 0 or -1. */
+int gateway_status_start(struct gateway *gw, const char **error_r)
+{
+	const struct gateway_status_config *cfg = &gw->cfg->status;
+	static char err[320];
+	struct status_page *sp;
+	char host[GATEWAY_HOST_MAX + 1];
+	uint16_t port;
+	struct timeval tv;
+
+	if (cfg->listen == NULL)
+		return 0;
+	if (cfg->cert_file == NULL || cfg->key.data == NULL || cfg->state_dir == NULL ||
+	    cfg->cells.n == 0 || cfg->cells.n > STATUS_REGIONS_MAX) {
+		*error_r = "status.listen needs status.cert_file, status.key_file, status.state_dir "
+			   "and 1..16 status.cells";
+		return -1;
+	}
+	if (gateway_listen_parse(cfg->listen, host, sizeof host, &port, error_r) < 0)
+		return -1;
+	if ((sp = calloc(1, sizeof *sp)) == NULL || (sp->uptime = status_uptime_new()) == NULL) {
+		free(sp);
+		*error_r = "out of memory";
+		return -1;
+	}
+	status_page = sp;
+	sp->gw = gw;
+	for (size_t i = 0; i < cfg->cells.n; i++) {
+		sp->conn[i].sp = sp;
+		if (status_cell_parse(&sp->conn[i], cfg->cells.items[i], error_r) < 0)
+			goto fail;
+		sp->n++;
+	}
+	snprintf(sp->uptime_path, sizeof sp->uptime_path, "%s/uptime", cfg->state_dir);
+	if (status_uptime_load(sp->uptime, sp->uptime_path, envelope_now_ms() / STATUS_DAY_MS,
+			       error_r) < 0)
+		goto fail;
+	sp->last_save_ms = envelope_now_ms();
+	if (port == 443)
+		snprintf(sp->url, sizeof sp->url, "https://status.%s/", gw->cfg->domain);
+	else
+		snprintf(sp->url, sizeof sp->url, "https://status.%s:%u/", gw->cfg->domain,
+			 (unsigned)port);
+	/* The gateway's TLS setup with the status certificate, and its own counters. */
+	sp->shadow_cfg = *gw->cfg;
+	sp->shadow_cfg.https_cert_file = cfg->cert_file;
+	sp->shadow_cfg.https_key = cfg->key;
+	sp->shadow = *gw;
+	sp->shadow.cfg = &sp->shadow_cfg;
+	sp->shadow.connections = 0;
+	sp->shadow.sources = gateway_tls_sources_new();
+	if ((sp->shadow.ssl_ctx = gateway_tls_ctx_new(&sp->shadow_cfg, error_r)) == NULL)
+		goto fail;
+	if ((sp->http = evhttp_new(gw->base)) == NULL ||
+	    (sp->sock = evhttp_bind_socket_with_handle(sp->http, host, port)) == NULL) {
+		snprintf(err, sizeof err, "status.listen: cannot listen on %s: %s", cfg->listen,
+			 strerror(errno));
+		*error_r = err;
+		goto fail;
+	}
+	evhttp_set_bevcb(sp->http, gateway_tls_bevcb, &sp->shadow);
+	evhttp_set_gencb(sp->http, status_dispatch, sp);
+	evhttp_set_max_headers_size(sp->http, 8192);
+	evhttp_set_max_body_size(sp->http, 0);
+	evhttp_set_timeout(sp->http, 10);
+	evhttp_set_allowed_methods(sp->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+						 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+						 EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	if ((sp->tick = event_new(gw->base, -1, EV_PERSIST, status_tick, sp)) == NULL) {
+		*error_r = "cannot create the status timer";
+		goto fail;
+	}
+	tv.tv_sec = cfg->poll_ms / 1000;
+	tv.tv_usec = (cfg->poll_ms % 1000) * 1000;
+	event_add(sp->tick, &tv);
+	status_tick(-1, 0, sp);
+	log_event(LOG_INFO, "status page listening", LF_STR("listen", cfg->listen),
+		  LF_INT("cells", sp->n));
+	return 0;
+fail:
+	gateway_status_free(gw);
+	return -1;
+}
+
+/* SIGTERM: stop accepting on the status listener. */
+void gateway_status_stop(struct gateway *gw)
+{
+	struct status_page *sp = status_page;
+
+	/* Requests on open connections get 503 (gw->stopping, set by gateway_http_stop). */
+	if (sp != NULL && sp->http != NULL && sp->sock != NULL)
+		evhttp_del_accept_socket(sp->http, sp->sock);
+	if (sp != NULL)
+		sp->sock = NULL;
+}
+
+/* Free the listener, the poller and the records (saved first). NULL-safe. */
+void gateway_status_free(struct gateway *gw)
+{
+	struct status_page *sp = status_page;
+	const char *err = NULL;
+
+	if (sp == NULL)
+		return;
+	if (sp->tick != NULL) {
+		event_free(sp->tick);
+		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
+			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err));
+	}
+	if (sp->http != NULL)
+		evhttp_free(sp->http);
+	for (size_t i = 0; i < STATUS_REGIONS_MAX; i++) {
+		struct status_conn *c = &sp->conn[i];
+
+		if (c->ac != NULL) {
+			redisAsyncContext *ac = c->ac;
+
+			c->ac = NULL;
+			ac->data = NULL; /* callbacks now see no connection */
+			redisAsyncFree(ac);
+		}
+		status_incidents_free(c->inc, c->n_inc);
+		status_incidents_free(c->inc_new, c->n_inc_new);
+		if (c->password != NULL) {
+			crypto_wipe(c->password, strlen(c->password));
+			free(c->password);
+		}
+	}
+	gateway_tls_ctx_free(sp->shadow.ssl_ctx);
+	gateway_tls_sources_free(sp->shadow.sources);
+	status_uptime_free(sp->uptime);
+	free(sp->all);
+	free(sp);
+	status_page = NULL;
+}

@@ -1,0 +1,493 @@
+/*
+ * mail_spool — the durable spool between "250 after DATA" and ward-ticket.
+ *
+ * Layout under spool.dir (mode 0700, owned by the daemon's user):
+ *   tmp/<id>     being written
+ *   queue/<id>   durable, waiting for ward-ticket: "WARDSPOOL1\n<tenant id>\n"
+ *                followed by the packed MailIngestRequest
+ *   dead/<id>    dead letters, with dead/<id>.err (the last error, attempts)
+ *
+ * put: write tmp/<id>, fsync it, rename to queue/<id>, fsync queue/. Only then
+ * does the SMTP side answer 250: a crash after 250 finds the file on restart.
+ * Delivery: ticket.ingest_mail on q:ticket (principal service/mail-ingest); the
+ * file is removed (and queue/ fsynced) only after ward-ticket answered that its
+ * effect committed. A crash in between re-sends it; ward-ticket takes each
+ * Message-ID once per tenant, so nothing is created twice.
+ * A message refused by ward-ticket spool.max_attempts times, or unanswered
+ * spool.max_transport_failures times, moves to dead/ with its error; `wardctl
+ * mail dead-letters --replay ID` moves it back to queue/, which is rescanned
+ * every few seconds. Retries back off exponentially (1 s doubling to 60 s).
+ * Attempt counters live in memory: a restart gives every message a fresh count.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "crypto.h"
+#include "daemon.h"
+#include "log.h"
+#include "mail.h"
+
+#define MAIL_SPOOL_SCAN_MS 2000
+#define MAIL_SPOOL_FILE_MAX (ENVELOPE_MAX_PAYLOAD + 4096)
+
+struct mail_job {
+	struct mail_job *next;
+	struct mail_ingest *mi;
+	char id[64];
+	int fails, transport_fails;
+	int64_t due_ms;
+	bool inflight;
+	bool gone; /* removed from the list while a reply was pending */
+};
+
+int mail_spool_parse(const uint8_t *data, size_t len, char tenant[37], const uint8_t **payload_r,
+		     size_t *payload_len_r)
+{
+	size_t m = sizeof MAIL_SPOOL_MAGIC - 1;
+
+	if (len < m + 37 || memcmp(data, MAIL_SPOOL_MAGIC, m) != 0 || data[m + 36] != '\n')
+		return -1;
+	memcpy(tenant, data + m, 36);
+	tenant[36] = '\0';
+	for (int i = 0; i < 36; i++)
+		if (!((tenant[i] >= '0' && tenant[i] <= '9') || (tenant[i] >= 'a' && tenant[i] <= 'f') ||
+		      tenant[i] == '-'))
+			return -1;
+	*payload_r = data + m + 37;
+	*payload_len_r = len - m - 37;
+	return 0;
+}
+
+/* fsync the directory sub of the spool. */
+static int mail_spool_sync_dir(struct mail_ingest *mi, const char *sub)
+{
+	int fd = openat(mi->spool_dirfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+/* Read queue/<id> (or another sub) whole; malloc'd. 0 or -1. */
+static int mail_spool_read(struct mail_ingest *mi, const char *sub, const char *id,
+			   uint8_t **data_r, size_t *len_r)
+{
+	char path[128];
+	struct stat st;
+	uint8_t *buf;
+	size_t got = 0;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", sub, id);
+	fd = openat(mi->spool_dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAIL_SPOOL_FILE_MAX ||
+	    (buf = malloc((size_t)st.st_size + 1)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			free(buf);
+			close(fd);
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	*data_r = buf;
+	*len_r = got;
+	return 0;
+}
+
+/* Write all of buf to fd. */
+static int mail_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Is id a name we wrote? (digits, '-', hex) */
+static bool mail_spool_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n >= 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') || id[i] == '-'))
+			return false;
+	return true;
+}
+
+/* Add a job for queue/<id> unless known. */
+static void mail_job_add(struct mail_ingest *mi, const char *id)
+{
+	struct mail_job *j;
+
+	for (j = mi->jobs; j != NULL; j = j->next)
+		if (strcmp(j->id, id) == 0)
+			return;
+	j = calloc(1, sizeof *j);
+	if (j == NULL)
+		return; /* picked up by the next scan */
+	j->mi = mi;
+	snprintf(j->id, sizeof j->id, "%s", id);
+	j->next = mi->jobs;
+	mi->jobs = j;
+}
+
+/* Unlink j from the list (freed now, or by its reply callback if in flight). */
+static void mail_job_drop(struct mail_ingest *mi, struct mail_job *j)
+{
+	struct mail_job **pp;
+
+	for (pp = &mi->jobs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	if (j->inflight)
+		j->gone = true;
+	else
+		free(j);
+}
+
+/* Move queue/<id> to dead/<id> with its error. */
+static void mail_spool_dead(struct mail_ingest *mi, struct mail_job *j, const char *error)
+{
+	char src[128], dst[128], err[128], line[512];
+	int fd;
+
+	snprintf(err, sizeof err, "dead/%s.err", j->id);
+	char safe[300];
+	size_t k;
+
+	/* our own error texts; quote-free anyway, so the line stays one JSON object */
+	for (k = 0; error[k] != '\0' && k + 1 < sizeof safe; k++)
+		safe[k] = error[k] == '"' || error[k] == '\\' || (unsigned char)error[k] < 0x20
+			      ? '\''
+			      : error[k];
+	safe[k] = '\0';
+	snprintf(line, sizeof line,
+		 "{\"error\":\"%s\",\"refusals\":%d,\"timeouts\":%d,\"at\":%lld}\n", safe,
+		 j->fails, j->transport_fails, (long long)time(NULL));
+	fd = openat(mi->spool_dirfd, err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		if (mail_write_all(fd, line, strlen(line)) < 0 || fsync(fd) < 0)
+			log_event(LOG_WARN, "dead letter error file not written", LF_STR("id", j->id));
+		close(fd);
+	}
+	snprintf(src, sizeof src, "queue/%s", j->id);
+	snprintf(dst, sizeof dst, "dead/%s", j->id);
+	if (renameat(mi->spool_dirfd, src, mi->spool_dirfd, dst) < 0 ||
+	    mail_spool_sync_dir(mi, "dead") < 0 || mail_spool_sync_dir(mi, "queue") < 0) {
+		log_event(LOG_ERROR, "cannot move a mail to the dead letters", LF_STR("id", j->id),
+			  LF_STR("error", strerror(errno)));
+		return;
+	}
+	mi->stats.dead_letters++;
+	log_event(LOG_ERROR, "mail moved to the dead letters", LF_STR("id", j->id),
+		  LF_STR("error", error), LF_INT("dead_letters", mi->stats.dead_letters));
+	mail_job_drop(mi, j);
+}
+
+/* Back off: 1 s doubling to 60 s. */
+static void mail_job_later(struct mail_job *j)
+{
+	int n = j->fails + j->transport_fails;
+	int64_t delay = 1000LL << (n > 6 ? 6 : n);
+
+	j->due_ms = envelope_now_ms() + (delay > 60000 ? 60000 : delay);
+	j->mi->stats.retries++;
+}
+
+static void mail_spool_kick(struct mail_ingest *mi);
+
+/* ward-ticket's answer for a spooled mail. */
+static void mail_spool_on_reply(void *arg, int status, const Ward__Envelope *reply,
+				const uint8_t *payload, size_t len)
+{
+	struct mail_job *j = arg;
+	struct mail_ingest *mi = j->mi;
+	char path[128];
+
+	j->inflight = false;
+	mi->inflight--;
+	if (j->gone) {
+		free(j);
+		return;
+	}
+	if (status == 0) {
+		Ward__MailIngestReply *r = ward__mail_ingest_reply__unpack(NULL, len, payload);
+
+		snprintf(path, sizeof path, "queue/%s", j->id);
+		if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT) {
+			log_event(LOG_ERROR, "cannot remove a delivered spool file", LF_STR("id", j->id),
+				  LF_STR("error", strerror(errno)));
+		} else if (mail_spool_sync_dir(mi, "queue") < 0) {
+			log_event(LOG_WARN, "spool directory fsync failed", LF_STR("id", j->id));
+		}
+		mi->stats.delivered++;
+		if (r != NULL && r->duplicate)
+			mi->stats.duplicates++;
+		log_event(LOG_INFO, "mail delivered to ticket", LF_STR("id", j->id),
+			  LF_STR("ticket_ref", r != NULL ? r->ref : "?"),
+			  LF_INT("created", r != NULL && r->created),
+			  LF_INT("duplicate", r != NULL && r->duplicate));
+		if (r != NULL)
+			ward__mail_ingest_reply__free_unpacked(r, NULL);
+		mail_job_drop(mi, j);
+	} else if (status > 0) {
+		char why[64];
+
+		snprintf(why, sizeof why, "ticket.ingest_mail answered %d", status);
+		j->fails++;
+		log_event(LOG_WARN, "mail refused by ward-ticket", LF_STR("id", j->id),
+			  LF_INT("status", status), LF_INT("attempt", j->fails));
+		if (j->fails >= mi->cfg->max_attempts)
+			mail_spool_dead(mi, j, why);
+		else
+			mail_job_later(j);
+	} else {
+		j->transport_fails++;
+		log_event(LOG_WARN, "mail delivery not answered, will retry", LF_STR("id", j->id),
+			  LF_INT("status", status), LF_INT("attempt", j->transport_fails));
+		if (j->transport_fails >= mi->cfg->max_transport_failures)
+			mail_spool_dead(mi, j, status == QUEUE_ETIMEDOUT ? "no answer (timeout)"
+									 : "queue unavailable");
+		else
+			mail_job_later(j);
+	}
+	if (!mi->stopping)
+		mail_spool_kick(mi);
+}
+
+/* Send queue/<id> to ward-ticket. */
+static void mail_job_send(struct mail_ingest *mi, struct mail_job *j)
+{
+	Ward__Principal pr = WARD__PRINCIPAL__INIT;
+	struct queue_msg qm = {0};
+	const uint8_t *payload;
+	size_t plen, len;
+	uint8_t *data;
+	char tenant[37];
+	const char *err = NULL;
+
+	if (mail_spool_read(mi, "queue", j->id, &data, &len) < 0) {
+		/* gone (replayed twice, removed by hand): forget it */
+		mail_job_drop(mi, j);
+		return;
+	}
+	if (mail_spool_parse(data, len, tenant, &payload, &plen) < 0) {
+		free(data);
+		j->fails = mi->cfg->max_attempts;
+		mail_spool_dead(mi, j, "unreadable spool file");
+		return;
+	}
+	pr.kind = "service";
+	pr.id = "mail-ingest";
+	pr.tenant = tenant;
+	qm.dest = "q:ticket";
+	qm.method = "ticket.ingest_mail";
+	qm.tenant = tenant;
+	qm.principal = &pr;
+	qm.request_id = j->id;
+	qm.timeout_ms = mi->cfg->deliver_timeout_ms;
+	qm.payload = payload;
+	qm.len = plen;
+	j->inflight = true;
+	mi->inflight++;
+	if (queue_request(daemon_queue(mi->d), &qm, mail_spool_on_reply, j, &err) < 0) {
+		j->inflight = false;
+		mi->inflight--;
+		j->transport_fails++;
+		mail_job_later(j);
+	}
+	crypto_wipe(data, len);
+	free(data);
+}
+
+/* Send every due job, up to spool.max_inflight at once. */
+static void mail_spool_kick(struct mail_ingest *mi)
+{
+	int64_t now = envelope_now_ms();
+	struct mail_job *j, *next;
+
+	for (j = mi->jobs; j != NULL && mi->inflight < mi->cfg->max_inflight; j = next) {
+		next = j->next;
+		if (!j->inflight && j->due_ms <= now)
+			mail_job_send(mi, j);
+	}
+}
+
+/* Add every file of queue/ we do not know yet. */
+static void mail_spool_scan(struct mail_ingest *mi)
+{
+	int fd = openat(mi->spool_dirfd, "queue", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir;
+	struct dirent *de;
+
+	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		log_event(LOG_ERROR, "cannot read the spool", LF_STR("error", strerror(errno)));
+		return;
+	}
+	while ((de = readdir(dir)) != NULL)
+		if (de->d_name[0] != '.' && mail_spool_id_ok(de->d_name))
+			mail_job_add(mi, de->d_name);
+	closedir(dir);
+}
+
+static void mail_spool_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct mail_ingest *mi = arg;
+
+	(void)fd;
+	(void)what;
+	if (mi->stopping)
+		return;
+	mail_spool_scan(mi);
+	mail_spool_kick(mi);
+}
+
+int mail_spool_open(struct mail_ingest *mi, const char **error_r)
+{
+	static const char *const subs[] = {"tmp", "queue", "dead"};
+	struct timeval tv = {MAIL_SPOOL_SCAN_MS / 1000, (MAIL_SPOOL_SCAN_MS % 1000) * 1000};
+
+	if (mkdir(mi->cfg->spool_dir, 0700) < 0 && errno != EEXIST) {
+		*error_r = "spool.dir: cannot create";
+		return -1;
+	}
+	mi->spool_dirfd = open(mi->cfg->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (mi->spool_dirfd < 0) {
+		*error_r = "spool.dir: cannot open";
+		return -1;
+	}
+	for (size_t i = 0; i < 3; i++)
+		if (mkdirat(mi->spool_dirfd, subs[i], 0700) < 0 && errno != EEXIST) {
+			*error_r = "spool.dir: cannot create its subdirectories";
+			return -1;
+		}
+	mi->spool_timer = event_new(daemon_base(mi->d), -1, EV_PERSIST, mail_spool_tick, mi);
+	if (mi->spool_timer == NULL || event_add(mi->spool_timer, &tv) < 0) {
+		*error_r = "spool timer";
+		return -1;
+	}
+	/* Whatever a previous run left: resumed now. */
+	mail_spool_scan(mi);
+	return 0;
+}
+
+int mail_spool_put(struct mail_ingest *mi, const char *tenant, const Ward__MailIngestRequest *req,
+		   char id_r[64], const char **error_r)
+{
+	size_t plen = ward__mail_ingest_request__get_packed_size(req);
+	size_t hlen = sizeof MAIL_SPOOL_MAGIC - 1 + 37, len = hlen + plen;
+	char tmp[128], dst[128];
+	uint8_t rnd[6], *buf;
+	int fd, rc = -1;
+
+	if (strlen(tenant) != 36) {
+		*error_r = "bad tenant";
+		return -1;
+	}
+	if (len > MAIL_SPOOL_FILE_MAX) {
+		*error_r = "too large";
+		return -1;
+	}
+	if (crypto_random(rnd, sizeof rnd) < 0) {
+		*error_r = "no random bytes";
+		return -1;
+	}
+	snprintf(id_r, 64, "%016llx-%02x%02x%02x%02x%02x%02x",
+		 (unsigned long long)envelope_now_ms() * 1000ULL, rnd[0], rnd[1], rnd[2], rnd[3],
+		 rnd[4], rnd[5]);
+	if ((buf = malloc(len)) == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	memcpy(buf, MAIL_SPOOL_MAGIC, sizeof MAIL_SPOOL_MAGIC - 1);
+	memcpy(buf + sizeof MAIL_SPOOL_MAGIC - 1, tenant, 36);
+	buf[hlen - 1] = '\n';
+	ward__mail_ingest_request__pack(req, buf + hlen);
+	snprintf(tmp, sizeof tmp, "tmp/%s", id_r);
+	snprintf(dst, sizeof dst, "queue/%s", id_r);
+	fd = openat(mi->spool_dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		*error_r = "cannot create a spool file";
+		goto out;
+	}
+	if (mail_write_all(fd, buf, len) < 0 || fsync(fd) < 0) {
+		close(fd);
+		unlinkat(mi->spool_dirfd, tmp, 0);
+		*error_r = "cannot write the spool file";
+		goto out;
+	}
+	close(fd);
+	if (renameat(mi->spool_dirfd, tmp, mi->spool_dirfd, dst) < 0 ||
+	    mail_spool_sync_dir(mi, "queue") < 0) {
+		unlinkat(mi->spool_dirfd, tmp, 0);
+		*error_r = "cannot commit the spool file";
+		goto out;
+	}
+	mail_job_add(mi, id_r);
+	mail_spool_kick(mi);
+	rc = 0;
+out:
+	crypto_wipe(buf, len);
+	free(buf);
+	return rc;
+}
+
+void mail_spool_close(struct mail_ingest *mi)
+{
+	struct mail_job *j = mi->jobs, *next;
+
+	if (mi->spool_timer != NULL)
+		event_free(mi->spool_timer);
+	mi->spool_timer = NULL;
+	/* in-flight jobs are failed by queue_free (ESHUTDOWN) later: keep those */
+	for (; j != NULL; j = next) {
+		next = j->next;
+		if (j->inflight)
+			j->gone = true;
+		else
+			free(j);
+	}
+	mi->jobs = NULL;
+	if (mi->spool_dirfd >= 0)
+		close(mi->spool_dirfd);
+	mi->spool_dirfd = -1;
+}

@@ -1,0 +1,557 @@
+/*
+ * ticket_mail — ticket.ingest_mail: a parsed inbound mail becomes a new ticket or
+ * a reply on one, exactly once.
+ *
+ * Only ward-mail-ingest calls it (principal kind "service", id "mail-ingest"; the
+ * skeleton checked that the sender is that service). Everything happens in one
+ * transaction of the recipient tenant:
+ *
+ *   1. Idempotency: the Message-ID (as a keyed blind index) is taken once per
+ *      tenant in ticket.mail_ids; a second delivery of the same Message-ID (a
+ *      client re-sending, mail-ingest replaying its spool after a crash, a
+ *      redelivered envelope) answers "duplicate" with the first ticket.
+ *   2. Threading: a Message-ID Ward sent (kind 'out') in In-Reply-To/References
+ *      threads unconditionally (it is unguessable); a Message-ID of an earlier
+ *      inbound mail (kind 'in') or a "[#REF]" of this tenant in the subject
+ *      threads only when the sender is the ticket's requester or one of its mail
+ *      participants (senders and CCs of its earlier mail): nobody can inject text
+ *      into someone else's ticket by guessing a ref. A closed ticket takes no
+ *      reply: the mail opens a new ticket.
+ *   3. The message (author_role customer), its attachments (type sniffed, name
+ *      cleaned, sealed), the Message-ID, the participants and one audit event
+ *      (tenant, Message-ID, sender, ticket ref; never the body).
+ *
+ * Unknown senders keep their address on the ticket (sealed + blind index); no
+ * user account is created here (accounts are ward-auth's).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "log.h"
+#include "mail.pb-c.h"
+#include "ticket.h"
+
+#define MAIL_MAX_REFS 20
+#define MAIL_MAX_CC 20
+#define MAIL_MAX_ATTACHMENTS 20
+#define MAIL_MSGID_MAX 998
+
+/* A thread candidate found for the mail. */
+struct mail_target {
+	char id[TICKET_UUID_LEN + 1];
+	long long number;
+	enum ticket_status status;
+};
+
+/* Copy s into out as the inside of a JSON string (quotes, backslashes and
+ * control characters escaped), truncated to fit. */
+static void mail_json_escape(const char *s, char *out, size_t out_len)
+{
+	size_t o = 0;
+
+	for (; *s != '\0' && o + 7 < out_len; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c < 0x20 || c == 0x7f) {
+			o += (size_t)snprintf(out + o, out_len - o, "\\u%04x", c);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = '\0';
+}
+
+/* Is the sender (blind index) the requester or a mail participant of ticket id?
+ * 1, 0 or -1. */
+static int mail_sender_on(struct daemon *d, const char *ticket_id, const char *sender_bidx,
+			  const char **error_r)
+{
+	const char *p[2] = {ticket_id, sender_bidx};
+	PGresult *res;
+	int found;
+
+	res = db_exec(daemon_db(d),
+		      "SELECT 1 FROM ticket.tickets WHERE id = $1 AND requester_email_bidx = $2 "
+		      "UNION ALL SELECT 1 FROM ticket.mail_participants "
+		      "WHERE ticket_id = $1 AND email_bidx = $2 LIMIT 1",
+		      2, p, error_r);
+	if (res == NULL)
+		return -1;
+	found = PQntuples(res) > 0;
+	PQclear(res);
+	return found;
+}
+
+/* Fill t from a (id, number, status) row. */
+static void mail_target_set(struct mail_target *t, PGresult *res, int r)
+{
+	snprintf(t->id, sizeof t->id, "%s", PQgetvalue(res, r, 0));
+	t->number = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+	t->status = ticket_status_parse(PQgetvalue(res, r, 2));
+}
+
+/* The ticket this mail answers, if any: 1 (t filled), 0 (new ticket), -1 error. */
+static int mail_thread(struct daemon *d, const Ward__Envelope *env,
+		       const Ward__MailIngestRequest *req, const char *slug,
+		       const char *sender_bidx, struct mail_target *t, const char **error_r)
+{
+	char arr[MAIL_MAX_REFS * 66 + 4], bidx[65], rslug[48];
+	size_t n = 0, o = 0;
+	long long number;
+	PGresult *res;
+	int r;
+
+	/* References: blind indexes as a text[] literal (hex only, nothing to quote). */
+	arr[o++] = '{';
+	for (size_t i = 0; i < req->n_references && n < MAIL_MAX_REFS; i++) {
+		const char *m = req->references[i];
+
+		if (m[0] == '\0' || strlen(m) > MAIL_MSGID_MAX)
+			continue;
+		if (ticket_blind(d, env->tenant, "ticket.mail_id", m, strlen(m), bidx, error_r) < 0)
+			return -1;
+		o += (size_t)snprintf(arr + o, sizeof arr - o, "%s%s", n ? "," : "", bidx);
+		n++;
+	}
+	arr[o++] = '}';
+	arr[o] = '\0';
+	if (n > 0) {
+		const char *p[1] = {arr};
+
+		/* Ward's own Message-IDs first, then the most recent ticket. */
+		res = db_exec(daemon_db(d),
+			      "SELECT t.id, t.number, t.status, m.kind FROM ticket.mail_ids m "
+			      "JOIN ticket.tickets t ON t.id = m.ticket_id "
+			      "WHERE m.message_id_bidx = ANY ($1::text[]) "
+			      "ORDER BY (m.kind = 'out') DESC, t.number DESC",
+			      1, p, error_r);
+		if (res == NULL)
+			return -1;
+		for (int i = 0; i < PQntuples(res); i++) {
+			mail_target_set(t, res, i);
+			if (strcmp(PQgetvalue(res, i, 3), "out") == 0) {
+				PQclear(res);
+				return 1;
+			}
+			r = mail_sender_on(d, t->id, sender_bidx, error_r);
+			if (r != 0) {
+				PQclear(res);
+				return r;
+			}
+		}
+		PQclear(res);
+	}
+	if (req->subject_ref[0] == '\0' ||
+	    ticket_ref_parse(req->subject_ref, rslug, sizeof rslug, &number) < 0 ||
+	    strcmp(rslug, slug) != 0)
+		return 0;
+	{
+		char num[24];
+		const char *p[1] = {num};
+
+		snprintf(num, sizeof num, "%lld", number);
+		res = db_exec(daemon_db(d),
+			      "SELECT id, number, status FROM ticket.tickets WHERE number = $1", 1,
+			      p, error_r);
+		if (res == NULL)
+			return -1;
+		if (PQntuples(res) != 1) {
+			PQclear(res);
+			return 0;
+		}
+		mail_target_set(t, res, 0);
+		PQclear(res);
+	}
+	return mail_sender_on(d, t->id, sender_bidx, error_r);
+}
+
+/* Check what mail-ingest sent; field errors into e. email: the sender, normalised. */
+static void mail_check(const Ward__MailIngestRequest *req, char *email, struct ticket_errors *e)
+{
+	size_t chars;
+
+	if (req->message_id[0] == '\0' || strlen(req->message_id) > MAIL_MSGID_MAX)
+		ticket_errors_add(e, "message_id", "is required (at most 998 bytes)");
+	if (!ticket_email_normalize(req->from_email, email, TICKET_EMAIL_MAX + 1))
+		ticket_errors_add(e, "from_email", "is not an email address");
+	if (req->subject[0] == '\0' ||
+	    !ticket_text_ok(req->subject, strlen(req->subject), true, &chars) ||
+	    chars > TICKET_SUBJECT_MAX_CHARS)
+		ticket_errors_add(e, "subject", "must be one line of 1 to 255 characters");
+	if (req->from_name[0] != '\0' &&
+	    (!ticket_text_ok(req->from_name, strlen(req->from_name), true, &chars) ||
+	     chars > TICKET_NAME_MAX_CHARS))
+		ticket_errors_add(e, "from_name", "must be one line of at most 200 characters");
+	if (req->body[0] == '\0' || strlen(req->body) > (size_t)ticket_cfg.body_max_bytes ||
+	    !ticket_text_ok(req->body, strlen(req->body), false, NULL))
+		ticket_errors_add(e, "body", "must be UTF-8 text within the body limit");
+	if (req->n_attachments > MAIL_MAX_ATTACHMENTS)
+		ticket_errors_add(e, "attachments", "too many");
+	for (size_t i = 0; i < req->n_attachments; i++) {
+		const Ward__MailAttachment *a = req->attachments[i];
+
+		if (a->content.len == 0 || a->content.len > (size_t)ticket_cfg.attachment_max_bytes ||
+		    !ticket_utf8_valid(a->filename, strlen(a->filename), NULL)) {
+			ticket_errors_add(e, "attachments", "empty, too large or a bad name");
+			break;
+		}
+	}
+}
+
+/* Run one INSERT/UPDATE with binary-capable parameters; 0 or -1. */
+static int mail_exec(struct daemon *d, const char *sql, int n, const char *const *p,
+		     const int *lens, const int *fmts, const char **error_r)
+{
+	PGresult *res = db_exec_bin(daemon_db(d), sql, n, p, lens, fmts, error_r);
+
+	if (res == NULL)
+		return -1;
+	PQclear(res);
+	return 0;
+}
+
+/* A new ticket for the mail: number, sealed subject/requester. 0 or -1. */
+static int mail_new_ticket(struct daemon *d, const Ward__Envelope *env,
+			   const Ward__MailIngestRequest *req, const char *email,
+			   const char *sender_bidx, const char *actor, struct mail_target *t,
+			   const char **error_r)
+{
+	uint8_t *subj = NULL, *em = NULL, *name = NULL;
+	size_t subj_len = 0, em_len = 0, name_len = 0;
+	const char *p[1] = {env->tenant};
+	PGresult *res;
+	int rc = -1;
+
+	res = db_exec(daemon_db(d),
+		      "INSERT INTO ticket.counters (tenant_id, last_number) VALUES ($1, 1001) "
+		      "ON CONFLICT (tenant_id) DO UPDATE "
+		      "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
+		      1, p, error_r);
+	if (res == NULL)
+		return -1;
+	t->number = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	t->status = TS_OPEN;
+	if (ticket_uuid_random(t->id) < 0) {
+		*error_r = "no random bytes";
+		return -1;
+	}
+	if (ticket_seal(d, env->tenant, "ticket.tickets", "subject_enc", t->id, req->subject,
+			strlen(req->subject), &subj, &subj_len, error_r) < 0 ||
+	    ticket_seal(d, env->tenant, "ticket.tickets", "requester_email_enc", t->id, email,
+			strlen(email), &em, &em_len, error_r) < 0 ||
+	    (req->from_name[0] != '\0' &&
+	     ticket_seal(d, env->tenant, "ticket.tickets", "requester_name_enc", t->id,
+			 req->from_name, strlen(req->from_name), &name, &name_len, error_r) < 0))
+		goto out;
+	{
+		char num[24];
+		const char *q[8] = {t->id,	     env->tenant, num, (const char *)subj,
+				    (const char *)em, sender_bidx, (const char *)name, actor};
+		int lens[8] = {0, 0, 0, (int)subj_len, (int)em_len, 0, (int)name_len, 0};
+		int fmts[8] = {0, 0, 0, 1, 1, 0, 1, 0};
+
+		snprintf(num, sizeof num, "%lld", t->number);
+		rc = mail_exec(d,
+			       "INSERT INTO ticket.tickets (id, tenant_id, number, subject_enc, "
+			       "requester_email_enc, requester_email_bidx, requester_name_enc, "
+			       "created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+			       8, q, lens, fmts, error_r);
+	}
+out:
+	free(subj);
+	free(em);
+	free(name);
+	return rc;
+}
+
+/* The message, its attachments, the Message-ID and the participants. 0 or -1. */
+static int mail_store(struct daemon *d, const Ward__Envelope *env,
+		      const Ward__MailIngestRequest *req, const struct mail_target *t,
+		      const char *mid, const char *msgid_bidx, const char *sender_bidx,
+		      const char *actor, const char **error_r)
+{
+	uint8_t *body = NULL;
+	size_t body_len = 0;
+	char author[32];
+	int rc = -1;
+
+	/* The author of mail is an address, not an account: a prefix of its index. */
+	snprintf(author, sizeof author, "mail:%.16s", sender_bidx);
+	if (ticket_seal(d, env->tenant, "ticket.messages", "body_enc", mid, req->body,
+			strlen(req->body), &body, &body_len, error_r) < 0)
+		return -1;
+	{
+		const char *p[6] = {mid, env->tenant, t->id, author, "customer", (const char *)body};
+		int lens[6] = {0, 0, 0, 0, 0, (int)body_len}, fmts[6] = {0, 0, 0, 0, 0, 1};
+
+		if (mail_exec(d,
+			      "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
+			      "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, false, $6)",
+			      6, p, lens, fmts, error_r) < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < req->n_attachments; i++) {
+		const Ward__MailAttachment *a = req->attachments[i];
+		char aid[TICKET_UUID_LEN + 1], name[TICKET_FILENAME_MAX + 1], size_s[24];
+		uint8_t *sname = NULL, *sc = NULL;
+		size_t sname_len = 0, sc_len = 0;
+		int r;
+
+		ticket_filename_clean(a->filename, name);
+		snprintf(size_s, sizeof size_s, "%zu", a->content.len);
+		if (ticket_uuid_random(aid) < 0 ||
+		    ticket_seal(d, env->tenant, "ticket.attachments", "filename_enc", aid, name,
+				strlen(name), &sname, &sname_len, error_r) < 0 ||
+		    ticket_seal(d, env->tenant, "ticket.attachments", "content_enc", aid,
+				a->content.data, a->content.len, &sc, &sc_len, error_r) < 0) {
+			free(sname);
+			free(sc);
+			goto out;
+		}
+		{
+			const char *p[9] = {aid,
+					    env->tenant,
+					    t->id,
+					    mid,
+					    (const char *)sname,
+					    ticket_sniff(a->content.data, a->content.len),
+					    size_s,
+					    (const char *)sc,
+					    actor};
+			int lens[9] = {0, 0, 0, 0, (int)sname_len, 0, 0, (int)sc_len, 0};
+			int fmts[9] = {0, 0, 0, 0, 1, 0, 0, 1, 0};
+
+			r = mail_exec(d,
+				      "INSERT INTO ticket.attachments (id, tenant_id, ticket_id, "
+				      "message_id, filename_enc, content_type, size, content_enc, "
+				      "created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+				      9, p, lens, fmts, error_r);
+		}
+		free(sname);
+		free(sc);
+		if (r < 0)
+			goto out;
+	}
+	{
+		const char *p[4] = {env->tenant, msgid_bidx, t->id, mid};
+
+		if (mail_exec(d,
+			      "INSERT INTO ticket.mail_ids (tenant_id, message_id_bidx, kind, "
+			      "ticket_id, message_id) VALUES ($1, $2, 'in', $3, $4)",
+			      4, p, NULL, NULL, error_r) < 0)
+			goto out;
+	}
+	/* Participants: the sender and the CCs (who may later write "[#REF]"). */
+	for (size_t i = 0; i <= req->n_cc && i <= MAIL_MAX_CC; i++) {
+		char email[TICKET_EMAIL_MAX + 1], bidx[65];
+		const char *who_bidx = sender_bidx;
+
+		if (i > 0) {
+			if (!ticket_email_normalize(req->cc[i - 1], email, sizeof email))
+				continue;
+			if (ticket_blind(d, env->tenant, "auth.users.email", email, strlen(email),
+					 bidx, error_r) < 0)
+				goto out;
+			who_bidx = bidx;
+		}
+		{
+			const char *p[3] = {env->tenant, t->id, who_bidx};
+
+			if (mail_exec(d,
+				      "INSERT INTO ticket.mail_participants (tenant_id, ticket_id, "
+				      "email_bidx) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+				      3, p, NULL, NULL, error_r) < 0)
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(body);
+	return rc;
+}
+
+/* Answer with the ticket, its ref and the message. */
+static queue_result_t mail_answer(struct queue_reply *reply, const char *slug,
+				  const struct mail_target *t, const char *mid, bool created,
+				  bool duplicate, const char **error_r)
+{
+	Ward__MailIngestReply out = WARD__MAIL_INGEST_REPLY__INIT;
+	char ref[96];
+
+	if (ticket_ref_format(slug, t->number, ref, sizeof ref) < 0)
+		snprintf(ref, sizeof ref, "%lld", t->number);
+	out.ticket_id = (char *)t->id;
+	out.ref = ref;
+	out.message_id = (char *)mid;
+	out.created = created;
+	out.duplicate = duplicate;
+	return ticket_reply(reply, &out.base, error_r);
+}
+
+queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
+				  const uint8_t *payload, size_t len, struct queue_reply *reply,
+				  const char **error_r)
+{
+	Ward__MailIngestRequest *req = NULL;
+	struct ticket_who who;
+	struct ticket_errors e = {0};
+	struct mail_target t;
+	uint8_t dek[CRYPTO_KEY_LEN];
+	uint32_t version;
+	char email[TICKET_EMAIL_MAX + 1], slug[48], msgid_bidx[65], sender_bidx[65];
+	char mid[TICKET_UUID_LEN + 1] = "", target[64], ref[96];
+	char detail[2048], jmsgid[700], jfrom[400];
+	const char *err = NULL;
+	bool created = false;
+	queue_result_t qr;
+	PGresult *res;
+	int r;
+
+	memset(&t, 0, sizeof t);
+	ticket_who_of(env, &who);
+	if (strcmp(who.role, "service") != 0 || strcmp(who.id, "mail-ingest") != 0)
+		return ticket_problem(reply, 403, "Forbidden", "ticket.ingest_mail is for mail-ingest",
+				      NULL);
+	if (!ticket_uuid_valid(env->tenant))
+		return ticket_problem(reply, 400, "Bad request", "no tenant", NULL);
+	req = ward__mail_ingest_request__unpack(NULL, len, payload);
+	if (req == NULL)
+		return ticket_problem(reply, 400, "Malformed request", NULL, NULL);
+	mail_check(req, email, &e);
+	if (e.n > 0) {
+		qr = ticket_problem(reply, 422, "Invalid mail", NULL, &e);
+		goto out;
+	}
+	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
+		qr = ticket_retry(d, "begin", err, error_r);
+		goto out;
+	}
+	if (ticket_keys_current(d, env->tenant, dek, &version, slug, &err) < 0 ||
+	    ticket_blind(d, env->tenant, "ticket.mail_id", req->message_id,
+			 strlen(req->message_id), msgid_bidx, &err) < 0 ||
+	    ticket_blind(d, env->tenant, "auth.users.email", email, strlen(email), sender_bidx,
+			 &err) < 0) {
+		crypto_wipe(dek, sizeof dek);
+		qr = ticket_retry(d, "keys", err, error_r);
+		goto out;
+	}
+	crypto_wipe(dek, sizeof dek);
+	/* One Message-ID at a time per tenant: a concurrent duplicate waits, then sees it. */
+	{
+		char lockkey[100];
+		const char *p[1] = {lockkey};
+
+		snprintf(lockkey, sizeof lockkey, "mail|%s", msgid_bidx);
+		res = db_exec(daemon_db(d), "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+			      1, p, &err);
+		if (res == NULL) {
+			qr = ticket_retry(d, "lock", err, error_r);
+			goto out;
+		}
+		PQclear(res);
+	}
+	{
+		const char *p[1] = {msgid_bidx};
+
+		res = db_exec(daemon_db(d),
+			      "SELECT t.id, t.number, t.status, coalesce(m.message_id::text, '') "
+			      "FROM ticket.mail_ids m JOIN ticket.tickets t ON t.id = m.ticket_id "
+			      "WHERE m.message_id_bidx = $1",
+			      1, p, &err);
+		if (res == NULL) {
+			qr = ticket_retry(d, "duplicate", err, error_r);
+			goto out;
+		}
+		if (PQntuples(res) == 1) {
+			mail_target_set(&t, res, 0);
+			snprintf(mid, sizeof mid, "%s", PQgetvalue(res, 0, 3));
+			PQclear(res);
+			if (db_commit(daemon_db(d), &err) < 0) {
+				qr = ticket_retry(d, "commit", err, error_r);
+				goto out;
+			}
+			qr = mail_answer(reply, slug, &t, mid, false, true, error_r);
+			goto out;
+		}
+		PQclear(res);
+	}
+	r = mail_thread(d, env, req, slug, sender_bidx, &t, &err);
+	if (r < 0) {
+		qr = ticket_retry(d, "thread", err, error_r);
+		goto out;
+	}
+	if (r == 1) {
+		/* Lock the ticket: messages are numbered and the status moves in order. */
+		enum ticket_status to;
+
+		r = ticket_visible(d, env->tenant, &who, t.id, true, &t.status, &err);
+		if (r < 0) {
+			qr = ticket_retry(d, "ticket", err, error_r);
+			goto out;
+		}
+		if (r == 0 || ticket_status_after_reply(t.status, true, &to) < 0) {
+			r = 0; /* gone or closed: a new ticket */
+		} else if (to != t.status) {
+			const char *p[2] = {t.id, ticket_status_name(to)};
+
+			if (mail_exec(d, "UPDATE ticket.tickets SET status = $2 WHERE id = $1", 2,
+				      p, NULL, NULL, &err) < 0) {
+				qr = ticket_retry(d, "status", err, error_r);
+				goto out;
+			}
+			t.status = to;
+		}
+	}
+	if (r == 0) {
+		created = true;
+		if (mail_new_ticket(d, env, req, email, sender_bidx, who.actor, &t, &err) < 0) {
+			qr = ticket_retry(d, "insert ticket", err, error_r);
+			goto out;
+		}
+	} else {
+		const char *p[1] = {t.id};
+
+		if (mail_exec(d, "UPDATE ticket.tickets SET updated_at = now() WHERE id = $1", 1,
+			      p, NULL, NULL, &err) < 0) {
+			qr = ticket_retry(d, "update ticket", err, error_r);
+			goto out;
+		}
+	}
+	if (ticket_uuid_random(mid) < 0 ||
+	    mail_store(d, env, req, &t, mid, msgid_bidx, sender_bidx, who.actor, &err) < 0) {
+		qr = ticket_retry(d, "store", err != NULL ? err : "no random bytes", error_r);
+		goto out;
+	}
+	if (ticket_ref_format(slug, t.number, ref, sizeof ref) < 0)
+		snprintf(ref, sizeof ref, "%lld", t.number);
+	mail_json_escape(req->message_id, jmsgid, sizeof jmsgid);
+	mail_json_escape(email, jfrom, sizeof jfrom);
+	snprintf(target, sizeof target, "ticket:%s", t.id);
+	snprintf(detail, sizeof detail,
+		 "{\"ref\":\"%s\",\"message\":\"%s\",\"message_id\":\"%s\",\"from\":\"%s\","
+		 "\"created\":%s,\"attachments\":%zu}",
+		 ref, mid, jmsgid, jfrom, created ? "true" : "false", req->n_attachments);
+	if (ticket_audit(d, env, &who, "mail.ingest", target, detail, &err) < 0) {
+		qr = ticket_retry(d, "audit", err, error_r);
+		goto out;
+	}
+	if (db_commit(daemon_db(d), &err) < 0) {
+		qr = ticket_retry(d, "commit", err, error_r);
+		goto out;
+	}
+	ticket_after_commit();
+	log_event(LOG_INFO, "mail ingested", LF_STR("tenant", env->tenant), LF_STR("ticket", t.id),
+		  LF_STR("ref", ref), LF_INT("created", created));
+	qr = mail_answer(reply, slug, &t, mid, created, false, error_r);
+out:
+	crypto_wipe(email, sizeof email);
+	ward__mail_ingest_request__free_unpacked(req, NULL);
+	return qr;
+}

@@ -1,0 +1,176 @@
+# One autoscaling group per daemon; each instance role holds only what its daemon needs.
+data "aws_ami" "debian" {
+  most_recent = true
+  owners      = ["136693071363"] # Debian
+  filter {
+    name   = "name"
+    values = ["debian-12-amd64-*"]
+  }
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "daemon" {
+  for_each           = toset(var.daemons)
+  name               = "ward-${var.region}-${each.key}"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+}
+
+# Its own secrets only (ward/<region>/<name> as deploy.sh fetches them).
+resource "aws_iam_role_policy" "secrets" {
+  for_each = toset(var.daemons)
+  name     = "secrets"
+  role     = aws_iam_role.daemon[each.key].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect   = "Allow"
+      Action   = ["secretsmanager:GetSecretValue"]
+      Resource = ["arn:aws:secretsmanager:*:*:secret:ward/${var.region}/*-${each.key}-*"]
+    }]
+  })
+}
+
+# The KEK is unwrapped with KMS only by the daemons that hold tenant keys.
+resource "aws_iam_role_policy" "kms" {
+  for_each = toset(["auth", "ticket", "audit", "backup"])
+  name     = "kms"
+  role     = aws_iam_role.daemon[each.key].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect   = "Allow"
+      Action   = ["kms:Decrypt"]
+      Resource = [aws_kms_key.cell.arn]
+    }]
+  })
+}
+
+# Only backup writes and reads the backup bucket.
+resource "aws_iam_role_policy" "backup_bucket" {
+  name = "backup-bucket"
+  role = aws_iam_role.daemon["backup"].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect   = "Allow"
+      Action   = ["s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:DeleteObject"]
+      Resource = [aws_s3_bucket.backups.arn, "${aws_s3_bucket.backups.arn}/*"]
+    }]
+  })
+}
+
+resource "aws_iam_instance_profile" "daemon" {
+  for_each = toset(var.daemons)
+  name     = "ward-${var.region}-${each.key}"
+  role     = aws_iam_role.daemon[each.key].name
+}
+
+resource "aws_launch_template" "daemon" {
+  for_each      = toset(var.daemons)
+  name          = "ward-${var.region}-${each.key}"
+  image_id      = data.aws_ami.debian.id
+  instance_type = var.instance_type
+  iam_instance_profile { name = aws_iam_instance_profile.daemon[each.key].name }
+  vpc_security_group_ids = [aws_security_group.daemon[each.key].id]
+  metadata_options {
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+  block_device_mappings {
+    device_name = "/dev/xvda"
+    ebs {
+      encrypted  = true
+      kms_key_id = aws_kms_key.cell.arn
+    }
+  }
+}
+
+resource "aws_autoscaling_group" "daemon" {
+  for_each            = toset(var.daemons)
+  name                = "ward-${var.region}-${each.key}"
+  min_size            = 2
+  max_size            = 6
+  vpc_zone_identifier = aws_subnet.private[*].id
+  target_group_arns = (each.key == "gateway" ? [aws_lb_target_group.https.arn] :
+  each.key == "mail-ingest" ? [aws_lb_target_group.smtp.arn] : [])
+  launch_template {
+    id      = aws_launch_template.daemon[each.key].id
+    version = "$Latest"
+  }
+}
+
+resource "aws_lb" "public" {
+  name               = "ward-${var.region}"
+  load_balancer_type = "network"
+  subnets            = aws_subnet.public[*].id
+  security_groups    = [aws_security_group.lb_https.id, aws_security_group.lb_smtp.id]
+}
+
+resource "aws_lb_target_group" "https" {
+  name     = "ward-${var.region}-https"
+  port     = 443
+  protocol = "TCP"
+  vpc_id   = aws_vpc.cell.id
+}
+
+resource "aws_lb_target_group" "smtp" {
+  name     = "ward-${var.region}-smtp"
+  port     = 25
+  protocol = "TCP"
+  vpc_id   = aws_vpc.cell.id
+}
+
+resource "aws_lb_listener" "https" {
+  load_balancer_arn = aws_lb.public.arn
+  port              = 443
+  protocol          = "TCP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.https.arn
+  }
+}
+
+resource "aws_lb_listener" "smtp" {
+  load_balancer_arn = aws_lb.public.arn
+  port              = 25
+  protocol          = "TCP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.smtp.arn
+  }
+}
+
+resource "aws_route53_record" "tenants" {
+  zone_id = var.zone_id
+  name    = "*.${var.region}.${var.domain}"
+  type    = "A"
+  alias {
+    name                   = aws_lb.public.dns_name
+    zone_id                = aws_lb.public.zone_id
+    evaluate_target_health = true
+  }
+}
+
+resource "aws_route53_record" "mx" {
+  zone_id = var.zone_id
+  name    = "mx.${var.region}.${var.domain}"
+  type    = "A"
+  alias {
+    name                   = aws_lb.public.dns_name
+    zone_id                = aws_lb.public.zone_id
+    evaluate_target_health = true
+  }
+}
+
+output "redis_host" { value = aws_elasticache_replication_group.redis.primary_endpoint_address }
+output "pg_host" { value = aws_db_instance.pg.address }
+output "backup_bucket" { value = aws_s3_bucket.backups.bucket }

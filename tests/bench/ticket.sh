@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# tests/bench/ticket.sh — ticket throughput through the full path (HTTPS → gateway →
+# Redis → ward-ticket → PostgreSQL → reply) with wrk, beside baselines measured in
+# the same run (SPEC §5 lines):
+#   ticket_create_rps / _p99   POST /api/v1/tickets (an API key with tickets:write),
+#                              against pgbench's durable single-row INSERT rate on
+#                              the same PostgreSQL, same client count (target ≥ 0.5)
+#   ticket_get_rps / _p99      GET /api/v1/tickets/{id}, against nginx's static 200
+#                              over HTTPS (same certificate, one worker; target ≥ 0.5)
+#   ticket_list_rps / _p99     GET /api/v1/tickets?limit=25 (25 tickets decrypted per
+#                              answer), same baseline
+#   rss_<daemon>_under_load    RSS of each daemon of the cell, sampled during the
+#                              create run (target < 64 MiB)
+#   ticket_crypto_cpu_share    share of ward-ticket's CPU samples in OpenSSL/crypto
+#                              during the create run (perf, when it may record)
+# The eu gateway's rate limits are raised for the run (and restored), as in
+# tests/bench/gateway.sh: at their defaults they would cap the measurement.
+# Uses the stack of $WARD_VAR if set, else starts its own.
+set -uo pipefail
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$TOP"
+DUR=${BENCH_TICKET_SECONDS:-10}
+C=${BENCH_TICKET_CONNECTIONS:-32}
+OWN=0
+if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
+	. "$TOP/tests/stack.sh"
+	stack_up || { echo "bench: the dev stack did not start" >&2; exit 1; }
+	OWN=1
+fi
+set -a
+. "$WARD_VAR/devstack.env"
+set +a
+export WARD_CONFIG=$WARD_VAR/wardctl.yaml
+. "$TOP/ops/lib.sh"
+WUSER=${WARD_USER:-ward}
+[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "bench: wrk and nginx needed (ops/deps)" >&2; exit 1; }
+
+P=${WARD_EU_HTTPS##*:}
+PG=$WARD_EU_PG
+W=$(mktemp -d /tmp/ward-bench-ticket.XXXXXX)
+chmod 755 "$W"
+CONF=$WARD_VAR/eu/etc/gateway.yaml
+cp "$CONF" "$W/gateway.yaml.orig"
+NGINX_PID=
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "0" }'; }
+line() { echo "BENCH name=$1 value=$2 unit=$3 baseline=$4 baseline_value=$5 ratio=$6"; }
+rps_of() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+p99_of() { # wrk --latency: "     99%    1.23ms" → ms
+	awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+		if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000;
+		printf "%.3f", v }' "$1"
+}
+non2xx() { awk '/Non-2xx or 3xx responses:/ { print $5 }' "$1"; }
+psql_() { psql -X -q -tA -c "SET client_min_messages = warning" -v ON_ERROR_STOP=1 "$PG" -c "$1"; }
+gw_pid() { cat "$WARD_VAR/eu/run/gateway.pid"; }
+restart_gateway() {
+	kill "$(gw_pid)" 2>/dev/null
+	for _ in $(seq 50); do kill -0 "$(gw_pid)" 2>/dev/null || break; sleep 0.1; done
+	spawn_as_user "$WARD_VAR/eu/run/gateway.pid" "$WARD_VAR/eu/log/gateway.stderr" "$TOP/bin/ward-gateway" --config "$CONF"
+	for _ in $(seq 100); do
+		curl -fsS --max-time 2 --cacert "$WARD_CA" --resolve "eu.$WARD_DOMAIN:$P:127.0.0.1" \
+			"https://eu.$WARD_DOMAIN:$P/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+cleanup() {
+	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
+	cp "$W/gateway.yaml.orig" "$CONF"
+	restart_gateway >/dev/null 2>&1
+	rm -rf "$W"
+	[ $OWN = 1 ] && stack_down
+}
+trap cleanup EXIT
+
+{
+	cat "$W/gateway.yaml.orig"
+	printf 'ratelimit:\n  per_source: 100000000\n  per_source_tenant: 100000000\n  per_credential: 100000000\n'
+} >"$CONF"
+restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
+
+# A tenant, its admin's session, and an API key with tickets:read and tickets:write.
+SLUG=benchtk$$
+HOST=$SLUG.eu.$WARD_DOMAIN
+URL=https://$HOST:$P
+PW=$(bin/wardctl tenant create --slug "$SLUG" --region eu --name "Bench Ticket" --admin-email "admin@$SLUG.example" 2>/dev/null |
+	sed -n 's/.*"admin_password": *"\([^"]*\)".*/\1/p')
+cu() { curl -sS --max-time 20 --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" -H "Origin: $URL" "$@"; }
+login=$(cu -c "$W/jar" -H 'Content-Type: application/json' \
+	-d "{\"email\":\"admin@$SLUG.example\",\"password\":\"$PW\"}" "$URL/api/v1/auth/login")
+CSRF=$(echo "$login" | sed -n 's/.*"csrf_token":"\([^"]*\)".*/\1/p')
+KEY=$(cu -b "$W/jar" -H "X-CSRF-Token: $CSRF" -H 'Content-Type: application/json' \
+	-d '{"name":"bench","scopes":["tickets:read","tickets:write"]}' "$URL/api/v1/api-keys" |
+	sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+[ -n "$KEY" ] || { echo "bench: no API key (login or api-keys failed)" >&2; exit 1; }
+TID=$(cu -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+	-d '{"subject":"bench seed","body":"seed"}' "$URL/api/v1/tickets" | sed -n 's/^{"id":"\([^"]*\)".*/\1/p')
+[ -n "$TID" ] || { echo "bench: ticket create failed" >&2; exit 1; }
+for i in $(seq 30); do
+	cu -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+		-d "{\"subject\":\"seed $i\",\"body\":\"seed body $i\"}" "$URL/api/v1/tickets"
+done
+
+cat >"$W/create.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"subject":"Printer on fire","body":"The printer in room 4 is on fire again. Please help."}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+wrk.headers["Host"] = "$HOST:$P"
+LUA
+HDR=(-H "Host: $HOST:$P" -H "Authorization: Bearer $KEY")
+
+# Baseline 1: durable single-row inserts with pgbench, the same client count.
+psql_ "DROP TABLE IF EXISTS public.bench_ticket_scratch; CREATE TABLE public.bench_ticket_scratch (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), subject bytea NOT NULL, body bytea NOT NULL)"
+echo "INSERT INTO public.bench_ticket_scratch (subject, body) VALUES (decode(md5(random()::text), 'hex'), decode(md5(random()::text) || md5(random()::text), 'hex'));" >"$W/pgb.sql"
+pgb=$(/usr/lib/postgresql/15/bin/pgbench -n -f "$W/pgb.sql" -c "$C" -j 4 -T "$DUR" "$PG" 2>/dev/null |
+	sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+psql_ "DROP TABLE public.bench_ticket_scratch"
+
+# Baseline 2: nginx, a static 200 over HTTPS, same certificate, one worker.
+NP=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$W/nginx/logs"
+cp "$WARD_VAR/tls/eu.pem" "$WARD_VAR/tls/eu.key" "$W/nginx/"
+cat >"$W/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	keepalive_requests 1000000;
+	ssl_protocols TLSv1.2 TLSv1.3;
+	server {
+		listen 127.0.0.1:$NP ssl;
+		ssl_certificate $W/nginx/eu.pem;
+		ssl_certificate_key $W/nginx/eu.key;
+		location / { return 200 "ok\n"; }
+	}
+}
+CONF
+nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" >"$W/nginx/logs/stdout" 2>&1 &
+NGINX_PID=$!
+for _ in $(seq 50); do curl -sk --max-time 2 -o /dev/null "https://127.0.0.1:$NP/" && break; sleep 0.1; done
+wrk -t2 -c"$C" -d"${DUR}s" --latency "https://127.0.0.1:$NP/" >"$W/nginx.out" 2>&1
+nrps=$(rps_of "$W/nginx.out")
+np99=$(p99_of "$W/nginx.out")
+
+# Create, with RSS sampled and (if perf may record) ward-ticket's CPU profiled midway.
+TPID=$(cat "$WARD_VAR/eu/run/ticket.pid")
+before=$(psql_ "SELECT count(*) FROM ticket.tickets")
+wrk -t2 -c"$C" -d"${DUR}s" --latency -s "$W/create.lua" "https://127.0.0.1:$P/api/v1/tickets" >"$W/create.out" 2>&1 &
+WRK=$!
+sleep $((DUR / 2))
+for s in gateway auth ticket audit mail-ingest backup; do
+	f=$WARD_VAR/eu/run/$s.pid
+	[ -f "$f" ] && awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$f")/status" >"$W/rss.$s" 2>/dev/null
+done
+share=
+if command -v perf >/dev/null && perf record -q -F 999 -g -p "$TPID" -o "$W/perf.data" -- sleep 3 >/dev/null 2>&1; then
+	share=$(perf report -i "$W/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+		awk '/^ *[0-9.]+%/ { p = $1; sub(/%/, "", p); t += p; if ($0 ~ /libcrypto|libssl/) c += p }
+			END { if (t > 0) printf "%.3f", c / t; }')
+fi
+wait $WRK
+after=$(psql_ "SELECT count(*) FROM ticket.tickets")
+crps=$(rps_of "$W/create.out")
+[ -n "$(non2xx "$W/create.out")" ] && echo "bench: $(non2xx "$W/create.out") non-2xx answers to create" >&2
+line ticket_create_rps "${crps:-0}" req/s pgbench_insert_c$C "${pgb:-0}" "$(ratio "${crps:-0}" "${pgb:-0}")"
+line ticket_create_p99 "$(p99_of "$W/create.out")" ms none 0 0
+line ticket_create_stored "$((after - before))" tickets none 0 0
+
+wrk -t2 -c"$C" -d"${DUR}s" --latency "${HDR[@]}" "https://127.0.0.1:$P/api/v1/tickets/$TID" >"$W/get.out" 2>&1
+grps=$(rps_of "$W/get.out")
+[ -n "$(non2xx "$W/get.out")" ] && echo "bench: $(non2xx "$W/get.out") non-2xx answers to get" >&2
+line ticket_get_rps "${grps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${grps:-0}" "${nrps:-0}")"
+line ticket_get_p99 "$(p99_of "$W/get.out")" ms nginx_static_200_p99 "${np99:-0}" "$(ratio "$(p99_of "$W/get.out")" "${np99:-0}")"
+
+wrk -t2 -c"$C" -d"${DUR}s" --latency "${HDR[@]}" "https://127.0.0.1:$P/api/v1/tickets?limit=25" >"$W/list.out" 2>&1
+lrps=$(rps_of "$W/list.out")
+[ -n "$(non2xx "$W/list.out")" ] && echo "bench: $(non2xx "$W/list.out") non-2xx answers to list" >&2
+line ticket_list25_rps "${lrps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${lrps:-0}" "${nrps:-0}")"
+line ticket_list25_p99 "$(p99_of "$W/list.out")" ms nginx_static_200_p99 "${np99:-0}" "$(ratio "$(p99_of "$W/list.out")" "${np99:-0}")"
+
+for s in gateway auth ticket audit mail-ingest backup; do
+	[ -s "$W/rss.$s" ] || continue
+	kb=$(cat "$W/rss.$s")
+	line "rss_${s//-/_}_under_load" "$kb" KiB target_64MiB 65536 "$(ratio "$kb" 65536)"
+done
+if [ -n "$share" ]; then
+	line ticket_crypto_cpu_share "$share" fraction none 0 0
+else
+	echo "bench: perf could not record ward-ticket (perf_event_paranoid?): no crypto share" >&2
+fi
+exit 0

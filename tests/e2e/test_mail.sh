@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Mail ingest (SPEC §6) with real clients (swaks, openssl s_client, Python's
+# smtplib/email): new ticket, reply threading, [#REF] rules, loops ignored, 550
+# for unknown and other-region recipients, 552 too big, STARTTLS, a duplicate
+# Message-ID taken once, dead letters, and kill -9 of mail-ingest, ticket and
+# Redis during a stream of mails: every mail a ticket, none twice.
+. "$(dirname "$0")/lib.sh"
+
+R=eu
+SMTP=$(hostport $R SMTP)
+SHOST=${SMTP%:*}
+SPORT=${SMTP##*:}
+SLUG=mail-e2e
+RUN=$$
+"$BIN/wardctl" tenant create --slug $SLUG --region $R --name "Mail E2E" --admin-email boss@mail-e2e.example >/dev/null 2>&1
+"$BIN/wardctl" tenant create --slug mail-us-e2e --region us --name "Mail US" --admin-email boss@mail-us.example >/dev/null 2>&1
+TID=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$SLUG'")
+TO=support@$SLUG.$R.$WARD_DOMAIN
+
+# send FROM MSGID SUBJECT [swaks options...]: one mail to the tenant.
+send() {
+	local from=$1 mid=$2 subj=$3; shift 3
+	swaks --server "$SHOST" --port "$SPORT" --to "$TO" --from "$from" \
+		--header "Message-Id: <$mid>" --header "Subject: $subj" --timeout 20 "$@"
+}
+tickets() { pg_super $R "SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'"; }
+msgs_of() { pg_super $R "SELECT count(*) FROM ticket.messages m JOIN ticket.mail_ids i ON i.ticket_id = m.ticket_id WHERE i.tenant_id = '$TID' AND i.message_id = (SELECT message_id FROM ticket.mail_ids WHERE tenant_id = '$TID' ORDER BY created_at LIMIT 0) "; }
+ref_of_mid() { # the ticket number a Message-ID landed in (via the ticket's own messages)
+	pg_super $R "SELECT t.number FROM ticket.tickets t WHERE t.tenant_id = '$TID' ORDER BY t.number DESC LIMIT 1"
+}
+messages_on() { pg_super $R "SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $1"; }
+spool_empty() { [ -z "$(ls -A "$WARD_VAR/$R/spool/mail-ingest/queue")" ]; }
+
+# ------------------------------------------------------------------ new ticket, reply, duplicate
+n0=$(tickets)
+check "a mail to support@<slug>.<region> is accepted (250 after DATA)" \
+	send alice@example.com "first-$RUN@example.com" "Printer on fire" --body "It burns."
+check "…and becomes a new ticket" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n0 + 1)) ]"
+first=$(ref_of_mid)
+check "the subject and the requester email are stored encrypted" bash -c \
+	"! pg_super $R \"SELECT encode(subject_enc, 'escape') || encode(requester_email_enc, 'escape') FROM ticket.tickets\" | grep -qi 'printer on fire\|alice@example'"
+check "the requester email has a blind index" bash -c \
+	"[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID' AND number = $first AND requester_email_bidx ~ '^[0-9a-f]{64}\$'\")\" = 1 ]"
+check "the ticket was created by the mail-ingest service" bash -c \
+	"[ \"\$(pg_super $R \"SELECT created_by FROM ticket.tickets WHERE tenant_id = '$TID' AND number = $first\")\" = service:mail-ingest ]"
+check "an audit event records the ingestion (ticket ref, Message-ID, sender)" wait_for 15 bash -c \
+	"pg_super $R \"SELECT count(*) FROM ticket.outbox WHERE tenant_id = '$TID' AND action = 'mail.ingest'\" | grep -q '^[1-9]' || pg_super $R \"SELECT count(*) FROM audit.events WHERE tenant_id = '$TID' AND action = 'mail.ingest'\" | grep -q '^[1-9]'"
+check "the mail body never reaches a log" bash -c "! grep -rq 'It burns' $WARD_VAR/$R/log/"
+
+check "the same Message-ID again is accepted…" send alice@example.com "first-$RUN@example.com" "Printer on fire" --body "It burns."
+sleep 2
+check "…and changes nothing (duplicate Message-ID taken once)" bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n0 + 1)) ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $first\")\" = 1 ]"
+
+check "a reply with In-Reply-To of the first mail is accepted" \
+	send alice@example.com "reply1-$RUN@example.com" "Re: Printer on fire" \
+	--header "In-Reply-To: <first-$RUN@example.com>" --body "Now it smokes."
+check "…and threads onto the same ticket" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $first\")\" = 2 ]"
+check "…without a new ticket" [ "$(tickets)" = $((n0 + 1)) ]
+
+REF="$(echo $SLUG | tr a-z A-Z)-$first"
+check "[#$REF] from the requester is accepted" send alice@example.com "ref1-$RUN@example.com" "About [#$REF]" --body "Any news?"
+check "…and threads by the ref" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $first\")\" = 3 ]"
+check "[#$REF] from a stranger is accepted" send mallory@evil.example "ref2-$RUN@example.com" "Re: [#$REF] inject" --body "Click here"
+check "…but opens a new ticket (no injection into someone else's ticket)" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n0 + 2)) ]"
+check "…and the requester's ticket still has 3 messages" [ "$(messages_on $first)" = 3 ]
+check "In-Reply-To of the requester's mail from a stranger: a new ticket too" \
+	send mallory@evil.example "irt-$RUN@example.com" "Re: x" --header "In-Reply-To: <first-$RUN@example.com>" --body "hijack"
+check "…(not threaded)" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n0 + 3)) ]"
+nc0=$(tickets)
+send bob@example.com "cc1-$RUN@example.com" "Cc test" --header "Cc: carol@example.com" --body hi >/dev/null 2>&1
+check "a mail from bob with carol in Cc opens a ticket" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((nc0 + 1)) ]"
+ccnum=$(pg_super $R "SELECT max(number) FROM ticket.tickets WHERE tenant_id = '$TID'")
+check "carol (a CC) may reply with [#REF]" send carol@example.com "cc2-$RUN@example.com" "Re: [#$SLUG-$ccnum] me too" --body "cc reply"
+check "…and it threads (no new ticket, 2 messages)" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $ccnum\")\" = 2 ]"
+check "…without a new ticket" [ "$(tickets)" = $((nc0 + 1)) ]
+
+# ------------------------------------------------------------------ loops and noise
+n1=$(tickets)
+check "an auto-reply (Auto-Submitted) is accepted" send alice@example.com "auto-$RUN@example.com" "Out of office" --header "Auto-Submitted: auto-replied" --body "away"
+check "a Precedence: bulk mail is accepted" send alice@example.com "bulk-$RUN@example.com" "Newsletter" --header "Precedence: bulk" --body "news"
+check "an X-Autoreply mail is accepted" send alice@example.com "xa-$RUN@example.com" "Auto" --header "X-Autoreply: yes" --body "auto"
+check "a bounce (null sender) is accepted" send "<>" "bounce-$RUN@example.com" "Undeliverable" --body "bounce"
+check "a MAILER-DAEMON mail is accepted" send MAILER-DAEMON@mx.example.com "md-$RUN@example.com" "Failure" --body "failed"
+dsn=$(mktemp)
+printf 'From: postmaster@mx.example.com\r\nTo: %s\r\nSubject: Delivery report\r\nMessage-Id: <dsn-%s@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=ZZ\r\n\r\n--ZZ\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--ZZ\r\nContent-Type: message/delivery-status\r\n\r\nStatus: 5.1.1\r\n--ZZ--\r\n' "$TO" "$RUN" >"$dsn"
+check "a delivery report (multipart/report) is accepted" swaks --server "$SHOST" --port "$SPORT" --to "$TO" --from postmaster@mx.example.com --data "@$dsn"
+rm -f "$dsn"
+sleep 2
+check "…none of them created a ticket or a reply (no mail loops)" [ "$(tickets)" = "$n1" ]
+check "…and they were counted in the log" bash -c "[ \$(grep -c 'never a ticket' $WARD_VAR/$R/log/mail-ingest.log) -ge 6 ]"
+
+# ------------------------------------------------------------------ recipients, sizes, syntax
+# raw TEXT: send TEXT (pipelined, as is) to the SMTP port, print every reply.
+raw() {
+	python3 - "$SHOST" "$SPORT" "$1" <<'PY'
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(sys.argv[3].encode().decode('unicode_escape').encode('latin-1'))
+out = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+except OSError:
+    pass
+sys.stdout.write(out.decode('latin-1'))
+PY
+}
+export -f raw; export SHOST SPORT
+rcpt_code() { # rcpt_code ADDRESS → the reply code to RCPT
+	swaks --server "$SHOST" --port "$SPORT" --to "$1" --from a@example.com --quit-after RCPT 2>&1 | sed -n 's/^<\*\* *\([0-9][0-9][0-9]\).*/\1/p' | tail -1
+}
+check "unknown tenant → 550 at RCPT" [ "$(rcpt_code support@no-such-tenant.$R.$WARD_DOMAIN)" = 550 ]
+check "unknown local part → 550" [ "$(rcpt_code nobody@$SLUG.$R.$WARD_DOMAIN)" = 550 ]
+check "a tenant of another region (us) → 550 at the eu door" [ "$(rcpt_code support@mail-us-e2e.$R.$WARD_DOMAIN)" = 550 ]
+check "another region's domain → 550" [ "$(rcpt_code support@mail-us-e2e.us.$WARD_DOMAIN)" = 550 ]
+check "550 carries the enhanced code 5.1.1" bash -c \
+	"swaks --server $SHOST --port $SPORT --to support@nope-x.$R.$WARD_DOMAIN --from a@example.com --quit-after RCPT 2>&1 | grep -q '550 5.1.1'"
+big=$(mktemp)
+head -c 1100000 /dev/zero | tr '\0' 'a' | fold -w 76 >"$big"
+check "a mail over the size limit → 552 5.3.4" bash -c \
+	"swaks --server $SHOST --port $SPORT --to $TO --from a@example.com --body @$big 2>&1 | grep -q '552 5.3.4'"
+check "SIZE= over the limit → 552 at MAIL" bash -c \
+	"raw 'EHLO x.example\\r\\nMAIL FROM:<a@example.com> SIZE=99999999\\r\\nQUIT\\r\\n' | grep -q '^552 5.3.4'"
+rm -f "$big"
+check "EHLO advertises SIZE, 8BITMIME, PIPELINING, STARTTLS" bash -c \
+	"raw 'EHLO x.example\\r\\nQUIT\\r\\n' | tr -d '\r' | grep -c '^250-\(SIZE\|8BITMIME\|PIPELINING\|STARTTLS\)' | grep -q 4"
+check "MAIL before EHLO → 503 5.5.1" bash -c \
+	"raw 'MAIL FROM:<a@example.com>\\r\\nQUIT\\r\\n' | grep -q '^503 5.5.1'"
+check "a bad MAIL FROM syntax → 501" bash -c \
+	"raw 'EHLO x.example\\r\\nMAIL FROM: a@example.com\\r\\nQUIT\\r\\n' | grep -q '^501 '"
+check "an over-long command line → 500 5.5.2" bash -c \
+	"raw \"EHLO x.example\\\\r\\\\nNOOP \$(printf 'a%.0s' \$(seq 600))\\\\r\\\\nQUIT\\\\r\\\\n\" | grep -q '^500 5.5.2'"
+check "pipelined commands are answered in order (PIPELINING)" bash -c \
+	"raw 'EHLO x.example\\r\\nMAIL FROM:<a@example.com>\\r\\nRCPT TO:<$TO>\\r\\nRSET\\r\\nNOOP\\r\\nQUIT\\r\\n' | tr -d '\r' | grep -E '^[0-9]{3} ' | cut -c1-3 | tr '\n' ' ' | grep -q '^220 250 250 250 250 250 221 '"
+
+# ------------------------------------------------------------------ STARTTLS
+check "STARTTLS with the cell certificate (verified against the dev CA)" bash -c \
+	"echo QUIT | timeout 10 openssl s_client -starttls smtp -connect $SMTP -CAfile $WARD_CA -verify_return_error -servername mail.$R.$WARD_DOMAIN 2>&1 | grep -q 'Verify return code: 0'"
+refuse "STARTTLS refuses TLS 1.1" bash -c \
+	"echo QUIT | timeout 10 openssl s_client -starttls smtp -connect $SMTP -tls1_1 2>&1 | grep -q 'New, TLSv1.1'"
+n1=$(tickets)
+check "a mail over STARTTLS becomes a ticket" send alice@example.com "tls-$RUN@example.com" "Over TLS" --tls --body "secure"
+check "…created" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n1 + 1)) ]"
+
+# ------------------------------------------------------------------ a mail built by another library
+a0=$(pg_super $R "SELECT count(*) FROM ticket.attachments WHERE tenant_id = '$TID'")
+check "a MIME mail built by Python's email package (ISO-8859-1, attachment) over STARTTLS" python3 - "$SHOST" "$SPORT" "$TO" "$RUN" <<'PY'
+import smtplib, ssl, sys
+from email.message import EmailMessage
+host, port, to, run = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+m = EmailMessage()
+m["From"] = "Andr\u00e9 <andre@example.fr>"
+m["To"] = to
+m["Subject"] = "Caf\u00e9 cr\u00e8me \u00e0 la carte"
+m["Message-ID"] = "<py-%s@example.fr>" % run
+m.set_content("Bonjour, voil\u00e0 le fichier.\n", charset="iso-8859-1")
+m.add_alternative("<p>Bonjour <b>HTML</b></p>", subtype="html")
+m.add_attachment(b"\x00\x01binary\xff", maintype="application", subtype="octet-stream", filename="r\u00e9sum\u00e9.bin")
+s = smtplib.SMTP(host, port, timeout=20)
+s.starttls(context=ssl._create_unverified_context())
+s.send_message(m)
+s.quit()
+PY
+check "…became a ticket with its attachment" wait_for 15 bash -c \
+	"[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.attachments WHERE tenant_id = '$TID'\")\" = $((a0 + 1)) ]"
+
+# ------------------------------------------------------------------ kill -9 during a stream
+stream() { # stream TAG N: N mails with distinct Message-IDs, sequentially, retried on failure
+	local i tries
+	for i in $(seq "$2"); do
+		for tries in $(seq 30); do
+			send s$i@example.com "$1-$i-$RUN@example.com" "stream $1 $i" --body "n $i" >/dev/null 2>&1 && break
+			sleep 0.5
+		done
+	done
+}
+for victim in mail-ingest ticket redis; do
+	n=$(tickets)
+	N=25
+	stream "$victim" $N &
+	sp=$!
+	sleep 1.5
+	if [ $victim = redis ]; then
+		kill -9 "$(cat "$WARD_VAR/$R/redis/redis.pid")"
+		sleep 1
+		"$TOP/ops/devstack" up >/dev/null 2>&1
+	else
+		kill -9 "$(pid_of $R $victim)"
+		sleep 1
+		spawn_as_user "$WARD_VAR/$R/run/$victim.pid" "$WARD_VAR/$R/log/$victim.stderr" \
+			"$BIN/ward-$victim" --config "$WARD_VAR/$R/etc/$victim.yaml"
+	fi
+	wait "$sp"
+	check "kill -9 of $victim during $N mails: every accepted mail becomes a ticket" \
+		wait_for 90 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" -ge $((n + N)) ]"
+	check "…none twice (exactly $N new tickets)" bash -c "sleep 3; [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n + N)) ]"
+	check "…and the spool is empty" wait_for 30 spool_empty
+done
+
+# ------------------------------------------------------------------ dead letters
+dl=$WARD_VAR/$R/spool/mail-ingest
+check "wardctl mail dead-letters lists nothing yet" bash -c "[ -z \"\$('$BIN/wardctl' mail dead-letters --region $R)\" ]"
+refuse "wardctl mail dead-letters without --region fails" "$BIN/wardctl" mail dead-letters
+refuse "wardctl mail --replay of a bad id fails" "$BIN/wardctl" mail dead-letters --region $R --replay ../../etc
+# A spool entry ward-ticket can never take (a payload that is not a mail): after
+# spool.max_attempts refusals it is a dead letter, listed and replayable.
+bad=0000000000000001-deadbeef0001
+printf 'WARDSPOOL1\n%s\nnot a protobuf' "$TID" >"$dl/tmp/$bad"
+chown "$WUSER:" "$dl/tmp/$bad" 2>/dev/null || true
+mv "$dl/tmp/$bad" "$dl/queue/$bad"
+check "a mail ward-ticket keeps refusing becomes a dead letter (never lost)" wait_for 60 test -f "$dl/dead/$bad"
+check "wardctl mail dead-letters lists it with its error and tenant" bash -c \
+	"'$BIN/wardctl' mail dead-letters --region $R | jq -e 'select(.id == \"$bad\") | (.tenant == \"$TID\") and (.error | test(\"answered 400\")) and .refusals >= 5'"
+check "wardctl mail dead-letters --replay puts it back in the queue" bash -c \
+	"'$BIN/wardctl' mail dead-letters --region $R --replay $bad | jq -e '.replayed == \"queued\"' && [ ! -f '$dl/dead/$bad.err' ]"
+check "…where mail-ingest picks it up again (and dead-letters it again)" wait_for 60 test -f "$dl/dead/$bad"
+rm -f "$dl/dead/$bad" "$dl/dead/$bad.err"

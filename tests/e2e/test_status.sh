@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# test_status — the public status page (SPEC §7): Statuspage v2 JSON, Atom, HTML
+# without script; a killed daemon's component goes to an outage within the
+# heartbeat timeout and recovers on restart; an operator's incident (with markup in
+# its text) shows in JSON, Atom and HTML, escaped; the "status" Redis user reads
+# health data only; the page renders in headless Chromium without console errors.
+. "$(dirname "$0")/lib.sh"
+. "$WARD_VAR/devstack.env"
+export WARD_CONFIG=$WARD_VAR/wardctl.yaml
+SP=${WARD_STATUS_URL#https://status.$WARD_DOMAIN:}
+SP=${SP%/}
+st() { # st PATH [curl args]
+	local p=$1; shift
+	curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$SP:127.0.0.1" \
+		"$@" "https://status.$WARD_DOMAIN:$SP$p"
+}
+export -f st
+export SP WARD_CA WARD_DOMAIN
+comp() { st /api/v2/components.json | jq -r --arg id "$1" '.components[] | select(.id == $id) | .status'; }
+export -f comp
+
+check "status page answers summary.json with page, status and components" \
+	bash -c 'st /api/v2/summary.json | jq -e ".page.id and .page.url and (.status.indicator | type == \"string\") and (.components | length == 24) and (.incidents | type == \"array\") and (.scheduled_maintenances | type == \"array\")"'
+check "every region's tickets component becomes operational" \
+	wait_for 20 bash -c '[ "$(comp us-tickets)$(comp eu-tickets)$(comp uk-tickets)" = operationaloperationaloperational ]'
+check "status.json has indicator and description" \
+	bash -c 'st /api/v2/status.json | jq -e ".status.indicator and .status.description"'
+check "components.json: Statuspage fields and states" \
+	bash -c 'st /api/v2/components.json | jq -e "[.components[] | select(.group == false)] | all(.id and .name and .group_id and .position and (.status | test(\"^(operational|degraded_performance|partial_outage|major_outage|under_maintenance)$\")))"'
+check "HTML has a strict CSP and no script" bash -c '
+	h=$(st / -D - -o /tmp/status-page.$$); b=$(cat /tmp/status-page.$$); rm -f /tmp/status-page.$$
+	echo "$h" | grep -qi "^content-security-policy: default-src .none.; style-src .self.;" &&
+	echo "$h" | grep -qi "^x-content-type-options: nosniff" &&
+	! echo "$b" | grep -qi "<script" && echo "$b" | grep -q "Region eu"'
+refuse "POST to the status page is refused" bash -c 'st /api/v2/summary.json -f -X POST -d x'
+check "unknown path is 404" bash -c '[ "$(st /nope -o /dev/null -w "%{http_code}")" = 404 ]'
+
+# ---- a daemon dies: its component goes to an outage, and comes back
+pid=$(pid_of eu ticket)
+kill -KILL "$pid"
+check "eu ticket killed: eu-tickets major_outage within the heartbeat timeout" \
+	wait_for 25 bash -c '[ "$(comp eu-tickets)" = major_outage ]'
+check "…and eu-api at least partial_outage; us-tickets still operational" \
+	bash -c '[ "$(comp eu-api)" = partial_outage ] && [ "$(comp us-tickets)" = operational ]'
+check "the page indicator is critical" bash -c 'st /api/v2/status.json | jq -e ".status.indicator == \"critical\""'
+check "wardctl status components agrees" \
+	bash -c '"$BIN/wardctl" status components --region eu | jq -e ".regions.eu.components.tickets == \"major_outage\""'
+spawn_as_user "$WARD_VAR/eu/run/ticket.pid" "$WARD_VAR/eu/log/ticket.stderr" "$BIN/ward-ticket" --config "$WARD_VAR/eu/etc/ticket.yaml"
+check "eu ticket restarted: eu-tickets operational again" \
+	wait_for 20 bash -c '[ "$(comp eu-tickets)" = operational ]'
+check "the outage shows in eu-tickets' uptime (below 100%)" \
+	bash -c 'st /api/v2/components.json | jq -e ".components[] | select(.id == \"eu-tickets\") | .uptime_90d < 100"'
+
+# ---- incidents
+out=$("$BIN/wardctl" status incident create --region eu --name 'Login <script>alert(1)</script> slow' \
+	--body 'Investigating <img src=x onerror=alert(2)> & "quotes"' --impact major --components eu-auth,eu-api)
+id=$(echo "$out" | jq -r .id)
+check "wardctl status incident create prints the incident" bash -c "[ -n '$id' ] && [ '$id' != null ]"
+check "the incident appears in incidents/unresolved.json" \
+	wait_for 10 bash -c "st /api/v2/incidents/unresolved.json | jq -e '.incidents[] | select(.id == \"$id\") | .incident_updates[0].body | test(\"<img\")'"
+check "…with Statuspage fields" bash -c "st /api/v2/incidents.json | jq -e '.incidents[] | select(.id == \"$id\") | .name and .status == \"investigating\" and .impact == \"major\" and .shortlink and .created_at and (.components | length == 2) and (.incident_updates[0] | .id and .status and .created_at and .display_at)'"
+check "the incident is in the Atom feed, escaped" bash -c "st /history.atom | grep -q 'Login &lt;script&gt;alert(1)&lt;/script&gt; slow' && ! st /history.atom | grep -q '<script'"
+check "the incident is in the HTML, escaped" bash -c "b=\$(st /); echo \"\$b\" | grep -q 'Login &lt;script&gt;' && echo \"\$b\" | grep -q '&lt;img src=x' && ! echo \"\$b\" | grep -q '<img'"
+check "an open major incident makes the indicator at least major" \
+	bash -c 'st /api/v2/status.json | jq -e ".status.indicator == \"major\" or .status.indicator == \"critical\""'
+check "wardctl status incident update" bash -c "'$BIN/wardctl' status incident update --region eu --id $id --status monitoring --body 'Fix deployed' | jq -e '.status == \"monitoring\" and .monitoring_ms > 0'"
+check "wardctl status incident resolve" bash -c "'$BIN/wardctl' status incident resolve --region eu --id $id | jq -e '.status == \"resolved\" and (.updates | length == 3)'"
+check "a resolved incident leaves unresolved.json" \
+	wait_for 10 bash -c "! st /api/v2/incidents/unresolved.json | jq -e '.incidents[] | select(.id == \"$id\")'"
+refuse "an incident with a bad status is refused" "$BIN/wardctl" status incident update --region eu --id "$id" --status exploded --body x
+refuse "an incident id with a path is refused" "$BIN/wardctl" status incident update --region eu --id '../x' --status monitoring --body x
+mid=$("$BIN/wardctl" status incident create --region us --maintenance --name 'DB upgrade' --body 'Planned' \
+	--status in_progress --components us-backups | jq -r .id)
+check "a maintenance in progress puts its component under_maintenance" \
+	wait_for 10 bash -c '[ "$(comp us-backups)" = under_maintenance ]'
+check "…and is listed in summary.json's scheduled_maintenances" \
+	bash -c "st /api/v2/summary.json | jq -e '.scheduled_maintenances[] | select(.id == \"$mid\")'"
+"$BIN/wardctl" status incident resolve --region us --id "$mid" >/dev/null
+
+# ---- the status user reads health data only
+check "status user: GET of a heartbeat" bash -c '[ -n "$(rcli us status GET hb:gateway:gateway-1)" ]'
+check "status user: XLEN and XPENDING on queues" bash -c 'rcli us status XLEN q:auth | grep -qE "^[0-9]+$" && rcli us status XPENDING q:auth auth | head -1 | grep -qE "^[0-9]+$"'
+check "status user: no XADD to a queue" bash -c 'rcli us status XADD q:auth "*" a b | grep -q NOPERM'
+check "status user: no rate-limit keys" bash -c 'rcli us status GET rl:gateway:x | grep -q NOPERM'
+check "status user: no write on incidents" bash -c 'rcli us status SET hb:ops:status:incident:x y | grep -q NOPERM'
+check "status user: no XREADGROUP" bash -c 'rcli us status XREADGROUP GROUP auth x COUNT 1 STREAMS q:auth ">" | grep -q NOPERM'
+check "status user: no DEL of a heartbeat" bash -c 'rcli us status DEL hb:gateway:gateway-1 | grep -q NOPERM'
+check "status user: cannot read a queue's entries (XRANGE)" bash -c 'rcli us status XRANGE q:auth - + COUNT 1 | grep -q NOPERM'
+check "status user: cannot read dead letters' entries (XREVRANGE)" bash -c 'rcli us status XREVRANGE dl:auth + - COUNT 1 | grep -q NOPERM'
+check "status user: may read a queue's length" bash -c 'rcli us status XLEN q:auth | grep -qv NOPERM'
+check "status user has no database role" bash -c '! [ -e "$WARD_VAR/us/secrets/pg-status" ]'
+
+# ---- headless Chromium: renders, no console errors (CSP violations are errors)
+if command -v chromium >/dev/null; then
+	prof=$(mktemp -d)
+	chmod 777 "$prof"
+	log=$(mktemp)
+	chmod 666 "$log"
+	as_user timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+		--disable-component-update --disable-sync --no-first-run --user-data-dir="$prof" \
+		--enable-logging=stderr --v=0 --ignore-certificate-errors \
+		--host-resolver-rules="MAP status.$WARD_DOMAIN 127.0.0.1" \
+		--dump-dom "https://status.$WARD_DOMAIN:$SP/" >"$log.dom" 2>"$log"
+	check "Chromium renders the page (DOM has the regions)" grep -q 'Region uk' "$log.dom"
+	check "Chromium: no console errors or CSP violations" bash -c "! grep -iE 'CONSOLE|Content Security Policy|Refused to' '$log'"
+	rm -rf "$prof" "$log" "$log.dom"
+else
+	not_ok "chromium is not installed (ops/deps installs it)"
+fi

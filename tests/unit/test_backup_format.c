@@ -1,0 +1,151 @@
+/*
+ * test_backup_format — the encrypted backup format (services/backup/backup_format.c,
+ * included here: it has no database): key derivation bound to tenant and backup,
+ * chunks bound to their index and backup, the authenticated manifest, and refusal of
+ * every tampering, truncation, swap and wrong key; careful file I/O.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../services/backup/backup_format.c"
+
+static const char *T1 = "11111111-1111-4111-8111-111111111111";
+static const char *T2 = "22222222-2222-4222-8222-222222222222";
+static const char *B1 = "0123456789abcdef0123456789abcdef";
+static const char *B2 = "fedcba9876543210fedcba9876543210";
+
+static void keys(uint8_t dek[32], uint8_t salt[32], uint8_t key[32])
+{
+	memset(dek, 7, 32);
+	memset(salt, 9, 32);
+	assert_int_equal(backup_key_derive(dek, salt, T1, B1, key), 0);
+}
+
+static void test_key_binding(void **state)
+{
+	uint8_t dek[32], salt[32], k1[32], k2[32];
+
+	(void)state;
+	keys(dek, salt, k1);
+	assert_int_equal(backup_key_derive(dek, salt, T1, B1, k2), 0);
+	assert_memory_equal(k1, k2, 32); /* deterministic */
+	assert_int_equal(backup_key_derive(dek, salt, T2, B1, k2), 0);
+	assert_memory_not_equal(k1, k2, 32);
+	assert_int_equal(backup_key_derive(dek, salt, T1, B2, k2), 0);
+	assert_memory_not_equal(k1, k2, 32);
+	salt[0] ^= 1;
+	assert_int_equal(backup_key_derive(dek, salt, T1, B1, k2), 0);
+	assert_memory_not_equal(k1, k2, 32);
+	assert_memory_not_equal(k1, dek, 32);
+}
+
+static void test_chunk_round_trip_and_tamper(void **state)
+{
+	uint8_t dek[32], salt[32], key[32], other[32], *ct = NULL, *pt = NULL;
+	const char *msg = "auth.users\t{\"id\":\"x\",\"email_enc\":\"\\\\x00\"}\n";
+	size_t ct_len, pt_len;
+
+	(void)state;
+	keys(dek, salt, key);
+	assert_int_equal(backup_chunk_seal(key, 3, T1, B1, 5, msg, strlen(msg), &ct, &ct_len), 0);
+	assert_int_equal(ct_len, strlen(msg) + CRYPTO_SEAL_OVERHEAD);
+	assert_null(memmem(ct, ct_len, "auth.users", 10)); /* nothing in clear */
+	assert_int_equal(backup_chunk_open(key, T1, B1, 5, ct, ct_len, &pt, &pt_len), 0);
+	assert_int_equal(pt_len, strlen(msg));
+	assert_memory_equal(pt, msg, pt_len);
+	free(pt);
+	pt = NULL;
+	/* another index (reordered chunks), backup, tenant, key: refused */
+	assert_int_equal(backup_chunk_open(key, T1, B1, 6, ct, ct_len, &pt, &pt_len), -1);
+	assert_int_equal(backup_chunk_open(key, T1, B2, 5, ct, ct_len, &pt, &pt_len), -1);
+	assert_int_equal(backup_chunk_open(key, T2, B1, 5, ct, ct_len, &pt, &pt_len), -1);
+	memset(other, 1, 32);
+	assert_int_equal(backup_chunk_open(other, T1, B1, 5, ct, ct_len, &pt, &pt_len), -1);
+	/* every byte flipped, and every truncation, is refused */
+	for (size_t i = 0; i < ct_len; i++) {
+		ct[i] ^= 0x40;
+		assert_int_equal(backup_chunk_open(key, T1, B1, 5, ct, ct_len, &pt, &pt_len), -1);
+		ct[i] ^= 0x40;
+	}
+	for (size_t n = 0; n < ct_len; n++)
+		assert_int_equal(backup_chunk_open(key, T1, B1, 5, ct, n, &pt, &pt_len), -1);
+	assert_null(pt);
+	free(ct);
+}
+
+static void test_manifest(void **state)
+{
+	uint8_t dek[32], salt[32], key[32], s2[32], *mf = NULL;
+	const char *json = "{\"format\":1,\"tenant_id\":\"11111111-1111-4111-8111-111111111111\"}";
+	char *out = NULL;
+	size_t len;
+	uint32_t v = 0;
+
+	(void)state;
+	keys(dek, salt, key);
+	assert_int_equal(backup_manifest_seal(key, 4, salt, T1, B1, json, &mf, &len), 0);
+	assert_memory_equal(mf, BACKUP_MAGIC, BACKUP_MAGIC_LEN);
+	assert_null(memmem(mf, len, "tenant_id", 9));
+	assert_int_equal(backup_manifest_header(mf, len, s2, &v), 0);
+	assert_memory_equal(s2, salt, 32);
+	assert_int_equal(v, 4);
+	assert_int_equal(backup_manifest_open(key, T1, B1, mf, len, &out), 0);
+	assert_string_equal(out, json);
+	free(out);
+	out = NULL;
+	/* a manifest moved to another backup, truncated or altered: refused */
+	assert_int_equal(backup_manifest_open(key, T1, B2, mf, len, &out), -1);
+	for (size_t n = 0; n < len; n++)
+		assert_int_equal(backup_manifest_open(key, T1, B1, mf, n, &out), -1);
+	for (size_t i = 0; i < len; i++) {
+		mf[i] ^= 1;
+		assert_int_equal(backup_manifest_open(key, T1, B1, mf, len, &out), -1);
+		mf[i] ^= 1;
+	}
+	assert_null(out);
+	assert_int_equal(backup_manifest_header(mf, 10, s2, &v), -1);
+	mf[0] = 'X';
+	assert_int_equal(backup_manifest_header(mf, len, s2, &v), -1);
+	free(mf);
+}
+
+static void test_files(void **state)
+{
+	char dir[] = "/tmp/test-backup-XXXXXX", path[256];
+	uint8_t *buf = NULL;
+	size_t len;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/f", dir);
+	assert_int_equal(backup_file_write(path, "hello", 5), 0);
+	assert_int_equal(backup_file_write(path, "again", 5), -1); /* never overwrites */
+	assert_int_equal(backup_file_read(path, 5, &buf, &len), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(buf, "hello", 5);
+	free(buf);
+	buf = NULL;
+	assert_int_equal(backup_file_read(path, 4, &buf, &len), -1); /* over the cap */
+	assert_int_equal(backup_file_read(dir, 1000, &buf, &len), -1); /* not a file */
+	unlink(path);
+	assert_int_equal(backup_file_read(path, 1000, &buf, &len), -1);
+	assert_null(buf);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_key_binding),
+		cmocka_unit_test(test_chunk_round_trip_and_tamper),
+		cmocka_unit_test(test_manifest),
+		cmocka_unit_test(test_files),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
