@@ -528,9 +528,12 @@ struct bk_loaded {
 	struct bk_tables ts;
 };
 
+/* Free what l holds and leave it empty, so a second call is harmless (backup_load
+ * frees on failure and its callers free on every path). */
 static void loaded_free(struct bk_loaded *l)
 {
 	json_decref(l->manifest);
+	l->manifest = NULL;
 	tables_free(&l->ts);
 }
 
