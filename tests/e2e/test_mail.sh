@@ -95,8 +95,15 @@ raw() {
 	python3 - "$SHOST" "$SPORT" "$1" <<'PY'
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-s.sendall(sys.argv[3].encode().decode('unicode_escape').encode('latin-1'))
+# Wait for the greeting before talking: a client that speaks first is refused
+# (early talker), which is not what these checks are about.
 out = b""
+while b"\r\n" not in out:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+s.sendall(sys.argv[3].encode().decode('unicode_escape').encode('latin-1'))
 try:
     while True:
         b = s.recv(65536)
