@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -19,6 +22,7 @@
 #include "log.h"
 
 #define DAEMON_DRAIN_TIMEOUT_S 10
+#define DAEMON_WORKERS_MAX 64
 
 struct daemon {
 	const struct daemon_service *svc;
@@ -35,6 +39,7 @@ struct daemon {
 	struct event *ev_term, *ev_int, *ev_hup, *ev_heartbeat, *ev_drain_timeout;
 	bool stopping;
 	int64_t started_ms;
+	int worker; /* index among the workers (0 when there is one process) */
 };
 
 /* ================================ config ================================ */
@@ -94,6 +99,7 @@ const struct conf_entry daemon_conf_entries[] = {
 	{ "postgres.password_file", CONF_SECRET_FILE, DC(pg_password), false, NULL, 0, 0, NULL },
 	{ "kek_file", CONF_SECRET_FILE, DC(kek), false, NULL, 0, 0, NULL },
 	{ "heartbeat_seconds", CONF_INT, DC(heartbeat_seconds), false, "5", 1, 300, NULL },
+	{ "workers", CONF_INT, DC(workers), false, "1", 1, DAEMON_WORKERS_MAX, NULL },
 };
 const size_t daemon_conf_n = sizeof daemon_conf_entries / sizeof daemon_conf_entries[0];
 
@@ -117,6 +123,11 @@ static int daemon_check_config(struct daemon *d, const char *path, char *err, si
 	if (svc->needs_db && (c->pg_conninfo == NULL || c->pg_password.data == NULL)) {
 		snprintf(err, errlen, "%s: postgres.conninfo: required (with postgres.password_file)",
 			 path);
+		return -1;
+	}
+	if (c->workers > 1 && !svc->multi_worker) {
+		snprintf(err, errlen, "%s: workers: ward-%s runs as one process; remove the key or "
+			 "set it to 1", path, svc->name);
 		return -1;
 	}
 	if (svc->needs_kek && c->kek.data == NULL) {
@@ -273,6 +284,130 @@ static queue_result_t daemon_dispatch(void *ctx, const Ward__Envelope *env, cons
 	}
 	log_set_request_id(NULL);
 	return r;
+}
+
+/* ============================== workers ================================= */
+
+struct daemon_worker {
+	pid_t pid; /* 0: not running */
+	time_t started;
+};
+
+/* Fork worker i. In the child: returns 0 with the signals unblocked and death tied
+ * to the supervisor's. In the parent: the child's pid, or -1. */
+static pid_t daemon_fork_worker(const sigset_t *old_mask, pid_t supervisor)
+{
+	pid_t pid = fork();
+
+	if (pid != 0)
+		return pid;
+	/* A kill -9 of the supervisor is a crash of every worker. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != supervisor)
+		_exit(1);
+	sigprocmask(SIG_SETMASK, old_mask, NULL);
+	return 0;
+}
+
+/*
+ * Run cfg.workers worker processes. Returns -1 in a worker (*worker_r = its index,
+ * 0..workers-1), or the supervisor's exit status once every worker has stopped
+ * after SIGTERM/SIGINT. A worker that dies otherwise is started again (at most
+ * once a second).
+ */
+static int daemon_supervise(struct daemon *d, int *worker_r)
+{
+	struct daemon_worker w[DAEMON_WORKERS_MAX] = { 0 };
+	int n = d->cfg.workers, live = 0, status = 0;
+	sigset_t set, old;
+	bool stopping = false;
+	pid_t self = getpid();
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &set, &old) != 0) {
+		log_error("workers: cannot block signals: %s", strerror(errno));
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		pid_t pid = daemon_fork_worker(&old, self);
+
+		if (pid == 0) {
+			*worker_r = i;
+			return -1;
+		}
+		if (pid < 0) {
+			log_error("workers: cannot fork: %s", strerror(errno));
+			stopping = true;
+			status = 1;
+			break;
+		}
+		w[i].pid = pid;
+		w[i].started = time(NULL);
+		live++;
+	}
+	log_event(LOG_INFO, "workers started", LF_INT("workers", live), LF_INT("pid", self));
+	if (stopping)
+		for (int i = 0; i < n; i++)
+			if (w[i].pid > 0)
+				kill(w[i].pid, SIGTERM);
+	while (live > 0) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si), st;
+		pid_t pid;
+
+		if (sig < 0)
+			continue; /* EINTR */
+		if (sig == SIGHUP) {
+			if (log_reopen() < 0)
+				log_warn("cannot reopen log: %s", strerror(errno));
+		}
+		if (sig == SIGTERM || sig == SIGINT)
+			stopping = true;
+		if (sig != SIGCHLD) {
+			for (int i = 0; i < n; i++)
+				if (w[i].pid > 0)
+					kill(w[i].pid, sig == SIGINT ? SIGTERM : sig);
+			continue;
+		}
+		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+			int i;
+
+			for (i = 0; i < n && w[i].pid != pid; i++)
+				;
+			if (i == n)
+				continue;
+			w[i].pid = 0;
+			live--;
+			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+				status = 1;
+			if (stopping)
+				continue;
+			log_event(LOG_ERROR, "worker died; starting it again", LF_INT("worker", i),
+				  LF_INT("pid", pid),
+				  LF_INT("exit", WIFEXITED(st) ? WEXITSTATUS(st) : -1),
+				  LF_INT("signal", WIFSIGNALED(st) ? WTERMSIG(st) : 0));
+			if (time(NULL) - w[i].started < 1)
+				sleep(1); /* a worker failing at start-up: not a busy loop */
+			pid = daemon_fork_worker(&old, self);
+			if (pid == 0) {
+				*worker_r = i;
+				return -1;
+			}
+			if (pid < 0) {
+				log_error("workers: cannot fork: %s", strerror(errno));
+				continue;
+			}
+			w[i].pid = pid;
+			w[i].started = time(NULL);
+			live++;
+		}
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	log_event(LOG_INFO, "workers stopped", LF_INT("status", status));
+	return status;
 }
 
 /* ============================== lifecycle =============================== */
@@ -470,6 +605,29 @@ int daemon_main(int argc, char **argv, const struct daemon_service *svc)
 		goto out;
 	}
 	(void)log_level_parse(d.cfg.log_level, &level);
+	if (d.cfg.workers > 1) {
+		int st;
+
+		if (log_open(svc->name, d.cfg.instance, d.cfg.log_file, level, &error) < 0) {
+			fprintf(stderr, "ward-%s: log_file: %s\n", svc->name, error);
+			goto out;
+		}
+		st = daemon_supervise(&d, &d.worker);
+		if (st >= 0) {
+			status = st; /* the supervisor, after its workers */
+			goto out;
+		}
+		log_close(); /* a worker: logs under its own instance name */
+		if (d.worker > 0) {
+			char *name;
+
+			snprintf(instance, sizeof instance, "%s-w%d", d.cfg.instance, d.worker);
+			if ((name = strdup(instance)) == NULL)
+				goto out;
+			free(d.cfg.instance);
+			d.cfg.instance = name;
+		}
+	}
 	if (log_open(svc->name, d.cfg.instance, d.cfg.log_file, level, &error) < 0) {
 		fprintf(stderr, "ward-%s: log_file: %s\n", svc->name, error);
 		goto out;
@@ -519,7 +677,8 @@ int daemon_main(int argc, char **argv, const struct daemon_service *svc)
 		log_error("start-up failed: %s", error);
 		goto out;
 	}
-	if (svc->outbox_schema != NULL && d.db != NULL &&
+	/* One relay per daemon: the outbox is read in order by worker 0 only. */
+	if (svc->outbox_schema != NULL && d.db != NULL && d.worker == 0 &&
 	    auditlog_relay_start(&d, svc->outbox_schema, &error) < 0) {
 		log_error("cannot start the audit outbox relay: %s", error);
 		goto deinit;

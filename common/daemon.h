@@ -10,6 +10,15 @@
  * q:<service> if the table has methods → run → SIGTERM: stop reading, finish the
  * message in hand, flush writes, svc->deinit, exit 0. SIGHUP reopens the log.
  * Every daemon answers "ping" on its queue.
+ *
+ * Workers (`workers: N` > 1, services with multi_worker): after the config is
+ * loaded the process becomes a supervisor that forks N workers, each running the
+ * lifecycle above as its own consumer (worker 0 keeps the configured instance name,
+ * worker i is "<instance>-w<i>"; only worker 0 relays the audit outbox). The
+ * supervisor holds no connection; it forwards SIGTERM/SIGINT/SIGHUP, restarts a
+ * worker that dies, and exits when all have stopped (0 if each exited 0). Workers
+ * die with the supervisor (PR_SET_PDEATHSIG SIGKILL), so kill -9 of the daemon's
+ * pid is a crash of all of it: their pending entries are reclaimed as usual.
  */
 #ifndef WARD_DAEMON_H
 #define WARD_DAEMON_H
@@ -42,6 +51,7 @@ struct daemon_config {
 	int stream_maxlen;
 	int read_count;
 	int block_ms;
+	int workers; /* worker processes (default 1: no fork); see daemon_service.multi_worker */
 };
 
 struct daemon;
@@ -74,6 +84,11 @@ struct daemon_service {
 	bool needs_db;	/* must have postgres.conninfo */
 	bool forbid_db; /* must not have one (gateway, mail-ingest) */
 	bool needs_kek;
+	/* May run as several worker processes (config `workers: N`): each is a consumer
+	 * of its own in the same group, with its own connections. Only for services whose
+	 * handlers are safe to run concurrently (every effect in one PostgreSQL
+	 * transaction, exactly once by db_mark_processed). */
+	bool multi_worker;
 	/* Schema of the audit outbox ("auth", "ticket", "backup") for services with a
 	 * database: its relay (auditlog.h) runs from after init until shutdown. */
 	const char *outbox_schema;

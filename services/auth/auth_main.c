@@ -123,6 +123,7 @@ static const struct daemon_service auth_service = {
 	.methods = auth_methods,
 	.n_methods = sizeof auth_methods / sizeof auth_methods[0],
 	.consumes = true,
+	.multi_worker = true, /* handlers are one transaction each, exactly once */
 	.needs_db = true,
 	.forbid_db = false,
 	.needs_kek = true,
