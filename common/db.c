@@ -1,9 +1,16 @@
 /*
  * db — libpq helpers (see db.h).
  *
- * Every statement goes through PQexecParams: the SQL text is always a constant of
- * the caller and every value travels as a parameter, so nothing read from a request
- * can change a statement's meaning.
+ * Every statement travels with its values as parameters: the SQL text is always a
+ * constant of the caller and every value travels as a parameter, so nothing read
+ * from a request can change a statement's meaning.
+ *
+ * Statements are prepared once per connection (PQprepare, named ward_<n>) and then
+ * run with PQexecPrepared: the server parses each text once instead of on every
+ * call (parsing and planning were most of PostgreSQL's CPU per request). At most
+ * DB_STMT_MAX texts are kept; others run unprepared with PQexecParams. Prepared
+ * statements live as long as the session (a rollback keeps them); the cache is
+ * forgotten when the connection is reset.
  */
 #include "db.h"
 
@@ -14,9 +21,18 @@
 
 #include "log.h"
 
+#define DB_STMT_MAX 128
+
+struct db_stmt {
+	char *sql; /* NULL: free slot */
+	unsigned long hash;
+};
+
 struct db {
 	PGconn *conn;
 	char errbuf[512]; /* last error, for error_r */
+	struct db_stmt stmts[DB_STMT_MAX];
+	size_t n_stmts;
 };
 
 /* Keep a one-line copy of libpq's message: error_r must outlive PQclear. */
@@ -65,10 +81,63 @@ db_t *db_connect(const char *conninfo, const char *password, const char **error_
 	return db;
 }
 
+/* Forget every prepared statement (the session that held them is gone). */
+static void db_stmts_forget(db_t *db)
+{
+	for (size_t i = 0; i < db->n_stmts; i++) {
+		free(db->stmts[i].sql);
+		db->stmts[i].sql = NULL;
+	}
+	db->n_stmts = 0;
+}
+
+/* FNV-1a of a statement's text. */
+static unsigned long db_stmt_hash(const char *sql)
+{
+	unsigned long h = 2166136261UL;
+
+	for (; *sql != '\0'; sql++)
+		h = (h ^ (unsigned char)*sql) * 16777619UL;
+	return h;
+}
+
+/* Run sql as a prepared statement of this session, preparing it on first use; a
+ * full cache (or no memory) runs it unprepared. The result as libpq gives it. */
+static PGresult *db_run_params(db_t *db, const char *sql, int nparams, const char *const *params,
+			       const int *lengths, const int *formats)
+{
+	unsigned long h = db_stmt_hash(sql);
+	char name[16];
+	size_t i;
+	PGresult *res;
+
+	for (i = 0; i < db->n_stmts; i++)
+		if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
+			break;
+	if (i == db->n_stmts) {
+		if (i == DB_STMT_MAX || (db->stmts[i].sql = strdup(sql)) == NULL)
+			return PQexecParams(db->conn, sql, nparams, NULL, params, lengths,
+					    formats, 0);
+		snprintf(name, sizeof name, "ward_%zu", i);
+		res = PQprepare(db->conn, name, sql, nparams, NULL);
+		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+			free(db->stmts[i].sql);
+			db->stmts[i].sql = NULL;
+			return res; /* the caller reports the error */
+		}
+		PQclear(res);
+		db->stmts[i].hash = h;
+		db->n_stmts++;
+	}
+	snprintf(name, sizeof name, "ward_%zu", i);
+	return PQexecPrepared(db->conn, name, nparams, params, lengths, formats, 0);
+}
+
 void db_free(db_t *db)
 {
 	if (db == NULL)
 		return;
+	db_stmts_forget(db);
 	if (db->conn != NULL)
 		PQfinish(db->conn);
 	OPENSSL_cleanse(db, sizeof *db);
@@ -92,12 +161,13 @@ PGresult *db_exec_bin(db_t *db, const char *sql, int nparams, const char *const 
 		 * transaction: inside one, the transaction is gone and the caller must know. */
 		if (PQstatus(db->conn) != CONNECTION_OK) {
 			PQreset(db->conn);
+			db_stmts_forget(db); /* a new session: nothing is prepared */
 			if (PQstatus(db->conn) != CONNECTION_OK) {
 				*error_r = db_error(db, "connection lost", PQerrorMessage(db->conn));
 				return NULL;
 			}
 		}
-		res = PQexecParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
+		res = db_run_params(db, sql, nparams, params, lengths, formats);
 		st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 			return res;
