@@ -12,13 +12,15 @@
 # admin) — authenticated, rate-limited and routed to ward-auth; /healthz if login is
 # unavailable. The eu gateway's rate limits are raised for the run (and restored):
 # at their defaults (600/min per credential) they would cap the measurement itself;
-# the Redis round trip of every check is still paid.
+# the Redis round trip of every check is still paid. ward-auth runs BENCH_WORKERS
+# worker processes for the run (default 4, `workers:` in its config, restored).
 #
 # Uses the stack of $WARD_VAR if set (tests/bench/run), else starts its own.
 set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP"
 DUR=${BENCH_GW_SECONDS:-10}
+WORKERS=${BENCH_WORKERS:-4}
 OWN=0
 if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
 	. "$TOP/tests/stack.sh"
@@ -38,6 +40,8 @@ P=${WARD_EU_HTTPS##*:}
 W=$(mktemp -d /tmp/ward-bench-gw.XXXXXX)
 CONF=$WARD_VAR/eu/etc/gateway.yaml
 cp "$CONF" "$W/gateway.yaml.orig"
+ACONF=$WARD_VAR/eu/etc/auth.yaml
+cp "$ACONF" "$W/auth.yaml.orig"
 NGINX_PID=
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "0" }'; }
@@ -60,10 +64,26 @@ restart_gateway() {
 	done
 	return 1
 }
+# ward-auth with its config as it is now; 0 once it answers a ping.
+restart_auth() {
+	local f=$WARD_VAR/eu/run/auth.pid
+	kill "$(cat "$f")" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+	spawn_as_user "$f" "$WARD_VAR/eu/log/auth.stderr" "$TOP/bin/ward-auth" --config "$ACONF"
+	for _ in $(seq 100); do
+		bin/wardctl ping --region eu --service auth --timeout-ms 1000 >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
 cleanup() {
 	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
 	cp "$W/gateway.yaml.orig" "$CONF"
 	restart_gateway >/dev/null 2>&1
+	if ! cmp -s "$W/auth.yaml.orig" "$ACONF"; then
+		cp "$W/auth.yaml.orig" "$ACONF"
+		restart_auth >/dev/null 2>&1
+	fi
 	rm -rf "$W"
 	[ $OWN = 1 ] && stack_down
 }
@@ -75,6 +95,10 @@ trap cleanup EXIT
 	printf 'ratelimit:\n  per_source: 100000000\n  per_source_tenant: 100000000\n  per_credential: 100000000\n'
 } >"$CONF"
 restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
+if [ "$WORKERS" -gt 1 ]; then
+	{ grep -v '^workers:' "$W/auth.yaml.orig"; echo "workers: $WORKERS"; } >"$ACONF"
+	restart_auth || { echo "bench: ward-auth did not restart with $WORKERS workers" >&2; exit 1; }
+fi
 
 # An authenticated session, if auth.login is there.
 SLUG=benchgw$$

@@ -10,17 +10,21 @@
 #   ticket_list_rps / _p99     GET /api/v1/tickets?limit=25 (25 tickets decrypted per
 #                              answer), same baseline
 #   rss_<daemon>_under_load    RSS of each daemon of the cell, sampled during the
-#                              create run (target < 64 MiB)
+#                              create run: its largest process (workers; target
+#                              < 64 MiB each)
 #   ticket_crypto_cpu_share    share of ward-ticket's CPU samples in OpenSSL/crypto
 #                              during the create run (perf, when it may record)
 # The eu gateway's rate limits are raised for the run (and restored), as in
 # tests/bench/gateway.sh: at their defaults they would cap the measurement.
+# ward-ticket runs BENCH_WORKERS worker processes (default 4, `workers:` in its
+# config, restored after the run).
 # Uses the stack of $WARD_VAR if set, else starts its own.
 set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP"
 DUR=${BENCH_TICKET_SECONDS:-10}
 C=${BENCH_TICKET_CONNECTIONS:-32}
+WORKERS=${BENCH_WORKERS:-4}
 OWN=0
 if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
 	. "$TOP/tests/stack.sh"
@@ -42,6 +46,8 @@ W=$(mktemp -d /tmp/ward-bench-ticket.XXXXXX)
 chmod 755 "$W"
 CONF=$WARD_VAR/eu/etc/gateway.yaml
 cp "$CONF" "$W/gateway.yaml.orig"
+TCONF=$WARD_VAR/eu/etc/ticket.yaml
+cp "$TCONF" "$W/ticket.yaml.orig"
 NGINX_PID=
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "0" }'; }
@@ -66,10 +72,28 @@ restart_gateway() {
 	done
 	return 1
 }
+# ward-ticket with its config as it is now; 0 once it answers a ping.
+restart_ticket() {
+	local f=$WARD_VAR/eu/run/ticket.pid
+	kill "$(cat "$f")" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+	spawn_as_user "$f" "$WARD_VAR/eu/log/ticket.stderr" "$TOP/bin/ward-ticket" --config "$TCONF"
+	for _ in $(seq 100); do
+		bin/wardctl ping --region eu --service ticket --timeout-ms 1000 >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+# The pids of a daemon: its own and its workers'.
+pids_of() { local p; p=$(cat "$WARD_VAR/eu/run/$1.pid" 2>/dev/null) || return; echo "$p" $(pgrep -P "$p"); }
 cleanup() {
 	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
 	cp "$W/gateway.yaml.orig" "$CONF"
 	restart_gateway >/dev/null 2>&1
+	if ! cmp -s "$W/ticket.yaml.orig" "$TCONF"; then
+		cp "$W/ticket.yaml.orig" "$TCONF"
+		restart_ticket >/dev/null 2>&1
+	fi
 	rm -rf "$W"
 	[ $OWN = 1 ] && stack_down
 }
@@ -80,6 +104,10 @@ trap cleanup EXIT
 	printf 'ratelimit:\n  per_source: 100000000\n  per_source_tenant: 100000000\n  per_credential: 100000000\n'
 } >"$CONF"
 restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
+if [ "$WORKERS" -gt 1 ]; then
+	{ grep -v '^workers:' "$W/ticket.yaml.orig"; echo "workers: $WORKERS"; } >"$TCONF"
+	restart_ticket || { echo "bench: ward-ticket did not restart with $WORKERS workers" >&2; exit 1; }
+fi
 
 # A tenant, its admin's session, and an API key with tickets:read and tickets:write.
 SLUG=benchtk$$
@@ -149,17 +177,17 @@ nrps=$(rps_of "$W/nginx.out")
 np99=$(p99_of "$W/nginx.out")
 
 # Create, with RSS sampled and (if perf may record) ward-ticket's CPU profiled midway.
-TPID=$(cat "$WARD_VAR/eu/run/ticket.pid")
+TPIDS=$(pids_of ticket | tr ' ' ',')
 before=$(psql_ "SELECT count(*) FROM ticket.tickets")
 wrk -t2 -c"$C" -d"${DUR}s" --latency -s "$W/create.lua" "https://127.0.0.1:$P/api/v1/tickets" >"$W/create.out" 2>&1 &
 WRK=$!
 sleep $((DUR / 2))
 for s in gateway auth ticket audit mail-ingest backup; do
-	f=$WARD_VAR/eu/run/$s.pid
-	[ -f "$f" ] && awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$f")/status" >"$W/rss.$s" 2>/dev/null
+	for p in $(pids_of $s); do awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null; done |
+		sort -n | tail -1 >"$W/rss.$s"
 done
 share=
-if command -v perf >/dev/null && perf record -q -F 999 -g -p "$TPID" -o "$W/perf.data" -- sleep 3 >/dev/null 2>&1; then
+if command -v perf >/dev/null && perf record -q -F 999 -g -p "$TPIDS" -o "$W/perf.data" -- sleep 3 >/dev/null 2>&1; then
 	share=$(perf report -i "$W/perf.data" --no-children --sort dso --stdio 2>/dev/null |
 		awk '/^ *[0-9.]+%/ { p = $1; sub(/%/, "", p); t += p; if ($0 ~ /libcrypto|libssl/) c += p }
 			END { if (t > 0) printf "%.3f", c / t; }')
