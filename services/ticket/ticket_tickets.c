@@ -9,8 +9,12 @@
  * address sees it; ward_ticket may read only id, tenant_id, email_bidx and role
  * of auth.users, under that table's RLS). Anything not visible is 404, never 403, so ids of other
  * tenants and customers cannot be probed. Lists are newest first, keyed on the
- * per-tenant ticket number, which only grows and commits in order: a cursor
- * never skips or repeats a ticket when others are created meanwhile.
+ * per-tenant ticket number, which only grows: a cursor never repeats a ticket, and
+ * every ticket committed before the first page is listed exactly once while others
+ * are created meanwhile. Numbers are taken in a short transaction of their own
+ * (ticket_next_number), so concurrent creations of one tenant share WAL flushes
+ * instead of queueing on the counter row; a failed or replayed creation leaves a
+ * gap in the numbers.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,6 +292,41 @@ static void ticket_sealed_free(struct ticket_sealed *s)
 	free(s->body);
 }
 
+/*
+ * The tenant's next ticket number, in a transaction of its own whose commit does not
+ * wait for its WAL flush (synchronous_commit off for it alone): the counter row is
+ * locked for one statement instead of across the ticket's durable commit. A number
+ * is never given twice: the ticket's own commit is later in the WAL, so when it
+ * survives a crash so does the counter.
+ */
+static int ticket_next_number(struct daemon *d, const char *tenant, long long *number_r,
+			      const char **error_r)
+{
+	const char *p[1] = {tenant};
+	PGresult *res;
+
+	if (db_begin(daemon_db(d), tenant, error_r) < 0)
+		return -1;
+	res = db_exec(daemon_db(d), "SELECT set_config('synchronous_commit', 'off', true)", 0, NULL,
+		      error_r);
+	if (res == NULL)
+		goto fail;
+	PQclear(res);
+	res = db_exec(daemon_db(d),
+		      "INSERT INTO ticket.counters (tenant_id, last_number) VALUES ($1, 1001) "
+		      "ON CONFLICT (tenant_id) DO UPDATE "
+		      "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
+		      1, p, error_r);
+	if (res == NULL)
+		goto fail;
+	*number_r = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return db_commit(daemon_db(d), error_r);
+fail:
+	db_rollback(daemon_db(d));
+	return -1;
+}
+
 queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
 			     size_t len, struct queue_reply *reply, const char **error_r)
 {
@@ -317,6 +356,10 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		goto out;
 	}
 	priority = req->priority[0] != '\0' ? req->priority : "normal";
+	if (ticket_next_number(d, env->tenant, &number, &err) < 0) {
+		qr = ticket_retry(d, "number", err, error_r);
+		goto out;
+	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
 		qr = ticket_retry(d, "begin", err, error_r);
 		goto out;
@@ -354,23 +397,6 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 			qr = ticket_problem(reply, 422, "Invalid ticket", NULL, &e);
 			goto out;
 		}
-	}
-	/* The next number; the row lock orders concurrent creations in this tenant. */
-	{
-		const char *p[1] = {env->tenant};
-
-		res = db_exec(
-		    daemon_db(d),
-		    "INSERT INTO ticket.counters (tenant_id, last_number) VALUES ($1, 1001) "
-		    "ON CONFLICT (tenant_id) DO UPDATE "
-		    "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
-		    1, p, &err);
-		if (res == NULL) {
-			qr = ticket_retry(d, "number", err, error_r);
-			goto out;
-		}
-		number = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-		PQclear(res);
 	}
 	if (ticket_uuid_random(id) < 0 || ticket_uuid_random(mid) < 0) {
 		qr = ticket_retry(d, "random", "no random bytes", error_r);
