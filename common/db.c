@@ -199,16 +199,75 @@ static int db_run(db_t *db, const char *sql, int nparams, const char *const *par
 	return 0;
 }
 
+#define DB_SET_TENANT "SELECT set_config('app.tenant_id', $1, true)"
+
+/* BEGIN and set the tenant in one round trip (libpq pipeline mode). 0 when both
+ * succeeded; 1 when the pipeline could not be used (nothing was sent); -1 on error
+ * (the transaction, if any, rolled back). */
+static int db_begin_pipelined(db_t *db, const char *tenant_id, const char **error_r)
+{
+	const char *params[1] = { tenant_id };
+	PGresult *res;
+	int good = 0, failed = 0, nulls = 0;
+
+	if (PQstatus(db->conn) != CONNECTION_OK ||
+	    PQtransactionStatus(db->conn) != PQTRANS_IDLE || PQenterPipelineMode(db->conn) != 1)
+		return 1;
+	if (PQsendQueryParams(db->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+	    PQsendQueryParams(db->conn, DB_SET_TENANT, 1, NULL, params, NULL, NULL, 0) != 1 ||
+	    PQpipelineSync(db->conn) != 1) {
+		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
+		failed = 1;
+	}
+	/* Results: BEGIN, NULL, set_config, NULL, then the sync. Two NULLs in a row:
+	 * nothing more is coming (a send failed, or the connection broke). */
+	while ((res = PQgetResult(db->conn)) != NULL || ++nulls < 2) {
+		ExecStatusType st;
+
+		if (res == NULL)
+			continue;
+		nulls = 0;
+		st = PQresultStatus(res);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			break;
+		}
+		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+			good++;
+		} else if (!failed) {
+			*error_r = db_error(db, "begin failed", PQresultErrorMessage(res));
+			failed = 1;
+		}
+		PQclear(res);
+	}
+	if (PQexitPipelineMode(db->conn) != 1) {
+		/* Results left unread: this session cannot be used any more. */
+		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
+		PQreset(db->conn);
+		db_stmts_forget(db);
+		return -1;
+	}
+	if (!failed && good == 2)
+		return 0;
+	if (!failed)
+		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
+	db_rollback(db);
+	return -1;
+}
+
 int db_begin(db_t *db, const char *tenant_id, const char **error_r)
 {
 	const char *params[1] = { tenant_id };
+	int r;
 
+	if (tenant_id != NULL && (r = db_begin_pipelined(db, tenant_id, error_r)) <= 0)
+		return r;
 	if (db_run(db, "BEGIN", 0, NULL, error_r) < 0)
 		return -1;
 	if (tenant_id == NULL)
 		return 0;
 	/* SET LOCAL takes no parameters; set_config(..., true) is its parameterised form. */
-	if (db_run(db, "SELECT set_config('app.tenant_id', $1, true)", 1, params, error_r) < 0) {
+	if (db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) {
 		db_rollback(db);
 		return -1;
 	}
