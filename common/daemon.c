@@ -311,8 +311,8 @@ static pid_t daemon_fork_worker(const sigset_t *old_mask, pid_t supervisor)
 /*
  * Run cfg.workers worker processes. Returns -1 in a worker (*worker_r = its index,
  * 0..workers-1), or the supervisor's exit status once every worker has stopped
- * after SIGTERM/SIGINT. A worker that dies otherwise is started again (at most
- * once a second).
+ * after SIGTERM/SIGINT: 0 if each of them exited 0. A worker that dies otherwise
+ * is started again (at most once a second).
  */
 static int daemon_supervise(struct daemon *d, int *worker_r)
 {
@@ -381,10 +381,11 @@ static int daemon_supervise(struct daemon *d, int *worker_r)
 				continue;
 			w[i].pid = 0;
 			live--;
-			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-				status = 1;
-			if (stopping)
+			if (stopping) {
+				if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+					status = 1;
 				continue;
+			}
 			log_event(LOG_ERROR, "worker died; starting it again", LF_INT("worker", i),
 				  LF_INT("pid", pid),
 				  LF_INT("exit", WIFEXITED(st) ? WEXITSTATUS(st) : -1),
