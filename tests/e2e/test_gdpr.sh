@@ -217,3 +217,17 @@ check "the admin cannot erase their own account (409)" is "$(status "$(api "$S" 
 # or ward-ticket for them (no route), and a service claiming to be auth fails.
 check "B still logs in (only A was erased)" is "$(status "$(login "$S" "$TMP/b2" "$B_EMAIL" "$CPW")")" 200
 check "Z still logs in in the other tenant" is "$(status "$(login "$S2" "$TMP/z" "zed.$M@gd2.example" "$CPW")")" 200
+
+# The digest still guards the details that remain: a detail swapped for another
+# event's (as someone with write access to the database could) fails verify.
+E1=$(pg_super $R "SELECT x.event_id FROM audit.event_details x JOIN audit.events e ON e.id = x.event_id WHERE e.tenant_id = '$T' ORDER BY e.seq LIMIT 1")
+E2=$(pg_super $R "SELECT x.event_id FROM audit.event_details x JOIN audit.events e ON e.id = x.event_id WHERE e.tenant_id = '$T' ORDER BY e.seq DESC LIMIT 1")
+pg_super $R "CREATE TABLE public.gdpr_e2e_saved AS SELECT * FROM audit.event_details WHERE event_id = '$E1'"
+pg_super $R "UPDATE audit.event_details SET detail_enc = (SELECT detail_enc FROM audit.event_details WHERE event_id = '$E2') WHERE event_id = '$E1'"
+vt=$(api "$S" "$TMP/admin" GET /api/v1/audit/verify)
+check "tampered detail: verify fails, naming the digest" python3 -c "
+import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); assert d['ok'] is False and 'digest' in d['reason'], d" "$vt"
+pg_super $R "UPDATE audit.event_details x SET detail_enc = s.detail_enc FROM public.gdpr_e2e_saved s WHERE x.event_id = s.event_id; DROP TABLE public.gdpr_e2e_saved"
+check "restored detail: verify passes again" python3 -c "
+import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); assert d['ok'] is True, d" \
+	"$(api "$S" "$TMP/admin" GET /api/v1/audit/verify)"
