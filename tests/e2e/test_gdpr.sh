@@ -66,6 +66,8 @@ t=$(api "$S" "$TMP/a" POST /api/v1/tickets "{\"subject\":\"$A_SUBJ\",\"body\":\"
 check "A opens a ticket" is "$(status "$t")" 201
 TA=$(jget "$t" '["id"]')
 check "A replies" is "$(status "$(api "$S" "$TMP/a" POST "/api/v1/tickets/$TA/messages" "{\"body\":\"$A_REPLY\"}")")" 201
+ATT=$(printf 'Alice file %s' "$M" | base64 -w0)
+check "A uploads an attachment" is "$(status "$(api "$S" "$TMP/a" POST "/api/v1/tickets/$TA/attachments" "{\"filename\":\"alice-$M.txt\",\"content\":\"$ATT\"}")")" 201
 check "the agent answers A" is "$(status "$(api "$S" "$TMP/agent" POST "/api/v1/tickets/$TA/messages" "{\"body\":\"$AG_REPLY\"}")")" 201
 t2=$(api "$S" "$TMP/agent" POST /api/v1/tickets "{\"subject\":\"For Alice $M\",\"body\":\"Agent wrote this $M\",\"requester_email\":\"$A_EMAIL\"}")
 check "the agent opens a ticket for A's address" is "$(status "$t2")" 201
@@ -95,6 +97,9 @@ check "export: the messages A wrote, decrypted, and only those" python3 -c "
 import json,sys; d=json.loads(sys.argv[1]); b=sorted(m['body'] for m in d['messages'])
 assert b==sorted([sys.argv[2],sys.argv[3]]), b
 " "$E" "$A_BODY" "$A_REPLY"
+check "export: the attachment A uploaded (metadata)" python3 -c "
+import json,sys; d=json.loads(sys.argv[1]); assert [a['filename'] for a in d['attachments']]==[sys.argv[2]], d['attachments']
+" "$E" "alice-$M.txt"
 check "export: audit events by A (login) and about A (user create)" python3 -c "
 import json,sys; d=json.loads(sys.argv[1]); ev=d['audit_events']; a='user:'+sys.argv[2]
 assert any(x['action']=='login.success' and x['actor']==a for x in ev), ev
@@ -130,6 +135,8 @@ check "Z is untouched" is "$(pg_super $R "SELECT erased_at IS NULL FROM auth.use
 # and the ciphertexts of the email and of a message body A wrote.
 BIDX=$(pg_super $R "SELECT email_bidx FROM auth.users WHERE id = '$A'")
 EMAIL_ENC=$(pg_super $R "SELECT encode(email_enc, 'hex') FROM auth.users WHERE id = '$A'")
+ATT_ENC=$(pg_super $R "SELECT encode(content_enc, 'hex') FROM ticket.attachments WHERE created_by = 'user:$A'")
+check "before: A's attachment is stored" test -n "$ATT_ENC"
 BODY_ENC=$(pg_super $R "SELECT encode(body_enc, 'hex') FROM ticket.messages WHERE author_id = '$A' ORDER BY seq LIMIT 1")
 check "before: the blind index of A's email is in the tickets opened for it" is \
 	"$(pg_super $R "SELECT count(*) FROM ticket.tickets WHERE requester_email_bidx = '$BIDX'")" 1
@@ -141,7 +148,7 @@ check "erase: counts" python3 -c "
 import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1])
 assert d['erased'] and not d.get('already_erased'), d
 assert int(d['tickets_anonymised'])==2 and int(d['messages_erased'])==2, d
-assert int(d['audit_details_erased'])>=1, d" "$er"
+assert int(d['audit_details_erased'])>=1 and int(d['attachments_erased'])==1, d" "$er"
 
 # The dump first: a login attempt afterwards counts failures for the address again.
 pg_dump_cell() { local url="WARD_$(upper $R)_PG"; pg_dump --data-only "${!url}"; }
@@ -154,6 +161,7 @@ refuse "after: A's name is nowhere in the dump" grep -qF "$A_NAME" "$TMP/dump"
 refuse "after: the blind index of A's email is nowhere in the dump" grep -qF "$BIDX" "$TMP/dump"
 refuse "after: the ciphertext of A's email is gone" grep -qF "${EMAIL_ENC:0:64}" "$TMP/dump"
 refuse "after: the ciphertext of A's message body is gone" grep -qF "${BODY_ENC:0:64}" "$TMP/dump"
+refuse "after: the ciphertext of A's attachment is gone" grep -qF "${ATT_ENC:0:64}" "$TMP/dump"
 refuse "after: A's message bodies are nowhere in plaintext" grep -qF "Alice reply $M" "$TMP/dump"
 check "after: A cannot log in (401)" is "$(status "$(login "$S" "$TMP/a3" "$A_EMAIL" "$CPW")")" 401
 check "after: A's session is gone (401)" is "$(status "$(api "$S" "$TMP/a2" GET /api/v1/users/me)")" 401
@@ -175,6 +183,9 @@ import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); b=[m['body'] for m i
 assert sys.argv[2] in b, b
 assert not any(sys.argv[3] in x or sys.argv[4] in x for x in b), b
 assert sum(1 for x in b if x.startswith('[erased')) == 2, b" "$ms" "$AG_REPLY" "$A_BODY" "$A_REPLY"
+check "after: A's attachment is gone from the ticket" python3 -c "
+import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); assert sys.argv[2] not in json.dumps(d), d" \
+	"$(api "$S" "$TMP/admin" GET "/api/v1/tickets/$TA/attachments")" "alice-$M.txt"
 check "after: B's ticket is untouched" is "$(status "$(api "$S" "$TMP/b" GET "/api/v1/tickets/$(jget "$tb" '["id"]')")")" 200
 
 v=$(api "$S" "$TMP/admin" GET /api/v1/audit/verify)
