@@ -43,13 +43,15 @@ CREATE POLICY tenant_isolation ON audit.event_details
 		    NULLIF(current_setting('app.tenant_id', true), '')::uuid);
 
 -- Who was erased, when (no personal data: the pseudonymous id only). Written by
--- ward-audit in the transaction that deletes the details; append-only.
+-- ward-audit in the transaction that deletes the details; append-only. Verify
+-- accepts a missing detail only on an event whose actor or target is listed here.
 CREATE TABLE audit.erasures (
 	tenant_id uuid NOT NULL,
 	subject text NOT NULL CHECK (subject ~ '^user:[0-9a-f-]{36}$'),
 	details bigint NOT NULL CHECK (details >= 0),
 	at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX erasures_subject ON audit.erasures (tenant_id, subject);
 CREATE TRIGGER erasures_append_only BEFORE UPDATE OR DELETE ON audit.erasures
 	FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();
 ALTER TABLE audit.erasures ENABLE ROW LEVEL SECURITY;

@@ -455,7 +455,9 @@ queue_result_t audit_verify(struct daemon *d, const Ward__Envelope *env, const u
 
 		snprintf(after, sizeof after, "%lld", (long long)(expect - 1 > 0 ? expect - 1 : 0));
 		res = db_exec(db,
-			      "SELECT " EVENT_COLUMNS " FROM audit.events WHERE tenant_id IS NOT "
+			      "SELECT " EVENT_COLUMNS ", EXISTS (SELECT 1 FROM audit.erasures r WHERE "
+			      "r.tenant_id = audit.events.tenant_id AND r.subject IN (actor, target)) "
+			      "FROM audit.events WHERE tenant_id IS NOT "
 			      "DISTINCT FROM NULLIF($1, '')::uuid AND seq > $2::bigint ORDER BY seq "
 			      "LIMIT " "5000",
 			      2, params, error_r);
@@ -508,6 +510,12 @@ queue_result_t audit_verify(struct daemon *d, const Ward__Envelope *env, const u
 			     !crypto_ct_equal(ddig, digest, sizeof digest)))
 				verify_bad(&out, bad_id, sizeof bad_id, id, row.seq,
 					   "event detail does not match its digest");
+			/* A detail may only go by a GDPR erase of its actor or target
+			 * (audit.erasures); any other missing detail was tampered with. */
+			if (row.version == 2 && row.digest != NULL && detail == NULL &&
+			    strcmp(PQgetvalue(res, i, C_DIGEST + 1), "t") != 0)
+				verify_bad(&out, bad_id, sizeof bad_id, id, row.seq,
+					   "event detail deleted without a recorded erasure");
 			if (query_bytes(res, i, C_HASH, stored, sizeof stored) < 0 ||
 			    audit_chain_hash(&row, calc) < 0 ||
 			    !crypto_ct_equal(calc, stored, sizeof calc))

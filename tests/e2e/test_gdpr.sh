@@ -242,3 +242,13 @@ pg_super $R "UPDATE audit.event_details x SET detail_enc = s.detail_enc FROM pub
 check "restored detail: verify passes again" python3 -c "
 import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); assert d['ok'] is True, d" \
 	"$(api "$S" "$TMP/admin" GET /api/v1/audit/verify)"
+# A detail deleted other than by an erase (of an event about nobody erased) fails too.
+pg_super $R "CREATE TABLE public.gdpr_e2e_saved AS SELECT * FROM audit.event_details WHERE event_id = '$E1'"
+pg_super $R "DELETE FROM audit.event_details WHERE event_id = '$E1'"
+vt=$(api "$S" "$TMP/admin" GET /api/v1/audit/verify)
+check "detail deleted without an erasure: verify fails" python3 -c "
+import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); assert d['ok'] is False and 'erasure' in d['reason'], d" "$vt"
+pg_super $R "INSERT INTO audit.event_details SELECT * FROM public.gdpr_e2e_saved; DROP TABLE public.gdpr_e2e_saved"
+check "detail put back: verify passes again" python3 -c "
+import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1]); assert d['ok'] is True, d" \
+	"$(api "$S" "$TMP/admin" GET /api/v1/audit/verify)"
