@@ -13,7 +13,9 @@
 -- everybody). Verify checks a present detail against its digest; an erased one
 -- leaves the digest, so the chain still verifies. Events written before this
 -- migration keep version 1 (their hashes cannot be recomputed without the
--- detail): their details are kept and reported as such by an erase.
+-- detail): their details are kept and reported as such by an erase. Not erased
+-- either: the other chained columns (actor/target hold the pseudonymous
+-- "user:<id>", and the client IP address of events, which the chain covers).
 --
 -- Applied by the migration role in one transaction; grants from `ward-policy sql`.
 
