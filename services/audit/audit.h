@@ -17,8 +17,12 @@
 #define AUDIT_TENANT_MAX 36 /* a uuid in text form; "" = the cell's own chain */
 
 /* One stored event as the hash covers it. Strings are never NULL ("" instead);
- * detail is the sealed detail (NULL, 0 when none); prev NULL for seq 1. */
+ * detail is the sealed detail (NULL, 0 when none); prev NULL for seq 1.
+ * version 2 (060_gdpr.sql) hashes digest (SHA-256 of the sealed detail, NULL when
+ * none) instead of detail; 0 or 1 = the original encoding. */
 struct audit_row {
+	int version;
+	const uint8_t *digest;
 	const char *tenant;
 	int64_t seq;
 	const char *id; /* 32 lower-case hex */
@@ -33,6 +37,8 @@ struct audit_row {
  * 4-byte big-endian length and its bytes, integers as 8 bytes big endian, in a
  * fixed order. *out_r malloc'd, owned by the caller. 0 or -1. */
 int audit_chain_encode(const struct audit_row *row, uint8_t **out_r, size_t *len_r);
+/* The digest a version 2 event stores and hashes: SHA-256 of the sealed detail. */
+int audit_chain_detail_digest(const uint8_t *detail, size_t len, uint8_t out[AUDIT_HASH_LEN]);
 /* SHA-256 of the canonical encoding. */
 int audit_chain_hash(const struct audit_row *row, uint8_t out[AUDIT_HASH_LEN]);
 /* The checkpoint signature: HMAC-SHA256(key, "ward-audit-checkpoint/1" | tenant |
@@ -83,6 +89,14 @@ queue_result_t audit_export(struct daemon *d, const Ward__Envelope *env, const u
 			    size_t len, struct queue_reply *reply, const char **error_r);
 queue_result_t audit_verify(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
 			    size_t len, struct queue_reply *reply, const char **error_r);
+/* GDPR (audit_gdpr.c), for ward-auth only: a person's events, erasing their details. */
+queue_result_t audit_gdpr_export(struct daemon *d, const Ward__Envelope *env,
+				 const uint8_t *payload, size_t len, struct queue_reply *reply,
+				 const char **error_r);
+queue_result_t audit_gdpr_erase(struct daemon *d, const Ward__Envelope *env,
+				const uint8_t *payload, size_t len, struct queue_reply *reply,
+				const char **error_r);
+
 queue_result_t audit_activity(struct daemon *d, const Ward__Envelope *env,
 			      const uint8_t *payload, size_t len, struct queue_reply *reply,
 			      const char **error_r);

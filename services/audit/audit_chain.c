@@ -6,6 +6,12 @@
  * as 8 bytes big endian), always in the same order, the previous event's hash
  * last. The detail is hashed sealed (as stored), so the chain can be verified
  * without the tenant's key and still verifies after the key is destroyed.
+ *
+ * Version 2 ("ward-audit-event/2", events written since deploy/sql/060_gdpr.sql)
+ * hashes the SHA-256 of the sealed detail in its place (empty when there is no
+ * detail). The digest is stored beside the event and the detail in a table of its
+ * own, so a person's details can be erased (GDPR) while the chain still verifies:
+ * verify checks a detail still present against its digest.
  * Nothing here touches the database; the unit tests include this file.
  */
 #include <stdlib.h>
@@ -14,6 +20,7 @@
 #include "audit.h"
 
 #define CHAIN_EVENT_LABEL "ward-audit-event/1"
+#define CHAIN_EVENT_LABEL_V2 "ward-audit-event/2"
 #define CHAIN_CHECKPOINT_LABEL "ward-audit-checkpoint/1"
 
 struct chain_buf {
@@ -76,7 +83,7 @@ int audit_chain_encode(const struct audit_row *row, uint8_t **out_r, size_t *len
 
 	*out_r = NULL;
 	*len_r = 0;
-	chain_str(&b, CHAIN_EVENT_LABEL);
+	chain_str(&b, row->version == 2 ? CHAIN_EVENT_LABEL_V2 : CHAIN_EVENT_LABEL);
 	chain_str(&b, row->tenant);
 	chain_int(&b, row->seq);
 	chain_str(&b, row->id);
@@ -87,7 +94,10 @@ int audit_chain_encode(const struct audit_row *row, uint8_t **out_r, size_t *len
 	chain_str(&b, row->target);
 	chain_str(&b, row->ip);
 	chain_str(&b, row->request_id);
-	chain_field(&b, row->detail, row->detail != NULL ? row->detail_len : 0);
+	if (row->version == 2)
+		chain_field(&b, row->digest, row->digest != NULL ? AUDIT_HASH_LEN : 0);
+	else
+		chain_field(&b, row->detail, row->detail != NULL ? row->detail_len : 0);
 	chain_field(&b, row->prev, row->prev != NULL ? AUDIT_HASH_LEN : 0);
 	if (b.failed) {
 		free(b.p);
@@ -96,6 +106,11 @@ int audit_chain_encode(const struct audit_row *row, uint8_t **out_r, size_t *len
 	*out_r = b.p;
 	*len_r = b.len;
 	return 0;
+}
+
+int audit_chain_detail_digest(const uint8_t *detail, size_t len, uint8_t out[AUDIT_HASH_LEN])
+{
+	return crypto_sha256(detail, len, out);
 }
 
 int audit_chain_hash(const struct audit_row *row, uint8_t out[AUDIT_HASH_LEN])

@@ -43,6 +43,9 @@ static const struct daemon_method audit_methods[] = {
 	{ "audit.export", audit_export, "admin operator", 4096, "audit:read" },
 	{ "audit.verify", audit_verify, "admin operator", 1024, "audit:read" },
 	{ "audit.activity", audit_activity, "admin operator", 4096, "audit:read" },
+	/* GDPR parts, for ward-auth only (audit_gdpr.c checks the service id) */
+	{ "gdpr.export", audit_gdpr_export, "service", 1024, NULL },
+	{ "gdpr.erase", audit_gdpr_erase, "service", 1024, NULL },
 };
 
 /* Every AUDIT_TICK_S: time-based checkpoints and the backlog status key. */

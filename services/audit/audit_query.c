@@ -22,15 +22,17 @@
 #define ACTIVITY_ITEMS_MAX 200
 #define ACTIVITY_SESSION_CAP_S (24 * 3600)
 
-/* Columns every event query selects, in this order. */
+/* Columns every event query selects, in this order. A version 2 event's detail
+ * lives in audit.event_details (060_gdpr.sql), NULL once erased. */
 #define EVENT_COLUMNS                                                                      \
 	"replace(id::text, '-', ''), id::text, seq, "                                      \
 	"(extract(epoch FROM at) * 1000)::bigint, "                                        \
 	"to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), type, "     \
 	"action, actor, coalesce(target, ''), coalesce(ip, ''), coalesce(request_id, ''), " \
-	"detail_enc, prev_hash, hash"
+	"coalesce(detail_enc, (SELECT x.detail_enc FROM audit.event_details x WHERE "      \
+	"x.event_id = audit.events.id)), prev_hash, hash, hash_version, detail_digest"
 enum { C_ID, C_UUID, C_SEQ, C_AT_MS, C_AT, C_TYPE, C_ACTION, C_ACTOR, C_TARGET, C_IP, C_REQ,
-       C_DETAIL, C_PREV, C_HASH };
+       C_DETAIL, C_PREV, C_HASH, C_HVER, C_DIGEST };
 
 #define FILTER_WHERE                                                                       \
 	" FROM audit.events WHERE tenant_id IS NOT DISTINCT FROM NULLIF($1, '')::uuid "    \
@@ -453,7 +455,9 @@ queue_result_t audit_verify(struct daemon *d, const Ward__Envelope *env, const u
 
 		snprintf(after, sizeof after, "%lld", (long long)(expect - 1 > 0 ? expect - 1 : 0));
 		res = db_exec(db,
-			      "SELECT " EVENT_COLUMNS " FROM audit.events WHERE tenant_id IS NOT "
+			      "SELECT " EVENT_COLUMNS ", EXISTS (SELECT 1 FROM audit.erasures r WHERE "
+			      "r.tenant_id = audit.events.tenant_id AND r.subject IN (actor, target)) "
+			      "FROM audit.events WHERE tenant_id IS NOT "
 			      "DISTINCT FROM NULLIF($1, '')::uuid AND seq > $2::bigint ORDER BY seq "
 			      "LIMIT " "5000",
 			      2, params, error_r);
@@ -463,6 +467,7 @@ queue_result_t audit_verify(struct daemon *d, const Ward__Envelope *env, const u
 		for (int i = 0; i < n; i++) {
 			struct audit_row row = { 0 };
 			uint8_t stored[AUDIT_HASH_LEN], rowprev[AUDIT_HASH_LEN], calc[AUDIT_HASH_LEN];
+			uint8_t digest[AUDIT_HASH_LEN], ddig[AUDIT_HASH_LEN];
 			unsigned char *detail = NULL;
 			size_t dlen = 0;
 			int has_prev = query_bytes(res, i, C_PREV, rowprev, sizeof rowprev) == 0;
@@ -493,6 +498,24 @@ queue_result_t audit_verify(struct daemon *d, const Ward__Envelope *env, const u
 			row.request_id = PQgetvalue(res, i, C_REQ);
 			row.detail = detail, row.detail_len = dlen;
 			row.prev = has_prev ? rowprev : NULL;
+			row.version = atoi(PQgetvalue(res, i, C_HVER));
+			if (row.version == 2 &&
+			    query_bytes(res, i, C_DIGEST, digest, sizeof digest) == 0)
+				row.digest = digest;
+			/* Version 2: a detail still present must match the digest the
+			 * chain covers; an erased one leaves the digest alone. */
+			if (row.version == 2 && detail != NULL &&
+			    (row.digest == NULL ||
+			     audit_chain_detail_digest(detail, dlen, ddig) < 0 ||
+			     !crypto_ct_equal(ddig, digest, sizeof digest)))
+				verify_bad(&out, bad_id, sizeof bad_id, id, row.seq,
+					   "event detail does not match its digest");
+			/* A detail may only go by a GDPR erase of its actor or target
+			 * (audit.erasures); any other missing detail was tampered with. */
+			if (row.version == 2 && row.digest != NULL && detail == NULL &&
+			    strcmp(PQgetvalue(res, i, C_DIGEST + 1), "t") != 0)
+				verify_bad(&out, bad_id, sizeof bad_id, id, row.seq,
+					   "event detail deleted without a recorded erasure");
 			if (query_bytes(res, i, C_HASH, stored, sizeof stored) < 0 ||
 			    audit_chain_hash(&row, calc) < 0 ||
 			    !crypto_ct_equal(calc, stored, sizeof calc))

@@ -386,7 +386,7 @@ static int store_event_id(struct daemon *d, Ward__AuditEvent *ev, const char **e
 	const char *tenant = ev->tenant_id != NULL ? ev->tenant_id : "";
 	char uuid[37], seq[24], at[24];
 	struct audit_row row = { 0 };
-	uint8_t hash[AUDIT_HASH_LEN], *detail = NULL;
+	uint8_t hash[AUDIT_HASH_LEN], digest[AUDIT_HASH_LEN], *detail = NULL;
 	size_t detail_len = 0;
 	struct chain *c;
 	const char *params[13];
@@ -418,7 +418,14 @@ static int store_event_id(struct daemon *d, Ward__AuditEvent *ev, const char **e
 	row.type = ev->type, row.action = ev->action, row.actor = ev->actor;
 	row.target = ev->target ? ev->target : "", row.ip = ev->ip ? ev->ip : "";
 	row.request_id = ev->request_id ? ev->request_id : "";
-	row.detail = detail, row.detail_len = detail_len;
+	/* Version 2: the chain covers the detail's digest; the detail itself goes
+	 * to audit.event_details, from where a GDPR erase may delete it. */
+	row.version = 2;
+	if (detail != NULL && audit_chain_detail_digest(detail, detail_len, digest) < 0) {
+		*error_r = "cannot hash the detail";
+		goto out;
+	}
+	row.digest = detail != NULL ? digest : NULL;
 	row.prev = row.seq > 1 ? c->hash : NULL;
 	if (audit_chain_hash(&row, hash) < 0) {
 		*error_r = "cannot hash the event";
@@ -429,20 +436,36 @@ static int store_event_id(struct daemon *d, Ward__AuditEvent *ev, const char **e
 	params[0] = uuid, params[1] = tenant, params[2] = seq, params[3] = at;
 	params[4] = row.type, params[5] = row.action, params[6] = row.actor;
 	params[7] = row.target, params[8] = row.ip, params[9] = row.request_id;
-	params[10] = (const char *)detail, lens[10] = (int)detail_len, fmts[10] = 1;
+	params[10] = (const char *)row.digest, lens[10] = row.digest ? AUDIT_HASH_LEN : 0;
+	fmts[10] = 1;
 	params[11] = (const char *)row.prev, lens[11] = row.prev ? AUDIT_HASH_LEN : 0, fmts[11] = 1;
 	params[12] = (const char *)hash, lens[12] = AUDIT_HASH_LEN, fmts[12] = 1;
 	res = db_exec_bin(db,
 			  "INSERT INTO audit.events (id, tenant_id, seq, at, type, action, actor, "
-			  "target, ip, request_id, detail_enc, prev_hash, hash) VALUES ($1::uuid, "
-			  "NULLIF($2, '')::uuid, $3::bigint, timestamptz 'epoch' + $4::bigint * "
-			  "interval '1 millisecond', $5, $6, $7, NULLIF($8, ''), NULLIF($9, ''), "
-			  "NULLIF($10, ''), $11, $12, $13) ON CONFLICT (id) DO NOTHING RETURNING 1",
+			  "target, ip, request_id, hash_version, detail_digest, prev_hash, hash) "
+			  "VALUES ($1::uuid, NULLIF($2, '')::uuid, $3::bigint, timestamptz 'epoch' + "
+			  "$4::bigint * interval '1 millisecond', $5, $6, $7, NULLIF($8, ''), "
+			  "NULLIF($9, ''), NULLIF($10, ''), 2, $11, $12, $13) ON CONFLICT (id) DO "
+			  "NOTHING RETURNING 1",
 			  13, params, lens, fmts, error_r);
 	if (res == NULL)
 		goto out;
 	ret = PQntuples(res) == 1;
 	PQclear(res);
+	if (ret == 1 && detail != NULL) {
+		const char *dp[3] = { uuid, tenant, (const char *)detail };
+		int dl[3] = { 0, 0, (int)detail_len }, df[3] = { 0, 0, 1 };
+
+		res = db_exec_bin(db,
+				  "INSERT INTO audit.event_details (event_id, tenant_id, detail_enc) "
+				  "VALUES ($1::uuid, NULLIF($2, '')::uuid, $3)",
+				  3, dp, dl, df, error_r);
+		if (res == NULL) {
+			ret = -1;
+			goto out;
+		}
+		PQclear(res);
+	}
 	if (ret == 1) {
 		c->seq = row.seq;
 		memcpy(c->hash, hash, AUDIT_HASH_LEN);

@@ -298,6 +298,9 @@ AUTH_HANDLER(auth_token_revoke);
 AUTH_HANDLER(auth_user_create);
 AUTH_HANDLER(auth_user_list);
 AUTH_HANDLER(auth_user_get);
+/* auth_gdpr.c */
+AUTH_HANDLER(auth_user_export);
+AUTH_HANDLER(auth_user_erase);
 AUTH_HANDLER(auth_user_me);
 AUTH_HANDLER(auth_user_patch);
 AUTH_HANDLER(auth_user_revoke_sessions);

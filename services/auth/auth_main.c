@@ -96,6 +96,9 @@ static const struct daemon_method auth_methods[] = {
 	{ "users.get", auth_user_get, STAFF, 1 * KB, "users:read" },
 	{ "users.patch", auth_user_patch, "admin", 2 * KB, "users:admin" },
 	{ "users.revoke_sessions", auth_user_revoke_sessions, "admin", 1 * KB, "users:admin" },
+	/* GDPR (auth_gdpr.c) */
+	{ "users.export", auth_user_export, "admin", 1 * KB, "users:admin" },
+	{ "users.erase", auth_user_erase, "admin", 1 * KB, "users:admin" },
 };
 
 /* Dummy hash for equal-time refusals. */

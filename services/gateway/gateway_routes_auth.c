@@ -12,6 +12,7 @@
  */
 #include "auth.pb-c.h"
 #include "auth_patch.pb-c.h"
+#include "gdpr.pb-c.h"
 #include "gateway_routes.h"
 
 #define AUTH_Q "q:auth"
@@ -87,6 +88,12 @@ const struct gateway_route gateway_routes_auth[] = {
 	  &ward__user_patch_request__descriptor, &ward__user__descriptor, 0, 200, 2 * KB },
 	{ "POST", "/api/v1/users/{id}/sessions/revoke", AUTH_Q, "users.revoke_sessions",
 	  &ward__id_request__descriptor, NULL, 0, 204, 0 },
+	/* GDPR: ward-auth gathers ticket's and audit's parts (proto/gdpr.proto) */
+	{ "GET", "/api/v1/users/{id}/export", AUTH_Q, "users.export",
+	  &ward__gdpr_user_request__descriptor, &ward__gdpr_export_reply__descriptor,
+	  ROUTE_RAW_REPLY, 200, 0 },
+	{ "POST", "/api/v1/users/{id}/erase", AUTH_Q, "users.erase",
+	  &ward__gdpr_user_request__descriptor, &ward__gdpr_erase_reply__descriptor, 0, 200, 1 * KB },
 };
 
 const size_t gateway_routes_auth_n = sizeof gateway_routes_auth / sizeof gateway_routes_auth[0];

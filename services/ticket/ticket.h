@@ -197,6 +197,14 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 				  const uint8_t *payload, size_t len, struct queue_reply *reply,
 				  const char **error_r);
 
+/* ticket_gdpr.c: a person's part of a GDPR export or erase, for ward-auth. */
+queue_result_t ticket_gdpr_export(struct daemon *d, const Ward__Envelope *env,
+				  const uint8_t *payload, size_t len, struct queue_reply *reply,
+				  const char **error_r);
+queue_result_t ticket_gdpr_erase(struct daemon *d, const Ward__Envelope *env,
+				 const uint8_t *payload, size_t len, struct queue_reply *reply,
+				 const char **error_r);
+
 /* Shared by the ticket and message modules: is the ticket visible to who (inside
  * the open transaction)? Fills its status; FOR UPDATE locks it. 1 visible, 0 not
  * (answer 404), -1 error. */

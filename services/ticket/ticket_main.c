@@ -59,6 +59,9 @@ static const struct daemon_method ticket_methods[] = {
     {"department.create", ticket_department_create, "admin", TICKET_SMALL, "departments:write"},
     {"department.list", ticket_department_list, "admin agent", TICKET_SMALL, "tickets:read"},
     {"ticket.ingest_mail", ticket_ingest_mail, "service", TICKET_LARGE, NULL},
+    /* GDPR parts, for ward-auth only (ticket_gdpr.c checks the service id) */
+    {"gdpr.export", ticket_gdpr_export, "service", TICKET_SMALL, NULL},
+    {"gdpr.erase", ticket_gdpr_erase, "service", TICKET_SMALL, NULL},
 };
 
 /* ============================== helpers ================================= */

@@ -14,7 +14,8 @@ count() { pg_super $r "SELECT count(*) FROM audit.events WHERE $1"; }
 check "tenant create is recorded in the tenant's chain (type tenant, action create, operator actor)" \
 	wait_for 10 bash -c "[ \"\$(pg_super $r \"SELECT count(*) FROM audit.events WHERE tenant_id = '$tid' AND type = 'tenant' AND action = 'create' AND actor LIKE 'operator:%' AND target = 'tenant:$tid'\")\" = 1 ]"
 check "wardctl audit list shows it, detail decrypted" bash -c "$BIN/wardctl audit list --region $r --tenant $slug | grep -q '\\\\\"slug\\\\\":\\\\\"$slug\\\\\"'"
-check "the detail is stored encrypted (no slug in clear)" bash -c "! pg_super $r \"SELECT encode(detail_enc, 'escape') FROM audit.events WHERE tenant_id = '$tid'\" | grep -q '$slug'"
+check "the detail is stored encrypted (no slug in clear)" bash -c "! pg_super $r \"SELECT encode(detail_enc, 'escape') FROM audit.events WHERE tenant_id = '$tid' UNION ALL SELECT encode(detail_enc, 'escape') FROM audit.event_details WHERE tenant_id = '$tid'\" | grep -q '$slug'"
+check "the detail is stored beside the event (060_gdpr)" test "$(pg_super $r "SELECT count(*) FROM audit.event_details WHERE tenant_id = '$tid'")" -ge 1
 
 # ---------------------------------------------------------------- service outbox relay
 ins() { # ins ID TYPE ACTION [DETAIL]: an outbox row as a committed action would leave it

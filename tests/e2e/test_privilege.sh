@@ -23,7 +23,8 @@ check "redis: gateway may not read q:auth (another service's queue)" noperm gate
 check "redis: gateway may not XADD to dl:auth" noperm gateway XADD dl:auth '*' e x
 check "redis: mail-ingest may not XADD to q:backup" noperm mail-ingest XADD q:backup '*' e x
 check "redis: auth may not read q:ticket" noperm auth XREADGROUP GROUP ticket x COUNT 1 STREAMS q:ticket '>'
-check "redis: auth may not XADD to q:ticket" noperm auth XADD q:ticket '*' e x
+check "redis: auth may not XADD to q:backup" noperm auth XADD q:backup '*' e x
+check "redis: auth may not read q:ticket's replies to the gateway" noperm auth XREAD COUNT 1 STREAMS r:gateway:gateway-1 0
 check "redis: audit may not XADD to q:auth" noperm audit XADD q:auth '*' e x
 check "redis: ticket may not read another service's reply stream" noperm ticket XREAD COUNT 1 STREAMS r:gateway:gateway-1 0
 check "redis: ticket may not forge auth's heartbeat" noperm ticket SET hb:auth:auth-1 x
@@ -57,6 +58,11 @@ refuse "postgres: ward_ticket is denied auth.users' password hashes" pg_as $r wa
 refuse "postgres: ward_ticket is denied SELECT * on auth.users" pg_as $r ward_ticket "SELECT * FROM auth.users"
 refuse "postgres: ward_ticket cannot write auth.users" pg_as $r ward_ticket "UPDATE auth.users SET role = 'admin'"
 refuse "postgres: ward_backup cannot write auth.users" pg_as $r ward_backup "DELETE FROM auth.users"
+# GDPR erase (060_gdpr.sql): ward_audit deletes details beside the chain, never events.
+check "postgres: ward_audit may delete audit.event_details (GDPR erase)" pg_as $r ward_audit "DELETE FROM audit.event_details WHERE false"
+refuse "postgres: ward_audit cannot UPDATE audit.event_details" pg_as $r ward_audit "UPDATE audit.event_details SET detail_enc = '' WHERE false"
+refuse "postgres: ward_audit cannot rewrite audit.erasures" pg_as $r ward_audit "DELETE FROM audit.erasures WHERE false"
+refuse "postgres: ward_ticket is denied audit.event_details" pg_as $r ward_ticket "SELECT count(*) FROM audit.event_details"
 refuse "postgres: ward_auth cannot create tables in public" pg_as $r ward_auth "CREATE TABLE public.x (i int)"
 refuse "postgres: ward_auth cannot create a schema" pg_as $r ward_auth "CREATE SCHEMA evil"
 ta=$(pg_super $r "SELECT gen_random_uuid()")

@@ -958,7 +958,10 @@ static void test_pg_enforced(void **state)
 	assert_int_equal(PQstatus(su), CONNECTION_OK);
 	assert_string_equal(pg_state(su, "UPDATE audit.events SET actor = 'z'"), DENIED);
 	assert_string_equal(pg_state(su, "DELETE FROM audit.events"), DENIED);
-	assert_string_equal(pg_state(su, "TRUNCATE audit.events"), DENIED);
+	/* audit.event_details references the events (060_gdpr): a plain TRUNCATE is
+	 * refused for that already (0A000), with CASCADE the append-only trigger. */
+	assert_string_not_equal(pg_state(su, "TRUNCATE audit.events"), "00000");
+	assert_string_equal(pg_state(su, "TRUNCATE audit.events CASCADE"), DENIED);
 	assert_int_equal(pg_count(su, "SELECT count(DISTINCT tableowner) FROM pg_tables WHERE "
 				      "schemaname IN ('auth', 'tenant', 'audit', 'directory')"),
 			 1);
