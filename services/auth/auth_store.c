@@ -228,14 +228,12 @@ int auth_dek(struct auth_req *r, const char **error_r)
 		size_t wl = 0;
 		unsigned char *w = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 0), &wl);
 
-		ret = w == NULL ? -1 : crypto_unwrap_key(kek, r->tenant, w, wl, r->dek, NULL);
+		ret = w == NULL ? -1 : daemon_unwrap_key(r->d, r->tenant, w, wl, r->dek, error_r);
 		PQfreemem(w);
 	}
 	PQclear(res);
-	if (ret < 0) {
-		*error_r = "cannot unwrap the tenant's data key";
+	if (ret < 0) /* *error_r says which region key version was missing or failed */
 		return -1;
-	}
 	r->have_dek = true;
 	if (free_slot == NULL) {
 		free_slot = oldest;

@@ -126,12 +126,10 @@ static int ticket_keys_load(struct daemon *d, const char *tenant, const char **e
 			*error_r = "out of memory";
 			goto out;
 		}
-		ok = crypto_unwrap_key(kek, tenant, wrapped, wlen, dek, NULL) == 0;
+		ok = daemon_unwrap_key(d, tenant, wrapped, wlen, dek, error_r) == 0;
 		PQfreemem(wrapped);
-		if (!ok) {
-			*error_r = "cannot unwrap the tenant's data key (wrong region key?)";
+		if (!ok)
 			goto out;
-		}
 		e = ticket_key_slot();
 		e->used = true;
 		e->current = i == 0;
