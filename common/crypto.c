@@ -784,6 +784,7 @@ int crypto_keyring_save(const char *path, const struct crypto_keyring *ring,
 			const char **error_r)
 {
 	char tmp[4096] = "", text[KEYRING_FILE_MAX], hex[2 * CRYPTO_KEY_LEN + 1];
+	struct stat st;
 	const char *err = "cannot write the key ring";
 	size_t len = 0;
 	int fd = -1, ret = -1, n;
@@ -810,6 +811,17 @@ int crypto_keyring_save(const char *path, const struct crypto_keyring *ring,
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		goto out;
+	/* The daemons read the file as its owner: a replacement keeps the owner, group
+	 * and mode (never more than 0640) of the file it replaces. */
+	if (stat(path, &st) == 0) {
+		if ((st.st_uid != geteuid() || st.st_gid != getegid()) &&
+		    fchown(fd, st.st_uid, st.st_gid) < 0) {
+			err = "cannot give the new key ring the old file's owner";
+			goto out;
+		}
+		if (fchmod(fd, st.st_mode & 0640) < 0)
+			goto out;
+	}
 	if (write_all(fd, text, len) < 0 || fsync(fd) < 0)
 		goto out;
 	if (close(fd) < 0) {
@@ -844,4 +856,68 @@ int crypto_keyring_unwrap(const struct crypto_keyring *ring, const char *context
 	    (kek = crypto_keyring_find(ring, v)) == NULL)
 		return -1;
 	return crypto_unwrap_key(kek, context, wrapped, wrapped_len, dek, kek_version_r);
+}
+
+/* ------------------------------------------------------- blind-index roots */
+
+/* One HKDF step (mode "EXTRACT_ONLY" or "EXPAND_ONLY") into 32 bytes. */
+static int hkdf_step(const char *mode, const uint8_t key[CRYPTO_KEY_LEN], const char *info,
+		     uint8_t out[CRYPTO_KEY_LEN])
+{
+	EVP_KDF *kdf = NULL;
+	EVP_KDF_CTX *kctx = NULL;
+	OSSL_PARAM params[5], *p = params;
+	int ret = -1;
+
+	if ((kdf = EVP_KDF_fetch(NULL, "HKDF", NULL)) == NULL ||
+	    (kctx = EVP_KDF_CTX_new(kdf)) == NULL)
+		goto out;
+	*p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MODE, (char *)mode, 0);
+	*p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+	*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, CRYPTO_KEY_LEN);
+	if (info != NULL)
+		*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info,
+							 strlen(info));
+	*p = OSSL_PARAM_construct_end();
+	if (EVP_KDF_derive(kctx, out, CRYPTO_KEY_LEN, params) != 1)
+		goto out;
+	ret = 0;
+out:
+	EVP_KDF_CTX_free(kctx);
+	EVP_KDF_free(kdf);
+	if (ret != 0)
+		crypto_wipe(out, CRYPTO_KEY_LEN);
+	return ret;
+}
+
+/* PRK = HKDF-Extract(no salt, dek). */
+int crypto_blind_root(const uint8_t dek[CRYPTO_KEY_LEN], uint8_t root[CRYPTO_KEY_LEN])
+{
+	if (dek == NULL || root == NULL)
+		return -1;
+	return hkdf_step("EXTRACT_ONLY", dek, NULL, root);
+}
+
+/* Hex of HMAC-SHA256(HKDF-Expand(root, "ward blind index " purpose), value). */
+int crypto_blind_index_root(const uint8_t root[CRYPTO_KEY_LEN], const char *purpose,
+			    const void *value, size_t value_len, char out_hex[65])
+{
+	char info[128];
+	uint8_t subkey[32], mac[32];
+	int n, ret = -1;
+
+	if (root == NULL || purpose == NULL || out_hex == NULL)
+		return -1;
+	n = snprintf(info, sizeof(info), "%s%s", BLIND_INFO_PREFIX, purpose);
+	if (n < 0 || (size_t)n >= sizeof(info))
+		return -1;
+	if (hkdf_step("EXPAND_ONLY", root, info, subkey) != 0 ||
+	    crypto_hmac_sha256(subkey, sizeof(subkey), value, value_len, mac) != 0)
+		goto out;
+	crypto_hex(mac, sizeof(mac), out_hex);
+	ret = 0;
+out:
+	crypto_wipe(subkey, sizeof(subkey));
+	crypto_wipe(mac, sizeof(mac));
+	return ret;
 }

@@ -126,4 +126,17 @@ int crypto_keyring_unwrap(const struct crypto_keyring *ring, const char *context
 /* Wipe the whole ring. NULL-safe. */
 void crypto_keyring_wipe(struct crypto_keyring *ring);
 
+/*
+ * Blind indexes across DEK rotations. crypto_blind_index(dek, …) is HMAC under
+ * HKDF(dek, "ward blind index " purpose) = HKDF-Expand(PRK, info) with
+ * PRK = HKDF-Extract(no salt, dek). The PRK ("blind-index root") gives every
+ * purpose's index key but, being one-way, opens nothing sealed under the DEK; kept
+ * (wrapped) when the DEK is rotated and destroyed, it keeps every index valid.
+ */
+/* The blind-index root of dek. */
+int crypto_blind_root(const uint8_t dek[CRYPTO_KEY_LEN], uint8_t root[CRYPTO_KEY_LEN]);
+/* The same index as crypto_blind_index(dek, …) from the root of dek. */
+int crypto_blind_index_root(const uint8_t root[CRYPTO_KEY_LEN], const char *purpose,
+			    const void *value, size_t value_len, char out_hex[65]);
+
 #endif

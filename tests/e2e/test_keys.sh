@@ -71,19 +71,21 @@ V1=$((V0 + 1))
 # Create a ticket and read it back, over and over, as the admin; every status
 # goes to a file. Until the stop file appears.
 traffic() {
-	local n=0 out id
-	while [ ! -f "$TMP/stop" ]; do
+	local n=0 out id TMP=$TMP/loop # its own body/headers files (api writes to $TMP)
+	mkdir -p "$TMP"
+	while [ ! -f "$STOP" ]; do
 		n=$((n + 1))
 		out=$(api "$S" "$TMP/jar" POST /api/v1/tickets "{\"subject\":\"live $n\",\"body\":\"body $n\"}")
-		echo "POST $(status "$out")" >>"$TMP/traffic"
+		echo "POST $(status "$out")" >>"$TRAFFIC"
 		id=$(jget "$out" '["id"]' 2>/dev/null)
 		out=$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$id")
-		echo "GET $(status "$out") $(jget "$out" '["subject"]' 2>/dev/null | tr ' ' _)" >>"$TMP/traffic"
+		echo "GET $(status "$out") $(jget "$out" '["subject"]' 2>/dev/null | tr ' ' _)" >>"$TRAFFIC"
 		out=$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$TK0")
-		echo "GET0 $(status "$out") $(jget "$out" '["subject"]' 2>/dev/null | tr ' ' _)" >>"$TMP/traffic"
+		echo "GET0 $(status "$out") $(jget "$out" '["subject"]' 2>/dev/null | tr ' ' _)" >>"$TRAFFIC"
 	done
 }
-cp "$TMP/jar" "$TMP/jar.loop" 2>/dev/null
+TRAFFIC=$TMP/traffic
+STOP=$TMP/stop
 traffic &
 LOOP=$!
 wait_for 30 test -s "$TMP/traffic" || true
@@ -94,7 +96,8 @@ out=$(wctl key rotate-kek --region $R 2>"$TMP/rot.err")
 check "rotate-kek succeeds under live traffic" is "$(jfield "$out" kek_version 2>/dev/null)" "$V1"
 check "rotate-kek re-wrapped at least the two tenants' keys" test "$(jfield "$out" rewrapped)" -ge 2
 check "the ring file now holds both versions" bash -c "grep -q '^ward-kek $V0 ' '$KEK' && grep -q '^ward-kek $V1 ' '$KEK'"
-check "the ring file is 0600" is "$(stat -c %a "$KEK")" 600
+check "the ring file is 0600 and keeps its owner (the daemons read it)" is \
+	"$(stat -c '%a %U' "$KEK")" "600 $(stat -c %U "$WARD_VAR/$R/secrets/pg-ops")"
 check "no DEK is wrapped under the old KEK (live and closed, by header)" is "$(wrapped_under "$V0")" 0
 check "tenant.keys.kek_version says the new version" is \
 	"$(pg_super $R "SELECT count(*) FROM tenant.keys WHERE wrapped IS NOT NULL AND kek_version <> $V1")" 0
@@ -127,10 +130,8 @@ check "live traffic through rotate-kek and retire: $N requests, none failed" is 
 [ "$BAD" = 0 ] || grep -v -e '^POST 201$' -e '^GET 200 live' -e '^GET0 200 before' "$TMP/traffic" | head -5 | sed 's/^/#   /'
 check "the traffic ran through the rotation (>= 9 requests)" test "$N" -ge 9
 
-# The daemons still open the old tenant's data after their DEK caches expire: ask the
-# ticket daemon to load it again by reading after the 60 s cache.. too slow for a test,
-# so the freshly created tenant above proves the new-version unwrap; the backup service
-# proves it for an existing tenant:
+# The freshly created tenant above proves the unwrap under the new version by auth,
+# ticket and audit; the backup service proves it for an existing tenant:
 out=$(wctl backup verify --region $R --tenant "$S" --backup "$B1" 2>&1)
 check "a backup taken before the rotation verifies after the old KEK is retired" is "$(jfield "$out" ok 2>/dev/null || echo "$out")" True
 out=$(wctl backup run --region $R --tenant "$S" 2>&1)

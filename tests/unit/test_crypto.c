@@ -517,6 +517,26 @@ static void test_keyring(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* The blind-index root gives the same indexes as the DEK, and is not the DEK. */
+static void test_blind_root(void **state)
+{
+	uint8_t dek[32], root[32];
+	char a[65], b[65], c[65];
+
+	(void)state;
+	assert_int_equal(crypto_random(dek, 32), 0);
+	assert_int_equal(crypto_blind_root(dek, root), 0);
+	assert_memory_not_equal(dek, root, 32);
+	assert_int_equal(crypto_blind_index(dek, "auth.users.email", "a@b.example", 11, a), 0);
+	assert_int_equal(crypto_blind_index_root(root, "auth.users.email", "a@b.example", 11, b), 0);
+	assert_string_equal(a, b);
+	assert_int_equal(crypto_blind_index_root(root, "ticket.mail_id", "a@b.example", 11, c), 0);
+	assert_string_not_equal(a, c);
+	assert_int_equal(crypto_blind_index(dek, "auth.recovery_codes", "", 0, a), 0);
+	assert_int_equal(crypto_blind_index_root(root, "auth.recovery_codes", "", 0, b), 0);
+	assert_string_equal(a, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -525,7 +545,7 @@ int main(void)
 		cmocka_unit_test(test_seal_nonce_fresh), cmocka_unit_test(test_open_denials),
 		cmocka_unit_test(test_wrap_key),       cmocka_unit_test(test_blind_index),
 		cmocka_unit_test(test_helpers),	       cmocka_unit_test(test_key_load),
-		cmocka_unit_test(test_keyring),
+		cmocka_unit_test(test_keyring), cmocka_unit_test(test_blind_root),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
