@@ -18,21 +18,31 @@
  * Every step is an audit event naming the operator, the region and the versions;
  * key material never leaves this process except into the ring file.
  */
+#include <event2/event.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "crypto.h"
+#include "envelope.h"
+#include "keys.pb-c.h"
+#include "queue.h"
 #include "wardctl.h"
+
+/* The wrap context of a tenant's blind-index root (tenant.keys version 0) after the
+ * tenant id; DEKs are wrapped with the bare tenant id. */
+#define KEY_ROOT_CONTEXT "|blind-index"
 
 const char wardctl_key_usage[] =
 	"usage: wardctl key rotate-kek --region R [--retire]\n"
 	"       wardctl key retire-kek --region R --version N\n"
 	"       wardctl key status --region R\n"
+	"       wardctl key rotate-dek --tenant SLUG [--batch N] [--grace SECONDS] [--keep-old]\n"
 	"\n"
 	"rotate-kek: add a new version of the region's key-encryption key to its key ring\n"
 	"(kek_file) and re-wrap every tenant DEK of the region under it, with no downtime:\n"
@@ -40,7 +50,15 @@ const char wardctl_key_usage[] =
 	"older version from the ring (as retire-kek does for each).\n"
 	"retire-kek: remove version N from the ring; refused while any wrapped DEK\n"
 	"(live or of a closed tenant) is still wrapped under it, or if N is the current\n"
-	"version. status: the ring's versions and how many DEKs each wraps.\n";
+	"version. status: the ring's versions and how many DEKs each wraps.\n"
+	"rotate-dek: a new DEK version for the tenant (new writes use it within the\n"
+	"services' key cache time); ward-ticket and ward-auth re-seal the tenant's data\n"
+	"under it in batches of N (default 200) on request (ticket.rekey, auth.rekey),\n"
+	"old versions readable meanwhile; after SECONDS (default 65: longer than the key\n"
+	"caches, so no daemon still seals under an old version) a last pass, then the old\n"
+	"versions are destroyed, unless --keep-old (kept, sealing nothing, so that audit\n"
+	"details and backups sealed under them stay readable). Blind indexes do not rotate\n"
+	"(see deploy/sql/065_keys.sql). Resumable: run it again after an interruption.\n";
 
 /* One tenant's wrapped keys in one table, re-wrapped under (kek, version). */
 struct key_rewrap {
@@ -74,6 +92,7 @@ static int key_rewrap_table(db_t *db, const char *table, const char *tenant,
 		unsigned char *w =
 		    PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 1), &wl);
 		uint8_t dek[CRYPTO_KEY_LEN], *nw = NULL;
+		char ctx[96];
 		uint32_t old = 0;
 		PGresult *u;
 		int ok;
@@ -91,7 +110,11 @@ static int key_rewrap_table(db_t *db, const char *table, const char *tenant,
 			PQfreemem(w);
 			continue;
 		}
-		if (crypto_keyring_unwrap(rw->ring, tenant, w, wl, dek, NULL) < 0) {
+		/* Version 0 is the blind-index root (065_keys.sql), wrapped with its own
+		 * context. */
+		snprintf(ctx, sizeof ctx, "%s%s", tenant,
+			 strcmp(PQgetvalue(res, i, 0), "0") == 0 ? KEY_ROOT_CONTEXT : "");
+		if (crypto_keyring_unwrap(rw->ring, ctx, w, wl, dek, NULL) < 0) {
 			PQfreemem(w);
 			snprintf(msg, sizeof msg,
 				 "%s: a DEK of tenant %s is wrapped under KEK version %u, which "
@@ -100,7 +123,7 @@ static int key_rewrap_table(db_t *db, const char *table, const char *tenant,
 			*error_r = msg;
 			goto out;
 		}
-		ok = crypto_wrap_key(rw->kek, rw->kek_version, tenant, dek, &nw, &nl) == 0;
+		ok = crypto_wrap_key(rw->kek, rw->kek_version, ctx, dek, &nw, &nl) == 0;
 		crypto_wipe(dek, sizeof dek);
 		if (!ok) {
 			PQfreemem(w);
@@ -400,13 +423,413 @@ out:
 	return ret;
 }
 
+/* ------------------------------------------------------------ rotate-dek */
+
+struct key_call {
+	struct event_base *base;
+	int status;
+	char error[512];
+	Ward__RekeyReply *reply;
+};
+
+static void key_call_done(void *arg, int status, const Ward__Envelope *env,
+			  const uint8_t *payload, size_t len)
+{
+	struct key_call *c = arg;
+
+	c->status = status;
+	if (status < 0) {
+		snprintf(c->error, sizeof c->error, "%s",
+			 status == QUEUE_ETIMEDOUT ? "timed out (is the service running?)"
+						   : "Redis connection down");
+	} else if (env->status != 0) {
+		snprintf(c->error, sizeof c->error, "%s",
+			 env->error != NULL ? env->error : "failed");
+		c->status = env->status;
+	} else if (len > 4096 || (c->reply = ward__rekey_reply__unpack(NULL, len, payload)) == NULL) {
+		snprintf(c->error, sizeof c->error, "malformed reply");
+		c->status = -1;
+	}
+	event_base_loopbreak(c->base);
+}
+
+/* The operator's name: $USER if it looks like a name, else "ops". */
+static const char *key_operator(void)
+{
+	const char *user = getenv("USER");
+
+	if (user == NULL || user[0] == '\0' || strlen(user) > 64 ||
+	    strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+		    strlen(user))
+		return "ops";
+	return user;
+}
+
+/* A queue connection to region as the operator. */
+struct key_q {
+	struct event_base *base;
+	envelope_keys_t *keys;
+	queue_t *q;
+};
+
+static void key_q_free(struct key_q *k)
+{
+	queue_free(k->q);
+	if (k->base != NULL)
+		event_base_free(k->base);
+	envelope_keys_free(k->keys);
+	memset(k, 0, sizeof *k);
+}
+
+static int key_q_open(const struct wardctl_conf *conf, int region, struct key_q *k)
+{
+	const struct wardctl_cell *cell = &conf->cell[region];
+	struct queue_opts qo = { 0 };
+	static char instance[48];
+	const char *err = NULL;
+
+	memset(k, 0, sizeof *k);
+	k->keys = envelope_keys_parse(cell->route_keys.data, cell->route_keys.len, &err);
+	if (k->keys == NULL) {
+		wardctl_error("%s: %s", cell->route_keys.path, err);
+		return -1;
+	}
+	if ((k->base = event_base_new()) == NULL) {
+		key_q_free(k);
+		return -1;
+	}
+	snprintf(instance, sizeof instance, "wardctl-%ld", (long)getpid());
+	qo.host = cell->redis_host;
+	qo.port = cell->redis_port;
+	qo.user = cell->redis_user;
+	qo.password = (const char *)cell->redis_password.data;
+	qo.service = cell->redis_user;
+	qo.instance = instance;
+	qo.region = wardctl_regions[region];
+	if ((k->q = queue_new(k->base, &qo, k->keys, &err)) == NULL) {
+		wardctl_error("region %s: %s", wardctl_regions[region], err ? err : "no Redis");
+		key_q_free(k);
+		return -1;
+	}
+	return 0;
+}
+
+/* One rekey request to dest ("q:ticket" / "q:auth"); *reply_r unpacked, or -1 printed. */
+static int key_rekey_call(struct key_q *k, const char *dest, const char *method,
+			  const char *tenant, int batch, Ward__RekeyReply **reply_r)
+{
+	Ward__RekeyRequest req = WARD__REKEY_REQUEST__INIT;
+	Ward__Principal principal = WARD__PRINCIPAL__INIT;
+	struct queue_msg msg = { 0 };
+	struct key_call c = { 0 };
+	uint8_t payload[128];
+	char request_id[33];
+	const char *err = NULL;
+
+	req.tenant_id = (char *)tenant;
+	req.batch = batch;
+	if (ward__rekey_request__get_packed_size(&req) > sizeof payload)
+		return -1;
+	principal.kind = "operator";
+	principal.id = (char *)key_operator();
+	(void)crypto_random_id(request_id);
+	msg.dest = dest;
+	msg.method = method;
+	msg.tenant = tenant;
+	msg.principal = &principal;
+	msg.request_id = request_id;
+	msg.timeout_ms = 120000;
+	msg.payload = payload;
+	msg.len = ward__rekey_request__pack(&req, payload);
+	c.base = k->base;
+	c.status = -1;
+	if (queue_request(k->q, &msg, key_call_done, &c, &err) < 0) {
+		wardctl_error("%s: %s", method, err ? err : "cannot send");
+		return -1;
+	}
+	event_base_dispatch(k->base);
+	if (c.status != 0) {
+		wardctl_error("%s: %s", method, c.error);
+		if (c.reply != NULL)
+			ward__rekey_reply__free_unpacked(c.reply, NULL);
+		return -1;
+	}
+	*reply_r = c.reply;
+	return 0;
+}
+
+/* Passes of ticket.rekey and auth.rekey until nothing is under an older version
+ * than new_version in either; adds to *done_r. */
+static int key_rekey_all(struct key_q *k, const char *tenant, uint32_t new_version, int batch,
+			 long *done_r)
+{
+	static const char *const dests[2][2] = { { "q:ticket", "ticket.rekey" },
+						 { "q:auth", "auth.rekey" } };
+
+	for (int s = 0; s < 2; s++) {
+		for (;;) {
+			Ward__RekeyReply *r = NULL;
+			long remaining;
+
+			if (key_rekey_call(k, dests[s][0], dests[s][1], tenant, batch, &r) < 0)
+				return -1;
+			remaining = (long)r->remaining;
+			*done_r += (long)r->done;
+			if (r->dek_version != new_version) {
+				wardctl_error("%s: the service seals under DEK version %u, not %u "
+					      "(a newer rotation?)",
+					      dests[s][1], r->dek_version, new_version);
+				ward__rekey_reply__free_unpacked(r, NULL);
+				return -1;
+			}
+			if (r->done == 0 && remaining > 0) {
+				wardctl_error("%s: %ld values remain and none moved", dests[s][1],
+					      remaining);
+				ward__rekey_reply__free_unpacked(r, NULL);
+				return -1;
+			}
+			ward__rekey_reply__free_unpacked(r, NULL);
+			if (remaining == 0)
+				break;
+		}
+	}
+	return 0;
+}
+
+/* The home region and id of slug (an active tenant); -1 after printing. */
+static int key_find_tenant(const struct wardctl_conf *conf, const char *slug, char id[40])
+{
+	for (int i = 0; i < WARDCTL_REGIONS; i++) {
+		const char *p[1] = { slug }, *err = NULL;
+		db_t *db;
+		PGresult *res;
+		int found = 0;
+
+		if (conf->cell[i].pg_conninfo == NULL || (db = wardctl_db(conf, i)) == NULL)
+			continue;
+		res = db_exec(db, "SELECT id FROM tenant.tenants WHERE slug = $1 AND status = 'active'",
+			      1, p, &err);
+		if (res != NULL && PQntuples(res) == 1) {
+			snprintf(id, 40, "%s", PQgetvalue(res, 0, 0));
+			found = 1;
+		}
+		PQclear(res);
+		db_free(db);
+		if (found)
+			return i;
+	}
+	wardctl_error("no active tenant '%s' in any region", slug);
+	return -1;
+}
+
+/* In the tenant's transaction: store the blind-index root if absent, then a new DEK
+ * version; *from_r the newest version before, *to_r the new one. */
+static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *tenant,
+		       uint32_t *from_r, uint32_t *to_r, const char **error_r)
+{
+	const char *p[1] = { tenant };
+	PGresult *res = db_exec(db,
+				"SELECT version, wrapped FROM tenant.keys WHERE tenant_id = $1 "
+				"AND wrapped IS NOT NULL ORDER BY version FOR UPDATE",
+				1, p, error_r);
+	uint8_t dek[CRYPTO_KEY_LEN], root[CRYPTO_KEY_LEN], *w = NULL;
+	const uint8_t *kek;
+	uint32_t kv = 0, max = 0;
+	int rows, has_root = 0, ret = -1;
+	size_t wl = 0;
+	char ctx[96], vbuf[16], kvbuf[16];
+
+	if (res == NULL)
+		return -1;
+	rows = PQntuples(res);
+	for (int i = 0; i < rows; i++) {
+		uint32_t v = (uint32_t)strtoul(PQgetvalue(res, i, 0), NULL, 10);
+
+		if (v == 0)
+			has_root = 1;
+		if (v > max)
+			max = v;
+	}
+	if (max == 0 || (kek = crypto_keyring_current(ring, &kv)) == NULL) {
+		*error_r = "the tenant has no live DEK";
+		goto out;
+	}
+	snprintf(kvbuf, sizeof kvbuf, "%u", kv);
+	if (!has_root) {
+		/* The root of the DEK the indexes were made with: before any rotation,
+		 * the only one (version 1). */
+		size_t ol = 0;
+		unsigned char *o;
+		int ok;
+
+		if (rows != 1 || max != 1) {
+			*error_r = "no blind-index root, and not only DEK version 1 (cannot tell "
+				   "which DEK the indexes come from)";
+			goto out;
+		}
+		if ((o = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &ol)) == NULL) {
+			*error_r = "out of memory";
+			goto out;
+		}
+		ok = crypto_keyring_unwrap(ring, tenant, o, ol, dek, NULL) == 0;
+		PQfreemem(o);
+		if (!ok) {
+			*error_r = "cannot unwrap DEK version 1 with the region key ring";
+			goto out;
+		}
+		ok = crypto_blind_root(dek, root) == 0;
+		crypto_wipe(dek, sizeof dek);
+		snprintf(ctx, sizeof ctx, "%s%s", tenant, KEY_ROOT_CONTEXT);
+		if (!ok || crypto_wrap_key(kek, kv, ctx, root, &w, &wl) < 0) {
+			*error_r = "cannot derive or wrap the blind-index root";
+			goto out;
+		}
+		{
+			const char *ip[3] = { tenant, (const char *)w, kvbuf };
+			const int il[3] = { 0, (int)wl, 0 }, ifm[3] = { 0, 1, 0 };
+			PGresult *ins = db_exec_bin(db,
+						    "INSERT INTO tenant.keys (tenant_id, version, "
+						    "wrapped, kek_version) VALUES ($1, 0, $2, $3::int)",
+						    3, ip, il, ifm, error_r);
+
+			if (ins == NULL)
+				goto out;
+			PQclear(ins);
+		}
+		free(w);
+		w = NULL;
+	}
+	if (crypto_random(dek, sizeof dek) < 0 || crypto_wrap_key(kek, kv, tenant, dek, &w, &wl) < 0) {
+		*error_r = "cannot make or wrap a DEK";
+		goto out;
+	}
+	snprintf(vbuf, sizeof vbuf, "%u", max + 1);
+	{
+		const char *ip[4] = { tenant, vbuf, (const char *)w, kvbuf };
+		const int il[4] = { 0, 0, (int)wl, 0 }, ifm[4] = { 0, 0, 1, 0 };
+		PGresult *ins = db_exec_bin(db,
+					    "INSERT INTO tenant.keys (tenant_id, version, wrapped, "
+					    "kek_version) VALUES ($1, $2::int, $3, $4::int)",
+					    4, ip, il, ifm, error_r);
+
+		if (ins == NULL)
+			goto out;
+		PQclear(ins);
+	}
+	*from_r = max;
+	*to_r = max + 1;
+	ret = 0;
+out:
+	crypto_wipe(dek, sizeof dek);
+	crypto_wipe(root, sizeof root);
+	free(w);
+	PQclear(res);
+	return ret;
+}
+
+/* rotate-dek --tenant SLUG. */
+static int key_rotate_dek(const struct wardctl_conf *conf, const char *slug, int batch,
+			  int grace, bool keep_old)
+{
+	struct crypto_keyring ring;
+	struct key_q k = { 0 };
+	char tenant[40], detail[256], target[64], vbuf[16];
+	const char *err = NULL;
+	uint32_t from = 0, to = 0;
+	long done = 0, destroyed = 0;
+	db_t *db = NULL;
+	json_t *o = NULL;
+	int region, ret = 1;
+
+	if ((region = key_find_tenant(conf, slug, tenant)) < 0)
+		return 1;
+	if (conf->cell[region].kek_file == NULL ||
+	    crypto_keyring_load(conf->cell[region].kek_file, &ring, &err) < 0) {
+		wardctl_error("region %s: kek_file: %s", wardctl_regions[region],
+			      err != NULL ? err : "not configured");
+		return 1;
+	}
+	snprintf(target, sizeof target, "tenant:%s", tenant);
+	if ((db = wardctl_db(conf, region)) == NULL)
+		goto out;
+	if (db_begin(db, tenant, &err) < 0 || key_new_dek(db, &ring, tenant, &from, &to, &err) < 0 ||
+	    db_commit(db, &err) < 0) {
+		db_rollback(db);
+		wardctl_error("tenant %s: %s", slug, err);
+		goto out;
+	}
+	snprintf(detail, sizeof detail, "{\"slug\":\"%s\",\"from_dek_version\":%u,"
+		 "\"to_dek_version\":%u}", slug, from, to);
+	if (wardctl_audit_record(conf, region, tenant, "key", "rotate-dek", target, detail, &err) <
+	    0) {
+		wardctl_error("audit event not recorded: %s", err);
+		goto out;
+	}
+	/* First pass now (the services forget their cached keys on the request), the
+	 * last after the grace period, when no daemon can hold an older version as
+	 * the one that seals. */
+	if (key_q_open(conf, region, &k) < 0 || key_rekey_all(&k, tenant, to, batch, &done) < 0)
+		goto out;
+	if (!keep_old) {
+		const char *dp[2] = { tenant, vbuf };
+		PGresult *res;
+
+		sleep((unsigned)grace);
+		if (key_rekey_all(&k, tenant, to, batch, &done) < 0)
+			goto out;
+		snprintf(vbuf, sizeof vbuf, "%u", to);
+		if (db_begin(db, tenant, &err) < 0 ||
+		    (res = db_exec(db,
+				   "UPDATE tenant.keys SET wrapped = NULL, destroyed_at = now() "
+				   "WHERE tenant_id = $1 AND version > 0 AND version < $2::int "
+				   "AND wrapped IS NOT NULL",
+				   2, dp, &err)) == NULL) {
+			db_rollback(db);
+			wardctl_error("tenant %s: %s", slug, err);
+			goto out;
+		}
+		destroyed = strtol(PQcmdTuples(res), NULL, 10);
+		PQclear(res);
+		if (db_commit(db, &err) < 0) {
+			wardctl_error("tenant %s: %s", slug, err);
+			goto out;
+		}
+		snprintf(detail, sizeof detail,
+			 "{\"slug\":\"%s\",\"destroyed_below_dek_version\":%u,\"destroyed\":%ld}",
+			 slug, to, destroyed);
+		if (wardctl_audit_record(conf, region, tenant, "key", "destroy-dek", target, detail,
+					 &err) < 0) {
+			wardctl_error("audit event not recorded: %s", err);
+			goto out;
+		}
+	}
+	o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i}", "tenant", slug, "id", tenant,
+		      "region", wardctl_regions[region], "from_dek_version", (json_int_t)from,
+		      "dek_version", (json_int_t)to, "resealed", (json_int_t)done, "destroyed",
+		      (json_int_t)destroyed);
+	if (o != NULL && wardctl_print(o) == 0)
+		ret = 0;
+out:
+	crypto_keyring_wipe(&ring);
+	key_q_free(&k);
+	json_decref(o);
+	db_free(db);
+	return ret;
+}
+
 int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 {
 	static const struct option opts[] = { { "region", required_argument, NULL, 'r' },
 					      { "version", required_argument, NULL, 'v' },
 					      { "retire", no_argument, NULL, 'R' },
+					      { "tenant", required_argument, NULL, 't' },
+					      { "batch", required_argument, NULL, 'b' },
+					      { "grace", required_argument, NULL, 'g' },
+					      { "keep-old", no_argument, NULL, 'K' },
 					      { NULL, 0, NULL, 0 } };
-	const char *sub, *region_name = NULL;
+	const char *sub, *region_name = NULL, *slug = NULL;
+	long batch = 200, grace = 65;
+	bool keep_old = false;
 	unsigned long version = 0;
 	bool retire = false;
 	char *end = NULL;
@@ -433,10 +856,35 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 		case 'R':
 			retire = true;
 			break;
+		case 't':
+			slug = optarg;
+			break;
+		case 'b':
+		case 'g': {
+			long v = strtol(optarg, &end, 10);
+
+			if (end == optarg || *end != '\0' || v < (c == 'b' ? 1 : 0) ||
+			    v > (c == 'b' ? 10000 : 86400)) {
+				wardctl_error("--%s: out of range", c == 'b' ? "batch" : "grace");
+				return 2;
+			}
+			*(c == 'b' ? &batch : &grace) = v;
+			break;
+		}
+		case 'K':
+			keep_old = true;
+			break;
 		default:
 			fputs(wardctl_key_usage, stderr);
 			return 2;
 		}
+	}
+	if (strcmp(sub, "rotate-dek") == 0) {
+		if (optind < argc - 1 || slug == NULL || region_name != NULL) {
+			fputs(wardctl_key_usage, stderr);
+			return 2;
+		}
+		return key_rotate_dek(conf, slug, (int)batch, (int)grace, keep_old);
 	}
 	if (optind < argc - 1 || region_name == NULL) {
 		fputs(wardctl_key_usage, stderr);

@@ -37,6 +37,7 @@ struct dek {
 	char tenant[AUDIT_TENANT_MAX + 1];
 	uint32_t version;
 	uint8_t key[CRYPTO_KEY_LEN];
+	int64_t loaded_ms; /* "the newest" is trusted for 60 s (a DEK rotation) */
 	struct dek *next;
 };
 
@@ -199,7 +200,9 @@ static const uint8_t *store_dek(struct daemon *d, const char *tenant, uint32_t v
 	if (tenant[0] == '\0' && version == 0)
 		version = daemon_kek_current(d);
 	for (k = store.keys; k != NULL; k = k->next)
-		if (strcmp(k->tenant, tenant) == 0 && (version == 0 || k->version == version)) {
+		if (strcmp(k->tenant, tenant) == 0 &&
+		    (version == 0 ? envelope_now_ms() - k->loaded_ms < 60000
+				  : k->version == version)) {
 			if (version_r != NULL)
 				*version_r = k->version;
 			return k->key;
@@ -216,6 +219,7 @@ static const uint8_t *store_dek(struct daemon *d, const char *tenant, uint32_t v
 		return NULL;
 	}
 	snprintf(k->tenant, sizeof k->tenant, "%s", tenant);
+	k->loaded_ms = envelope_now_ms();
 	if (tenant[0] == '\0') {
 		/* Cell-wide events: a key derived from the region KEK of that version. */
 		const uint8_t *ck = daemon_kek_version(d, version);
@@ -232,7 +236,8 @@ static const uint8_t *store_dek(struct daemon *d, const char *tenant, uint32_t v
 		snprintf(vbuf, sizeof vbuf, "%u", version);
 		res = db_exec(daemon_db(d),
 			      "SELECT version, wrapped FROM tenant.keys WHERE tenant_id = $1::uuid "
-			      "AND destroyed_at IS NULL AND ($2::int = 0 OR version = $2::int) "
+			      "AND destroyed_at IS NULL AND version > 0 "
+			      "AND ($2::int = 0 OR version = $2::int) "
 			      "ORDER BY version DESC LIMIT 1",
 			      2, params, error_r);
 		if (res == NULL)

@@ -71,16 +71,16 @@ V1=$((V0 + 1))
 # Create a ticket and read it back, over and over, as the admin; every status
 # goes to a file. Until the stop file appears.
 traffic() {
-	local n=0 out id TMP=$TMP/loop # its own body/headers files (api writes to $TMP)
+	local n=0 out id JAR=$TMP/jar TMP=$TMP/loop # its own body/headers files (api writes to $TMP)
 	mkdir -p "$TMP"
 	while [ ! -f "$STOP" ]; do
 		n=$((n + 1))
-		out=$(api "$S" "$TMP/jar" POST /api/v1/tickets "{\"subject\":\"live $n\",\"body\":\"body $n\"}")
+		out=$(api "$S" "$JAR" POST /api/v1/tickets "{\"subject\":\"live $n\",\"body\":\"body $n\"}")
 		echo "POST $(status "$out")" >>"$TRAFFIC"
 		id=$(jget "$out" '["id"]' 2>/dev/null)
-		out=$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$id")
+		out=$(api "$S" "$JAR" GET "/api/v1/tickets/$id")
 		echo "GET $(status "$out") $(jget "$out" '["subject"]' 2>/dev/null | tr ' ' _)" >>"$TRAFFIC"
-		out=$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$TK0")
+		out=$(api "$S" "$JAR" GET "/api/v1/tickets/$TK0")
 		echo "GET0 $(status "$out") $(jget "$out" '["subject"]' 2>/dev/null | tr ' ' _)" >>"$TRAFFIC"
 	done
 }
@@ -144,6 +144,76 @@ check "rotate-kek --retire: new version, the previous one retired" is \
 check "the ring holds exactly one version" is "$(grep -c '^ward-kek ' "$KEK")" 1
 reset_limits
 check "the tenant still logs in after two rotations" is "$(status "$(login "$S3" "$TMP/jar3" "admin@$S3.example" "$NEWPW")")" 200
+
+# ------------------------------------------------------------- rotate-dek
+# Sealed values of tenant $1 (auth and ticket schemas, every *_enc column) whose
+# header names another DEK version than $2.
+not_under() {
+	local q
+	q=$(pg_super $R "SELECT string_agg(format('SELECT count(*) AS n FROM %I.%I WHERE tenant_id = %L AND %I IS NOT NULL AND substring(%I from 2 for 4) <> int4send(%s)',
+		c.table_schema, c.table_name, '$1', c.column_name, c.column_name, $2), ' UNION ALL ')
+		FROM information_schema.columns c WHERE c.table_schema IN ('auth', 'ticket') AND c.data_type = 'bytea'
+		AND c.column_name LIKE '%\_enc' AND EXISTS (SELECT 1 FROM information_schema.columns k
+		WHERE k.table_schema = c.table_schema AND k.table_name = c.table_name AND k.column_name = 'tenant_id')")
+	pg_super $R "SELECT sum(n) FROM ($q) x"
+}
+sealed_total() { pg_super $R "SELECT (SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$1') + (SELECT count(*) FROM ticket.messages WHERE tenant_id = '$1') + (SELECT count(*) FROM auth.users WHERE tenant_id = '$1')"; }
+D0=$(pg_super $R "SELECT max(version) FROM tenant.keys WHERE tenant_id = '$T' AND wrapped IS NOT NULL")
+check "before rotate-dek: the tenant's data is under DEK version $D0" is "$(not_under "$T" "$D0")" 0
+check "before rotate-dek: there is data ($(sealed_total "$T") rows)" test "$(sealed_total "$T")" -ge 20
+reset_limits
+check "an agent with a name (auth data sealed)" is "$(status "$(api "$S" "$TMP/jar" POST /api/v1/users \
+	'{"email":"agent@keys.example","name":"Agent Smith","role":"agent","password":"Agent-Passphrase-2026!"}')")" 201
+rm -f "$STOP"
+TRAFFIC=$TMP/traffic2
+traffic &
+LOOP=$!
+sleep 2
+out=$(wctl key rotate-dek --tenant "$S" --batch 7 2>"$TMP/dek.err")
+check "rotate-dek succeeds under live traffic (batches of 7, grace 65 s)" is "$(jfield "$out" dek_version 2>/dev/null)" "$((D0 + 1))"
+[ -n "$out" ] || sed 's/^/#   /' "$TMP/dek.err"
+check "rotate-dek re-sealed the tenant's values" test "$(jfield "$out" resealed)" -ge 20
+check "and destroyed the old version" is "$(jfield "$out" destroyed)" 1
+sleep 2
+touch "$STOP"
+wait "$LOOP"
+LOOP=
+N=$(wc -l <"$TRAFFIC")
+BAD=$(grep -cv -e '^POST 201$' -e '^GET 200 live_[0-9]*$' -e '^GET0 200 before_rotation$' "$TRAFFIC")
+check "live traffic through rotate-dek: $N requests, none failed" is "$BAD" 0
+[ "$BAD" = 0 ] || grep -v -e '^POST 201$' -e '^GET 200 live' -e '^GET0 200 before' "$TRAFFIC" | head -5 | sed 's/^/#   /'
+check "the traffic ran through the rotation (>= 30 requests)" test "$N" -ge 30
+check "no sealed value of the tenant is under the old DEK version (auth + ticket, by header)" is "$(not_under "$T" "$((D0 + 1))")" 0
+check "the old DEK version is destroyed (row kept, bytes gone)" is \
+	"$(pg_super $R "SELECT count(*) FROM tenant.keys WHERE tenant_id = '$T' AND version = $D0 AND wrapped IS NULL AND destroyed_at IS NOT NULL")" 1
+check "the blind-index root (version 0) is stored, wrapped" is \
+	"$(pg_super $R "SELECT count(*) FROM tenant.keys WHERE tenant_id = '$T' AND version = 0 AND length(wrapped) = 65")" 1
+reset_limits
+check "login by email still works (blind indexes did not move)" is "$(status "$(login "$S" "$TMP/jar" "admin@$S.example" "$NEWPW")")" 200
+check "the agent logs in too" is "$(status "$(login "$S" "$TMP/jara" agent@keys.example 'Agent-Passphrase-2026!')")" 200
+check "the old ticket reads under the new DEK" is "$(jget "$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$TK0")" '["subject"]')" "before rotation"
+out=$(api "$S" "$TMP/jar" GET /api/v1/users)
+check "names and emails open under the new DEK" bash -c "echo '$out' | grep -q 'Agent Smith' && echo '$out' | grep -q agent@keys.example"
+out=$(wctl backup verify --region $R --tenant "$S" --backup "$B1" 2>&1)
+check "a backup taken before rotate-dek no longer restores: a clear error (its DEK is destroyed)" \
+	grep -q 'key is destroyed' <<<"$out"
+out=$(wctl backup run --region $R --tenant "$S" 2>&1)
+B2=$(jfield "$out" backups 0 backup_id 2>/dev/null)
+check "a backup after rotate-dek verifies" is "$(jfield "$(wctl backup verify --region $R --tenant "$S" --backup "$B2" 2>&1)" ok 2>/dev/null)" True
+check "audit events for rotate-dek and destroy-dek of the tenant" is \
+	"$(pg_super $R "SELECT count(DISTINCT action) FROM audit.events WHERE tenant_id = '$T' AND type = 'key' AND action IN ('rotate-dek', 'destroy-dek')")" 2
+# A value whose header names a DEK version that does not exist: a clear error, no plaintext.
+out=$(api "$S" "$TMP/jar" POST /api/v1/tickets '{"subject":"to be tampered","body":"x"}')
+TKX=$(jget "$out" '["id"]')
+pg_super $R "UPDATE ticket.tickets SET subject_enc = overlay(subject_enc placing int4send(99) from 2 for 4) WHERE id = '$TKX'" >/dev/null
+out=$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$TKX")
+check "a value under an unknown DEK version: refused, not shown" bash -c "[ '$(status "$out")' -ge 500 ] && ! grep -q 'to be tampered' <<<'$out'"
+check "the ticket daemon names the problem" grep -q "no live data key of that version" "$WARD_VAR/$R/log/ticket.log"
+out=$(wctl key rotate-dek --tenant "$S" --grace 0 2>&1)
+check "rotate-dek stops on a value that does not open, naming the column" grep -q 'ticket.tickets.subject_enc: a value names DEK version 99' <<<"$out"
+pg_super $R "UPDATE ticket.tickets SET subject_enc = overlay(subject_enc placing int4send($((D0 + 1))) from 2 for 4) WHERE id = '$TKX'" >/dev/null
+check "restored, the value reads again (that pass left the older version live, not destroyed)" is \
+	"$(jget "$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$TKX")" '["subject"]')" "to be tampered"
 
 # ------------------------------------------------------------- denials
 # A DEK whose header names a KEK version that is not in the ring: a clear error in
