@@ -1,6 +1,6 @@
 /*
- * wardctl_key — `wardctl key rotate-kek|retire-kek|status`: rotation of a region's
- * key-encryption key (SPEC §3).
+ * wardctl_key — `wardctl key rotate-kek|retire-kek|status|rotate-dek`: rotation of a
+ * region's key-encryption key and of a tenant's data-encryption key (SPEC §3).
  *
  * The region KEK file is a key ring (common/crypto.h): during a rotation it holds
  * the old and the new version, and every wrapped DEK names in its header the KEK
@@ -17,6 +17,12 @@
  *      no wrapped key under them remains, checked from the wrapped keys' headers.
  * Every step is an audit event naming the operator, the region and the versions;
  * key material never leaves this process except into the ring file.
+ *
+ * rotate-dek adds a DEK version to the tenant (and, the first time, its blind-index
+ * root as version 0, deploy/sql/065_keys.sql), asks ward-ticket and ward-auth to
+ * re-seal their data under it in batches (ticket.rekey, auth.rekey: common/rekey.c)
+ * until nothing is left under an older version, waits out the services' key caches,
+ * makes a last pass and destroys the older versions (or keeps them, --keep-old).
  */
 #include <event2/event.h>
 #include <getopt.h>
@@ -39,7 +45,7 @@
 #define KEY_ROOT_CONTEXT "|blind-index"
 
 const char wardctl_key_usage[] =
-	"usage: wardctl key rotate-kek --region R [--retire]\n"
+	"usage: wardctl key rotate-kek --region R [--retire] [--stage | --rewrap]\n"
 	"       wardctl key retire-kek --region R --version N\n"
 	"       wardctl key status --region R\n"
 	"       wardctl key rotate-dek --tenant SLUG [--batch N] [--grace SECONDS] [--keep-old]\n"
@@ -47,7 +53,9 @@ const char wardctl_key_usage[] =
 	"rotate-kek: add a new version of the region's key-encryption key to its key ring\n"
 	"(kek_file) and re-wrap every tenant DEK of the region under it, with no downtime:\n"
 	"the daemons unwrap under either version meanwhile. --retire: then remove every\n"
-	"older version from the ring (as retire-kek does for each).\n"
+	"older version from the ring (as retire-kek does for each). On several hosts:\n"
+	"--stage only adds the version to the ring; copy the ring file to every host\n"
+	"holding the KEK; then --rewrap re-wraps under the ring's current version.\n"
 	"retire-kek: remove version N from the ring; refused while any wrapped DEK\n"
 	"(live or of a closed tenant) is still wrapped under it, or if N is the current\n"
 	"version. status: the ring's versions and how many DEKs each wraps.\n"
@@ -256,7 +264,11 @@ static int key_retire(const struct wardctl_conf *conf, int region, db_t *db,
 }
 
 /* rotate-kek: new version, re-wrap everything, optionally retire the rest. */
-static int key_rotate_kek(const struct wardctl_conf *conf, int region, bool retire)
+/* stage: only add the new version to the ring (then distribute the ring file to
+ * every host that holds the KEK); rewrap: only re-wrap under the ring's current
+ * version (after a stage); neither: both in one go (one host, the dev stack). */
+static int key_rotate_kek(const struct wardctl_conf *conf, int region, bool retire, bool stage,
+			  bool rewrap)
 {
 	const char *path = conf->cell[region].kek_file, *err = NULL;
 	struct crypto_keyring ring;
@@ -279,14 +291,38 @@ static int key_rotate_kek(const struct wardctl_conf *conf, int region, bool reti
 		goto out;
 	(void)crypto_keyring_current(&ring, &cur);
 	next = cur + 1;
-	if (crypto_random(fresh, sizeof fresh) < 0 || crypto_keyring_add(&ring, next, fresh) < 0) {
-		wardctl_error("%s: the key ring is full (%d versions); retire old versions first",
-			      path, CRYPTO_KEYRING_MAX);
-		goto out;
+	if (rewrap) {
+		/* The staged version is the current one; "from" is the newest below it. */
+		next = cur;
+		cur = 0;
+		for (size_t i = 0; i < ring.n; i++)
+			if (ring.version[i] < next && ring.version[i] > cur)
+				cur = ring.version[i];
+	} else {
+		if (crypto_random(fresh, sizeof fresh) < 0 ||
+		    crypto_keyring_add(&ring, next, fresh) < 0) {
+			wardctl_error("%s: the key ring is full (%d versions); retire old versions "
+				      "first",
+				      path, CRYPTO_KEYRING_MAX);
+			goto out;
+		}
+		crypto_wipe(fresh, sizeof fresh);
+		if (crypto_keyring_save(path, &ring, &err) < 0) {
+			wardctl_error("%s: %s", path, err);
+			goto out;
+		}
 	}
-	crypto_wipe(fresh, sizeof fresh);
-	if (crypto_keyring_save(path, &ring, &err) < 0) {
-		wardctl_error("%s: %s", path, err);
+	if (stage) {
+		snprintf(detail, sizeof detail, "{\"staged_kek_version\":%u}", next);
+		if (wardctl_audit_record(conf, region, NULL, "key", "stage-kek", "kek", detail,
+					 &err) < 0) {
+			wardctl_error("audit event not recorded: %s", err);
+			goto out;
+		}
+		o = json_pack("{s:s, s:i, s:b}", "region", wardctl_regions[region], "kek_version",
+			      (json_int_t)next, "staged", 1);
+		if (o != NULL && wardctl_print(o) == 0)
+			ret = 0;
 		goto out;
 	}
 	/* Daemons re-read the ring at most every 100 ms when they meet a new version:
@@ -826,10 +862,12 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 					      { "batch", required_argument, NULL, 'b' },
 					      { "grace", required_argument, NULL, 'g' },
 					      { "keep-old", no_argument, NULL, 'K' },
+					      { "stage", no_argument, NULL, 'S' },
+					      { "rewrap", no_argument, NULL, 'W' },
 					      { NULL, 0, NULL, 0 } };
 	const char *sub, *region_name = NULL, *slug = NULL;
 	long batch = 200, grace = 65;
-	bool keep_old = false;
+	bool keep_old = false, stage = false, rewrap = false;
 	unsigned long version = 0;
 	bool retire = false;
 	char *end = NULL;
@@ -874,6 +912,12 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 		case 'K':
 			keep_old = true;
 			break;
+		case 'S':
+			stage = true;
+			break;
+		case 'W':
+			rewrap = true;
+			break;
 		default:
 			fputs(wardctl_key_usage, stderr);
 			return 2;
@@ -898,8 +942,13 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("region %s: no kek_file in the configuration", region_name);
 		return 1;
 	}
-	if (strcmp(sub, "rotate-kek") == 0)
-		return key_rotate_kek(conf, region, retire);
+	if (strcmp(sub, "rotate-kek") == 0) {
+		if (stage && (rewrap || retire)) {
+			wardctl_error("rotate-kek: --stage goes alone (then --rewrap [--retire])");
+			return 2;
+		}
+		return key_rotate_kek(conf, region, retire, stage, rewrap);
+	}
 	if (strcmp(sub, "retire-kek") == 0) {
 		if (version == 0) {
 			wardctl_error("retire-kek: --version N is required");

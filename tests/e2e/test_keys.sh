@@ -137,10 +137,15 @@ check "a backup taken before the rotation verifies after the old KEK is retired"
 out=$(wctl backup run --region $R --tenant "$S" 2>&1)
 check "and a new backup runs" test -n "$(jfield "$out" backups 0 backup_id 2>/dev/null)"
 
-# --retire in one go, twice in a row (idempotent re-wrap of nothing).
-out=$(wctl key rotate-kek --region $R --retire 2>&1)
-check "rotate-kek --retire: new version, the previous one retired" is \
-	"$(jfield "$out" kek_version 2>/dev/null)/$(jfield "$out" retired 0 2>/dev/null)" "$((V1 + 1))/$V1"
+# Several hosts: --stage adds the version only (the ring file is then copied to every
+# KEK holder), --rewrap --retire moves the DEKs and drops the old version.
+out=$(wctl key rotate-kek --region $R --stage 2>&1)
+check "rotate-kek --stage: the new version in the ring, nothing re-wrapped yet" is \
+	"$(jfield "$out" kek_version 2>/dev/null)/$(grep -c '^ward-kek ' "$KEK")/$(wrapped_under $((V1 + 1)))" "$((V1 + 1))/2/0"
+refuse "rotate-kek: --stage with --rewrap is a usage error" wctl key rotate-kek --region $R --stage --rewrap
+out=$(wctl key rotate-kek --region $R --rewrap --retire 2>&1)
+check "rotate-kek --rewrap --retire: DEKs under the staged version, the previous one retired" is \
+	"$(jfield "$out" kek_version 2>/dev/null)/$(jfield "$out" retired 0 2>/dev/null)/$(wrapped_under "$V1")" "$((V1 + 1))/$V1/0"
 check "the ring holds exactly one version" is "$(grep -c '^ward-kek ' "$KEK")" 1
 reset_limits
 check "the tenant still logs in after two rotations" is "$(status "$(login "$S3" "$TMP/jar3" "admin@$S3.example" "$NEWPW")")" 200
@@ -202,6 +207,19 @@ B2=$(jfield "$out" backups 0 backup_id 2>/dev/null)
 check "a backup after rotate-dek verifies" is "$(jfield "$(wctl backup verify --region $R --tenant "$S" --backup "$B2" 2>&1)" ok 2>/dev/null)" True
 check "audit events for rotate-dek and destroy-dek of the tenant" is \
 	"$(pg_super $R "SELECT count(DISTINCT action) FROM audit.events WHERE tenant_id = '$T' AND type = 'key' AND action IN ('rotate-dek', 'destroy-dek')")" 2
+# --keep-old: the old version is kept (sealing nothing) so that backups and audit
+# details sealed under it stay readable; the live data moves all the same.
+out=$(wctl backup run --region $R --tenant "$S3" 2>&1)
+B3=$(jfield "$out" backups 0 backup_id 2>/dev/null)
+T3=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$S3'")
+out=$(wctl key rotate-dek --tenant "$S3" --keep-old 2>&1)
+check "rotate-dek --keep-old: a new version, nothing destroyed" is "$(jfield "$out" dek_version 2>/dev/null)/$(jfield "$out" destroyed 2>/dev/null)" "2/0"
+check "--keep-old: the live data is under the new version all the same" is "$(not_under "$T3" 2)" 0
+check "--keep-old: a backup from before the rotation still verifies" is \
+	"$(jfield "$(wctl backup verify --region $R --tenant "$S3" --backup "$B3" 2>&1)" ok 2>/dev/null)" True
+reset_limits
+check "--keep-old: the tenant's admin logs in (blind index from the root)" is "$(status "$(login "$S3" "$TMP/jar3" "admin@$S3.example" "$NEWPW")")" 200
+
 # A value whose header names a DEK version that does not exist: a clear error, no plaintext.
 out=$(api "$S" "$TMP/jar" POST /api/v1/tickets '{"subject":"to be tampered","body":"x"}')
 TKX=$(jget "$out" '["id"]')
