@@ -573,3 +573,351 @@ out:
 		*error_r = err;
 	return ret;
 }
+
+/* ------------------------------------------------------------ key rings */
+
+#define KEYRING_FILE_MAX 2048
+#define KEYRING_TAG "ward-kek "
+
+void crypto_keyring_wipe(struct crypto_keyring *ring)
+{
+	crypto_wipe(ring, ring != NULL ? sizeof *ring : 0);
+}
+
+/* The key of version, or NULL. */
+const uint8_t *crypto_keyring_find(const struct crypto_keyring *ring, uint32_t version)
+{
+	if (ring == NULL)
+		return NULL;
+	for (size_t i = 0; i < ring->n && i < CRYPTO_KEYRING_MAX; i++)
+		if (ring->version[i] == version)
+			return ring->key[i];
+	return NULL;
+}
+
+/* The highest version's key, or NULL. */
+const uint8_t *crypto_keyring_current(const struct crypto_keyring *ring, uint32_t *version_r)
+{
+	size_t best = SIZE_MAX;
+
+	if (ring == NULL)
+		return NULL;
+	for (size_t i = 0; i < ring->n && i < CRYPTO_KEYRING_MAX; i++)
+		if (best == SIZE_MAX || ring->version[i] > ring->version[best])
+			best = i;
+	if (best == SIZE_MAX)
+		return NULL;
+	if (version_r != NULL)
+		*version_r = ring->version[best];
+	return ring->key[best];
+}
+
+/* Add a new version to the ring. */
+int crypto_keyring_add(struct crypto_keyring *ring, uint32_t version,
+		       const uint8_t key[CRYPTO_KEY_LEN])
+{
+	if (ring == NULL || key == NULL || version == 0 || version > INT32_MAX ||
+	    ring->n >= CRYPTO_KEYRING_MAX || crypto_keyring_find(ring, version) != NULL)
+		return -1;
+	ring->version[ring->n] = version;
+	memcpy(ring->key[ring->n], key, CRYPTO_KEY_LEN);
+	ring->n++;
+	return 0;
+}
+
+/* Remove a version from the ring, wiping its key. */
+int crypto_keyring_remove(struct crypto_keyring *ring, uint32_t version)
+{
+	size_t i;
+
+	if (ring == NULL)
+		return -1;
+	for (i = 0; i < ring->n; i++)
+		if (ring->version[i] == version)
+			break;
+	if (i == ring->n)
+		return -1;
+	for (; i + 1 < ring->n; i++) {
+		ring->version[i] = ring->version[i + 1];
+		memcpy(ring->key[i], ring->key[i + 1], CRYPTO_KEY_LEN);
+	}
+	ring->n--;
+	ring->version[ring->n] = 0;
+	crypto_wipe(ring->key[ring->n], CRYPTO_KEY_LEN);
+	return 0;
+}
+
+/* Parse the ring format (NUL-terminated text) into ring. */
+static int keyring_parse(char *text, struct crypto_keyring *ring, const char **error_r)
+{
+	char *line = text, *nl;
+	uint8_t key[CRYPTO_KEY_LEN];
+
+	while (*line != '\0') {
+		char *end = NULL, *hex;
+		unsigned long v;
+
+		if ((nl = strchr(line, '\n')) == NULL) {
+			*error_r = "key ring: the last line has no newline";
+			return -1;
+		}
+		*nl = '\0';
+		if (strncmp(line, KEYRING_TAG, sizeof(KEYRING_TAG) - 1) != 0) {
+			*error_r = "key ring: a line does not start with \"ward-kek \"";
+			return -1;
+		}
+		hex = line + sizeof(KEYRING_TAG) - 1;
+		if (*hex < '1' || *hex > '9') {
+			*error_r = "key ring: bad version";
+			return -1;
+		}
+		errno = 0;
+		v = strtoul(hex, &end, 10);
+		if (errno != 0 || v == 0 || v > INT32_MAX || *end != ' ') {
+			*error_r = "key ring: bad version";
+			return -1;
+		}
+		if (crypto_unhex(end + 1, key, sizeof key) != 0) {
+			*error_r = "key ring: a key is not 64 hex digits";
+			return -1;
+		}
+		if (crypto_keyring_find(ring, (uint32_t)v) != NULL) {
+			crypto_wipe(key, sizeof key);
+			*error_r = "key ring: a version appears twice";
+			return -1;
+		}
+		if (crypto_keyring_add(ring, (uint32_t)v, key) != 0) {
+			crypto_wipe(key, sizeof key);
+			*error_r = "key ring: too many keys";
+			return -1;
+		}
+		crypto_wipe(key, sizeof key);
+		line = nl + 1;
+	}
+	if (ring->n == 0) {
+		*error_r = "key ring: no key";
+		return -1;
+	}
+	return 0;
+}
+
+/* Load a key ring (legacy single key = version 1, or the ring format). */
+int crypto_keyring_load(const char *path, struct crypto_keyring *ring, const char **error_r)
+{
+	char buf[KEYRING_FILE_MAX + 1];
+	const char *err = NULL;
+	size_t len = 0;
+	ssize_t r;
+	int fd = -1, ret = -1;
+
+	if (ring == NULL || path == NULL) {
+		err = "no key file";
+		goto out;
+	}
+	crypto_keyring_wipe(ring);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+		err = errno == ENOENT ? "key file does not exist" : "cannot open key file";
+		goto out;
+	}
+	while (len < sizeof(buf) - 1) {
+		r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			err = "cannot read key file";
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	if (len >= sizeof(KEYRING_TAG) - 1 &&
+	    memcmp(buf, KEYRING_TAG, sizeof(KEYRING_TAG) - 1) == 0 && len > KEY_FILE_MAX) {
+		if (len >= sizeof(buf) - 1) {
+			err = "key ring file too large";
+			goto out;
+		}
+		if (memchr(buf, '\0', len) != NULL) {
+			err = "key ring: a NUL byte";
+			goto out;
+		}
+		ret = keyring_parse(buf, ring, &err);
+		goto out;
+	}
+	/* Legacy: one key, version 1 (crypto_key_load checks the size and format). */
+	ring->version[0] = 1;
+	if (crypto_key_load(path, ring->key[0], &err) == 0) {
+		ring->n = 1;
+		ret = 0;
+	}
+out:
+	if (fd >= 0)
+		(void)close(fd);
+	crypto_wipe(buf, sizeof(buf));
+	if (ret != 0)
+		crypto_keyring_wipe(ring);
+	if (error_r != NULL)
+		*error_r = err;
+	return ret;
+}
+
+/* Write all of buf to fd. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t w = write(fd, buf, len);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		buf += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Save the ring atomically: temporary file beside path, fsync, rename. */
+int crypto_keyring_save(const char *path, const struct crypto_keyring *ring,
+			const char **error_r)
+{
+	char tmp[4096] = "", text[KEYRING_FILE_MAX], hex[2 * CRYPTO_KEY_LEN + 1];
+	struct stat st;
+	const char *err = "cannot write the key ring";
+	size_t len = 0;
+	int fd = -1, ret = -1, n;
+
+	if (path == NULL || ring == NULL || ring->n == 0 || ring->n > CRYPTO_KEYRING_MAX) {
+		err = "nothing to save";
+		goto out;
+	}
+	n = snprintf(tmp, sizeof tmp, "%s.new", path);
+	if (n < 0 || (size_t)n >= sizeof tmp) {
+		tmp[0] = '\0';
+		err = "key file path too long";
+		goto out;
+	}
+	for (size_t i = 0; i < ring->n; i++) {
+		crypto_hex(ring->key[i], CRYPTO_KEY_LEN, hex);
+		n = snprintf(text + len, sizeof text - len, "%s%u %s\n", KEYRING_TAG,
+			     ring->version[i], hex);
+		if (n < 0 || (size_t)n >= sizeof text - len)
+			goto out;
+		len += (size_t)n;
+	}
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		goto out;
+	/* The daemons read the file as its owner: a replacement keeps the owner, group
+	 * and mode (never more than 0640) of the file it replaces. */
+	if (stat(path, &st) == 0) {
+		if ((st.st_uid != geteuid() || st.st_gid != getegid()) &&
+		    fchown(fd, st.st_uid, st.st_gid) < 0) {
+			err = "cannot give the new key ring the old file's owner";
+			goto out;
+		}
+		if (fchmod(fd, st.st_mode & 0640) < 0)
+			goto out;
+	}
+	if (write_all(fd, text, len) < 0 || fsync(fd) < 0)
+		goto out;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0)
+		goto out;
+	ret = 0;
+out:
+	if (fd >= 0)
+		(void)close(fd);
+	if (ret != 0 && tmp[0] != '\0')
+		(void)unlink(tmp);
+	crypto_wipe(text, sizeof text);
+	crypto_wipe(hex, sizeof hex);
+	if (error_r != NULL)
+		*error_r = ret == 0 ? NULL : err;
+	return ret;
+}
+
+/* Unwrap with the ring key named by the wrapped key's header. */
+int crypto_keyring_unwrap(const struct crypto_keyring *ring, const char *context,
+			  const uint8_t *wrapped, size_t wrapped_len, uint8_t dek[CRYPTO_KEY_LEN],
+			  uint32_t *kek_version_r)
+{
+	const uint8_t *kek;
+	uint32_t v;
+
+	if (crypto_sealed_key_version(wrapped, wrapped_len, &v) != 0 ||
+	    (kek = crypto_keyring_find(ring, v)) == NULL)
+		return -1;
+	return crypto_unwrap_key(kek, context, wrapped, wrapped_len, dek, kek_version_r);
+}
+
+/* ------------------------------------------------------- blind-index roots */
+
+/* One HKDF step (mode "EXTRACT_ONLY" or "EXPAND_ONLY") into 32 bytes. */
+static int hkdf_step(const char *mode, const uint8_t key[CRYPTO_KEY_LEN], const char *info,
+		     uint8_t out[CRYPTO_KEY_LEN])
+{
+	EVP_KDF *kdf = NULL;
+	EVP_KDF_CTX *kctx = NULL;
+	OSSL_PARAM params[5], *p = params;
+	int ret = -1;
+
+	if ((kdf = EVP_KDF_fetch(NULL, "HKDF", NULL)) == NULL ||
+	    (kctx = EVP_KDF_CTX_new(kdf)) == NULL)
+		goto out;
+	*p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MODE, (char *)mode, 0);
+	*p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+	*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)key, CRYPTO_KEY_LEN);
+	if (info != NULL)
+		*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info,
+							 strlen(info));
+	*p = OSSL_PARAM_construct_end();
+	if (EVP_KDF_derive(kctx, out, CRYPTO_KEY_LEN, params) != 1)
+		goto out;
+	ret = 0;
+out:
+	EVP_KDF_CTX_free(kctx);
+	EVP_KDF_free(kdf);
+	if (ret != 0)
+		crypto_wipe(out, CRYPTO_KEY_LEN);
+	return ret;
+}
+
+/* PRK = HKDF-Extract(no salt, dek). */
+int crypto_blind_root(const uint8_t dek[CRYPTO_KEY_LEN], uint8_t root[CRYPTO_KEY_LEN])
+{
+	if (dek == NULL || root == NULL)
+		return -1;
+	return hkdf_step("EXTRACT_ONLY", dek, NULL, root);
+}
+
+/* Hex of HMAC-SHA256(HKDF-Expand(root, "ward blind index " purpose), value). */
+int crypto_blind_index_root(const uint8_t root[CRYPTO_KEY_LEN], const char *purpose,
+			    const void *value, size_t value_len, char out_hex[65])
+{
+	char info[128];
+	uint8_t subkey[32], mac[32];
+	int n, ret = -1;
+
+	if (root == NULL || purpose == NULL || out_hex == NULL)
+		return -1;
+	n = snprintf(info, sizeof(info), "%s%s", BLIND_INFO_PREFIX, purpose);
+	if (n < 0 || (size_t)n >= sizeof(info))
+		return -1;
+	if (hkdf_step("EXPAND_ONLY", root, info, subkey) != 0 ||
+	    crypto_hmac_sha256(subkey, sizeof(subkey), value, value_len, mac) != 0)
+		goto out;
+	crypto_hex(mac, sizeof(mac), out_hex);
+	ret = 0;
+out:
+	crypto_wipe(subkey, sizeof(subkey));
+	crypto_wipe(mac, sizeof(mac));
+	return ret;
+}

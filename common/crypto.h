@@ -85,4 +85,58 @@ void crypto_wipe(void *p, size_t n);
  * (optionally newline-terminated). error_r gets a message for a person. */
 int crypto_key_load(const char *path, uint8_t key[CRYPTO_KEY_LEN], const char **error_r);
 
+
+/*
+ * Key rings: a region KEK file holding several versions during a rotation.
+ * Two file formats are read:
+ *   legacy   32 raw bytes or 64 hex digits (crypto_key_load): one key, version 1
+ *   ring     one line per key, "ward-kek <version> <64 hex digits>\n", versions
+ *            1..2^31-1, each at most once, at most CRYPTO_KEYRING_MAX lines
+ * The current key (the one that wraps) is the highest version. The version is the
+ * one crypto_wrap_key records in the wrapped key's header, so an unwrapper picks
+ * the key with crypto_sealed_key_version.
+ */
+#define CRYPTO_KEYRING_MAX 8
+
+struct crypto_keyring {
+	size_t n;
+	uint32_t version[CRYPTO_KEYRING_MAX];
+	uint8_t key[CRYPTO_KEYRING_MAX][CRYPTO_KEY_LEN];
+};
+
+/* Load a key ring file (either format) into ring; on failure ring is wiped. */
+int crypto_keyring_load(const char *path, struct crypto_keyring *ring, const char **error_r);
+/* Write ring in the ring format to path atomically (a 0600 temporary file in the
+ * same directory, fsync'd, renamed over path). */
+int crypto_keyring_save(const char *path, const struct crypto_keyring *ring,
+			const char **error_r);
+/* The key of version, or NULL. */
+const uint8_t *crypto_keyring_find(const struct crypto_keyring *ring, uint32_t version);
+/* The highest version's key (and version), or NULL for an empty ring. */
+const uint8_t *crypto_keyring_current(const struct crypto_keyring *ring, uint32_t *version_r);
+/* Add a key of version (not present yet, ring not full); 0 or -1. */
+int crypto_keyring_add(struct crypto_keyring *ring, uint32_t version,
+		       const uint8_t key[CRYPTO_KEY_LEN]);
+/* Remove version (wiping its key); 0, or -1 if absent. */
+int crypto_keyring_remove(struct crypto_keyring *ring, uint32_t version);
+/* Unwrap a wrapped DEK with the ring key whose version its header names. */
+int crypto_keyring_unwrap(const struct crypto_keyring *ring, const char *context,
+			  const uint8_t *wrapped, size_t wrapped_len, uint8_t dek[CRYPTO_KEY_LEN],
+			  uint32_t *kek_version_r);
+/* Wipe the whole ring. NULL-safe. */
+void crypto_keyring_wipe(struct crypto_keyring *ring);
+
+/*
+ * Blind indexes across DEK rotations. crypto_blind_index(dek, …) is HMAC under
+ * HKDF(dek, "ward blind index " purpose) = HKDF-Expand(PRK, info) with
+ * PRK = HKDF-Extract(no salt, dek). The PRK ("blind-index root") gives every
+ * purpose's index key but, being one-way, opens nothing sealed under the DEK; kept
+ * (wrapped) when the DEK is rotated and destroyed, it keeps every index valid.
+ */
+/* The blind-index root of dek. */
+int crypto_blind_root(const uint8_t dek[CRYPTO_KEY_LEN], uint8_t root[CRYPTO_KEY_LEN]);
+/* The same index as crypto_blind_index(dek, …) from the root of dek. */
+int crypto_blind_index_root(const uint8_t root[CRYPTO_KEY_LEN], const char *purpose,
+			    const void *value, size_t value_len, char out_hex[65]);
+
 #endif

@@ -32,7 +32,10 @@ struct daemon {
 	struct event_base *base;
 	queue_t *queue;
 	db_t *db;
-	uint8_t kek[CRYPTO_KEY_LEN];
+	uint8_t kek[CRYPTO_KEY_LEN]; /* the current (highest) version of the ring */
+	uint32_t kek_version;
+	struct crypto_keyring kek_ring; /* every KEK version of the file (rotation) */
+	int64_t kek_loaded_ms;
 	bool have_kek;
 	char stream[64];    /* q:<service> */
 	char hb_key[192];   /* hb:<service>:<instance> */
@@ -142,14 +145,99 @@ static int daemon_check_config(struct daemon *d, const char *path, char *err, si
 	return 0;
 }
 
-/* The KEK file holds 32 raw bytes or 64 hex digits. It is read again by path with
- * crypto_key_load: the config loader strips a trailing newline, which a raw key's
- * last byte may be. */
+/* The KEK file is a key ring (crypto.h): 32 raw bytes or 64 hex digits (version 1),
+ * or "ward-kek <version> <hex>" lines while a rotation is under way. It is read again
+ * by path with crypto_keyring_load: the config loader strips a trailing newline,
+ * which a raw key's last byte may be. */
 static int daemon_load_kek(struct daemon *d, const char **error_r)
 {
-	if (crypto_key_load(d->cfg.kek.path, d->kek, error_r) < 0)
+	struct crypto_keyring ring;
+	const uint8_t *cur;
+	uint32_t v = 0;
+
+	if (crypto_keyring_load(d->cfg.kek.path, &ring, error_r) < 0)
 		return -1;
+	cur = crypto_keyring_current(&ring, &v);
+	if (cur == NULL) {
+		crypto_keyring_wipe(&ring);
+		*error_r = "the key ring holds no key";
+		return -1;
+	}
+	memcpy(d->kek, cur, CRYPTO_KEY_LEN);
+	d->kek_version = v;
+	d->kek_ring = ring;
+	crypto_keyring_wipe(&ring);
+	d->kek_loaded_ms = envelope_now_ms();
 	d->have_kek = true;
+	return 0;
+}
+
+/* Re-read the KEK ring: when a wrapped key names a version not held (a rotation
+ * added it; at most every 100 ms), and every 30 s (a retired version leaves memory).
+ * A ring that no longer loads keeps the old one, with a warning. */
+static void daemon_kek_refresh(struct daemon *d, bool missing)
+{
+	int64_t now = envelope_now_ms(), age = now - d->kek_loaded_ms;
+	const char *err = NULL;
+
+	if (age >= 0 && age < (missing ? 100 : 30000))
+		return;
+	if (daemon_load_kek(d, &err) < 0) {
+		log_warn("kek_file %s: %s (keeping the key ring in memory)", d->cfg.kek.path,
+			 err != NULL ? err : "cannot load");
+		d->kek_loaded_ms = now;
+	}
+}
+
+const uint8_t *daemon_kek_version(struct daemon *d, uint32_t version)
+{
+	const uint8_t *k;
+
+	if (!d->have_kek)
+		return NULL;
+	daemon_kek_refresh(d, false);
+	if ((k = crypto_keyring_find(&d->kek_ring, version)) == NULL) {
+		daemon_kek_refresh(d, true);
+		k = crypto_keyring_find(&d->kek_ring, version);
+	}
+	return k;
+}
+
+uint32_t daemon_kek_current(struct daemon *d)
+{
+	if (!d->have_kek)
+		return 0;
+	daemon_kek_refresh(d, false);
+	return d->kek_version;
+}
+
+int daemon_unwrap_key(struct daemon *d, const char *context, const uint8_t *wrapped,
+		      size_t wrapped_len, uint8_t dek[CRYPTO_KEY_LEN], const char **error_r)
+{
+	static char msg[128];
+	const uint8_t *kek;
+	uint32_t v;
+
+	if (!d->have_kek) {
+		*error_r = "no region key";
+		return -1;
+	}
+	if (crypto_sealed_key_version(wrapped, wrapped_len, &v) < 0) {
+		*error_r = "not a wrapped key";
+		return -1;
+	}
+	if ((kek = daemon_kek_version(d, v)) == NULL) {
+		snprintf(msg, sizeof msg,
+			 "the data key is wrapped under region key version %u, which is not in "
+			 "the key ring (retired?)",
+			 v);
+		*error_r = msg;
+		return -1;
+	}
+	if (crypto_unwrap_key(kek, context, wrapped, wrapped_len, dek, NULL) < 0) {
+		*error_r = "cannot unwrap the data key (wrong region key or tampered)";
+		return -1;
+	}
 	return 0;
 }
 
@@ -532,6 +620,7 @@ static void daemon_free(struct daemon *d)
 		event_base_free(d->base);
 	conf_free(d->sections, d->n_sections);
 	OPENSSL_cleanse(d->kek, sizeof d->kek);
+	crypto_keyring_wipe(&d->kek_ring);
 }
 
 int daemon_main(int argc, char **argv, const struct daemon_service *svc)

@@ -27,6 +27,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "crypto.h"
 #include "db.h"
 #include "envelope.h"
 #include "queue.h"
@@ -106,6 +107,13 @@ queue_t *daemon_queue(struct daemon *d);
 db_t *daemon_db(struct daemon *d); /* NULL without database */
 const struct daemon_config *daemon_config(struct daemon *d);
 const uint8_t *daemon_kek(struct daemon *d); /* NULL unless needs_kek */
+/* KEK rotation (wardctl key rotate-kek): the key ring's version of the current
+ * KEK (0 without one); the KEK of a given version (re-reading the ring file when
+ * it is missing), or NULL; unwrap a wrapped DEK with the KEK its header names. */
+uint32_t daemon_kek_current(struct daemon *d);
+const uint8_t *daemon_kek_version(struct daemon *d, uint32_t version);
+int daemon_unwrap_key(struct daemon *d, const char *context, const uint8_t *wrapped,
+		      size_t wrapped_len, uint8_t dek[CRYPTO_KEY_LEN], const char **error_r);
 const struct daemon_service *daemon_service(struct daemon *d);
 /* Ask the loop to stop as on SIGTERM (for a fatal condition found in a callback). */
 void daemon_shutdown(struct daemon *d);

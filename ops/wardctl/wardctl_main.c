@@ -146,6 +146,10 @@ static int wants_help(int argc, char **argv)
 	return 0;
 }
 
+/* wardctl_key.c (declared here, as wardctl_mail.c: keeps wardctl.h untouched) */
+int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv);
+extern const char wardctl_key_usage[];
+
 /* wardctl_mail.c (declared here: wardctl.h is not this command's owner's file) */
 int wardctl_mail(const struct wardctl_conf *conf, int argc, char **argv);
 extern const char wardctl_mail_usage[];
@@ -183,7 +187,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[0], "tenant") != 0 && strcmp(argv[0], "ping") != 0 &&
 	    strcmp(argv[0], "audit") != 0 && strcmp(argv[0], "backup") != 0 &&
-	    strcmp(argv[0], "status") != 0 && strcmp(argv[0], "mail") != 0) {
+	    strcmp(argv[0], "status") != 0 && strcmp(argv[0], "mail") != 0 &&
+	    strcmp(argv[0], "key") != 0) {
 		wardctl_error("unknown command '%s'", argv[0]);
 		fputs(usage, stderr);
 		return 2;
@@ -194,6 +199,7 @@ int main(int argc, char **argv)
 		      : strcmp(argv[0], "backup") == 0 ? wardctl_backup_usage
 		      : strcmp(argv[0], "status") == 0 ? wardctl_status_usage
 		      : strcmp(argv[0], "mail") == 0 ? wardctl_mail_usage
+		      : strcmp(argv[0], "key") == 0 ? wardctl_key_usage
 						      : wardctl_ping_usage,
 		      stdout);
 		return 0;
@@ -215,6 +221,8 @@ int main(int argc, char **argv)
 		ret = wardctl_status(&conf, argc, argv);
 	else if (strcmp(argv[0], "mail") == 0)
 		ret = wardctl_mail(&conf, argc, argv);
+	else if (strcmp(argv[0], "key") == 0)
+		ret = wardctl_key(&conf, argc, argv);
 	else
 		ret = wardctl_ping(&conf, argc, argv);
 	wardctl_conf_free(&conf);

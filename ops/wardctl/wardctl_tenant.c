@@ -237,6 +237,8 @@ struct tenant_new {
 	char *hash; /* PHC string, malloc'd */
 	size_t hash_len;
 	uint8_t kek[CRYPTO_KEY_LEN];
+	uint32_t kek_version; /* the key ring's current version (wardctl key rotate-kek) */
+	char kek_version_s[16];
 	uint8_t dek[CRYPTO_KEY_LEN];
 	uint8_t *wrapped;
 	size_t wrapped_len;
@@ -263,15 +265,30 @@ static int tenant_new_make(struct tenant_new *t, const char *kek_file, const cha
 	char aad[128];
 	int r;
 
-	if (crypto_key_load(kek_file, t->kek, error_r) < 0)
-		return -1;
+	{
+		struct crypto_keyring ring;
+		const uint8_t *cur;
+
+		if (crypto_keyring_load(kek_file, &ring, error_r) < 0)
+			return -1;
+		cur = crypto_keyring_current(&ring, &t->kek_version);
+		if (cur != NULL)
+			memcpy(t->kek, cur, CRYPTO_KEY_LEN);
+		crypto_keyring_wipe(&ring);
+		if (cur == NULL) {
+			*error_r = "the key ring holds no key";
+			return -1;
+		}
+		snprintf(t->kek_version_s, sizeof t->kek_version_s, "%u", t->kek_version);
+	}
 	if (uuid_random(t->id) < 0 || uuid_random(t->user_id) < 0 ||
 	    crypto_random(t->dek, sizeof t->dek) < 0 || password_random(t->password) < 0 ||
 	    crypto_random(salt, sizeof salt) < 0) {
 		*error_r = "no random bytes";
 		return -1;
 	}
-	if (crypto_wrap_key(t->kek, 1, t->id, t->dek, &t->wrapped, &t->wrapped_len) < 0) {
+	if (crypto_wrap_key(t->kek, t->kek_version, t->id, t->dek, &t->wrapped, &t->wrapped_len) <
+	    0) {
 		*error_r = "cannot wrap the data key";
 		return -1;
 	}
@@ -306,8 +323,8 @@ static int tenant_create_home(db_t *db, const struct tenant_new *t, const char *
 			      const char *name, const char *region, const char **error_r)
 {
 	const char *tp[4] = { t->id, slug, name, region };
-	const char *kp[2] = { t->id, (const char *)t->wrapped };
-	const int kl[2] = { 0, (int)t->wrapped_len }, kf[2] = { 0, 1 };
+	const char *kp[3] = { t->id, (const char *)t->wrapped, t->kek_version_s };
+	const int kl[3] = { 0, (int)t->wrapped_len, 0 }, kf[3] = { 0, 1, 0 };
 	const char *up[5] = { t->user_id, t->id, (const char *)t->email_enc, t->bidx, t->hash };
 	const int ul[5] = { 0, 0, (int)t->email_enc_len, 0, 0 }, uf[5] = { 0, 0, 1, 0, 0 };
 	const char *dp[2] = { slug, region };
@@ -320,8 +337,8 @@ static int tenant_create_home(db_t *db, const struct tenant_new *t, const char *
 		goto fail;
 	res = db_exec_bin(db,
 			  "INSERT INTO tenant.keys (tenant_id, version, wrapped, kek_version) "
-			  "VALUES ($1, 1, $2, 1)",
-			  2, kp, kl, kf, error_r);
+			  "VALUES ($1, 1, $2, $3::int)",
+			  3, kp, kl, kf, error_r);
 	if (res == NULL)
 		goto fail;
 	PQclear(res);

@@ -37,6 +37,7 @@ struct dek {
 	char tenant[AUDIT_TENANT_MAX + 1];
 	uint32_t version;
 	uint8_t key[CRYPTO_KEY_LEN];
+	int64_t loaded_ms; /* "the newest" is trusted for 60 s (a DEK rotation) */
 	struct dek *next;
 };
 
@@ -194,8 +195,14 @@ static const uint8_t *store_dek(struct daemon *d, const char *tenant, uint32_t v
 	unsigned char *wrapped = NULL;
 	size_t wlen = 0;
 
+	/* The cell detail key's version is the region KEK's (key rotation): sealing
+	 * uses the current KEK, opening the one the detail names. */
+	if (tenant[0] == '\0' && version == 0)
+		version = daemon_kek_current(d);
 	for (k = store.keys; k != NULL; k = k->next)
-		if (strcmp(k->tenant, tenant) == 0 && (version == 0 || k->version == version)) {
+		if (strcmp(k->tenant, tenant) == 0 &&
+		    (version == 0 ? envelope_now_ms() - k->loaded_ms < 60000
+				  : k->version == version)) {
 			if (version_r != NULL)
 				*version_r = k->version;
 			return k->key;
@@ -212,20 +219,25 @@ static const uint8_t *store_dek(struct daemon *d, const char *tenant, uint32_t v
 		return NULL;
 	}
 	snprintf(k->tenant, sizeof k->tenant, "%s", tenant);
+	k->loaded_ms = envelope_now_ms();
 	if (tenant[0] == '\0') {
-		/* Cell-wide events: a key derived from the region KEK, version 1. */
-		if (version > 1 || crypto_hkdf(kek, CRYPTO_KEY_LEN, NULL, 0,
-					       "ward audit cell detail key", k->key,
-					       CRYPTO_KEY_LEN) < 0) {
-			*error_r = "cannot derive the cell detail key";
+		/* Cell-wide events: a key derived from the region KEK of that version. */
+		const uint8_t *ck = daemon_kek_version(d, version);
+
+		if (ck == NULL || crypto_hkdf(ck, CRYPTO_KEY_LEN, NULL, 0,
+					      "ward audit cell detail key", k->key,
+					      CRYPTO_KEY_LEN) < 0) {
+			*error_r = "cannot derive the cell detail key (its region key version "
+				   "is not in the key ring)";
 			goto fail;
 		}
-		k->version = 1;
+		k->version = version;
 	} else {
 		snprintf(vbuf, sizeof vbuf, "%u", version);
 		res = db_exec(daemon_db(d),
 			      "SELECT version, wrapped FROM tenant.keys WHERE tenant_id = $1::uuid "
-			      "AND destroyed_at IS NULL AND ($2::int = 0 OR version = $2::int) "
+			      "AND destroyed_at IS NULL AND version > 0 "
+			      "AND ($2::int = 0 OR version = $2::int) "
 			      "ORDER BY version DESC LIMIT 1",
 			      2, params, error_r);
 		if (res == NULL)
@@ -239,9 +251,10 @@ static const uint8_t *store_dek(struct daemon *d, const char *tenant, uint32_t v
 		wrapped = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &wlen);
 		PQclear(res);
 		if (wrapped == NULL ||
-		    crypto_unwrap_key(kek, tenant, wrapped, wlen, k->key, NULL) < 0) {
+		    daemon_unwrap_key(d, tenant, wrapped, wlen, k->key, error_r) < 0) {
 			PQfreemem(wrapped);
-			*error_r = "cannot unwrap the tenant's data key";
+			if (wrapped == NULL)
+				*error_r = "out of memory";
 			goto fail;
 		}
 		PQfreemem(wrapped);

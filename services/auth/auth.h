@@ -184,6 +184,9 @@ struct auth_req {
 	const char *tenant; /* env->tenant, a tenant uuid */
 	uint8_t dek[32];
 	bool have_dek;
+	uint32_t dek_version;	/* the version of dek: the tenant's newest (auth_keys.c) */
+	uint8_t blind_root[32]; /* the blind-index root (DEK version 0), if the tenant has one */
+	bool have_root;
 };
 
 /* --- replies --- */
@@ -215,6 +218,18 @@ int auth_open(struct auth_req *r, const char *table, const char *column, const c
 	      const uint8_t *in, size_t len, uint8_t **out_r, size_t *out_len_r);
 /* Blind index of a normalized email. */
 int auth_email_bidx(struct auth_req *r, const char *email, char out[65]);
+/* auth_keys.c — DEK rotation. The blind index of value for purpose: from the
+ * tenant's blind-index root, or before any rotation from its only DEK. */
+int auth_blind(struct auth_req *r, const char *purpose, const void *value, size_t len,
+	       char out[65]);
+/* The tenant's DEK of version (an older one, for opening), in r's transaction. */
+int auth_dek_version(struct auth_req *r, uint32_t version, uint8_t dek[32], const char **error_r);
+/* auth.rekey (wardctl key rotate-dek, operator): re-seal a batch of the tenant's
+ * auth data under its newest DEK; replies ward.RekeyReply. */
+queue_result_t auth_rekey(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
+			  size_t len, struct queue_reply *reply, const char **error_r);
+/* Forget the cached keys of tenant (a rotation). */
+void auth_dek_forget(const char *tenant);
 /* Run one statement, result discarded. */
 int auth_exec(struct auth_req *r, const char *sql, int n, const char *const *params,
 	      const char **error_r);

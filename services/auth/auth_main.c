@@ -64,6 +64,7 @@ static const struct daemon_method auth_methods[] = {
 	/* the gateway's questions and the public entry points (sender checked) */
 	{ "tenant.resolve", auth_tenant_resolve, NULL, 1 * KB, NULL },
 	{ "auth.authenticate", auth_authenticate, NULL, 2 * KB, NULL },
+	{ "auth.rekey", auth_rekey, "operator", 1 * KB, NULL },
 	{ "auth.login", auth_login, NULL, 4 * KB, NULL },
 	{ "auth.sso_jwt", auth_sso_jwt, NULL, 12 * KB, NULL },
 	{ "auth.token", auth_token, NULL, 2 * KB, NULL },

@@ -523,7 +523,7 @@ static int auth_totp_check(struct auth_req *r, const char *user_id, const uint8_
 	norm[n] = '\0';
 	if (n != 10 || auth_dek(r, error_r) < 0)
 		return n != 10 ? 0 : -1;
-	if (crypto_blind_index(r->dek, "auth.recovery_codes", norm, n, hash) < 0)
+	if (auth_blind(r, "auth.recovery_codes", norm, n, hash) < 0)
 		return -1;
 	{
 		const char *params[2] = { user_id, hash };
@@ -1385,7 +1385,7 @@ AUTH_HANDLER(auth_totp_confirm)
 			b32[10] = '\0';
 			snprintf(codes[i], sizeof codes[i], "%.5s-%.5s", b32, b32 + 5);
 			codep[i] = codes[i];
-			if (crypto_blind_index(r.dek, "auth.recovery_codes", b32, 10, hash) < 0 ||
+			if (auth_blind(&r, "auth.recovery_codes", b32, 10, hash) < 0 ||
 			    auth_exec(&r,
 				      "INSERT INTO auth.recovery_codes (tenant_id, user_id, code_hash) "
 				      "VALUES ($1, $2, $3)",

@@ -169,6 +169,9 @@ int auth_mark(struct auth_req *r, const char **error_r)
 struct auth_dek_slot {
 	char tenant[AUTH_UUID_LEN + 1];
 	uint8_t dek[CRYPTO_KEY_LEN];
+	uint32_t version; /* the newest live DEK version (it seals) */
+	uint8_t root[CRYPTO_KEY_LEN];
+	bool have_root;
 	time_t loaded;
 };
 static struct auth_dek_slot auth_deks[AUTH_DEK_SLOTS];
@@ -179,15 +182,33 @@ void auth_dek_cache_clear(void)
 	crypto_wipe(auth_deks, sizeof auth_deks);
 }
 
-/* The tenant's current DEK: the cache, else tenant.keys unwrapped with the KEK. */
+void auth_dek_forget(const char *tenant)
+{
+	for (size_t i = 0; i < AUTH_DEK_SLOTS; i++)
+		if (strcmp(auth_deks[i].tenant, tenant) == 0)
+			crypto_wipe(&auth_deks[i], sizeof auth_deks[i]);
+}
+
+/* Copy a cache slot into the request. */
+static void auth_dek_take(struct auth_req *r, const struct auth_dek_slot *s)
+{
+	memcpy(r->dek, s->dek, sizeof r->dek);
+	r->dek_version = s->version;
+	memcpy(r->blind_root, s->root, sizeof r->blind_root);
+	r->have_root = s->have_root;
+	r->have_dek = true;
+}
+
+/* The tenant's newest DEK (and its blind-index root, version 0, if stored): the
+ * cache, else tenant.keys unwrapped with the KEK of the version each names. */
 int auth_dek(struct auth_req *r, const char **error_r)
 {
 	const char *params[1] = { r->tenant };
 	time_t now = time(NULL);
-	struct auth_dek_slot *free_slot = NULL, *oldest = &auth_deks[0];
+	struct auth_dek_slot *free_slot = NULL, *oldest = &auth_deks[0], got;
 	const uint8_t *kek = daemon_kek(r->d);
 	PGresult *res;
-	int ret;
+	int ret = 0, rows;
 
 	if (r->have_dek)
 		return 0;
@@ -202,8 +223,7 @@ int auth_dek(struct auth_req *r, const char **error_r)
 			continue;
 		}
 		if (strcmp(s->tenant, r->tenant) == 0) {
-			memcpy(r->dek, s->dek, sizeof r->dek);
-			r->have_dek = true;
+			auth_dek_take(r, s);
 			return 0;
 		}
 		if (s->loaded < oldest->loaded)
@@ -214,36 +234,51 @@ int auth_dek(struct auth_req *r, const char **error_r)
 		return -1;
 	}
 	res = db_exec(r->db,
-		      "SELECT wrapped FROM tenant.keys WHERE tenant_id = $1 AND destroyed_at IS NULL "
-		      "ORDER BY version DESC LIMIT 1",
+		      "SELECT version, wrapped FROM tenant.keys WHERE tenant_id = $1 "
+		      "AND destroyed_at IS NULL AND (version = 0 OR version = (SELECT max(version) "
+		      "FROM tenant.keys WHERE tenant_id = $1 AND destroyed_at IS NULL)) "
+		      "ORDER BY version DESC",
 		      1, params, error_r);
 	if (res == NULL)
 		return -1;
-	if (PQntuples(res) != 1) {
+	rows = PQntuples(res);
+	if (rows < 1 || strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
 		PQclear(res);
 		*error_r = "tenant has no data key";
 		return -1;
 	}
-	{
+	memset(&got, 0, sizeof got);
+	for (int i = 0; i < rows && ret == 0; i++) {
 		size_t wl = 0;
-		unsigned char *w = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 0), &wl);
+		unsigned char *w = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 1), &wl);
+		uint32_t v = (uint32_t)strtoul(PQgetvalue(res, i, 0), NULL, 10);
+		char ctx[AUTH_UUID_LEN + 16];
 
-		ret = w == NULL ? -1 : crypto_unwrap_key(kek, r->tenant, w, wl, r->dek, NULL);
+		/* Version 0 is the blind-index root, wrapped with its own context. */
+		snprintf(ctx, sizeof ctx, "%s%s", r->tenant, v == 0 ? "|blind-index" : "");
+		ret = w == NULL ? -1
+				: daemon_unwrap_key(r->d, ctx, w, wl, v == 0 ? got.root : got.dek,
+						    error_r);
+		if (w == NULL)
+			*error_r = "out of memory";
 		PQfreemem(w);
+		if (v == 0)
+			got.have_root = true;
+		else
+			got.version = v;
 	}
 	PQclear(res);
-	if (ret < 0) {
-		*error_r = "cannot unwrap the tenant's data key";
+	if (ret < 0) { /* *error_r says which region key version was missing or failed */
+		crypto_wipe(&got, sizeof got);
 		return -1;
 	}
-	r->have_dek = true;
-	if (free_slot == NULL) {
+	snprintf(got.tenant, sizeof got.tenant, "%s", r->tenant);
+	got.loaded = now;
+	auth_dek_take(r, &got);
+	if (free_slot == NULL)
 		free_slot = oldest;
-		crypto_wipe(free_slot, sizeof *free_slot);
-	}
-	snprintf(free_slot->tenant, sizeof free_slot->tenant, "%s", r->tenant);
-	memcpy(free_slot->dek, r->dek, sizeof r->dek);
-	free_slot->loaded = now;
+	*free_slot = got;
+	crypto_wipe(&got, sizeof got);
 	return 0;
 }
 
@@ -265,7 +300,7 @@ int auth_seal(struct auth_req *r, const char *table, const char *column, const c
 
 	if (n < 0 || auth_dek(r, &err) < 0)
 		return -1;
-	return crypto_seal(r->dek, 1, aad, (size_t)n, pt, len, out_r, out_len_r);
+	return crypto_seal(r->dek, r->dek_version, aad, (size_t)n, pt, len, out_r, out_len_r);
 }
 
 int auth_open(struct auth_req *r, const char *table, const char *column, const char *row,
@@ -275,18 +310,27 @@ int auth_open(struct auth_req *r, const char *table, const char *column, const c
 	const char *err;
 	int n = auth_aad(r, table, column, row, aad, sizeof aad);
 
-	if (n < 0 || auth_dek(r, &err) < 0)
+	uint32_t v = 0;
+	uint8_t old[CRYPTO_KEY_LEN];
+	int ret;
+
+	if (n < 0 || auth_dek(r, &err) < 0 || crypto_sealed_key_version(in, len, &v) < 0)
 		return -1;
-	return crypto_open(r->dek, aad, (size_t)n, in, len, out_r, out_len_r, NULL);
+	if (v == r->dek_version)
+		return crypto_open(r->dek, aad, (size_t)n, in, len, out_r, out_len_r, NULL);
+	/* Sealed under an older DEK version (a rotation under way): open with it. */
+	if (auth_dek_version(r, v, old, &err) < 0) {
+		log_warn("auth: a sealed %s.%s: %s", table, column, err);
+		return -1;
+	}
+	ret = crypto_open(old, aad, (size_t)n, in, len, out_r, out_len_r, NULL);
+	crypto_wipe(old, sizeof old);
+	return ret;
 }
 
 int auth_email_bidx(struct auth_req *r, const char *email, char out[65])
 {
-	const char *err;
-
-	if (auth_dek(r, &err) < 0)
-		return -1;
-	return crypto_blind_index(r->dek, "auth.users.email", email, strlen(email), out);
+	return auth_blind(r, "auth.users.email", email, strlen(email), out);
 }
 
 /* ============================== audit =================================== */

@@ -26,6 +26,7 @@
 #include "backup.h"
 #include "backup_job.h"
 #include "crypto.h"
+#include "daemon.h"
 #include "envelope.h"
 
 #define FETCH_ROWS "500"
@@ -209,8 +210,9 @@ static int tenant_dek(const struct backup_ctx *c, const char *tenant_id, uint32_
 		goto out;
 	}
 	if (bytea_decode(PQgetvalue(res, 0, 1), &wrapped, &wlen) < 0 ||
-	    crypto_unwrap_key(c->kek, tenant_id, wrapped, wlen, dek, NULL) < 0) {
-		*error_r = "cannot unwrap the tenant's key with the region KEK";
+	    daemon_unwrap_key(c->d, tenant_id, wrapped, wlen, dek, error_r) < 0) {
+		if (wrapped == NULL)
+			*error_r = "cannot decode the tenant's wrapped key";
 		goto out;
 	}
 	*version_r = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);

@@ -10,6 +10,8 @@
 
 #include "db.h"
 
+struct daemon;
+
 struct backup_conf {
 	char *dir;	    /* local target: <dir>/<tenant_id>/<backup_id>/ */
 	char *daily_at;	    /* "HH:MM", UTC */
@@ -23,6 +25,7 @@ struct backup_ctx {
 	const struct backup_conf *conf;
 	const char *region;
 	const uint8_t *kek;
+	struct daemon *d; /* for the KEK ring (daemon_unwrap_key) */
 	const char *actor; /* "operator:<name>" or "service:backup" */
 };
 

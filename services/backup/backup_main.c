@@ -63,6 +63,7 @@ static void backup_ctx_init(struct daemon *d, const Ward__Envelope *env, char *a
 	c->conf = &backup_conf;
 	c->region = daemon_config(d)->region;
 	c->kek = daemon_kek(d);
+	c->d = d;
 	c->actor = actor;
 }
 

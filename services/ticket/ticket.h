@@ -96,6 +96,10 @@ int ticket_keys_version(struct daemon *d, const char *tenant, uint32_t version,
 			uint8_t dek[CRYPTO_KEY_LEN], const char **error_r);
 /* Wipe the cache (deinit, and tests). */
 void ticket_keys_flush(void);
+/* ticket.rekey (wardctl key rotate-dek, operator): re-seal a batch of the tenant's
+ * ticket data under its newest DEK; replies ward.RekeyReply. */
+queue_result_t ticket_rekey(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
+			    size_t len, struct queue_reply *reply, const char **error_r);
 
 /* Seal value under the tenant's current DEK with aad "<tenant>|<table>|<column>|<row>". */
 int ticket_seal(struct daemon *d, const char *tenant, const char *table, const char *column,

@@ -8,6 +8,11 @@
  * table and wiped when they expire, are evicted, or the daemon stops: a key in
  * memory for a few seconds saves an unwrap per request, and a rotation or
  * crypto-shredding is seen within the cache time.
+ *
+ * DEK rotation (wardctl key rotate-dek): the highest version seals, any live
+ * version opens what names it; version 0 is the tenant's blind-index root (065_keys.sql),
+ * which keeps blind indexes stable across rotations. ticket.rekey re-seals the
+ * ticket schema's values under the newest version in batches (common/rekey.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +20,9 @@
 
 #include <libpq-fe.h>
 
+#include "keys.pb-c.h"
 #include "log.h"
+#include "rekey.h"
 #include "ticket.h"
 
 #define TICKET_KEY_CACHE 64
@@ -100,12 +107,12 @@ static int ticket_keys_load(struct daemon *d, const char *tenant, const char **e
 		      "SELECT k.version, k.wrapped, t.slug FROM tenant.keys k "
 		      "JOIN tenant.tenants t ON t.id = k.tenant_id "
 		      "WHERE k.tenant_id = $1 AND k.wrapped IS NOT NULL AND t.status = 'active' "
-		      "ORDER BY k.version DESC LIMIT 8",
+		      "ORDER BY k.version DESC LIMIT 9",
 		      1, params, error_r);
 	if (res == NULL)
 		return -1;
 	rows = PQntuples(res);
-	if (rows == 0) {
+	if (rows == 0 || strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
 		*error_r = "the tenant has no live data key";
 		goto out;
 	}
@@ -126,12 +133,14 @@ static int ticket_keys_load(struct daemon *d, const char *tenant, const char **e
 			*error_r = "out of memory";
 			goto out;
 		}
-		ok = crypto_unwrap_key(kek, tenant, wrapped, wlen, dek, NULL) == 0;
+		char ctx[TICKET_UUID_LEN + 16];
+
+		/* Version 0: the blind-index root, wrapped with its own context. */
+		snprintf(ctx, sizeof ctx, "%s%s", tenant, version == 0 ? "|blind-index" : "");
+		ok = daemon_unwrap_key(d, ctx, wrapped, wlen, dek, error_r) == 0;
 		PQfreemem(wrapped);
-		if (!ok) {
-			*error_r = "cannot unwrap the tenant's data key (wrong region key?)";
+		if (!ok)
 			goto out;
-		}
 		e = ticket_key_slot();
 		e->used = true;
 		e->current = i == 0;
@@ -255,19 +264,124 @@ out:
 	return rc;
 }
 
+/* Blind indexes do not rotate with the DEK: they come from the tenant's blind-index
+ * root (version 0, stored by the first rotation), or, before any rotation, from
+ * its only DEK (version 1), whose root that is. */
 int ticket_blind(struct daemon *d, const char *tenant, const char *purpose, const void *value,
 		 size_t len, char out_hex[65], const char **error_r)
 {
 	uint8_t dek[CRYPTO_KEY_LEN];
 	uint32_t version;
-	int rc = 0;
+	struct ticket_key_entry *root;
+	int rc = -1;
 
 	if (ticket_keys_current(d, tenant, dek, &version, NULL, error_r) < 0)
 		return -1;
-	if (crypto_blind_index(dek, purpose, value, len, out_hex) < 0) {
-		*error_r = "cannot compute a blind index";
-		rc = -1;
+	root = ticket_key_find(tenant, false, 0);
+	if (root == NULL && version != 1) {
+		/* Evicted apart from the current key: read them again. */
+		if (ticket_keys_load(d, tenant, error_r) < 0)
+			goto out;
+		root = ticket_key_find(tenant, false, 0);
+		if (root == NULL) {
+			*error_r = "the tenant's blind-index root is missing (DEK rotated without it)";
+			goto out;
+		}
 	}
+	if ((root != NULL ? crypto_blind_index_root(root->dek, purpose, value, len, out_hex)
+			  : crypto_blind_index(dek, purpose, value, len, out_hex)) < 0) {
+		*error_r = "cannot compute a blind index";
+		goto out;
+	}
+	rc = 0;
+out:
 	crypto_wipe(dek, sizeof dek);
 	return rc;
+}
+
+/* Forget every cached key of tenant (a rotation: read them again). */
+static void ticket_keys_forget(const char *tenant)
+{
+	for (size_t i = 0; i < TICKET_KEY_CACHE; i++)
+		if (ticket_key_cache[i].used && strcmp(ticket_key_cache[i].tenant, tenant) == 0)
+			ticket_key_drop(&ticket_key_cache[i]);
+}
+
+struct ticket_rekey_arg {
+	struct daemon *d;
+	const char *tenant;
+};
+
+/* rekey_keys.dek: a version of the tenant's DEK (not the root). */
+static int ticket_rekey_dek(void *arg, uint32_t version, uint8_t dek[CRYPTO_KEY_LEN],
+			    const char **error_r)
+{
+	struct ticket_rekey_arg *a = arg;
+
+	if (version == 0) {
+		*error_r = "a value names key version 0 (the blind-index root seals nothing)";
+		return -1;
+	}
+	return ticket_keys_version(a->d, a->tenant, version, dek, error_r);
+}
+
+queue_result_t ticket_rekey(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
+			    size_t len, struct queue_reply *reply, const char **error_r)
+{
+	static char errbuf[300];
+	Ward__RekeyRequest *req = ward__rekey_request__unpack(NULL, len, payload);
+	Ward__RekeyReply out = WARD__REKEY_REPLY__INIT;
+	struct ticket_rekey_arg arg = { d, env->tenant };
+	struct rekey_keys keys = { ticket_rekey_dek, &arg, NULL, 0 };
+	uint8_t dek[CRYPTO_KEY_LEN];
+	long done = 0, remaining = 0;
+	const char *err = NULL;
+	db_t *db = daemon_db(d);
+
+	if (req == NULL) {
+		*error_r = "ticket.rekey: malformed RekeyRequest";
+		return QUEUE_REJECT;
+	}
+	if (env->tenant == NULL || strlen(env->tenant) != TICKET_UUID_LEN ||
+	    strcmp(req->tenant_id, env->tenant) != 0 || req->batch < 1 || req->batch > 10000) {
+		ward__rekey_request__free_unpacked(req, NULL);
+		reply->status = 400;
+		reply->error = "ticket.rekey: tenant_id must be the envelope's tenant, batch 1..10000";
+		return QUEUE_DONE;
+	}
+	ticket_keys_forget(env->tenant);
+	if (db_begin(db, env->tenant, &err) < 0 ||
+	    ticket_keys_current(d, env->tenant, dek, &out.dek_version, NULL, &err) < 0) {
+		db_rollback(db);
+		goto fail;
+	}
+	keys.new_dek = dek;
+	keys.new_version = out.dek_version;
+	if (rekey_schema(db, "ticket", env->tenant, &keys, req->batch, &done, &remaining, &err) <
+		    0 ||
+	    db_commit(db, &err) < 0) {
+		db_rollback(db);
+		crypto_wipe(dek, sizeof dek);
+		goto fail;
+	}
+	crypto_wipe(dek, sizeof dek);
+	ward__rekey_request__free_unpacked(req, NULL);
+	out.done = done;
+	out.remaining = remaining;
+	reply->len = ward__rekey_reply__get_packed_size(&out);
+	if ((reply->data = malloc(reply->len ? reply->len : 1)) == NULL) {
+		*error_r = "out of memory";
+		return QUEUE_RETRY;
+	}
+	ward__rekey_reply__pack(&out, reply->data);
+	log_info("ticket.rekey tenant %s: %ld re-sealed under DEK version %u, %ld remaining",
+		 env->tenant, done, out.dek_version, remaining);
+	return QUEUE_DONE;
+fail:
+	ward__rekey_request__free_unpacked(req, NULL);
+	snprintf(errbuf, sizeof errbuf, "ticket.rekey: %s", err != NULL ? err : "failed");
+	log_warn("%s (tenant %s)", errbuf, env->tenant);
+	reply->status = 422;
+	reply->error = errbuf;
+	return QUEUE_DONE;
 }

@@ -45,6 +45,7 @@ static const struct conf_entry ticket_conf_entries[] = {
 
 static const struct daemon_method ticket_methods[] = {
     {"ticket.create", ticket_create, "admin agent customer service", TICKET_LARGE, "tickets:write"},
+    {"ticket.rekey", ticket_rekey, "operator", TICKET_SMALL, NULL},
     {"ticket.list", ticket_list, "admin agent customer", TICKET_SMALL, "tickets:read"},
     {"ticket.get", ticket_get, "admin agent customer", TICKET_SMALL, "tickets:read"},
     {"ticket.update", ticket_update, "admin agent", TICKET_SMALL, "tickets:write"},

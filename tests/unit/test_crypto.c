@@ -428,6 +428,115 @@ static void test_key_load(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* Key rings: legacy file = version 1; ring format round trip; unwrap picks the
+ * version from the header; a retired version no longer unwraps; bad rings refused. */
+static void test_keyring(void **state)
+{
+	char dir[] = "/tmp/ward-ring-XXXXXX", path[64], newp[80];
+	struct crypto_keyring ring, back;
+	uint8_t k1[32], k2[32], dek[32], out[32], *w1 = NULL, *w2 = NULL;
+	size_t l1 = 0, l2 = 0;
+	uint32_t v = 0;
+	const char *err = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/kek", dir);
+	snprintf(newp, sizeof newp, "%s/kek.new", dir);
+	assert_int_equal(crypto_random(k1, 32), 0);
+	assert_int_equal(crypto_random(k2, 32), 0);
+	assert_int_equal(crypto_random(dek, 32), 0);
+	write_file(path, k1, 32);
+	assert_int_equal(crypto_keyring_load(path, &ring, &err), 0);
+	assert_int_equal(ring.n, 1);
+	assert_non_null(crypto_keyring_current(&ring, &v));
+	assert_int_equal(v, 1);
+	assert_memory_equal(crypto_keyring_find(&ring, 1), k1, 32);
+	assert_null(crypto_keyring_find(&ring, 2));
+
+	assert_int_equal(crypto_wrap_key(k1, 1, "t", dek, &w1, &l1), 0);
+	assert_int_equal(crypto_keyring_add(&ring, 2, k2), 0);
+	assert_int_equal(crypto_keyring_add(&ring, 2, k2), -1); /* twice */
+	assert_int_equal(crypto_keyring_add(&ring, 0, k2), -1);
+	assert_int_equal(crypto_keyring_save(path, &ring, &err), 0);
+	assert_int_equal(access(newp, F_OK), -1);
+	assert_int_equal(crypto_keyring_load(path, &back, &err), 0);
+	assert_int_equal(back.n, 2);
+	assert_memory_equal(crypto_keyring_current(&back, &v), k2, 32);
+	assert_int_equal(v, 2);
+	assert_int_equal(crypto_wrap_key(k2, 2, "t", dek, &w2, &l2), 0);
+	/* Both generations unwrap through the ring, each with its own key. */
+	assert_int_equal(crypto_keyring_unwrap(&back, "t", w1, l1, out, &v), 0);
+	assert_int_equal(v, 1);
+	assert_memory_equal(out, dek, 32);
+	assert_int_equal(crypto_keyring_unwrap(&back, "t", w2, l2, out, &v), 0);
+	assert_int_equal(v, 2);
+	/* Retired: version 1 is gone, its wrapped keys fail (no fallback to another key). */
+	assert_int_equal(crypto_keyring_remove(&back, 1), 0);
+	assert_int_equal(crypto_keyring_remove(&back, 1), -1);
+	assert_int_equal(crypto_keyring_save(path, &back, &err), 0);
+	crypto_keyring_wipe(&back);
+	assert_int_equal(crypto_keyring_load(path, &back, &err), 0);
+	assert_int_equal(back.n, 1);
+	assert_int_equal(crypto_keyring_unwrap(&back, "t", w1, l1, out, NULL), -1);
+	assert_int_equal(crypto_keyring_unwrap(&back, "t", w2, l2, out, NULL), 0);
+	/* A wrapped key whose header claims version 2 but was wrapped by key 1 fails. */
+	w1[4] = 2;
+	assert_int_equal(crypto_keyring_unwrap(&ring, "t", w1, l1, out, NULL), -1);
+
+	/* Malformed rings. */
+	write_file(path, "ward-kek 0 00\n", 14);
+	assert_int_equal(crypto_keyring_load(path, &back, &err), -1);
+	assert_non_null(err);
+	{
+		char text[400];
+		char hex[65];
+
+		crypto_hex(k1, 32, hex);
+		snprintf(text, sizeof text, "ward-kek 3 %s\nward-kek 3 %s\n", hex, hex);
+		write_file(path, text, strlen(text));
+		assert_int_equal(crypto_keyring_load(path, &back, &err), -1);
+		assert_string_equal(err, "key ring: a version appears twice");
+		snprintf(text, sizeof text, "ward-kek 3 %s", hex);
+		write_file(path, text, strlen(text));
+		assert_int_equal(crypto_keyring_load(path, &back, &err), -1);
+		snprintf(text, sizeof text, "ward-kek 03 %s\n", hex);
+		write_file(path, text, strlen(text));
+		assert_int_equal(crypto_keyring_load(path, &back, &err), -1);
+		snprintf(text, sizeof text, "ward-kek 3 %s\n", hex);
+		write_file(path, text, strlen(text));
+		assert_int_equal(crypto_keyring_load(path, &back, &err), 0);
+		assert_int_equal(back.n, 1);
+		assert_memory_equal(crypto_keyring_find(&back, 3), k1, 32);
+	}
+	crypto_keyring_wipe(&ring);
+	crypto_keyring_wipe(&back);
+	free(w1);
+	free(w2);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* The blind-index root gives the same indexes as the DEK, and is not the DEK. */
+static void test_blind_root(void **state)
+{
+	uint8_t dek[32], root[32];
+	char a[65], b[65], c[65];
+
+	(void)state;
+	assert_int_equal(crypto_random(dek, 32), 0);
+	assert_int_equal(crypto_blind_root(dek, root), 0);
+	assert_memory_not_equal(dek, root, 32);
+	assert_int_equal(crypto_blind_index(dek, "auth.users.email", "a@b.example", 11, a), 0);
+	assert_int_equal(crypto_blind_index_root(root, "auth.users.email", "a@b.example", 11, b), 0);
+	assert_string_equal(a, b);
+	assert_int_equal(crypto_blind_index_root(root, "ticket.mail_id", "a@b.example", 11, c), 0);
+	assert_string_not_equal(a, c);
+	assert_int_equal(crypto_blind_index(dek, "auth.recovery_codes", "", 0, a), 0);
+	assert_int_equal(crypto_blind_index_root(root, "auth.recovery_codes", "", 0, b), 0);
+	assert_string_equal(a, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -436,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_seal_nonce_fresh), cmocka_unit_test(test_open_denials),
 		cmocka_unit_test(test_wrap_key),       cmocka_unit_test(test_blind_index),
 		cmocka_unit_test(test_helpers),	       cmocka_unit_test(test_key_load),
+		cmocka_unit_test(test_keyring), cmocka_unit_test(test_blind_root),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
