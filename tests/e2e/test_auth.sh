@@ -41,6 +41,12 @@ out=$(login "$A" "$TMP/admin" admin@a.example "$PWA")
 check "login: admin with the one-time password → 200" is "$(status "$out")" 200
 check "login: first login must change the password" is "$(jget "$out" '["must_change_password"]')" True
 check "login: session token is a cookie, not in the body" bash -c "! grep -q session_token <<<'$out' && grep -q ward_session '$TMP/admin'"
+out=$(api "$A" "$TMP/admin" GET /api/v1/users)
+check "pending: a session that must change its password → 403 on other routes" is "$(status "$out")" 403
+check "pending: the 403 is problem+json naming the password route" bash -c "grep -q /api/v1/auth/password <<<'$out' && grep -qi 'content-type: application/problem+json' '$TMP/headers'"
+out=$(api "$A" "$TMP/admin" POST /api/v1/api-keys '{"name":"early","scopes":["users:read"]}')
+check "pending: nor can it create an API key → 403" is "$(status "$out")" 403
+check "pending: users/me stays open → 200" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users/me)")" 200
 w1=$(login "$A" "$TMP/x" admin@a.example "wrong-password-1")
 w2=$(login "$A" "$TMP/x" nobody@a.example "wrong-password-1")
 check "login: wrong password → 401" is "$(status "$w1")" 401
@@ -71,6 +77,7 @@ out=$(api "$A" "$TMP/admin2" GET /api/v1/users/me)
 check "password: change revoked the other session → 401" is "$(status "$out")" 401
 out=$(api "$A" "$TMP/admin" GET /api/v1/users/me)
 check "password: the changing session stays valid, no longer must change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":false' <<<'$out'"
+check "pending: after the change the same session lists users → 200" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users)")" 200
 out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$NEWA\",\"new_password\":\"$PWA\"}")
 check "password: reusing a recent password (history) → 422" bash -c "[ '$(status "$out")' = 422 ] && grep -q history <<<'$out'"
 
@@ -146,11 +153,16 @@ check "policy: out-of-bounds values → 422" is "$(status "$out")" 422
 pg_super $R "UPDATE auth.users SET password_changed_at = now() - interval '40 days' WHERE id = '$AGENT_ID'" >/dev/null
 out=$(login "$A" "$TMP/agent" agent@a.example "Agent-Pass-1234-$SUF")
 check "expired password: login succeeds into a forced change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":true' <<<'$out'"
+check "expired password: the session is refused other routes → 403" is "$(status "$(api "$A" "$TMP/agent" GET /api/v1/users)")" 403
+AGPW2="Agent-Pass-5678-$SUF"
+out=$(api "$A" "$TMP/agent" POST /api/v1/auth/password "{\"current_password\":\"Agent-Pass-1234-$SUF\",\"new_password\":\"$AGPW2\"}")
+check "expired password: the change → 204" is "$(status "$out")" 204
+check "expired password: then the session works → 200" is "$(status "$(api "$A" "$TMP/agent" GET /api/v1/users)")" 200
 
 # ------------------------------------------------------------------ lockout
 reset_limits
 for i in 1 2 3 4 5; do login "$A" "$TMP/x" agent@a.example "bad-password-$i" >/dev/null; done
-out=$(login "$A" "$TMP/x" agent@a.example "Agent-Pass-1234-$SUF")
+out=$(login "$A" "$TMP/x" agent@a.example "$AGPW2")
 check "lockout: after 5 failures even the right password → 429" is "$(status "$out")" 429
 check "lockout: 429 carries Retry-After" grep -qi "^retry-after: [1-9]" "$TMP/headers"
 
@@ -267,6 +279,22 @@ rs() {
 check "sso: RS256 token → 200" is "$(status "$(sso "$(rs '{"alg":"RS256"}' "$(cl eight 120)")")")" 200
 check "sso: HS256 token signed with the public key (algorithm confusion) → 401" \
 	is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl nine 120)" "$(cat "$TMP/rsa.pub")")")")" 401
+
+# ------------------------------------------------------------------ 2FA required
+reset_limits
+mk_user staff2@a.example "Staff" agent "Staff-Pass-1234-$SUF" >/dev/null
+out=$(api "$A" "$TMP/admin" PUT /api/v1/settings/security '{"require_2fa_staff":true}')
+check "2fa required: admin sets require_2fa_staff → 200" is "$(status "$out")" 200
+out=$(login "$A" "$TMP/staff" staff2@a.example "Staff-Pass-1234-$SUF")
+check "2fa required: an agent without TOTP logs in, told to set it up" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_setup_totp\":true' <<<'$out'"
+out=$(api "$A" "$TMP/staff" GET /api/v1/users)
+check "2fa required: its session is refused other routes → 403 naming TOTP setup" bash -c "[ '$(status "$out")' = 403 ] && grep -q /api/v1/auth/totp/setup <<<'$out'"
+out=$(api "$A" "$TMP/staff" POST /api/v1/auth/totp/setup)
+S2SEC=$(jget "$out" '["secret"]')
+out=$(api "$A" "$TMP/staff" POST /api/v1/auth/totp/confirm "{\"code\":\"$(oathtool --totp -b "$S2SEC")\"}")
+check "2fa required: setup + confirm (oathtool) are allowed → 200" is "$(status "$out")" 200
+check "2fa required: then the same session lists users → 200" is "$(status "$(api "$A" "$TMP/staff" GET /api/v1/users)")" 200
+check "2fa required: the admin without TOTP is now confined too → 403" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users)")" 403
 
 # ------------------------------------------------------------------ logout
 out=$(api "$A" "$TMP/admin" POST /api/v1/auth/logout)
