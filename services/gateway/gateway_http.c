@@ -735,6 +735,8 @@ static void gateway_http_guard_cb(struct evbuffer *buf, const struct evbuffer_cb
 	g->passed = info->n_deleted < g->passed ? g->passed - info->n_deleted : 0;
 	if (info->n_added == 0)
 		return;
+	if (g->passed > evbuffer_get_length(buf))
+		g->passed = evbuffer_get_length(buf); /* never expected; keeps the sums sane */
 	evbuffer_cb_clear_flags(buf, g->ent, EVBUFFER_CB_ENABLED);
 	if (g->refused) {
 		fresh = evbuffer_get_length(buf) - g->passed;
