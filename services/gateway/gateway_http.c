@@ -650,11 +650,14 @@ static void gw_guard_pass(struct gateway_guard *g, size_t n)
  * that gateway_http_dispatch answers with the problem (and Connection: close). */
 static void gw_guard_refuse(struct gateway_guard *g, int why)
 {
+	size_t before = evbuffer_get_length(g->input);
+
 	evbuffer_drain(g->hold, evbuffer_get_length(g->hold));
 	evbuffer_add_printf(g->input,
 			    "GET " GATEWAY_REFUSED_PREFIX "%d HTTP/1.1\r\nHost: refused\r\n"
 			    "Connection: close\r\n\r\n",
 			    why);
+	g->passed += evbuffer_get_length(g->input) - before;
 	g->refused = true;
 }
 
