@@ -243,6 +243,8 @@ static queue_result_t auth_authenticate_session(struct auth_req *r,
 	left = auth_idle_s(role) * 1000L;
 	out.cache_ms = auth_conf.authenticate_cache_ms < left ? auth_conf.authenticate_cache_ms
 							      : (int32_t)left;
+	if (out.must_change_password || out.must_setup_totp)
+		out.cache_ms = 0; /* the change must take effect on the next request */
 	ret = auth_reply(reply, &out.base);
 	return ret;
 }

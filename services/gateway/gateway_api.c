@@ -15,6 +15,8 @@
  *               routes: SSO arrives by a cross-site navigation): 403.
  *   6. identity unless ROUTE_PUBLIC: Bearer or the ward_session cookie (+ X-CSRF-Token
  *               on state-changing requests) → auth.authenticate (cached ≤ 5 s); 401.
+ *               A session that must change its password or set up TOTP reaches
+ *               only ROUTE_PENDING_OK routes: 403 naming what to do.
  *   7. request  body (JSON, or a form on ROUTE_FORM) + path + query parameters + ip and
  *               user_agent → the route's request message (pbjson): 400/413/415/422.
  *   8. call     queue_request to the route's stream with tenant, principal,
@@ -817,6 +819,20 @@ static void gwreq_authenticated(struct gwreq *g, Ward__AuthenticateReply *a)
 		ward__authenticate_reply__free_unpacked(a, NULL);
 		gwreq_header(g, "WWW-Authenticate", "Bearer");
 		gwreq_problem(g, 401, "Unauthorized", "Authentication required.");
+		return;
+	}
+	/* The one place a pending session is confined: a new password or TOTP first. */
+	if ((a->must_change_password || a->must_setup_totp) &&
+	    !(g->route->flags & ROUTE_PENDING_OK)) {
+		bool pw = a->must_change_password;
+
+		ward__authenticate_reply__free_unpacked(a, NULL);
+		gwreq_problem(g, 403, pw ? "Password Change Required" : "Two-Factor Setup Required",
+			      pw ? "Change your password first: POST /api/v1/auth/password with "
+				   "current_password and new_password."
+				 : "Set up two-factor authentication first: POST "
+				   "/api/v1/auth/totp/setup, then POST /api/v1/auth/totp/confirm "
+				   "with a code.");
 		return;
 	}
 	g->auth = a;

@@ -12,18 +12,18 @@
  * header fields (431), exactly one Host (400), and a Host naming the same host as
  * the TLS SNI when one was sent (421). /healthz answers on any host.
  *
- * What evhttp rejects itself, before any callback of ours, it answers with its own
- * text/html page and no security headers, then closes the connection: a malformed
- * request line or header (400), a header block over limits.max_header_bytes (400),
- * a body over the largest route's max_body (413), an unknown method (501). In
- * libevent 2.1 these come from evhttp_connection_fail_ → evhttp_send_error inside
- * http.c; 2.1 has no error callback (evhttp_set_errorcb is 2.2) and no hook between
- * parsing and that answer, and such a request never reaches the gencb (its uri is
- * NULL). Decorating them would take an output bufferevent filter parsing our own
- * HTTP framing (a copy of every byte served, and a parser on the response path)
- * for pages that carry no data, no script and no user input. Bodies within the
- * server cap but over their route's max_body get a problem+json 413 from
- * gateway_api.c with every header.
+ * What evhttp rejects itself, before any callback of ours, it would answer with its
+ * own text/html page without security headers (libevent 2.1 has no error callback:
+ * evhttp_connection_fail_ → evhttp_send_error). So on the HTTPS server evhttp never
+ * sees such a request: a guard on each connection's TLS input (an evbuffer callback,
+ * which runs before evhttp's read callback) passes on only complete heads it has
+ * checked — request line, methods, version, field syntax, head size, Content-Length
+ * against the largest route's max_body, no Transfer-Encoding, Expect — and their
+ * bodies. What it refuses becomes a stand-in request that gateway_http_dispatch
+ * answers with a problem document, every header, and Connection: close. evhttp's
+ * own limits are set looser than the guard's. Output is untouched (a filtering
+ * bufferevent would let evhttp close the socket before a last answer is sent).
+ * The plain-HTTP redirector has no guard: its error pages carry no data.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -110,6 +110,8 @@ static const char *gateway_http_reason(int status)
 		return "Conflict";
 	case 410:
 		return "Gone";
+	case 411:
+		return "Length Required";
 	case 412:
 		return "Precondition Failed";
 	case 413:
@@ -118,6 +120,8 @@ static const char *gateway_http_reason(int status)
 		return "URI Too Long";
 	case 415:
 		return "Unsupported Media Type";
+	case 417:
+		return "Expectation Failed";
 	case 421:
 		return "Misdirected Request";
 	case 422:
@@ -130,12 +134,16 @@ static const char *gateway_http_reason(int status)
 		return "Request Header Fields Too Large";
 	case 500:
 		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
 	case 502:
 		return "Bad Gateway";
 	case 503:
 		return "Service Unavailable";
 	case 504:
 		return "Gateway Timeout";
+	case 505:
+		return "HTTP Version Not Supported";
 	}
 	return "Unknown";
 }
@@ -261,6 +269,41 @@ static const char *gateway_http_sni(struct evhttp_request *req)
 	return sni;
 }
 
+/* ============================================================ request guard */
+
+/*
+ * Why a request was refused before evhttp parsed it; the index travels in the
+ * target of the stand-in request (GATEWAY_REFUSED_PREFIX "<index>").
+ */
+static const struct {
+	int status;
+	const char *detail;
+} gateway_http_refusals[] = {
+	{ 400, "Malformed request line." },
+	{ 400, "Malformed header field." },
+	{ 431, "The request header block is too large." },
+	{ 413, "The request body is too large." },
+	{ 411, "Send the body with a Content-Length header (no Transfer-Encoding)." },
+	{ 501, "Unknown request method." },
+	{ 505, "Only HTTP/1.0 and HTTP/1.1 are served." },
+	{ 417, "Only Expect: 100-continue is supported." },
+	{ 400, "Malformed Content-Length header." },
+};
+enum {
+	GW_REFUSE_LINE,
+	GW_REFUSE_FIELD,
+	GW_REFUSE_HEAD_SIZE,
+	GW_REFUSE_BODY_SIZE,
+	GW_REFUSE_LENGTH,
+	GW_REFUSE_METHOD,
+	GW_REFUSE_VERSION,
+	GW_REFUSE_EXPECT,
+	GW_REFUSE_CLEN,
+};
+/* Only the guard writes a request line with this target: it refuses any client's. */
+#define GATEWAY_REFUSED_PREFIX "/.ward-refused/"
+
+
 /*
  * The checks every HTTPS request gets before routing: target length, header
  * count, exactly one Host, and the SNI (when sent) naming the same host. 0, or
@@ -317,6 +360,17 @@ static void gateway_http_dispatch(struct evhttp_request *req, void *arg)
 	int status;
 
 	gateway_reqinfo_init(&info, req);
+	if (path != NULL && strncmp(path, GATEWAY_REFUSED_PREFIX, strlen(GATEWAY_REFUSED_PREFIX)) == 0) {
+		/* The guard's stand-in for a request it refused (no client can send this). */
+		unsigned long why = strtoul(path + strlen(GATEWAY_REFUSED_PREFIX), NULL, 10);
+
+		if (why >= sizeof gateway_http_refusals / sizeof gateway_http_refusals[0])
+			why = GW_REFUSE_LINE;
+		status = gateway_http_refusals[why].status;
+		gateway_http_problem(req, &info, status, gateway_http_reason(status),
+				     gateway_http_refusals[why].detail);
+		return;
+	}
 	if (gw->stopping) {
 		gateway_http_problem(req, &info, 503, "Service Unavailable",
 				     "The gateway is shutting down.");
@@ -370,8 +424,9 @@ static void gateway_http_redirect(struct evhttp_request *req, void *arg)
 static void gateway_http_limits(struct evhttp *http, const struct gateway_config *cfg,
 				ev_ssize_t max_body)
 {
-	evhttp_set_max_headers_size(http, cfg->max_header_bytes);
-	evhttp_set_max_body_size(http, max_body);
+	/* Looser than the guard's limits, which refuse first with a problem document. */
+	evhttp_set_max_headers_size(http, 2 * (size_t)cfg->max_header_bytes + 1024);
+	evhttp_set_max_body_size(http, max_body + 1);
 	evhttp_set_timeout(http, cfg->timeout_seconds);
 	evhttp_set_allowed_methods(http, GATEWAY_ALL_METHODS);
 	/* Read (and drop) the rest of an oversized body so the client sees the 413. */
@@ -390,6 +445,349 @@ static ev_ssize_t gateway_http_max_body(const struct gateway_config *cfg)
 			if (rows[i].max_body > max)
 				max = rows[i].max_body;
 	return (ev_ssize_t)max;
+}
+
+
+/* ============================================================ request guard, continued */
+
+/* One connection's guard (see gateway_http_guard_cb). */
+struct gateway_guard {
+	struct evbuffer *input;	      /* the TLS bufferevent's input, evhttp reads it */
+	struct evbuffer_cb_entry *ent;
+	struct evbuffer *hold;	      /* arrived, not yet passed to evhttp */
+	struct evbuffer *tmp;
+	size_t passed;		      /* bytes in input passed and not yet read by evhttp */
+	uint64_t body_left;	      /* body bytes of the current request still to pass */
+	uint64_t skip_left;	      /* body bytes of a body-less method, dropped */
+	size_t max_head;
+	uint64_t max_body;
+	bool refused;
+};
+
+static int gateway_http_guard_idx = -1; /* SSL ex_data: the connection's guard */
+
+/* 1 if c may appear in a header name or method (RFC 9110 token). */
+static int gw_tchar(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* What the head's fields say about the body, collected by gw_head_check. */
+struct gw_head {
+	bool may_have_body; /* a method evhttp reads a body of */
+	int n_clen;
+	uint64_t clen;
+	bool clen_bad;
+	bool te;
+	bool expect_bad;
+};
+
+/* The value of a field (after "name:") trimmed of SP/HTAB, as [v, v+n). */
+static void gw_trim(const char **v, size_t *n)
+{
+	while (*n > 0 && (**v == ' ' || **v == '\t')) {
+		(*v)++;
+		(*n)--;
+	}
+	while (*n > 0 && ((*v)[*n - 1] == ' ' || (*v)[*n - 1] == '\t'))
+		(*n)--;
+}
+
+/* Check the request line "METHOD SP target SP HTTP/1.x"; -1 or a GW_REFUSE_* index. */
+static int gw_request_line(const char *l, size_t n, struct gw_head *h)
+{
+	static const char *const methods[] = { "GET",	  "HEAD",    "POST",  "PUT",  "DELETE",
+					       "OPTIONS", "CONNECT", "TRACE", "PATCH" };
+	const char *sp1 = memchr(l, ' ', n), *sp2, *t;
+	size_t mlen, tlen, vlen, i;
+	char *target;
+	struct evhttp_uri *u;
+	bool known = false;
+
+	if (sp1 == NULL || sp1 == l)
+		return GW_REFUSE_LINE;
+	mlen = (size_t)(sp1 - l);
+	for (i = 0; i < mlen; i++)
+		if (!gw_tchar((unsigned char)l[i]))
+			return GW_REFUSE_LINE;
+	t = sp1 + 1;
+	sp2 = memchr(t, ' ', n - (size_t)(t - l));
+	if (sp2 == NULL || sp2 == t)
+		return GW_REFUSE_LINE;
+	tlen = (size_t)(sp2 - t);
+	vlen = n - (size_t)(sp2 + 1 - l);
+	if (vlen != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
+	    (sp2[8] != '0' && sp2[8] != '1')) {
+		if (vlen == 8 && memcmp(sp2 + 1, "HTTP/", 5) == 0 && sp2[7] == '.')
+			return GW_REFUSE_VERSION;
+		return GW_REFUSE_LINE;
+	}
+	for (i = 0; i < tlen; i++)
+		if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f)
+			return GW_REFUSE_LINE;
+	if (t[0] != '/' ||
+	    (tlen >= strlen(GATEWAY_REFUSED_PREFIX) &&
+	     memcmp(t, GATEWAY_REFUSED_PREFIX, strlen(GATEWAY_REFUSED_PREFIX)) == 0))
+		return GW_REFUSE_LINE;
+	if ((target = strndup(t, tlen)) == NULL)
+		return GW_REFUSE_LINE;
+	u = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT);
+	free(target);
+	if (u == NULL)
+		return GW_REFUSE_LINE;
+	evhttp_uri_free(u);
+	for (i = 0; i < sizeof methods / sizeof methods[0]; i++)
+		if (strlen(methods[i]) == mlen && memcmp(l, methods[i], mlen) == 0)
+			known = true;
+	if (!known)
+		return GW_REFUSE_METHOD;
+	/* libevent 2.1.12 reads a body for every method but HEAD and TRACE. */
+	h->may_have_body = !(mlen == 4 && memcmp(l, "HEAD", 4) == 0) &&
+			   !(mlen == 5 && memcmp(l, "TRACE", 5) == 0);
+	return -1;
+}
+
+/* Check one field line "name: value"; -1 or a GW_REFUSE_* index. */
+static int gw_field_line(const char *l, size_t n, struct gw_head *h)
+{
+	const char *colon = memchr(l, ':', n), *v;
+	size_t nlen, vlen, i;
+	uint64_t x = 0;
+
+	if (colon == NULL || colon == l)
+		return GW_REFUSE_FIELD; /* also obs-fold: a line starting with SP or HTAB */
+	nlen = (size_t)(colon - l);
+	for (i = 0; i < nlen; i++)
+		if (!gw_tchar((unsigned char)l[i]))
+			return GW_REFUSE_FIELD;
+	v = colon + 1;
+	vlen = n - nlen - 1;
+	for (i = 0; i < vlen; i++) {
+		unsigned char c = (unsigned char)v[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return GW_REFUSE_FIELD;
+	}
+	gw_trim(&v, &vlen);
+	if (nlen == 14 && strncasecmp(l, "Content-Length", 14) == 0) {
+		h->n_clen++;
+		if (vlen == 0 || vlen > 18)
+			h->clen_bad = true;
+		for (i = 0; i < vlen; i++) {
+			if (v[i] < '0' || v[i] > '9')
+				h->clen_bad = true;
+			else
+				x = x * 10 + (uint64_t)(v[i] - '0');
+		}
+		h->clen = x;
+	} else if (nlen == 17 && strncasecmp(l, "Transfer-Encoding", 17) == 0) {
+		h->te = true;
+	} else if (nlen == 6 && strncasecmp(l, "Expect", 6) == 0) {
+		if (!(vlen == 12 && strncasecmp(v, "100-continue", 12) == 0))
+			h->expect_bad = true;
+	}
+	return -1;
+}
+
+/*
+ * Check a complete head (request line, fields, empty line) of n bytes at p, the
+ * way evhttp will read it but stricter: -1 with *body_r / *skip_r (body bytes to
+ * pass / to drop), or the GW_REFUSE_* index of the refusal.
+ */
+static int gw_head_check(const char *p, size_t n, uint64_t max_body, uint64_t *body_r,
+			 uint64_t *skip_r)
+{
+	struct gw_head h = { 0 };
+	size_t off = 0, len;
+	bool first = true;
+	int r;
+
+	*body_r = *skip_r = 0;
+	while (off < n) {
+		const char *l = p + off, *nl = memchr(l, '\n', n - off);
+
+		if (nl == NULL)
+			return GW_REFUSE_FIELD;
+		len = (size_t)(nl - l);
+		off += len + 1;
+		if (len > 0 && l[len - 1] == '\r')
+			len--;
+		if (memchr(l, '\r', len) != NULL || memchr(l, '\0', len) != NULL)
+			return first ? GW_REFUSE_LINE : GW_REFUSE_FIELD;
+		if (len == 0)
+			break; /* the empty line ending the head */
+		r = first ? gw_request_line(l, len, &h) : gw_field_line(l, len, &h);
+		if (r >= 0)
+			return r;
+		first = false;
+	}
+	if (h.te)
+		return GW_REFUSE_LENGTH;
+	if (h.n_clen > 1 || h.clen_bad)
+		return GW_REFUSE_CLEN;
+	if (h.expect_bad)
+		return GW_REFUSE_EXPECT;
+	if (h.clen > max_body)
+		return GW_REFUSE_BODY_SIZE;
+	if (h.may_have_body)
+		*body_r = h.clen;
+	else
+		*skip_r = h.clen; /* evhttp reads none: dropped, not taken for a request */
+	return -1;
+}
+
+/* Move n bytes from the front of g->hold to evhttp's input. */
+static void gw_guard_pass(struct gateway_guard *g, size_t n)
+{
+	if (n == 0)
+		return;
+	evbuffer_remove_buffer(g->hold, g->input, n);
+	g->passed += n;
+}
+
+/* Refuse: drop what is held and whatever comes later; evhttp gets a stand-in request
+ * that gateway_http_dispatch answers with the problem (and Connection: close). */
+static void gw_guard_refuse(struct gateway_guard *g, int why)
+{
+	size_t before = evbuffer_get_length(g->input);
+
+	evbuffer_drain(g->hold, evbuffer_get_length(g->hold));
+	evbuffer_add_printf(g->input,
+			    "GET " GATEWAY_REFUSED_PREFIX "%d HTTP/1.1\r\nHost: refused\r\n"
+			    "Connection: close\r\n\r\n",
+			    why);
+	g->passed += evbuffer_get_length(g->input) - before;
+	g->refused = true;
+}
+
+/* Pass on from g->hold every complete head (checked) and body; keep the rest. */
+static void gw_guard_run(struct gateway_guard *g)
+{
+	for (;;) {
+		size_t len = evbuffer_get_length(g->hold), scan, end = 0;
+		const char *p, *a, *b;
+		uint64_t body, skip;
+		int why;
+
+		if (g->skip_left > 0) {
+			size_t n = len < g->skip_left ? len : (size_t)g->skip_left;
+
+			evbuffer_drain(g->hold, n);
+			g->skip_left -= n;
+			if (g->skip_left > 0)
+				return;
+			continue;
+		}
+		if (g->body_left > 0) {
+			size_t n = len < g->body_left ? len : (size_t)g->body_left;
+
+			gw_guard_pass(g, n);
+			g->body_left -= n;
+			if (g->body_left > 0)
+				return;
+			continue;
+		}
+		if (len == 0)
+			return;
+		/* Empty lines before a request line are ignored (RFC 9112 2.2). */
+		p = (const char *)evbuffer_pullup(g->hold, len < 2 ? (ev_ssize_t)len : 2);
+		if (p[0] == '\n' || (len >= 2 && p[0] == '\r' && p[1] == '\n')) {
+			evbuffer_drain(g->hold, p[0] == '\n' ? 1 : 2);
+			continue;
+		}
+		scan = len < g->max_head ? len : g->max_head;
+		if ((p = (const char *)evbuffer_pullup(g->hold, (ev_ssize_t)scan)) == NULL)
+			return;
+		a = memmem(p, scan, "\n\r\n", 3);
+		b = memmem(p, scan, "\n\n", 2);
+		if (a != NULL && (b == NULL || a < b))
+			end = (size_t)(a - p) + 3;
+		else if (b != NULL)
+			end = (size_t)(b - p) + 2;
+		if (end == 0) {
+			if (len >= g->max_head)
+				gw_guard_refuse(g, GW_REFUSE_HEAD_SIZE);
+			return; /* wait for the rest of the head */
+		}
+		if ((why = gw_head_check(p, end, g->max_body, &body, &skip)) >= 0) {
+			gw_guard_refuse(g, why);
+			return;
+		}
+		gw_guard_pass(g, end);
+		g->body_left = body;
+		g->skip_left = skip;
+	}
+}
+
+/*
+ * Called by libevent on every change of the TLS bufferevent's input, before evhttp's
+ * read callback: new bytes are taken aside into g->hold and passed back only as
+ * complete, checked heads and their bodies. So evhttp never parses anything it would
+ * answer with its own page (which has no security headers): what it would reject,
+ * the guard refuses, and the stand-in request it passes instead is answered by
+ * gateway_http_dispatch with a problem document and every header. Bytes evhttp read
+ * (deleted from the input) only update the count.
+ */
+static void gateway_http_guard_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+				  void *arg)
+{
+	struct gateway_guard *g = arg;
+	size_t fresh;
+
+	g->passed = info->n_deleted < g->passed ? g->passed - info->n_deleted : 0;
+	if (info->n_added == 0)
+		return;
+	if (g->passed > evbuffer_get_length(buf))
+		g->passed = evbuffer_get_length(buf); /* never expected; keeps the sums sane */
+	evbuffer_cb_clear_flags(buf, g->ent, EVBUFFER_CB_ENABLED);
+	if (g->refused) {
+		fresh = evbuffer_get_length(buf) - g->passed;
+		evbuffer_remove_buffer(buf, g->tmp, g->passed);
+		evbuffer_drain(buf, fresh);
+		evbuffer_add_buffer(buf, g->tmp);
+	} else {
+		/* Everything after the passed bytes is new: set it aside, keep the order. */
+		evbuffer_remove_buffer(buf, g->tmp, g->passed);
+		evbuffer_add_buffer(g->hold, buf);
+		evbuffer_add_buffer(buf, g->tmp);
+		gw_guard_run(g);
+	}
+	evbuffer_cb_set_flags(buf, g->ent, EVBUFFER_CB_ENABLED);
+}
+
+/* SSL ex_data free: the connection is gone. */
+static void gateway_http_guard_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+				    long argl, void *argp)
+{
+	struct gateway_guard *g = ptr;
+
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (g == NULL)
+		return;
+	if (g->ent != NULL)
+		evbuffer_remove_cb_entry(g->input, g->ent);
+	evbuffer_free(g->hold);
+	evbuffer_free(g->tmp);
+	free(g);
+}
+
+/* evhttp's bevcb for HTTPS: the TLS bufferevent (gateway_tls.c) with its guard. */
+static struct bufferevent *gateway_http_bevcb(struct event_base *base, void *arg)
+{
+	struct gateway *gw = arg;
+	struct bufferevent *bev = gateway_tls_bevcb(base, arg);
+	struct gateway_guard *g = calloc(1, sizeof *g);
+
+	if (g == NULL || (g->hold = evbuffer_new()) == NULL || (g->tmp = evbuffer_new()) == NULL)
+		log_fatal("out of memory");
+	g->input = bufferevent_get_input(bev);
+	g->max_head = (size_t)gw->cfg->max_header_bytes;
+	g->max_body = (uint64_t)gateway_http_max_body(gw->cfg);
+	if ((g->ent = evbuffer_add_cb(g->input, gateway_http_guard_cb, g)) == NULL ||
+	    SSL_set_ex_data(bufferevent_openssl_get_ssl(bev), gateway_http_guard_idx, g) != 1)
+		log_fatal("cannot guard a connection");
+	return bev;
 }
 
 /* Create a server on gw->base bound to spec; *port_r gets the port. */
@@ -431,7 +829,13 @@ int gateway_http_start(struct gateway *gw, const char **error_r)
 					&gw->https_port, error_r);
 	if (gw->https == NULL)
 		goto fail;
-	evhttp_set_bevcb(gw->https, gateway_tls_bevcb, gw);
+	if (gateway_http_guard_idx < 0 &&
+	    (gateway_http_guard_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+							   gateway_http_guard_free)) < 0) {
+		*error_r = "SSL_get_ex_new_index failed";
+		goto fail;
+	}
+	evhttp_set_bevcb(gw->https, gateway_http_bevcb, gw);
 	evhttp_set_gencb(gw->https, gateway_http_dispatch, gw);
 	gateway_http_limits(gw->https, gw->cfg, gateway_http_max_body(gw->cfg));
 	if (gw->cfg->http_listen != NULL) {

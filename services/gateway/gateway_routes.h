@@ -28,6 +28,8 @@ enum {
 	ROUTE_LOGIN_RATE = 1 << 4, /* the much tighter login rate limit */
 	ROUTE_BROWSER = 1 << 5,	  /* a page (307 to the right region, not 421) */
 	ROUTE_RAW_REPLY = 1 << 6, /* reply is not JSON: no pbjson (downloads, CSV) */
+	ROUTE_PENDING_OK = 1 << 7, /* open to a session that must first change its password
+				    * or set up TOTP (every other route: 403) */
 };
 
 struct gateway_route {

@@ -9,6 +9,8 @@
  * and IP allow-lists), POST /api/v1/users/{id}/sessions/revoke (an admin ends
  * every session of a user) and POST /api/v1/oauth-tokens/revoke.
  * /oauth/token errors carry the RFC 6749 §5.2 code in the problem's title.
+ * ROUTE_PENDING_OK marks the few routes a session that must change its password
+ * or set up TOTP may use (the gateway refuses it every other route).
  */
 #include "auth.pb-c.h"
 #include "auth_patch.pb-c.h"
@@ -24,18 +26,18 @@ const struct gateway_route gateway_routes_auth[] = {
 	  &ward__login_reply__descriptor, ROUTE_PUBLIC | ROUTE_SET_SESSION | ROUTE_LOGIN_RATE, 200,
 	  4 * KB },
 	{ "POST", "/api/v1/auth/logout", AUTH_Q, "auth.logout", &ward__empty__descriptor, NULL,
-	  ROUTE_END_SESSION, 204, 1 * KB },
+	  ROUTE_END_SESSION | ROUTE_PENDING_OK, 204, 1 * KB },
 	{ "POST", "/api/v1/auth/password", AUTH_Q, "auth.password_change",
-	  &ward__password_change_request__descriptor, NULL, 0, 204, 4 * KB },
+	  &ward__password_change_request__descriptor, NULL, ROUTE_PENDING_OK, 204, 4 * KB },
 	{ "POST", "/api/v1/auth/invitation", AUTH_Q, "auth.invitation_accept",
 	  &ward__invitation_accept_request__descriptor, NULL, ROUTE_PUBLIC | ROUTE_LOGIN_RATE, 204,
 	  4 * KB },
 	/* TOTP */
 	{ "POST", "/api/v1/auth/totp/setup", AUTH_Q, "auth.totp_setup", &ward__empty__descriptor,
-	  &ward__totp_setup_reply__descriptor, 0, 200, 1 * KB },
+	  &ward__totp_setup_reply__descriptor, ROUTE_PENDING_OK, 200, 1 * KB },
 	{ "POST", "/api/v1/auth/totp/confirm", AUTH_Q, "auth.totp_confirm",
-	  &ward__totp_code_request__descriptor, &ward__totp_confirm_reply__descriptor, 0, 200,
-	  1 * KB },
+	  &ward__totp_code_request__descriptor, &ward__totp_confirm_reply__descriptor,
+	  ROUTE_PENDING_OK, 200, 1 * KB },
 	{ "DELETE", "/api/v1/auth/totp", AUTH_Q, "auth.totp_disable",
 	  &ward__totp_code_request__descriptor, NULL, 0, 204, 1 * KB },
 	/* OAuth2 client credentials and SSO */
@@ -81,7 +83,7 @@ const struct gateway_route gateway_routes_auth[] = {
 	{ "GET", "/api/v1/users", AUTH_Q, "users.list", &ward__list_request__descriptor,
 	  &ward__user_list__descriptor, 0, 200, 0 },
 	{ "GET", "/api/v1/users/me", AUTH_Q, "users.me", &ward__empty__descriptor,
-	  &ward__user__descriptor, 0, 200, 0 },
+	  &ward__user__descriptor, ROUTE_PENDING_OK, 200, 0 },
 	{ "GET", "/api/v1/users/{id}", AUTH_Q, "users.get", &ward__id_request__descriptor,
 	  &ward__user__descriptor, 0, 200, 0 },
 	{ "PATCH", "/api/v1/users/{id}", AUTH_Q, "users.patch",

@@ -35,3 +35,26 @@ print(json.dumps(d))' "${@:3}")
 	[ "$(status "$out")" = 200 ] && jget "$out" '["csrf_token"]' >"$2.csrf"
 	echo "$out"
 }
+# admin_pw ONETIME: the strong password login_admin sets in place of a one-time one.
+admin_pw() { echo "${1}-Chg-7q"; }
+# login_admin SLUG JAR EMAIL ONETIME_PASSWORD: log in with the one-time admin password
+# (`wardctl tenant create`), change it to $(admin_pw ONETIME) as the session must
+# before anything else, and leave JAR (+ JAR.csrf) ready. Prints 200 when both steps
+# succeeded, else the failing step's status. Works with a test's own api() of the
+# same shape ("<status> <body>").
+login_admin() {
+	local out st body
+	rm -f "$2" "$2.csrf"
+	out=$(api "$1" "$2" POST /api/v1/auth/login "$(python3 -c 'import json,sys
+print(json.dumps({"email":sys.argv[1],"password":sys.argv[2]}))' "$3" "$4")")
+	st=${out%% *}
+	[ "$st" = 200 ] || { echo "$st"; return 0; }
+	python3 -c 'import json,sys; print(json.loads(sys.argv[1].split(" ",1)[1])["csrf_token"])' \
+		"$out" >"$2.csrf"
+	body=$(python3 -c 'import json,sys
+print(json.dumps({"current_password":sys.argv[1],"new_password":sys.argv[2]}))' "$4" "$(admin_pw "$4")")
+	out=$(api "$1" "$2" POST /api/v1/auth/password "$body")
+	st=${out%% *}
+	[ "$st" = 204 ] && st=200
+	echo "$st"
+}

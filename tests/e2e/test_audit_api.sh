@@ -106,7 +106,7 @@ check "an agent may not verify the chain (403)" is "$(status "$(api "$S" "$TMP/a
 check "an API key with audit:read may read it" is "$(status "$(bearer "$S" "$KEY" GET /api/v1/audit)")" 200
 check "an API key without audit:read may not (403)" is "$(status "$(bearer "$S" "$KEY2" GET /api/v1/audit)")" 403
 check "the audit:read key may not create users (403)" bash -c "[ \"\$(curl -sS -o /dev/null -w '%{http_code}' --cacert $WARD_CA --resolve $S.$R.$WARD_DOMAIN:$P:127.0.0.1 -X POST -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' --data '{\"email\":\"x@aa.example\",\"name\":\"x\",\"role\":\"admin\"}' https://$S.$R.$WARD_DOMAIN:$P/api/v1/users)\" = 403 ]"
-check "tenant B's admin logs in" is "$(status "$(login "$S2" "$TMP/b" boss@ab.example "$PW2")")" 200
+check "tenant B's admin logs in (and changes the one-time password)" is "$(login_admin "$S2" "$TMP/b" boss@ab.example "$PW2")" 200
 b=$(api "$S2" "$TMP/b" GET '/api/v1/audit?limit=100')
 check "tenant B's audit log holds none of tenant A's events" python3 -c "
 import json,sys; d=json.loads(sys.argv[1].split(' ',1)[1])['events']

@@ -3,8 +3,9 @@
 # its denials: login (wrong password, unknown user, locked account, expired
 # password), CSRF, password policy, TOTP (codes from oathtool; replayed code,
 # reused recovery code), API keys (revoked), OAuth client credentials (bad client,
-# expired token), SSO JWT (tokens signed by openssl: forged, expired, replayed,
-# wrong algorithm, alg none), users and roles (customer on an admin route), and a
+# expired token), SSO JWT (tokens signed by npm jose and hand-built ones for our
+# parser: expired, replayed, wrong algorithm, alg none, tampered; the full matrix
+# is test_sso.sh), users and roles (customer on an admin route), and a
 # session of tenant A used on tenant B.
 # shellcheck disable=SC1091
 . "$(dirname "$0")/lib.sh"
@@ -41,6 +42,12 @@ out=$(login "$A" "$TMP/admin" admin@a.example "$PWA")
 check "login: admin with the one-time password → 200" is "$(status "$out")" 200
 check "login: first login must change the password" is "$(jget "$out" '["must_change_password"]')" True
 check "login: session token is a cookie, not in the body" bash -c "! grep -q session_token <<<'$out' && grep -q ward_session '$TMP/admin'"
+out=$(api "$A" "$TMP/admin" GET /api/v1/users)
+check "pending: a session that must change its password → 403 on other routes" is "$(status "$out")" 403
+check "pending: the 403 is problem+json naming the password route" bash -c "grep -q /api/v1/auth/password <<<'$out' && grep -qi 'content-type: application/problem+json' '$TMP/headers'"
+out=$(api "$A" "$TMP/admin" POST /api/v1/api-keys '{"name":"early","scopes":["users:read"]}')
+check "pending: nor can it create an API key → 403" is "$(status "$out")" 403
+check "pending: users/me stays open → 200" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users/me)")" 200
 w1=$(login "$A" "$TMP/x" admin@a.example "wrong-password-1")
 w2=$(login "$A" "$TMP/x" nobody@a.example "wrong-password-1")
 check "login: wrong password → 401" is "$(status "$w1")" 401
@@ -71,6 +78,7 @@ out=$(api "$A" "$TMP/admin2" GET /api/v1/users/me)
 check "password: change revoked the other session → 401" is "$(status "$out")" 401
 out=$(api "$A" "$TMP/admin" GET /api/v1/users/me)
 check "password: the changing session stays valid, no longer must change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":false' <<<'$out'"
+check "pending: after the change the same session lists users → 200" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users)")" 200
 out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$NEWA\",\"new_password\":\"$PWA\"}")
 check "password: reusing a recent password (history) → 422" bash -c "[ '$(status "$out")' = 422 ] && grep -q history <<<'$out'"
 
@@ -146,11 +154,16 @@ check "policy: out-of-bounds values → 422" is "$(status "$out")" 422
 pg_super $R "UPDATE auth.users SET password_changed_at = now() - interval '40 days' WHERE id = '$AGENT_ID'" >/dev/null
 out=$(login "$A" "$TMP/agent" agent@a.example "Agent-Pass-1234-$SUF")
 check "expired password: login succeeds into a forced change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":true' <<<'$out'"
+check "expired password: the session is refused other routes → 403" is "$(status "$(api "$A" "$TMP/agent" GET /api/v1/users)")" 403
+AGPW2="Agent-Pass-5678-$SUF"
+out=$(api "$A" "$TMP/agent" POST /api/v1/auth/password "{\"current_password\":\"Agent-Pass-1234-$SUF\",\"new_password\":\"$AGPW2\"}")
+check "expired password: the change → 204" is "$(status "$out")" 204
+check "expired password: then the session works → 200" is "$(status "$(api "$A" "$TMP/agent" GET /api/v1/users)")" 200
 
 # ------------------------------------------------------------------ lockout
 reset_limits
 for i in 1 2 3 4 5; do login "$A" "$TMP/x" agent@a.example "bad-password-$i" >/dev/null; done
-out=$(login "$A" "$TMP/x" agent@a.example "Agent-Pass-1234-$SUF")
+out=$(login "$A" "$TMP/x" agent@a.example "$AGPW2")
 check "lockout: after 5 failures even the right password → 429" is "$(status "$out")" 429
 check "lockout: 429 carries Retry-After" grep -qi "^retry-after: [1-9]" "$TMP/headers"
 
@@ -234,7 +247,13 @@ SSOKEY="sso-shared-secret-$SUF-0123456789abcdef"
 out=$(api "$A" "$TMP/admin" PUT /api/v1/settings/sso "{\"alg\":\"HS256\",\"key\":\"$SSOKEY\",\"enforce_for_agents\":false,\"create_customers\":true}")
 check "sso: admin sets an HS256 key → 200, key not echoed" bash -c "[ '$(status "$out")' = 200 ] && ! grep -q '$SSOKEY' <<<'$out'"
 b64u() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-# jwt HEADER CLAIMS [SECRET]: HS256-signed by openssl (SECRET "-" = no signature)
+# Well-formed tokens come from the npm jose package (tests/node/jwt_sign.mjs; the
+# full SSO matrix is in test_sso.sh); hand-built ones (openssl) test our own parser
+# on what no JWT library would produce: alg none, a header alg that differs from
+# the key's, claims swapped under a valid signature, a secret that is a PEM.
+printf '%s' "$SSOKEY" >"$TMP/sso.key"
+sign() { node "$TOP/tests/node/jwt_sign.mjs" "$@"; }
+# jwt HEADER CLAIMS [SECRET]: hand-built, HS256 by openssl (SECRET "-" = no signature)
 jwt() {
 	local h c s=${3:-$SSOKEY}
 	h=$(printf '%s' "$1" | b64u); c=$(printf '%s' "$2" | b64u)
@@ -244,29 +263,39 @@ jwt() {
 now=$(date +%s)
 cl() { echo "{\"iat\":$((now + ${3:-0})),\"exp\":$((now + $2)),\"jti\":\"$1-$SUF\",\"email\":\"sso@a.example\"}"; }
 sso() { api "$A" "$TMP/sso" GET "/sso/jwt?jwt=$1"; }
-T1=$(jwt '{"alg":"HS256","typ":"JWT"}' "$(cl one 120)")
-check "sso: a valid token logs in (and creates the customer) → 200" is "$(status "$(sso "$T1")")" 200
+T1=$(sign HS256 "$TMP/sso.key" "$(cl one 120)")
+check "sso: a valid token (jose) logs in (and creates the customer) → 200" is "$(status "$(sso "$T1")")" 200
 check "sso: the same token again (jti replay) → 401" is "$(status "$(sso "$T1")")" 401
-check "sso: expired → 401" is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl two -10 -100)")")")" 401
-check "sso: iat 10 minutes ahead → 401" is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl three 900 600)")")")" 401
-check "sso: forged (other secret) → 401" is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl four 120)" other-secret-other-secret-0000000)")")" 401
-check "sso: alg none → 401" is "$(status "$(sso "$(jwt '{"alg":"none"}' "$(cl five 120)" -)")")" 401
-check "sso: wrong algorithm (HS512 header) → 401" is "$(status "$(sso "$(jwt '{"alg":"HS512"}' "$(cl six 120)")")")" 401
-T7=$(jwt '{"alg":"HS256"}' "$(cl seven 120)")
-check "sso: tampered claims → 401" is "$(status "$(sso "${T7%%.*}.$(printf '%s' "$(cl seven 99999)" | b64u).${T7##*.}")")" 401
+check "sso: expired (jose) → 401" is "$(status "$(sso "$(sign HS256 "$TMP/sso.key" "$(cl two -10 -100)")")")" 401
+check "sso: hand-built with the right secret (openssl) → 200 (our parser reads what others sign)" is "$(status "$(sso "$(jwt '{"alg":"HS256","typ":"JWT"}' "$(cl two-b 120)")")")" 200
+check "sso: alg none (hand-built) → 401" is "$(status "$(sso "$(jwt '{"alg":"none"}' "$(cl five 120)" -)")")" 401
+check "sso: wrong algorithm (HS512 header over an HS256 MAC) → 401" is "$(status "$(sso "$(jwt '{"alg":"HS512"}' "$(cl six 120)")")")" 401
+T7=$(sign HS256 "$TMP/sso.key" "$(cl seven 120)")
+check "sso: tampered claims under a valid signature → 401" is "$(status "$(sso "${T7%%.*}.$(printf '%s' "$(cl seven 99999)" | b64u).${T7##*.}")")" 401
 reset_limits
-# RS256 with the npm jose package when available offline, else openssl
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/rsa.pem" 2>/dev/null
 openssl pkey -in "$TMP/rsa.pem" -pubout -out "$TMP/rsa.pub" 2>/dev/null
 out=$(api "$A" "$TMP/admin" PUT /api/v1/settings/sso "$(python3 -c 'import json,sys; print(json.dumps({"alg":"RS256","key":open(sys.argv[1]).read(),"create_customers":True}))' "$TMP/rsa.pub")")
 check "sso: admin sets an RS256 public key → 200" is "$(status "$out")" 200
-rs() {
-	local h c; h=$(printf '%s' "$1" | b64u); c=$(printf '%s' "$2" | b64u)
-	echo "$h.$c.$(printf '%s' "$h.$c" | openssl dgst -sha256 -sign "$TMP/rsa.pem" -binary | b64u)"
-}
-check "sso: RS256 token → 200" is "$(status "$(sso "$(rs '{"alg":"RS256"}' "$(cl eight 120)")")")" 200
-check "sso: HS256 token signed with the public key (algorithm confusion) → 401" \
+check "sso: RS256 token (jose) → 200" is "$(status "$(sso "$(sign RS256 "$TMP/rsa.pem" "$(cl eight 120)")")")" 200
+check "sso: HS256 token signed with the public key (algorithm confusion, hand-built) → 401" \
 	is "$(status "$(sso "$(jwt '{"alg":"HS256"}' "$(cl nine 120)" "$(cat "$TMP/rsa.pub")")")")" 401
+
+# ------------------------------------------------------------------ 2FA required
+reset_limits
+mk_user staff2@a.example "Staff" agent "Staff-Pass-1234-$SUF" >/dev/null
+out=$(api "$A" "$TMP/admin" PUT /api/v1/settings/security '{"require_2fa_staff":true}')
+check "2fa required: admin sets require_2fa_staff → 200" is "$(status "$out")" 200
+out=$(login "$A" "$TMP/staff" staff2@a.example "Staff-Pass-1234-$SUF")
+check "2fa required: an agent without TOTP logs in, told to set it up" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_setup_totp\":true' <<<'$out'"
+out=$(api "$A" "$TMP/staff" GET /api/v1/users)
+check "2fa required: its session is refused other routes → 403 naming TOTP setup" bash -c "[ '$(status "$out")' = 403 ] && grep -q /api/v1/auth/totp/setup <<<'$out'"
+out=$(api "$A" "$TMP/staff" POST /api/v1/auth/totp/setup)
+S2SEC=$(jget "$out" '["secret"]')
+out=$(api "$A" "$TMP/staff" POST /api/v1/auth/totp/confirm "{\"code\":\"$(oathtool --totp -b "$S2SEC")\"}")
+check "2fa required: setup + confirm (oathtool) are allowed → 200" is "$(status "$out")" 200
+check "2fa required: then the same session lists users → 200" is "$(status "$(api "$A" "$TMP/staff" GET /api/v1/users)")" 200
+check "2fa required: the admin without TOTP is now confined too → 403" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users)")" 403
 
 # ------------------------------------------------------------------ logout
 out=$(api "$A" "$TMP/admin" POST /api/v1/auth/logout)

@@ -18,6 +18,7 @@ S=bk-$SUF
 M=bkmark$SUF$RANDOM # marker: must never appear in clear in a backup file
 BK=$WARD_VAR/$R/backups
 
+. "$(dirname "$0")/lib_api.sh" # login_admin, admin_pw; api, jget and login are redefined below
 api() { # SLUG JAR METHOD PATH [JSON]: "<status> <body>"
 	local slug=$1 jar=$2 m=$3 path=$4 data=${5:-} csrf=""
 	[ -f "$jar.csrf" ] && csrf=$(cat "$jar.csrf")
@@ -56,7 +57,8 @@ out=$(wctl tenant create --slug "$S" --region $R --name "BK $SUF" --admin-email 
 PW=$(jget "$out" admin_password)
 T=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$S'")
 reset_limits
-check "login as the tenant's admin" is "$(login "$S" "$TMP/jar" "admin@$S.example" "$PW")" 200
+check "login as the tenant's admin" is "$(login_admin "$S" "$TMP/jar" "admin@$S.example" "$PW")" 200
+PW=$(admin_pw "$PW") # the one-time password is gone
 out=$(api "$S" "$TMP/jar" POST /api/v1/tickets "{\"subject\":\"subject $M\",\"body\":\"body $M\"}")
 TK=$(jget "$out" id)
 check "a ticket with the marker" is "${out%% *}" 201

@@ -113,13 +113,67 @@ check "limits: a URL over limits.max_url_bytes → 414" expect 414 longurl "$H" 
 HS=()
 for i in $(seq 70); do HS+=(-H "X-E2e-$i: v"); done
 check "limits: more header fields than limits.max_headers → 431" expect 431 manyh "$H" /api/v1/users/me "${HS[@]}"
-check "limits: a header block over limits.max_header_bytes → 400" expect 400 bigh "$H" /api/v1/users/me -H "X-Big: $(head -c 20000 /dev/zero | tr '\0' a)"
+check "limits: a header block over limits.max_header_bytes → 431 problem" bash -c "expect 431 bigh '$H' /api/v1/users/me -H 'X-Big: $(head -c 20000 /dev/zero | tr '\0' a)' && secure_headers bigh && hdr bigh Content-Type | grep -q problem"
 head -c 2000000 /dev/zero | tr '\0' a >"$T/big"
 check "limits: a body over limits.max_body_bytes → 413" expect 413 bigbody "$H" /api/v1/tickets -X POST "${J[@]}" --data-binary "@$T/big"
 check "limits: a raw malformed request line → 400" bash -c \
 	"printf 'GET /x HTTP/1.1 extra junk\r\nHost: $H\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:$P -servername $H 2>/dev/null | head -1 | grep -q ' 400 '"
 check "limits: a request with no Host header → 400" bash -c \
 	"printf 'GET /api/v1/users/me HTTP/1.1\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:$P -servername $H 2>/dev/null | head -1 | grep -q ' 400 '"
+
+# ---- what libevent would refuse itself (with its own page, no security headers)
+# never reaches it: the gateway's guard answers with a problem and every header.
+# raw NAME BYTES: sent over TLS (SNI $H) as is; answer head in $T/NAME.h, body $T/NAME.b.
+raw() {
+	python3 - "$P" "$H" "$1" "$T" "$2" <<'PY'
+import socket, ssl, sys
+port, host, name, tdir, data = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=host)
+t.sendall(data.encode("latin-1").decode("unicode_escape").encode("latin-1"))
+out = b""
+try:
+    while True:
+        b = t.recv(65536)
+        if not b: break
+        out += b
+except (socket.timeout, ssl.SSLError, ConnectionError):
+    pass
+head, _, body = out.partition(b"\r\n\r\n")
+open(f"{tdir}/{name}.h", "wb").write(head + b"\r\n")
+open(f"{tdir}/{name}.b", "wb").write(body)
+open(f"{tdir}/{name}.all", "wb").write(out)
+PY
+}
+raw_refused() { # raw_refused NAME STATUS BYTES: that status, problem+json, every header
+	raw "$1" "$3"
+	head -1 "$T/$1.h" | grep -q " $2 " || { echo "status: $(head -1 "$T/$1.h")"; return 1; }
+	secure_headers "$1" && hdr "$1" Content-Type | grep -q 'application/problem+json' &&
+		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["status"]==int(sys.argv[2]) and d["detail"]' "$T/$1.b" "$2" &&
+		hdr "$1" Connection | grep -qi close
+}
+export -f raw raw_refused
+check "guard: a header line without a colon → 400 problem with every header" raw_refused g1 400 "GET /healthz HTTP/1.1\\r\\nHost: $H\\r\\nBad Header\\r\\n\\r\\n"
+check "guard: a garbage request line → 400 problem" raw_refused g2 400 'garbage\r\n\r\n'
+check "guard: an unknown method → 501 problem" raw_refused g3 501 "BREW /healthz HTTP/1.1\\r\\nHost: $H\\r\\n\\r\\n"
+check "guard: HTTP/2.0 in the request line → 505 problem" raw_refused g4 505 "GET /healthz HTTP/2.0\\r\\nHost: $H\\r\\n\\r\\n"
+check "guard: Transfer-Encoding: chunked → 411 problem" raw_refused g5 411 "POST /api/v1/tickets HTTP/1.1\\r\\nHost: $H\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n"
+check "guard: Content-Length over the server cap → 413 problem (body never read)" raw_refused g6 413 "POST /api/v1/tickets HTTP/1.1\\r\\nHost: $H\\r\\nContent-Length: 99999999\\r\\n\\r\\n"
+check "guard: two Content-Length headers → 400 problem" raw_refused g7 400 "POST /api/v1/tickets HTTP/1.1\\r\\nHost: $H\\r\\nContent-Length: 2\\r\\nContent-Length: 3\\r\\n\\r\\n{}"
+check "guard: Expect other than 100-continue → 417 problem" raw_refused g8 417 "POST /api/v1/tickets HTTP/1.1\\r\\nHost: $H\\r\\nExpect: teapot\\r\\nContent-Length: 2\\r\\n\\r\\n{}"
+check "guard: an obs-fold continuation line → 400 problem" raw_refused g9 400 "GET /healthz HTTP/1.1\\r\\nHost: $H\\r\\nX-A: 1\\r\\n  folded\\r\\n\\r\\n"
+check "guard: a bare CR inside a field → 400 problem" raw_refused g10 400 "GET /healthz HTTP/1.1\\r\\nHost: $H\\r\\nX-A: a\\rb\\r\\n\\r\\n"
+check "guard: a head without its end over max_header_bytes → 431 problem" raw_refused g11 431 "GET /healthz HTTP/1.1\\r\\nX-Big: $(head -c 20000 /dev/zero | tr '\0' a)"
+check "guard: a client cannot send the guard's stand-in target → 400" raw_refused g12 400 "GET /.ward-refused/3 HTTP/1.1\\r\\nHost: $H\\r\\n\\r\\n"
+check "guard: pipelined requests are all answered, in order" bash -c \
+	"raw g13 'GET /healthz HTTP/1.1\\r\\nHost: $H\\r\\n\\r\\nGET /api/v1/nothing HTTP/1.1\\r\\nHost: $H\\r\\nConnection: close\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $T/g13.all | tr '\\n' ' ')\" = 'HTTP/1.1 200 HTTP/1.1 404 ' ]"
+check "guard: a body sent with HEAD (which evhttp does not read) is dropped, not parsed as a request" bash -c \
+	"raw g14 'HEAD /healthz HTTP/1.1\\r\\nHost: $H\\r\\nContent-Length: 11\\r\\n\\r\\nGARBAGE\\r\\n\\r\\nGET /healthz HTTP/1.1\\r\\nHost: $H\\r\\nConnection: close\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $T/g14.all | tr '\\n' ' ')\" = 'HTTP/1.1 200 HTTP/1.1 200 ' ]"
+check "guard: a DELETE body is read as its body (evhttp reads it), the next request is served" bash -c \
+	"raw g16 'DELETE /api/v1/nothing HTTP/1.1\\r\\nHost: $H\\r\\nContent-Length: 11\\r\\n\\r\\nGARBAGE\\r\\n\\r\\nGET /healthz HTTP/1.1\\r\\nHost: $H\\r\\nConnection: close\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $T/g16.all | tr '\\n' ' ')\" = 'HTTP/1.1 404 HTTP/1.1 200 ' ] && ! grep -aq '<HTML>' $T/g16.all"
+check "guard: a request after a refused one on the same connection is not served" bash -c \
+	"raw g15 'garbage\\r\\n\\r\\nGET /healthz HTTP/1.1\\r\\nHost: $H\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $T/g15.all | tr '\\n' ' ')\" = 'HTTP/1.1 400 ' ]"
+check "guard: the gateway is still healthy" expect 200 health2 "$H" /healthz
 
 # ---- security headers on every answer the gateway itself writes.
 for n in unknown bare health other misdirected nopath wrongm noauth origin nocsrf longurl manyh redirect; do
@@ -149,6 +203,11 @@ if expect 200 login "$H" /api/v1/auth/login -X POST "${J[@]}" -H "Origin: https:
 	check "session: the JSON body has csrf_token and user" bash -c "[ -n '$CSRF' ] && body_has login '\"user\"'"
 	C=(-H "Cookie: ward_session=$SESS")
 	check "session: GET /api/v1/users/me with the cookie → 200" expect 200 me "$H" /api/v1/users/me "${C[@]}"
+	check "pending: the one-time password's session is refused other routes (403 saying what to do)" bash -c \
+		"expect 403 pend '$H' /api/v1/tickets -H 'Cookie: ward_session=$SESS' && body_has pend /api/v1/auth/password && hdr pend Content-Type | grep -q problem"
+	check "pending: the password change is allowed → 204" expect 204 chpw "$H" /api/v1/auth/password -X POST "${J[@]}" "${C[@]}" \
+		-H "X-CSRF-Token: $CSRF" -d "{\"current_password\":\"$PW\",\"new_password\":\"$PW-Chg-7q\"}"
+	check "pending: after the change the same session reaches other routes → 200" expect 200 unpend "$H" /api/v1/tickets "${C[@]}"
 	check "csrf: POST with the cookie and no X-CSRF-Token → 403" expect 403 csrf1 "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" -d '{"subject":"s","body":"b"}'
 	check "csrf: POST with a wrong X-CSRF-Token → 403" expect 403 csrf2 "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" -H 'X-CSRF-Token: wrong' -d '{"subject":"s","body":"b"}'
 	X=(-H "X-CSRF-Token: $CSRF")

@@ -24,6 +24,7 @@ A=tk-a-$SUF
 B=tk-b-$SUF
 M=mk$SUF$RANDOM # marker: must never appear in clear in the database
 
+. "$(dirname "$0")/lib_api.sh" # login_admin; api, jget and login are redefined below
 # api SLUG JAR METHOD PATH [JSON|@file] [extra curl args]: prints "<status> <body>".
 # IDEM=key adds an Idempotency-Key; BEARER=token authenticates with it instead of
 # the jar's session; headers of the answer in $TMP/headers.
@@ -103,8 +104,8 @@ PWB=$(echo "$outB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ad
 TA=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$A'")
 TB=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$B'")
 reset_limits
-check "login: tenant A's admin" is "$(login "$A" "$TMP/adA" admin@tk-a.example "$PWA")" 200
-check "login: tenant B's admin" is "$(login "$B" "$TMP/adB" admin@tk-b.example "$PWB")" 200
+check "login: tenant A's admin" is "$(login_admin "$A" "$TMP/adA" admin@tk-a.example "$PWA")" 200
+check "login: tenant B's admin" is "$(login_admin "$B" "$TMP/adB" admin@tk-b.example "$PWB")" 200
 PWU="User-Pass-1234-$SUF"
 # mk_user SLUG ADMIN-JAR EMAIL ROLE NAME: prints the new user's id.
 mk_user() {
