@@ -301,5 +301,7 @@ AUTH_HANDLER(auth_user_get);
 AUTH_HANDLER(auth_user_me);
 AUTH_HANDLER(auth_user_patch);
 AUTH_HANDLER(auth_user_revoke_sessions);
+AUTH_HANDLER(auth_mail_customer); /* auth_mail.c */
+AUTH_HANDLER(auth_mail_recipient);
 
 #endif
