@@ -130,40 +130,45 @@ n.createTransport({ host: '$SHOST', port: $SPORT, secure: false, requireTLS: tru
  .then(() => process.exit(0), () => process.exit(1));"
 
 # ------------------------------------------------------------------ dead letters, counters, status page
-dl=$WARD_VAR/$R/spool/mail-ingest
+# In the uk cell: test_mail.sh dead-letters in eu, and the status page keeps a dead
+# letter's degradation for status.dead_letter_window_s.
+DR=uk
+"$BIN/wardctl" tenant create --slug mail-acct-uk --region $DR --name "Mail UK" --admin-email boss@mail-acct-uk.example >/dev/null 2>&1
+DTID=$(pg_super $DR "SELECT id FROM tenant.tenants WHERE slug = 'mail-acct-uk'")
+dl=$WARD_VAR/$DR/spool/mail-ingest
 SP=${WARD_STATUS_URL#https://status.$WARD_DOMAIN:}
 SP=${SP%/}
 email_state() {
 	curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$SP:127.0.0.1" \
-		"https://status.$WARD_DOMAIN:$SP/api/v2/components.json" | jq -r '.components[] | select(.id == "'"$R"'-email") | .status'
+		"https://status.$WARD_DOMAIN:$SP/api/v2/components.json" | jq -r '.components[] | select(.id == "'"$DR"'-email") | .status'
 }
 export -f email_state; export SP WARD_CA WARD_DOMAIN
-check "the status page shows $R email operational before" wait_for 20 bash -c '[ "$(email_state)" = operational ]'
-xl0=$(rcli $R admin XLEN dl:mail-ingest 2>/dev/null || echo 0)
+check "the status page shows $DR email operational before" wait_for 60 bash -c '[ "$(email_state)" = operational ]'
+xl0=$(rcli $DR admin XLEN dl:mail-ingest 2>/dev/null || echo 0)
 # A spool entry ward-ticket can never take: refused max_attempts (5) times in all,
 # across a kill -9 of mail-ingest in the middle.
 bad=0000000000000002-deadbeef$(printf %04x $((RUN % 65536)))
-printf 'WARDSPOOL1\n%s\nnot a protobuf' "$TID" >"$dl/tmp/$bad"
+printf 'WARDSPOOL1\n%s\nnot a protobuf' "$DTID" >"$dl/tmp/$bad"
 chown "$WUSER:" "$dl/tmp/$bad" 2>/dev/null || true
 mv "$dl/tmp/$bad" "$dl/queue/$bad"
 check "the attempt counters of a failing mail are on disk (state/<id>)" \
 	wait_for 30 bash -c "[ -f '$dl/state/$bad' ] && [ \"\$(cut -d' ' -f1 '$dl/state/$bad')\" -ge 2 ]"
 before=$(cut -d' ' -f1 "$dl/state/$bad")
-kill -9 "$(pid_of $R mail-ingest)"
+kill -9 "$(pid_of $DR mail-ingest)"
 sleep 0.5
-spawn_as_user "$WARD_VAR/$R/run/mail-ingest.pid" "$WARD_VAR/$R/log/mail-ingest.stderr" \
-	"$BIN/ward-mail-ingest" --config "$WARD_VAR/$R/etc/mail-ingest.yaml"
+spawn_as_user "$WARD_VAR/$DR/run/mail-ingest.pid" "$WARD_VAR/$DR/log/mail-ingest.stderr" \
+	"$BIN/ward-mail-ingest" --config "$WARD_VAR/$DR/etc/mail-ingest.yaml"
 check "after kill -9 and restart it becomes a dead letter…" wait_for 90 test -f "$dl/dead/$bad"
 check "…after exactly 5 refusals in all ($before before the restart: the count survived)" bash -c \
-	"jq -e '.refusals == 5' '$dl/dead/$bad.err' && [ \$(grep 'mail refused by ward-ticket' '$WARD_VAR/$R/log/mail-ingest.log' | grep -c '$bad') = 5 ]"
+	"jq -e '.refusals == 5' '$dl/dead/$bad.err' && [ \$(grep 'mail refused by ward-ticket' '$WARD_VAR/$DR/log/mail-ingest.log' | grep -c '$bad') = 5 ]"
 check "…recorded in the dead-letter stream dl:mail-ingest with its error and tenant" bash -c \
-	"[ \"\$(rcli $R admin XLEN dl:mail-ingest)\" -gt $xl0 ] && rcli $R admin XREVRANGE dl:mail-ingest + - COUNT 1 | tr '\n' ' ' | grep -q \"$bad tenant $TID error ticket.ingest_mail answered 400\""
-check "…and never its content" bash -c "! rcli $R admin XREVRANGE dl:mail-ingest + - COUNT 1 | grep -q 'not a protobuf'"
-check "the status page shows the $R email component degraded" wait_for 30 bash -c '[ "$(email_state)" = degraded_performance ]'
+	"[ \"\$(rcli $DR admin XLEN dl:mail-ingest)\" -gt $xl0 ] && rcli $DR admin XREVRANGE dl:mail-ingest + - COUNT 1 | tr '\n' ' ' | grep -q \"$bad tenant $DTID error ticket.ingest_mail answered 400\""
+check "…and never its content" bash -c "! rcli $DR admin XREVRANGE dl:mail-ingest + - COUNT 1 | grep -q 'not a protobuf'"
+check "the status page shows the $DR email component degraded" wait_for 30 bash -c '[ "$(email_state)" = degraded_performance ]'
 check "wardctl mail dead-letters lists it" bash -c \
-	"'$BIN/wardctl' mail dead-letters --region $R | jq -e 'select(.id == \"$bad\") | .tenant == \"$TID\" and .refusals == 5'"
+	"'$BIN/wardctl' mail dead-letters --region $DR | jq -e 'select(.id == \"$bad\") | .tenant == \"$DTID\" and .refusals == 5'"
 check "wardctl mail dead-letters --replay queues it with fresh counters" bash -c \
-	"'$BIN/wardctl' mail dead-letters --region $R --replay $bad | jq -e '.replayed == \"queued\"' && [ ! -f '$dl/state/$bad' ]"
+	"'$BIN/wardctl' mail dead-letters --region $DR --replay $bad | jq -e '.replayed == \"queued\"' && [ ! -f '$dl/state/$bad' ]"
 check "…and it is retried (5 refusals again, then dead again)" wait_for 90 bash -c "[ -f '$dl/dead/$bad.err' ] && jq -e '.refusals == 5' '$dl/dead/$bad.err'"
 rm -f "$dl/dead/$bad" "$dl/dead/$bad.err"
 
