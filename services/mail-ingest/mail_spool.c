@@ -16,8 +16,8 @@
  *      when the tenant has none (idempotent in ward-auth: same address, same
  *      account). A 4xx answer (an address ward-auth cannot take) goes on without
  *      an account; ward-ticket then keeps the address alone.
- *   2. ticket.ingest_mail on q:ticket; the file is removed (and queue/ fsynced)
- *      only after ward-ticket answered that its effect committed. A crash in
+ *   2. ticket.ingest_mail on q:ticket; the file is removed only after ward-ticket
+ *      answered that its effect committed. A crash in
  *      between re-sends both; ward-ticket takes each Message-ID once per tenant,
  *      so nothing is created twice.
  * A message refused (4xx) by ward-ticket spool.max_attempts times, or unanswered
@@ -394,13 +394,13 @@ static void mail_spool_on_reply(void *arg, int status, const Ward__Envelope *rep
 	if (status == 0) {
 		Ward__MailIngestReply *r = ward__mail_ingest_reply__unpack(NULL, len, payload);
 
+		/* No fsync of queue/ after the unlink: a crash that forgets it brings the
+		 * file back, and ward-ticket answers "duplicate" (Message-ID once per
+		 * tenant). One fsync less per mail on the event loop. */
 		snprintf(path, sizeof path, "queue/%s", j->id);
-		if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT) {
+		if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT)
 			log_event(LOG_ERROR, "cannot remove a delivered spool file", LF_STR("id", j->id),
 				  LF_STR("error", strerror(errno)));
-		} else if (mail_spool_sync_dir(mi, "queue") < 0) {
-			log_event(LOG_WARN, "spool directory fsync failed", LF_STR("id", j->id));
-		}
 		mail_job_state_drop(mi, j);
 		mi->stats.delivered++;
 		if (r != NULL && r->duplicate)

@@ -10,6 +10,8 @@
 #                         the same smtp-source run (target ≥ 0.5)
 #   mail_smtp_accept_rps  messages/s until smtp-source finished (every 250 given,
 #                         each one durable in the spool), same baseline
+#   mail_cpu_ms_<daemon>  CPU time per mail of each daemon of the cell during the
+#                         end-to-end run (user + system, from /proc): where it goes
 # Uses the stack of $WARD_VAR if set, else starts its own.
 set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
@@ -67,21 +69,39 @@ t=$(tickets)
 src "$SMTP" 20 >/dev/null
 wait_tickets $((t + 20)) || { echo "bench: warm-up mail did not become tickets" >&2; exit 1; }
 
+cpu_of() { # cpu_of DAEMON: its user + system CPU time so far, in clock ticks
+	awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/run/$1.pid")/stat" 2>/dev/null || echo 0
+}
+DAEMONS="mail-ingest auth ticket audit gateway"
+declare -A cpu0
+for s in $DAEMONS; do cpu0[$s]=$(cpu_of $s); done
+rcpu0=$(awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/redis/redis.pid")/stat" 2>/dev/null || echo 0)
+
 # Ward, end to end.
 t=$(tickets)
 t0=$(now)
 out=$(src "$SMTP" "$N")
 t1=$(now)
 if [ -n "$out" ]; then echo "bench: smtp-source against ward-mail-ingest: $out" >&2; fi
+case $out in *fatal*) exit 1 ;; esac
 wait_tickets $((t + N)) || { echo "bench: only $(($(tickets) - t)) of $N mails became tickets" >&2; exit 1; }
 t2=$(now)
 [ "$(tickets)" -eq $((t + N)) ] || { echo "bench: $(($(tickets) - t)) tickets for $N mails" >&2; exit 1; }
 e2e=$(rate "$N" "$t0" "$t2")
+HZ=$(getconf CLK_TCK)
+cpu_lines=""
+for s in $DAEMONS; do
+	c=$(awk -v a="${cpu0[$s]}" -v b="$(cpu_of $s)" -v n="$N" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) * 1000 / hz / n }')
+	cpu_lines+="$(line "mail_cpu_ms_${s//-/_}" "$c" ms/mail none 0 0)"$'\n'
+done
+c=$(awk -v a="$rcpu0" -v b="$(awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/redis/redis.pid")/stat" 2>/dev/null || echo 0)" \
+	-v n="$N" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) * 1000 / hz / n }')
+cpu_lines+="$(line mail_cpu_ms_redis "$c" ms/mail none 0 0)"
 acc=$(rate "$N" "$t0" "$t1")
 
 # smtp-sink: the same smtp-source load against Postfix's test server (accepts and
 # discards), on a free port, as the unprivileged user.
-SP=$((WARD_PORT_BASE + 38))
+SP=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 smtp-sink -u "$WUSER" "127.0.0.1:$SP" 256 &
 SINK_PID=$!
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$SP") 2>/dev/null && break; sleep 0.1; done
@@ -90,6 +110,7 @@ s0=$(now)
 out=$(src "127.0.0.1:$SP" "$N")
 s1=$(now)
 if [ -n "$out" ]; then echo "bench: smtp-source against smtp-sink: $out" >&2; fi
+case $out in *fatal*) exit 1 ;; esac
 sink=$(rate "$N" "$s0" "$s1")
 kill "$SINK_PID" 2>/dev/null
 wait "$SINK_PID" 2>/dev/null
@@ -97,3 +118,4 @@ SINK_PID=
 
 line mail_e2e_rps_s${S}_${L}B "$e2e" msg/s smtp_sink_rps_s${S}_${L}B "$sink" "$(ratio "$e2e" "$sink")"
 line mail_smtp_accept_rps_s${S}_${L}B "$acc" msg/s smtp_sink_rps_s${S}_${L}B "$sink" "$(ratio "$acc" "$sink")"
+printf '%s' "$cpu_lines"
