@@ -48,7 +48,7 @@ check "…and the message's author" bash -c \
 check "the account's email is sealed (not in clear) and has no password" bash -c \
 	"[ \"\$(q \"SELECT count(*) FROM auth.users WHERE tenant_id = '$TID' AND role = 'customer' AND password_hash IS NULL AND position('alice' in encode(email_enc, 'escape')) = 0\")\" = $((c0 + 1)) ]"
 check "its creation is audited (user create via mail, actor service:mail-ingest)" wait_for 15 bash -c \
-	"q \"SELECT count(*) FROM audit.events WHERE tenant_id = '$TID' AND action = 'create' AND actor = 'service:mail-ingest'\" | grep -q '^[1-9]' || q \"SELECT count(*) FROM auth.outbox WHERE tenant_id = '$TID'\" | grep -q '^[1-9]'"
+	"q \"SELECT count(*) FROM audit.events WHERE tenant_id = '$TID' AND type = 'user' AND action = 'create' AND actor = 'service:mail-ingest'\" | grep -qx 1"
 check "a second mail from the same sender (another subject) is accepted" send alice@example.com "a2-$RUN@example.com" "Another thing" --body "Also this."
 check "…a second ticket" wait_for 20 bash -c "[ \$(tickets) = $((n0 + 2)) ]"
 check "…for the same account: a known customer is reused" bash -c \
@@ -172,4 +172,9 @@ check "wardctl mail dead-letters --replay queues it with fresh counters" bash -c
 check "…and it is retried (5 refusals again, then dead again)" wait_for 90 bash -c "[ -f '$dl/dead/$bad.err' ] && jq -e '.refusals == 5' '$dl/dead/$bad.err'"
 rm -f "$dl/dead/$bad" "$dl/dead/$bad.err"
 
+noperm() { rcli "$DR" "$@" 2>&1 | grep -q NOPERM; }
+check "redis: mail-ingest may not read its dead-letter stream (XRANGE)" noperm mail-ingest XRANGE dl:mail-ingest - + COUNT 1
+check "redis: mail-ingest may not delete its dead-letter stream" noperm mail-ingest DEL dl:mail-ingest
+check "redis: mail-ingest may not XADD another service's dead letters" noperm mail-ingest XADD dl:ticket '*' e x
+check "redis: the gateway still has no dead-letter stream" noperm gateway XADD dl:gateway '*' e x
 check "the spool is empty once everything was delivered" bash -c "[ -z \"\$(ls -A '$dl/queue')\" ] && [ -z \"\$(ls -A '$dl/state')\" ]"
