@@ -231,7 +231,7 @@ rm -f "$dl/dead/$bad" "$dl/dead/$bad.err"
 # spool or in q:ticket; then the victim is killed, restarted, ward-ticket resumed:
 # every one of them becomes exactly one ticket.
 held() { ls "$WARD_VAR/$R/spool/mail-ingest/queue" | wc -l; }
-export -f held
+export -f held; export R
 for victim in mail-ingest ticket redis; do
 	n=$(tickets)
 	N=10

@@ -142,7 +142,7 @@ email_state() {
 	curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$SP:127.0.0.1" \
 		"https://status.$WARD_DOMAIN:$SP/api/v2/components.json" | jq -r '.components[] | select(.id == "'"$DR"'-email") | .status'
 }
-export -f email_state; export SP WARD_CA WARD_DOMAIN
+export -f email_state; export SP WARD_CA WARD_DOMAIN DR
 check "the status page shows $DR email operational before" wait_for 60 bash -c '[ "$(email_state)" = operational ]'
 xl0=$(rcli $DR admin XLEN dl:mail-ingest 2>/dev/null || echo 0)
 # A spool entry ward-ticket can never take: refused max_attempts (5) times in all,
