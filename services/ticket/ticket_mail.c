@@ -25,8 +25,10 @@
  * Who sent it: the sender's address (blind index, the same keyed index ward-auth
  * keeps in auth.users.email_bidx) is looked up in auth.users, where ward-ticket
  * may read id, email_bidx, role and disabled only (deploy/policy.yaml). An
- * enabled agent or admin writes as that user (author_role agent/admin); a
- * customer as that user (and is the requester of a new ticket, requester_id).
+ * enabled agent or admin writes as that user (author_role agent/admin) and is
+ * not recorded as a participant; a customer as that user (and is the requester
+ * of a new ticket, requester_id); a disabled account threads into nothing (its
+ * mail opens a new ticket).
  * ward-mail-ingest asked ward-auth (auth.mail_customer) to create the customer
  * for an unknown sender before it delivered the mail; if there is still no
  * account, the address alone stays on the ticket (sealed + blind index).
@@ -100,9 +102,11 @@ struct mail_sender {
 	char user_id[TICKET_UUID_LEN + 1]; /* "" when unknown */
 	char role[16];			   /* admin, agent, customer; "" when unknown */
 	bool staff;			   /* an enabled agent or admin of the tenant */
+	bool disabled;			   /* a disabled account: its mail never threads */
 };
 
-/* Look the sender up in auth.users by its blind index; 0 (s filled) or -1. */
+/* Look the sender up in auth.users by its blind index; 0 (s filled) or -1. A
+ * disabled account is remembered as such and otherwise treated as unknown. */
 static int mail_sender_lookup(struct daemon *d, const char *sender_bidx, struct mail_sender *s,
 			      const char **error_r)
 {
@@ -111,11 +115,13 @@ static int mail_sender_lookup(struct daemon *d, const char *sender_bidx, struct 
 
 	memset(s, 0, sizeof *s);
 	res = db_exec(daemon_db(d),
-		      "SELECT id, role FROM auth.users WHERE email_bidx = $1 AND NOT disabled", 1,
-		      p, error_r);
+		      "SELECT id, role, disabled FROM auth.users WHERE email_bidx = $1", 1, p,
+		      error_r);
 	if (res == NULL)
 		return -1;
-	if (PQntuples(res) == 1) {
+	if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
+		s->disabled = true;
+	} else if (PQntuples(res) == 1) {
 		snprintf(s->user_id, sizeof s->user_id, "%s", PQgetvalue(res, 0, 0));
 		snprintf(s->role, sizeof s->role, "%s", PQgetvalue(res, 0, 1));
 		s->staff = strcmp(s->role, "admin") == 0 || strcmp(s->role, "agent") == 0;
@@ -402,8 +408,9 @@ static int mail_store(struct daemon *d, const Ward__Envelope *env,
 			      4, p, NULL, NULL, error_r) < 0)
 			goto out;
 	}
-	/* Participants: the sender and the CCs (who may later write "[#REF]"). */
-	for (size_t i = 0; i <= req->n_cc && i <= MAIL_MAX_CC; i++) {
+	/* Participants: the sender and the CCs (who may later write "[#REF]"). Staff
+	 * thread by their role while their account is enabled, never as participants. */
+	for (size_t i = s->staff ? 1 : 0; i <= req->n_cc && i <= MAIL_MAX_CC; i++) {
 		char email[TICKET_EMAIL_MAX + 1], bidx[65];
 		const char *who_bidx = sender_bidx;
 
@@ -541,7 +548,9 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		qr = ticket_retry(d, "sender", err, error_r);
 		goto out;
 	}
-	r = mail_thread(d, env, req, slug, sender_bidx, &sender, &t, &err);
+	/* a disabled account (an agent who left, a blocked customer) writes into no
+	 * existing ticket, whatever it quotes: its mail opens a new one */
+	r = sender.disabled ? 0 : mail_thread(d, env, req, slug, sender_bidx, &sender, &t, &err);
 	if (r < 0) {
 		qr = ticket_retry(d, "thread", err, error_r);
 		goto out;

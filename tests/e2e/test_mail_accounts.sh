@@ -16,7 +16,12 @@ SHOST=${SMTP%:*}
 SPORT=${SMTP##*:}
 SLUG=mail-acct
 RUN=$$
-"$BIN/wardctl" tenant create --slug $SLUG --region $R --name "Mail Accounts" --admin-email boss@mail-acct.example >/dev/null 2>&1
+PW=$("$BIN/wardctl" tenant create --slug $SLUG --region $R --name "Mail Accounts" --admin-email boss@mail-acct.example 2>/dev/null |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_password"])')
+P=$(port_of $R HTTPS)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/lib_api.sh"
 "$BIN/wardctl" tenant create --slug mail-other --region $R --name "Mail Other" --admin-email boss@mail-other.example >/dev/null 2>&1
 TID=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$SLUG'")
 DOM=$SLUG.$R.$WARD_DOMAIN
@@ -67,14 +72,34 @@ check "…it threads onto the ticket" wait_for 20 bash -c "[ \"\$(q \"SELECT cou
 check "…as a staff reply (author_role admin, author = the admin's account)" bash -c \
 	"[ \"\$(q \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id JOIN auth.users u ON u.id::text = m.author_id WHERE t.tenant_id = '$TID' AND t.number = $T1 AND m.author_role = 'admin' AND u.role = 'admin'\")\" = 1 ]"
 check "…without a new ticket or a new account" bash -c "[ \$(tickets) = $n1 ] && [ \$(customers) = $((c0 + 2)) ]"
+# An agent (created by the admin over the API, after the one-time password change).
+NEWPW='Sturdy-Passphrase-2026!'
+out=$(login $SLUG "$TMP/admin" boss@mail-acct.example "$PW")
+check "the admin logs in" [ "$(status "$out")" = 200 ]
+out=$(api $SLUG "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$PW\",\"new_password\":\"$NEWPW\"}")
+check "…and changes the one-time password" [ "$(status "$out")" = 204 ]
+out=$(api $SLUG "$TMP/admin" POST /api/v1/users '{"email":"agent@mail-acct.example","name":"Agent","role":"agent","password":"Agent-Passphrase-2026!"}')
+check "the admin creates an agent" [ "$(status "$out")" = 201 ]
+agent_created=$out
+check "the agent replies by mail with [#$REF] (Agent@… in another case)" send Agent@Mail-Acct.example "agent1-$RUN@example.com" "Re: [#$REF]" --body "Fixed, please check."
+check "…it threads onto the ticket as the agent's reply (author_role agent)" wait_for 20 bash -c \
+	"[ \"\$(q \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id JOIN auth.users u ON u.id::text = m.author_id WHERE t.tenant_id = '$TID' AND t.number = $T1 AND m.author_role = 'agent' AND u.role = 'agent'\")\" = 1 ] && [ \$(tickets) = $n1 ]"
+check "…the ticket has 3 messages" [ "$(messages_on $T1)" = 3 ]
+AID=$(jget "$agent_created" '["user"]["id"]')
+out=$(api $SLUG "$TMP/admin" PATCH "/api/v1/users/$AID" '{"disabled":true}')
+check "the admin disables the agent" [ "$(status "$out")" = 200 ]
+check "the disabled agent's [#$REF] is accepted" send agent@mail-acct.example "agent2-$RUN@example.com" "Re: [#$REF]" --body "still me"
+check "…but opens a new ticket (a disabled account is nobody's staff)" wait_for 20 bash -c "[ \$(tickets) = $((n1 + 1)) ]"
+check "…leaving the ticket at 3 messages" [ "$(messages_on $T1)" = 3 ]
+n1=$(tickets)
 check "a stranger's [#$REF] is accepted" send mallory@evil.example "m1-$RUN@example.com" "Re: [#$REF] click" --body "inject"
 check "…and opens a new ticket" wait_for 20 bash -c "[ \$(tickets) = $((n1 + 1)) ]"
-check "…leaving the ticket at 2 messages" [ "$(messages_on $T1)" = 2 ]
+check "…leaving the ticket at 3 messages" [ "$(messages_on $T1)" = 3 ]
 check "another customer (dora) writing [#$REF] of alice's ticket is accepted" send dora@example.com "d4-$RUN@example.com" "Re: [#$REF]" --body "me too"
 check "…and opens a new ticket (no injection into another customer's ticket)" wait_for 20 bash -c "[ \$(tickets) = $((n1 + 2)) ]"
-check "…leaving alice's ticket at 2 messages" [ "$(messages_on $T1)" = 2 ]
+check "…leaving alice's ticket at 3 messages" [ "$(messages_on $T1)" = 3 ]
 check "the admin of another tenant writing [#$REF] opens a new ticket" send boss@mail-other.example "bo-$RUN@example.com" "Re: [#$REF]" --body "not yours"
-check "…(not threaded)" wait_for 20 bash -c "[ \$(tickets) = $((n1 + 3)) ] && [ \$(q \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $T1\") = 2 ]"
+check "…(not threaded)" wait_for 20 bash -c "[ \$(tickets) = $((n1 + 3)) ] && [ \$(q \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $T1\") = 3 ]"
 
 # ------------------------------------------------------------------ configured addresses
 code() { # code ADDRESS → the reply code to RCPT
