@@ -58,6 +58,7 @@ struct policy_principal {
 	size_t n_columns;
 	bool ratelimit;	    /* redis.ratelimit: rate-limit counters rl:<name>:* */
 	bool health_only;   /* redis.health_only: an operator reading health data only */
+	bool dead_letters;  /* redis.dead_letters: XADD to dl:<name> without consuming */
 };
 
 /* A route: sender → stream ("q:auth") or sender → reply route ("r:gateway"). */

@@ -12,6 +12,8 @@
  *   (%W~hb:X:*  SET EXPIRE DEL)                        its heartbeats
  *   (~rl:X:*  INCR PEXPIRE GET)                        rate-limit counters, only with
  *                                                      redis.ratelimit: true (gateway)
+ * dl:X is X's if it consumes, or with redis.dead_letters: true (mail-ingest: what
+ * it accepted and could not deliver).
  * so a sender can append to a queue but never delete, overwrite or ack it.
  * Passwords appear only as SHA-256 (#<hex>).
  */
@@ -99,7 +101,7 @@ static void acl_principal(const struct policy *pol, const struct policy_principa
 		if (sends)
 			fprintf(out, "%%W~r:%s:* ", pol->p[j].name);
 	}
-	if (p->n_consume > 0)
+	if (p->n_consume > 0 || p->dead_letters)
 		fprintf(out, "%%W~dl:%s ", p->name);
 	fputs(ACL_SEND ")", out);
 	fprintf(out, " (~r:%s:* " ACL_OWN_REPLY ")", p->name);

@@ -277,7 +277,8 @@ static int qualified_valid(const char *s)
 static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, yaml_node_t *node,
 			   const char *key)
 {
-	static const char *const keys[] = { "consume", "send", "ratelimit", "health_only", NULL };
+	static const char *const keys[] = { "consume", "send", "ratelimit", "health_only",
+					    "dead_letters", NULL };
 	char k2[256];
 
 	if (mapping_check(ctx, node, key, keys) < 0)
@@ -292,9 +293,12 @@ static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, ya
 		size_t *n = is_send ? &pr->n_send : &pr->n_consume;
 
 		subkey(k2, sizeof k2, key, k);
-		if (strcmp(k, "ratelimit") == 0 || strcmp(k, "health_only") == 0) {
+		if (strcmp(k, "ratelimit") == 0 || strcmp(k, "health_only") == 0 ||
+		    strcmp(k, "dead_letters") == 0) {
 			const char *b = scalar(ctx, v, k2);
-			bool *flag = strcmp(k, "ratelimit") == 0 ? &pr->ratelimit : &pr->health_only;
+			bool *flag = strcmp(k, "ratelimit") == 0     ? &pr->ratelimit
+				     : strcmp(k, "dead_letters") == 0 ? &pr->dead_letters
+								      : &pr->health_only;
 
 			if (b == NULL)
 				return -1;

@@ -319,5 +319,7 @@ AUTH_HANDLER(auth_user_erase);
 AUTH_HANDLER(auth_user_me);
 AUTH_HANDLER(auth_user_patch);
 AUTH_HANDLER(auth_user_revoke_sessions);
+AUTH_HANDLER(auth_mail_customer); /* auth_mail.c */
+AUTH_HANDLER(auth_mail_recipient);
 
 #endif

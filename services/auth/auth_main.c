@@ -69,6 +69,9 @@ static const struct daemon_method auth_methods[] = {
 	{ "auth.sso_jwt", auth_sso_jwt, NULL, 12 * KB, NULL },
 	{ "auth.token", auth_token, NULL, 2 * KB, NULL },
 	{ "auth.invitation_accept", auth_invitation_accept, NULL, 4 * KB, NULL },
+	/* ward-mail-ingest: the account of a mail's sender (auth_mail.c) */
+	{ "auth.mail_customer", auth_mail_customer, NULL, 2 * KB, NULL },
+	{ "auth.mail_recipient", auth_mail_recipient, NULL, 1 * KB, NULL },
 	/* the caller's own session */
 	{ "auth.logout", auth_logout, ANYONE, 1 * KB, NULL },
 	{ "auth.password_change", auth_password_change, ANYONE, 4 * KB, NULL },

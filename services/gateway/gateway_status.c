@@ -318,6 +318,9 @@ static void status_poll_start(struct status_conn *c)
 		redisAsyncCommand(c->ac, status_on_xlen, &c->cur.svc[i].pending, "XPENDING q:%s %s",
 				  consumers[j], consumers[j]);
 	}
+	/* mail-ingest consumes nothing but dead-letters what it could not deliver */
+	redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[status_service_index("mail-ingest", 11)],
+			  "XLEN dl:mail-ingest");
 	redisAsyncCommand(c->ac, status_on_scan, NULL, "SCAN 0 MATCH hb:* COUNT 1000");
 }
 

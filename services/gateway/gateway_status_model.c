@@ -6,7 +6,8 @@
  * States of a component, per cell (status_evaluate):
  *   service without a fresh heartbeat, or cell unreachable  major_outage
  *   an instance reports its database down                   partial_outage
- *   audit outbox over its mark, a dead letter lately,
+ *   audit outbox over its mark, a dead letter lately (for
+ *   mail-ingest: a mail moved to dl:mail-ingest),
  *   pending messages over status.pending_high,
  *   audit backlog degraded, last verified backup too old    degraded_performance
  *   api/web need auth and ticket, email needs ticket: a dependency's major outage

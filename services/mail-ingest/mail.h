@@ -84,7 +84,6 @@ struct mail_config {
 	char *listen;	 /* smtp.listen "host:port" */
 	char *hostname;	 /* smtp.hostname, in the greeting and EHLO */
 	char *domain;	 /* domain: recipients are <local>@<slug>.<region>.<domain> */
-	struct conf_list local_parts; /* smtp.local_parts, default [support] */
 	char *tls_cert_file;	      /* tls.cert_file (PEM chain); none: no STARTTLS */
 	struct conf_secret tls_key;   /* tls.key_file */
 	char *spool_dir;	      /* spool.dir */

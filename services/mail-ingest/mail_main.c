@@ -27,7 +27,6 @@ static struct mail_ingest mail_state = {.spool_dirfd = -1};
 static const struct conf_entry mail_conf_entries[] = {
     {"smtp.listen", CONF_STR, MC(listen), true, NULL, 0, 0, NULL},
     {"smtp.hostname", CONF_STR, MC(hostname), false, "localhost", 0, 0, NULL},
-    {"smtp.local_parts", CONF_STR_LIST, MC(local_parts), false, "[support]", 0, 0, NULL},
     {"domain", CONF_STR, MC(domain), false, "localhost", 0, 0, NULL},
     {"tls.cert_file", CONF_STR, MC(tls_cert_file), false, NULL, 0, 0, NULL},
     {"tls.key_file", CONF_SECRET_FILE, MC(tls_key), false, NULL, 0, 0, NULL},

@@ -5,8 +5,10 @@
  * 3207: the cell certificate, TLS 1.2+, bufferevent_openssl_filter_new over the
  * plain bufferevent; input pipelined behind STARTTLS is discarded, and the
  * session restarts from scratch as the RFC requires). No AUTH, no relaying: the
- * only recipients are <local>@<slug>.<region>.<domain> of this region's tenants,
- * checked with tenant.resolve on q:auth (unknown or another region → 550 5.1.1).
+ * only recipients are <local>@<slug>.<region>.<domain> of this region's tenants
+ * for the local parts each tenant configured (tenant.tenants.mail_local_parts,
+ * `wardctl mail addresses`), checked with auth.mail_recipient on q:auth (unknown
+ * address or tenant, or another region → 550 5.1.1).
  *
  * Commands are read one CRLF line at a time (at most 512 bytes, RFC 5321
  * 4.5.3.1.4); text lines in DATA at most 1000 bytes with the CRLF. A command
@@ -71,7 +73,7 @@ struct smtp_conn {
 	bool null_sender;
 	struct smtp_rcpt *rcpts;
 	int n_rcpts;
-	char pending_rcpt[SMTP_PATH_MAX + 1]; /* during tenant.resolve */
+	char pending_rcpt[SMTP_PATH_MAX + 1]; /* during auth.mail_recipient */
 	struct evbuffer *data;
 	bool data_too_big, data_long_line, in_long_line;
 	bool cmd_skip; /* inside an over-long command line: dropped up to its end */
@@ -352,13 +354,12 @@ static void smtp_mail(struct smtp_conn *c, const char *arg)
 
 static void smtp_process(struct smtp_conn *c);
 
-/* tenant.resolve answered for c->pending_rcpt. */
+/* auth.mail_recipient answered for c->pending_rcpt. */
 static void smtp_on_resolve(void *arg, int status, const Ward__Envelope *reply,
 			    const uint8_t *payload, size_t len)
 {
 	struct smtp_conn *c = arg;
-	Ward__TenantResolveReply *r = NULL;
-	const char *region = daemon_config(c->mi->d)->region;
+	Ward__MailRecipientReply *r = NULL;
 
 	(void)reply;
 	c->busy = false;
@@ -366,19 +367,19 @@ static void smtp_on_resolve(void *arg, int status, const Ward__Envelope *reply,
 		smtp_free(c);
 		return;
 	}
-	if (status < 0) {
+	if (status < 0 || status >= 500) {
 		smtp_reply(c, "451 4.3.0 Recipient lookup failed, try again later");
 		goto next;
 	}
 	if (status == 0)
-		r = ward__tenant_resolve_reply__unpack(NULL, len, payload);
-	if (r == NULL || !r->exists || strcmp(r->region, region) != 0 ||
-	    strlen(r->tenant_id) != 36) {
-		/* unknown, or homed in another region: mail never crosses regions */
+		r = ward__mail_recipient_reply__unpack(NULL, len, payload);
+	if (r == NULL || strlen(r->tenant_id) != 36) {
+		/* no such address, tenant, or homed in another region: mail never
+		 * crosses regions */
 		smtp_reply(c, "550 5.1.1 <%s>: Recipient address rejected: no such mailbox here",
 			   c->pending_rcpt);
 		if (r != NULL)
-			ward__tenant_resolve_reply__free_unpacked(r, NULL);
+			ward__mail_recipient_reply__free_unpacked(r, NULL);
 		if (smtp_error(c))
 			return;
 		goto next;
@@ -386,7 +387,7 @@ static void smtp_on_resolve(void *arg, int status, const Ward__Envelope *reply,
 	snprintf(c->rcpts[c->n_rcpts].addr, sizeof c->rcpts[0].addr, "%s", c->pending_rcpt);
 	snprintf(c->rcpts[c->n_rcpts].tenant, sizeof c->rcpts[0].tenant, "%s", r->tenant_id);
 	c->n_rcpts++;
-	ward__tenant_resolve_reply__free_unpacked(r, NULL);
+	ward__mail_recipient_reply__free_unpacked(r, NULL);
 	smtp_reply(c, "250 2.1.5 Ok");
 next:
 	smtp_process(c);
@@ -396,12 +397,12 @@ static void smtp_rcpt(struct smtp_conn *c, const char *arg)
 {
 	const struct mail_config *cfg = c->mi->cfg;
 	const char *region = daemon_config(c->mi->d)->region, *rest, *at, *dot;
-	char addr[SMTP_PATH_MAX + 1], slug[64], suffix[SMTP_PATH_MAX];
-	Ward__TenantResolveRequest rq = WARD__TENANT_RESOLVE_REQUEST__INIT;
+	char addr[SMTP_PATH_MAX + 1], slug[64], local[65], suffix[SMTP_PATH_MAX];
+	Ward__MailRecipientRequest rq = WARD__MAIL_RECIPIENT_REQUEST__INIT;
 	struct queue_msg qm = {0};
-	uint8_t buf[128];
+	uint8_t buf[256];
 	const char *err = NULL;
-	bool local_ok = false;
+	bool local_ok;
 	size_t ll;
 
 	if (c->state != S_MAIL) {
@@ -424,13 +425,17 @@ static void smtp_rcpt(struct smtp_conn *c, const char *arg)
 		smtp_reply(c, "452 4.5.3 Too many recipients");
 		return;
 	}
-	/* <local>@<slug>.<region>.<domain>, local one of smtp.local_parts */
+	/* <local>@<slug>.<region>.<domain>; local as a tenant may configure it
+	 * ([a-z0-9._+-], at most 64), compared in lower case */
 	at = strrchr(addr, '@');
 	ll = (size_t)(at - addr);
-	for (size_t i = 0; i < cfg->local_parts.n; i++)
-		if (strlen(cfg->local_parts.items[i]) == ll &&
-		    strncasecmp(addr, cfg->local_parts.items[i], ll) == 0)
-			local_ok = true;
+	local_ok = ll >= 1 && ll < sizeof local;
+	for (size_t i = 0; local_ok && i < ll; i++) {
+		local[i] = g_ascii_tolower(addr[i]);
+		local_ok = g_ascii_isalnum(local[i]) || strchr("._+-", local[i]) != NULL;
+	}
+	if (local_ok)
+		local[ll] = '\0';
 	snprintf(suffix, sizeof suffix, ".%s.%s", region, cfg->domain);
 	dot = strchr(at + 1, '.');
 	if (!local_ok || dot == NULL || strcasecmp(dot, suffix) != 0 ||
@@ -444,11 +449,12 @@ static void smtp_rcpt(struct smtp_conn *c, const char *arg)
 		slug[i] = g_ascii_tolower(at[1 + i]);
 	slug[dot - at - 1] = '\0';
 	rq.slug = slug;
+	rq.local_part = local;
 	qm.dest = "q:auth";
-	qm.method = "tenant.resolve";
+	qm.method = "auth.mail_recipient";
 	qm.timeout_ms = cfg->resolve_timeout_ms;
 	qm.payload = buf;
-	qm.len = ward__tenant_resolve_request__pack(&rq, buf);
+	qm.len = ward__mail_recipient_request__pack(&rq, buf);
 	snprintf(c->pending_rcpt, sizeof c->pending_rcpt, "%s", addr);
 	c->busy = true;
 	if (queue_request(daemon_queue(c->mi->d), &qm, smtp_on_resolve, c, &err) < 0) {

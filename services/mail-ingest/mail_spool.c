@@ -6,18 +6,27 @@
  *   queue/<id>   durable, waiting for ward-ticket: "WARDSPOOL1\n<tenant id>\n"
  *                followed by the packed MailIngestRequest
  *   dead/<id>    dead letters, with dead/<id>.err (the last error, attempts)
+ *   state/<id>   the attempt counters of queue/<id> ("<refusals> <timeouts>\n"),
+ *                written at each failure: a restart resumes the count
  *
  * put: write tmp/<id>, fsync it, rename to queue/<id>, fsync queue/. Only then
  * does the SMTP side answer 250: a crash after 250 finds the file on restart.
- * Delivery: ticket.ingest_mail on q:ticket (principal service/mail-ingest); the
- * file is removed (and queue/ fsynced) only after ward-ticket answered that its
- * effect committed. A crash in between re-sends it; ward-ticket takes each
- * Message-ID once per tenant, so nothing is created twice.
- * A message refused by ward-ticket spool.max_attempts times, or unanswered
- * spool.max_transport_failures times, moves to dead/ with its error; `wardctl
- * mail dead-letters --replay ID` moves it back to queue/, which is rescanned
+ * Delivery, two requests (principal service/mail-ingest, the recipient tenant):
+ *   1. auth.mail_customer on q:auth: the sender's account, created as a customer
+ *      when the tenant has none (idempotent in ward-auth: same address, same
+ *      account). A 4xx answer (an address ward-auth cannot take) goes on without
+ *      an account; ward-ticket then keeps the address alone.
+ *   2. ticket.ingest_mail on q:ticket; the file is removed only after ward-ticket
+ *      answered that its effect committed. A crash in
+ *      between re-sends both; ward-ticket takes each Message-ID once per tenant,
+ *      so nothing is created twice.
+ * A message refused (4xx) by ward-ticket spool.max_attempts times, or unanswered
+ * (timeout, queue down, 5xx) spool.max_transport_failures times, moves to dead/
+ * with its error, and a record of it (id, tenant, error, counts: never the mail)
+ * is appended to the dead-letter stream dl:mail-ingest, which the status page
+ * watches (the email component shows degraded). `wardctl mail dead-letters
+ * --replay ID` moves it back to queue/ with fresh counters; queue/ is rescanned
  * every few seconds. Retries back off exponentially (1 s doubling to 60 s).
- * Attempt counters live in memory: a restart gives every message a fresh count.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -43,8 +52,10 @@ struct mail_job {
 	struct mail_job *next;
 	struct mail_ingest *mi;
 	char id[64];
+	char tenant[37]; /* known once the file was read */
 	int fails, transport_fails;
 	int64_t due_ms;
+	bool customer_done; /* auth.mail_customer answered for this run */
 	bool inflight;
 	bool gone; /* removed from the list while a reply was pending */
 };
@@ -149,6 +160,59 @@ static bool mail_spool_id_ok(const char *id)
 	return true;
 }
 
+/* Save j's attempt counters in state/<id> (written whole, then renamed). */
+static void mail_job_state_save(struct mail_ingest *mi, const struct mail_job *j)
+{
+	char tmp[128], dst[128], line[64];
+	int fd, n;
+
+	snprintf(tmp, sizeof tmp, "state/%s.tmp", j->id);
+	snprintf(dst, sizeof dst, "state/%s", j->id);
+	n = snprintf(line, sizeof line, "%d %d\n", j->fails, j->transport_fails);
+	fd = openat(mi->spool_dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+	if (fd < 0 || mail_write_all(fd, line, (size_t)n) < 0 || fsync(fd) < 0 ||
+	    renameat(mi->spool_dirfd, tmp, mi->spool_dirfd, dst) < 0)
+		log_event(LOG_WARN, "cannot save a mail's attempt counters", LF_STR("id", j->id),
+			  LF_STR("error", strerror(errno)));
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Read state/<id> into j's counters (absent: zero). */
+static void mail_job_state_load(struct mail_ingest *mi, struct mail_job *j)
+{
+	char path[128], line[64];
+	int fd, a, b;
+	ssize_t n;
+
+	snprintf(path, sizeof path, "state/%s", j->id);
+	fd = openat(mi->spool_dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	n = read(fd, line, sizeof line - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	line[n] = '\0';
+	if (sscanf(line, "%d %d", &a, &b) == 2 && a >= 0 && b >= 0 && a < 1000000 &&
+	    b < 1000000) {
+		j->fails = a;
+		j->transport_fails = b;
+	}
+}
+
+/* Forget j's counters (delivered or dead). */
+static void mail_job_state_drop(struct mail_ingest *mi, const struct mail_job *j)
+{
+	char path[128];
+
+	snprintf(path, sizeof path, "state/%s", j->id);
+	if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT)
+		log_event(LOG_WARN, "cannot remove a mail's attempt counters", LF_STR("id", j->id),
+			  LF_STR("error", strerror(errno)));
+}
+
 /* Add a job for queue/<id> unless known. */
 static void mail_job_add(struct mail_ingest *mi, const char *id)
 {
@@ -162,6 +226,7 @@ static void mail_job_add(struct mail_ingest *mi, const char *id)
 		return; /* picked up by the next scan */
 	j->mi = mi;
 	snprintf(j->id, sizeof j->id, "%s", id);
+	mail_job_state_load(mi, j);
 	j->next = mi->jobs;
 	mi->jobs = j;
 }
@@ -216,6 +281,24 @@ static void mail_spool_dead(struct mail_ingest *mi, struct mail_job *j, const ch
 		return;
 	}
 	mi->stats.dead_letters++;
+	mail_job_state_drop(mi, j);
+	/* The dead-letter stream: what the status page and operators see (no content). */
+	{
+		char refusals[16], timeouts[16];
+		const char *argv[] = {"XADD",	  "dl:mail-ingest", "MAXLEN",   "~",
+				      "10000",	  "*",		    "id",	j->id,
+				      "tenant",	  j->tenant,	    "error",	error,
+				      "refusals", refusals,	    "timeouts", timeouts};
+		size_t lens[16];
+
+		snprintf(refusals, sizeof refusals, "%d", j->fails);
+		snprintf(timeouts, sizeof timeouts, "%d", j->transport_fails);
+		for (size_t i = 0; i < 16; i++)
+			lens[i] = strlen(argv[i]);
+		if (queue_command(daemon_queue(mi->d), 16, argv, lens) < 0)
+			log_event(LOG_WARN, "dead letter not recorded in dl:mail-ingest",
+				  LF_STR("id", j->id));
+	}
 	log_event(LOG_ERROR, "mail moved to the dead letters", LF_STR("id", j->id),
 		  LF_STR("error", error), LF_INT("dead_letters", mi->stats.dead_letters));
 	mail_job_drop(mi, j);
@@ -232,6 +315,67 @@ static void mail_job_later(struct mail_job *j)
 }
 
 static void mail_spool_kick(struct mail_ingest *mi);
+static void mail_job_send(struct mail_ingest *mi, struct mail_job *j);
+
+/* A failed attempt: a refusal (ward-ticket said no) or a transport failure (no
+ * answer, queue down, 5xx). Counted durably; dead letter past the limit. */
+static void mail_job_failed(struct mail_ingest *mi, struct mail_job *j, bool refusal,
+			    const char *why)
+{
+	if (refusal)
+		j->fails++;
+	else
+		j->transport_fails++;
+	if (refusal ? j->fails >= mi->cfg->max_attempts
+		    : j->transport_fails >= mi->cfg->max_transport_failures) {
+		mail_spool_dead(mi, j, why);
+		return;
+	}
+	mail_job_state_save(mi, j);
+	mail_job_later(j);
+}
+
+/* ward-auth's answer to auth.mail_customer: then the mail goes to ward-ticket. */
+static void mail_spool_on_customer(void *arg, int status, const Ward__Envelope *reply,
+				   const uint8_t *payload, size_t len)
+{
+	struct mail_job *j = arg;
+	struct mail_ingest *mi = j->mi;
+
+	(void)reply;
+	j->inflight = false;
+	mi->inflight--;
+	if (j->gone) {
+		free(j);
+		return;
+	}
+	if (status >= 0 && status < 500) {
+		Ward__MailCustomerReply *r =
+		    status == 0 ? ward__mail_customer_reply__unpack(NULL, len, payload) : NULL;
+
+		j->customer_done = true;
+		if (r != NULL && r->created)
+			log_event(LOG_INFO, "a customer was created for a mail's sender",
+				  LF_STR("id", j->id), LF_STR("tenant", j->tenant),
+				  LF_STR("user", r->user_id));
+		else if (status != 0)
+			log_event(LOG_WARN, "no account for a mail's sender", LF_STR("id", j->id),
+				  LF_INT("status", status));
+		if (r != NULL)
+			ward__mail_customer_reply__free_unpacked(r, NULL);
+		if (!mi->stopping)
+			mail_job_send(mi, j);
+		return;
+	}
+	log_event(LOG_WARN, "auth.mail_customer not answered, will retry", LF_STR("id", j->id),
+		  LF_INT("status", status), LF_INT("attempt", j->transport_fails + 1));
+	mail_job_failed(mi, j, false,
+			status == QUEUE_ETIMEDOUT ? "auth.mail_customer: no answer (timeout)"
+			: status > 0		  ? "auth.mail_customer failed"
+						  : "queue unavailable");
+	if (!mi->stopping)
+		mail_spool_kick(mi);
+}
 
 /* ward-ticket's answer for a spooled mail. */
 static void mail_spool_on_reply(void *arg, int status, const Ward__Envelope *reply,
@@ -250,13 +394,14 @@ static void mail_spool_on_reply(void *arg, int status, const Ward__Envelope *rep
 	if (status == 0) {
 		Ward__MailIngestReply *r = ward__mail_ingest_reply__unpack(NULL, len, payload);
 
+		/* No fsync of queue/ after the unlink: a crash that forgets it brings the
+		 * file back, and ward-ticket answers "duplicate" (Message-ID once per
+		 * tenant). One fsync less per mail on the event loop. */
 		snprintf(path, sizeof path, "queue/%s", j->id);
-		if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT) {
+		if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT)
 			log_event(LOG_ERROR, "cannot remove a delivered spool file", LF_STR("id", j->id),
 				  LF_STR("error", strerror(errno)));
-		} else if (mail_spool_sync_dir(mi, "queue") < 0) {
-			log_event(LOG_WARN, "spool directory fsync failed", LF_STR("id", j->id));
-		}
+		mail_job_state_drop(mi, j);
 		mi->stats.delivered++;
 		if (r != NULL && r->duplicate)
 			mi->stats.duplicates++;
@@ -271,22 +416,15 @@ static void mail_spool_on_reply(void *arg, int status, const Ward__Envelope *rep
 		char why[64];
 
 		snprintf(why, sizeof why, "ticket.ingest_mail answered %d", status);
-		j->fails++;
 		log_event(LOG_WARN, "mail refused by ward-ticket", LF_STR("id", j->id),
-			  LF_INT("status", status), LF_INT("attempt", j->fails));
-		if (j->fails >= mi->cfg->max_attempts)
-			mail_spool_dead(mi, j, why);
-		else
-			mail_job_later(j);
+			  LF_INT("status", status), LF_INT("attempt", j->fails + 1));
+		/* 5xx: ward-ticket could not do it now (database...): not the mail's fault */
+		mail_job_failed(mi, j, status < 500, why);
 	} else {
-		j->transport_fails++;
 		log_event(LOG_WARN, "mail delivery not answered, will retry", LF_STR("id", j->id),
-			  LF_INT("status", status), LF_INT("attempt", j->transport_fails));
-		if (j->transport_fails >= mi->cfg->max_transport_failures)
-			mail_spool_dead(mi, j, status == QUEUE_ETIMEDOUT ? "no answer (timeout)"
-									 : "queue unavailable");
-		else
-			mail_job_later(j);
+			  LF_INT("status", status), LF_INT("attempt", j->transport_fails + 1));
+		mail_job_failed(mi, j, false,
+				status == QUEUE_ETIMEDOUT ? "no answer (timeout)" : "queue unavailable");
 	}
 	if (!mi->stopping)
 		mail_spool_kick(mi);
@@ -305,6 +443,7 @@ static void mail_job_send(struct mail_ingest *mi, struct mail_job *j)
 
 	if (mail_spool_read(mi, "queue", j->id, &data, &len) < 0) {
 		/* gone (replayed twice, removed by hand): forget it */
+		mail_job_state_drop(mi, j);
 		mail_job_drop(mi, j);
 		return;
 	}
@@ -314,14 +453,52 @@ static void mail_job_send(struct mail_ingest *mi, struct mail_job *j)
 		mail_spool_dead(mi, j, "unreadable spool file");
 		return;
 	}
+	snprintf(j->tenant, sizeof j->tenant, "%s", tenant);
 	pr.kind = "service";
 	pr.id = "mail-ingest";
 	pr.tenant = tenant;
-	qm.dest = "q:ticket";
-	qm.method = "ticket.ingest_mail";
 	qm.tenant = tenant;
 	qm.principal = &pr;
 	qm.request_id = j->id;
+	if (!j->customer_done) {
+		/* first the sender's account (a mail ward-ticket cannot read goes on to
+		 * be refused there, and counted) */
+		Ward__MailIngestRequest *req = ward__mail_ingest_request__unpack(NULL, plen, payload);
+		Ward__MailCustomerRequest cr = WARD__MAIL_CUSTOMER_REQUEST__INIT;
+		uint8_t *buf = NULL;
+
+		if (req != NULL) {
+			cr.email = req->from_email;
+			cr.name = req->from_name;
+			buf = malloc(ward__mail_customer_request__get_packed_size(&cr) + 1);
+		}
+		if (buf == NULL) {
+			j->customer_done = true;
+		} else {
+			qm.dest = "q:auth";
+			qm.method = "auth.mail_customer";
+			qm.timeout_ms = mi->cfg->resolve_timeout_ms;
+			qm.payload = buf;
+			qm.len = ward__mail_customer_request__pack(&cr, buf);
+			j->inflight = true;
+			mi->inflight++;
+			if (queue_request(daemon_queue(mi->d), &qm, mail_spool_on_customer, j,
+					  &err) < 0) {
+				j->inflight = false;
+				mi->inflight--;
+				mail_job_failed(mi, j, false, "queue unavailable");
+			}
+			free(buf);
+			ward__mail_ingest_request__free_unpacked(req, NULL);
+			crypto_wipe(data, len);
+			free(data);
+			return;
+		}
+		if (req != NULL)
+			ward__mail_ingest_request__free_unpacked(req, NULL);
+	}
+	qm.dest = "q:ticket";
+	qm.method = "ticket.ingest_mail";
 	qm.timeout_ms = mi->cfg->deliver_timeout_ms;
 	qm.payload = payload;
 	qm.len = plen;
@@ -330,8 +507,7 @@ static void mail_job_send(struct mail_ingest *mi, struct mail_job *j)
 	if (queue_request(daemon_queue(mi->d), &qm, mail_spool_on_reply, j, &err) < 0) {
 		j->inflight = false;
 		mi->inflight--;
-		j->transport_fails++;
-		mail_job_later(j);
+		mail_job_failed(mi, j, false, "queue unavailable");
 	}
 	crypto_wipe(data, len);
 	free(data);
@@ -383,7 +559,7 @@ static void mail_spool_tick(evutil_socket_t fd, short what, void *arg)
 
 int mail_spool_open(struct mail_ingest *mi, const char **error_r)
 {
-	static const char *const subs[] = {"tmp", "queue", "dead"};
+	static const char *const subs[] = {"tmp", "queue", "dead", "state"};
 	struct timeval tv = {MAIL_SPOOL_SCAN_MS / 1000, (MAIL_SPOOL_SCAN_MS % 1000) * 1000};
 
 	if (mkdir(mi->cfg->spool_dir, 0700) < 0 && errno != EEXIST) {
@@ -395,7 +571,7 @@ int mail_spool_open(struct mail_ingest *mi, const char **error_r)
 		*error_r = "spool.dir: cannot open";
 		return -1;
 	}
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
 		if (mkdirat(mi->spool_dirfd, subs[i], 0700) < 0 && errno != EEXIST) {
 			*error_r = "spool.dir: cannot create its subdirectories";
 			return -1;

@@ -13,16 +13,25 @@
  *   2. Threading: a Message-ID Ward sent (kind 'out') in In-Reply-To/References
  *      threads unconditionally (it is unguessable); a Message-ID of an earlier
  *      inbound mail (kind 'in') or a "[#REF]" of this tenant in the subject
- *      threads only when the sender is the ticket's requester or one of its mail
- *      participants (senders and CCs of its earlier mail): nobody can inject text
- *      into someone else's ticket by guessing a ref. A closed ticket takes no
- *      reply: the mail opens a new ticket.
- *   3. The message (author_role customer), its attachments (type sniffed, name
- *      cleaned, sealed), the Message-ID, the participants and one audit event
- *      (tenant, Message-ID, sender, ticket ref; never the body).
+ *      threads only when the sender is the ticket's requester, one of its mail
+ *      participants (senders and CCs of its earlier mail) or an agent or admin
+ *      of the tenant: nobody can inject text into someone else's ticket by
+ *      guessing a ref. A closed ticket takes no reply: the mail opens a new
+ *      ticket.
+ *   3. The message, its attachments (type sniffed, name cleaned, sealed), the
+ *      Message-ID, the participants and one audit event (tenant, Message-ID,
+ *      sender, ticket ref; never the body).
  *
- * Unknown senders keep their address on the ticket (sealed + blind index); no
- * user account is created here (accounts are ward-auth's).
+ * Who sent it: the sender's address (blind index, the same keyed index ward-auth
+ * keeps in auth.users.email_bidx) is looked up in auth.users, where ward-ticket
+ * may read id, email_bidx, role and disabled only (deploy/policy.yaml). An
+ * enabled agent or admin writes as that user (author_role agent/admin) and is
+ * not recorded as a participant; a customer as that user (and is the requester
+ * of a new ticket, requester_id); a disabled account threads into nothing (its
+ * mail opens a new ticket).
+ * ward-mail-ingest asked ward-auth (auth.mail_customer) to create the customer
+ * for an unknown sender before it delivered the mail; if there is still no
+ * account, the address alone stays on the ticket (sealed + blind index).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +97,46 @@ static int mail_sender_on(struct daemon *d, const char *ticket_id, const char *s
 	return found;
 }
 
+/* The sender's account, if the tenant has one (enabled). */
+struct mail_sender {
+	char user_id[TICKET_UUID_LEN + 1]; /* "" when unknown */
+	char role[16];			   /* admin, agent, customer; "" when unknown */
+	bool staff;			   /* an enabled agent or admin of the tenant */
+	bool disabled;			   /* a disabled account: its mail never threads */
+};
+
+/* Look the sender up in auth.users by its blind index; 0 (s filled) or -1. A
+ * disabled account is remembered as such and otherwise treated as unknown. */
+static int mail_sender_lookup(struct daemon *d, const char *sender_bidx, struct mail_sender *s,
+			      const char **error_r)
+{
+	const char *p[1] = {sender_bidx};
+	PGresult *res;
+
+	memset(s, 0, sizeof *s);
+	res = db_exec(daemon_db(d),
+		      "SELECT id, role, disabled FROM auth.users WHERE email_bidx = $1", 1, p,
+		      error_r);
+	if (res == NULL)
+		return -1;
+	if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
+		s->disabled = true;
+	} else if (PQntuples(res) == 1) {
+		snprintf(s->user_id, sizeof s->user_id, "%s", PQgetvalue(res, 0, 0));
+		snprintf(s->role, sizeof s->role, "%s", PQgetvalue(res, 0, 1));
+		s->staff = strcmp(s->role, "admin") == 0 || strcmp(s->role, "agent") == 0;
+	}
+	PQclear(res);
+	return 0;
+}
+
+/* May this sender write on ticket id? Staff always; others per mail_sender_on. */
+static int mail_may_thread(struct daemon *d, const char *ticket_id, const char *sender_bidx,
+			   const struct mail_sender *s, const char **error_r)
+{
+	return s->staff ? 1 : mail_sender_on(d, ticket_id, sender_bidx, error_r);
+}
+
 /* Fill t from a (id, number, status) row. */
 static void mail_target_set(struct mail_target *t, PGresult *res, int r)
 {
@@ -99,7 +148,8 @@ static void mail_target_set(struct mail_target *t, PGresult *res, int r)
 /* The ticket this mail answers, if any: 1 (t filled), 0 (new ticket), -1 error. */
 static int mail_thread(struct daemon *d, const Ward__Envelope *env,
 		       const Ward__MailIngestRequest *req, const char *slug,
-		       const char *sender_bidx, struct mail_target *t, const char **error_r)
+		       const char *sender_bidx, const struct mail_sender *s, struct mail_target *t,
+		       const char **error_r)
 {
 	char arr[MAIL_MAX_REFS * 66 + 4], bidx[65], rslug[48];
 	size_t n = 0, o = 0;
@@ -139,7 +189,7 @@ static int mail_thread(struct daemon *d, const Ward__Envelope *env,
 				PQclear(res);
 				return 1;
 			}
-			r = mail_sender_on(d, t->id, sender_bidx, error_r);
+			r = mail_may_thread(d, t->id, sender_bidx, s, error_r);
 			if (r != 0) {
 				PQclear(res);
 				return r;
@@ -168,7 +218,7 @@ static int mail_thread(struct daemon *d, const Ward__Envelope *env,
 		mail_target_set(t, res, 0);
 		PQclear(res);
 	}
-	return mail_sender_on(d, t->id, sender_bidx, error_r);
+	return mail_may_thread(d, t->id, sender_bidx, s, error_r);
 }
 
 /* Check what mail-ingest sent; field errors into e. email: the sender, normalised. */
@@ -219,8 +269,8 @@ static int mail_exec(struct daemon *d, const char *sql, int n, const char *const
 /* A new ticket for the mail: number, sealed subject/requester. 0 or -1. */
 static int mail_new_ticket(struct daemon *d, const Ward__Envelope *env,
 			   const Ward__MailIngestRequest *req, const char *email,
-			   const char *sender_bidx, const char *actor, struct mail_target *t,
-			   const char **error_r)
+			   const char *sender_bidx, const struct mail_sender *s, const char *actor,
+			   struct mail_target *t, const char **error_r)
 {
 	uint8_t *subj = NULL, *em = NULL, *name = NULL;
 	size_t subj_len = 0, em_len = 0, name_len = 0;
@@ -252,17 +302,21 @@ static int mail_new_ticket(struct daemon *d, const Ward__Envelope *env,
 		goto out;
 	{
 		char num[24];
-		const char *q[8] = {t->id,	     env->tenant, num, (const char *)subj,
-				    (const char *)em, sender_bidx, (const char *)name, actor};
-		int lens[8] = {0, 0, 0, (int)subj_len, (int)em_len, 0, (int)name_len, 0};
-		int fmts[8] = {0, 0, 0, 1, 1, 0, 1, 0};
+		/* a customer's account is the requester; staff writing in keep the address */
+		const char *requester =
+		    strcmp(s->role, "customer") == 0 ? s->user_id : NULL;
+		const char *q[9] = {t->id,	     env->tenant, num, (const char *)subj,
+				    (const char *)em, sender_bidx, (const char *)name, actor,
+				    requester};
+		int lens[9] = {0, 0, 0, (int)subj_len, (int)em_len, 0, (int)name_len, 0, 0};
+		int fmts[9] = {0, 0, 0, 1, 1, 0, 1, 0, 0};
 
 		snprintf(num, sizeof num, "%lld", t->number);
 		rc = mail_exec(d,
 			       "INSERT INTO ticket.tickets (id, tenant_id, number, subject_enc, "
 			       "requester_email_enc, requester_email_bidx, requester_name_enc, "
-			       "created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-			       8, q, lens, fmts, error_r);
+			       "created_by, requester_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+			       9, q, lens, fmts, error_r);
 	}
 out:
 	free(subj);
@@ -275,20 +329,26 @@ out:
 static int mail_store(struct daemon *d, const Ward__Envelope *env,
 		      const Ward__MailIngestRequest *req, const struct mail_target *t,
 		      const char *mid, const char *msgid_bidx, const char *sender_bidx,
-		      const char *actor, const char **error_r)
+		      const struct mail_sender *s, const char *actor, const char **error_r)
 {
 	uint8_t *body = NULL;
 	size_t body_len = 0;
-	char author[32];
+	char author[40];
 	int rc = -1;
 
-	/* The author of mail is an address, not an account: a prefix of its index. */
-	snprintf(author, sizeof author, "mail:%.16s", sender_bidx);
+	/* The author is the sender's account, or (none) its address: a prefix of its
+	 * index. A mail without an account is a customer's. */
+	if (s->user_id[0] != '\0')
+		snprintf(author, sizeof author, "%s", s->user_id);
+	else
+		snprintf(author, sizeof author, "mail:%.16s", sender_bidx);
 	if (ticket_seal(d, env->tenant, "ticket.messages", "body_enc", mid, req->body,
 			strlen(req->body), &body, &body_len, error_r) < 0)
 		return -1;
 	{
-		const char *p[6] = {mid, env->tenant, t->id, author, "customer", (const char *)body};
+		const char *p[6] = {mid,    env->tenant,
+				    t->id,  author,
+				    s->role[0] != '\0' ? s->role : "customer", (const char *)body};
 		int lens[6] = {0, 0, 0, 0, 0, (int)body_len}, fmts[6] = {0, 0, 0, 0, 0, 1};
 
 		if (mail_exec(d,
@@ -348,8 +408,9 @@ static int mail_store(struct daemon *d, const Ward__Envelope *env,
 			      4, p, NULL, NULL, error_r) < 0)
 			goto out;
 	}
-	/* Participants: the sender and the CCs (who may later write "[#REF]"). */
-	for (size_t i = 0; i <= req->n_cc && i <= MAIL_MAX_CC; i++) {
+	/* Participants: the sender and the CCs (who may later write "[#REF]"). Staff
+	 * thread by their role while their account is enabled, never as participants. */
+	for (size_t i = s->staff ? 1 : 0; i <= req->n_cc && i <= MAIL_MAX_CC; i++) {
 		char email[TICKET_EMAIL_MAX + 1], bidx[65];
 		const char *who_bidx = sender_bidx;
 
@@ -403,6 +464,7 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 	struct ticket_who who;
 	struct ticket_errors e = {0};
 	struct mail_target t;
+	struct mail_sender sender;
 	uint8_t dek[CRYPTO_KEY_LEN];
 	uint32_t version;
 	char email[TICKET_EMAIL_MAX + 1], slug[48], msgid_bidx[65], sender_bidx[65];
@@ -482,7 +544,13 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		}
 		PQclear(res);
 	}
-	r = mail_thread(d, env, req, slug, sender_bidx, &t, &err);
+	if (mail_sender_lookup(d, sender_bidx, &sender, &err) < 0) {
+		qr = ticket_retry(d, "sender", err, error_r);
+		goto out;
+	}
+	/* a disabled account (an agent who left, a blocked customer) writes into no
+	 * existing ticket, whatever it quotes: its mail opens a new one */
+	r = sender.disabled ? 0 : mail_thread(d, env, req, slug, sender_bidx, &sender, &t, &err);
 	if (r < 0) {
 		qr = ticket_retry(d, "thread", err, error_r);
 		goto out;
@@ -496,7 +564,7 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 			qr = ticket_retry(d, "ticket", err, error_r);
 			goto out;
 		}
-		if (r == 0 || ticket_status_after_reply(t.status, true, &to) < 0) {
+		if (r == 0 || ticket_status_after_reply(t.status, !sender.staff, &to) < 0) {
 			r = 0; /* gone or closed: a new ticket */
 		} else if (to != t.status) {
 			const char *p[2] = {t.id, ticket_status_name(to)};
@@ -511,7 +579,8 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 	}
 	if (r == 0) {
 		created = true;
-		if (mail_new_ticket(d, env, req, email, sender_bidx, who.actor, &t, &err) < 0) {
+		if (mail_new_ticket(d, env, req, email, sender_bidx, &sender, who.actor, &t, &err) <
+		    0) {
 			qr = ticket_retry(d, "insert ticket", err, error_r);
 			goto out;
 		}
@@ -525,7 +594,8 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		}
 	}
 	if (ticket_uuid_random(mid) < 0 ||
-	    mail_store(d, env, req, &t, mid, msgid_bidx, sender_bidx, who.actor, &err) < 0) {
+	    mail_store(d, env, req, &t, mid, msgid_bidx, sender_bidx, &sender, who.actor, &err) <
+		    0) {
 		qr = ticket_retry(d, "store", err != NULL ? err : "no random bytes", error_r);
 		goto out;
 	}
@@ -536,8 +606,9 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 	snprintf(target, sizeof target, "ticket:%s", t.id);
 	snprintf(detail, sizeof detail,
 		 "{\"ref\":\"%s\",\"message\":\"%s\",\"message_id\":\"%s\",\"from\":\"%s\","
-		 "\"created\":%s,\"attachments\":%zu}",
-		 ref, mid, jmsgid, jfrom, created ? "true" : "false", req->n_attachments);
+		 "\"created\":%s,\"attachments\":%zu,\"sender_role\":\"%s\"}",
+		 ref, mid, jmsgid, jfrom, created ? "true" : "false", req->n_attachments,
+		 sender.role[0] != '\0' ? sender.role : "unknown");
 	if (ticket_audit(d, env, &who, "mail.ingest", target, detail, &err) < 0) {
 		qr = ticket_retry(d, "audit", err, error_r);
 		goto out;

@@ -225,3 +225,45 @@ check "wardctl mail dead-letters --replay puts it back in the queue" bash -c \
 	"'$BIN/wardctl' mail dead-letters --region $R --replay $bad | jq -e '.replayed == \"queued\"' && [ ! -f '$dl/dead/$bad.err' ]"
 check "…where mail-ingest picks it up again (and dead-letters it again)" wait_for 60 test -f "$dl/dead/$bad"
 rm -f "$dl/dead/$bad" "$dl/dead/$bad.err"
+
+# ------------------------------------------------------------------ kill -9 with mails held after 250
+# ward-ticket is stopped (SIGSTOP) so that accepted mails (250 given) wait in the
+# spool or in q:ticket; then the victim is killed, restarted, ward-ticket resumed:
+# every one of them becomes exactly one ticket.
+held() { ls "$WARD_VAR/$R/spool/mail-ingest/queue" | wc -l; }
+export -f held; export R
+for victim in mail-ingest ticket redis; do
+	n=$(tickets)
+	N=10
+	tpid=$(pid_of $R ticket)
+	kill -STOP "$tpid"
+	ok250=0
+	for i in $(seq $N); do
+		send h$i@example.com "held-$victim-$i-$RUN@example.com" "held $victim $i" --body "h $i" >/dev/null 2>&1 && ok250=$((ok250 + 1))
+	done
+	check "ward-ticket stopped: $N mails accepted with 250 ($victim test)" [ "$ok250" = $N ]
+	check "…and held in the spool (not yet tickets)" bash -c "[ \$(held) -ge $N ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $n ]"
+	if [ $victim = redis ]; then
+		kill -9 "$(cat "$WARD_VAR/$R/redis/redis.pid")"
+		sleep 1
+		"$TOP/ops/devstack" up >/dev/null 2>&1
+		kill -CONT "$tpid"
+	elif [ $victim = ticket ]; then
+		kill -9 "$tpid"
+		kill -CONT "$tpid" 2>/dev/null
+		sleep 1
+		spawn_as_user "$WARD_VAR/$R/run/ticket.pid" "$WARD_VAR/$R/log/ticket.stderr" \
+			"$BIN/ward-ticket" --config "$WARD_VAR/$R/etc/ticket.yaml"
+	else
+		kill -9 "$(pid_of $R mail-ingest)"
+		sleep 1
+		check "…still in the spool after kill -9 of mail-ingest" bash -c "[ \$(held) -ge $N ]"
+		spawn_as_user "$WARD_VAR/$R/run/mail-ingest.pid" "$WARD_VAR/$R/log/mail-ingest.stderr" \
+			"$BIN/ward-mail-ingest" --config "$WARD_VAR/$R/etc/mail-ingest.yaml"
+		kill -CONT "$tpid"
+	fi
+	check "kill -9 of $victim with $N accepted mails held: every one becomes a ticket" \
+		wait_for 120 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" -ge $((n + N)) ]"
+	check "…exactly once ($N new tickets)" bash -c "sleep 3; [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n + N)) ]"
+	check "…and the spool is empty" wait_for 60 spool_empty
+done

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# tests/bench/mail.sh — mail ingest end to end (SPEC §6), beside Postfix's smtp-sink
+# measured in the same run with the same load (smtp-source, Debian's postfix
+# package; ops/deps installs it without configuring a mail server):
+#   mail_e2e_rps          messages/s from the first SMTP connection until every
+#                         message is a committed ticket (ward-mail-ingest: fsynced
+#                         spool, 250; auth.mail_customer; ward-ticket: one
+#                         transaction per mail), 10 parallel senders of 4 KiB mails
+#                         (smtp-source -s 10 -l 4096), against smtp-sink's rate for
+#                         the same smtp-source run (target ≥ 0.5)
+#   mail_smtp_accept_rps  messages/s until smtp-source finished (every 250 given,
+#                         each one durable in the spool), same baseline
+#   mail_cpu_ms_<daemon>  CPU time per mail of each daemon of the cell during the
+#                         end-to-end run (user + system, from /proc): where it goes
+# Why the ratio is far below 0.5 (measured on the 2-core dev VM): smtp-sink keeps
+# nothing; Ward's path is latency-bound, not CPU-bound (≈3.5 ms CPU per mail over
+# all daemons and Redis): per mail, the spool file and queue/ fsyncs run on
+# mail-ingest's event loop (every session waits), RCPT asks ward-auth through Redis
+# (AOF fsync always), and ward-ticket's single consumer runs one PostgreSQL
+# transaction (≈12 statements + commit fsync) at a time: with three ward-ticket
+# instances the end-to-end rate met the SMTP accept rate.
+# Uses the stack of $WARD_VAR if set, else starts its own.
+set -uo pipefail
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$TOP"
+N=${BENCH_MAIL_N:-2000}
+S=${BENCH_MAIL_SENDERS:-10}
+L=${BENCH_MAIL_BYTES:-4096}
+OWN=0
+command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null ||
+	{ echo "bench: smtp-source and smtp-sink needed (postfix, ops/deps)" >&2; exit 1; }
+if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
+	. "$TOP/tests/stack.sh"
+	stack_up || { echo "bench: the dev stack did not start" >&2; exit 1; }
+	OWN=1
+fi
+set -a
+. "$WARD_VAR/devstack.env"
+set +a
+export WARD_CONFIG=$WARD_VAR/wardctl.yaml
+WUSER=${WARD_USER:-ward}
+[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+SINK_PID=
+cleanup() {
+	[ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
+	[ $OWN = 1 ] && stack_down
+}
+trap cleanup EXIT
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "0" }'; }
+line() { echo "BENCH name=$1 value=$2 unit=$3 baseline=$4 baseline_value=$5 ratio=$6"; }
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.1f", n / (b - a) }'; }
+PG=$WARD_EU_PG
+SMTP=$WARD_EU_SMTP
+SLUG=bench-mail
+bin/wardctl tenant create --slug $SLUG --region eu --name "Bench Mail" --admin-email boss@bench-mail.example >/dev/null 2>&1
+TID=$(psql -X -q -tA "$PG" -c "SELECT id FROM tenant.tenants WHERE slug = '$SLUG'")
+TO=support@$SLUG.eu.$WARD_DOMAIN
+tickets() { psql -X -q -tA "$PG" -c "SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'"; }
+# wait_tickets COUNT: until the tenant has COUNT tickets (at most 600 s); 0 or 1.
+wait_tickets() {
+	local end=$((SECONDS + 600))
+	while [ $SECONDS -lt $end ]; do
+		[ "$(tickets)" -ge "$1" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+src() { # src HOST:PORT MSGS: the load, as smtp-source sends it
+	smtp-source -s "$S" -m "$2" -l "$L" -f bench@example.com -t "$TO" -M bench.example "$1" 2>&1
+}
+
+# Warm up (connections, the sender's account, caches).
+t=$(tickets)
+src "$SMTP" 20 >/dev/null
+wait_tickets $((t + 20)) || { echo "bench: warm-up mail did not become tickets" >&2; exit 1; }
+
+cpu_of() { # cpu_of DAEMON: its user + system CPU time so far, in clock ticks
+	awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/run/$1.pid")/stat" 2>/dev/null || echo 0
+}
+DAEMONS="mail-ingest auth ticket audit gateway"
+declare -A cpu0
+for s in $DAEMONS; do cpu0[$s]=$(cpu_of $s); done
+rcpu0=$(awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/redis/redis.pid")/stat" 2>/dev/null || echo 0)
+
+# Ward, end to end.
+t=$(tickets)
+t0=$(now)
+out=$(src "$SMTP" "$N")
+t1=$(now)
+if [ -n "$out" ]; then echo "bench: smtp-source against ward-mail-ingest: $out" >&2; fi
+case $out in *fatal*) exit 1 ;; esac
+wait_tickets $((t + N)) || { echo "bench: only $(($(tickets) - t)) of $N mails became tickets" >&2; exit 1; }
+t2=$(now)
+[ "$(tickets)" -eq $((t + N)) ] || { echo "bench: $(($(tickets) - t)) tickets for $N mails" >&2; exit 1; }
+e2e=$(rate "$N" "$t0" "$t2")
+HZ=$(getconf CLK_TCK)
+cpu_lines=""
+for s in $DAEMONS; do
+	c=$(awk -v a="${cpu0[$s]}" -v b="$(cpu_of $s)" -v n="$N" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) * 1000 / hz / n }')
+	cpu_lines+="$(line "mail_cpu_ms_${s//-/_}" "$c" ms/mail none 0 0)"$'\n'
+done
+c=$(awk -v a="$rcpu0" -v b="$(awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/redis/redis.pid")/stat" 2>/dev/null || echo 0)" \
+	-v n="$N" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) * 1000 / hz / n }')
+cpu_lines+="$(line mail_cpu_ms_redis "$c" ms/mail none 0 0)"
+acc=$(rate "$N" "$t0" "$t1")
+
+# smtp-sink: the same smtp-source load against Postfix's test server (accepts and
+# discards), on a free port, as the unprivileged user.
+SP=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+smtp-sink -u "$WUSER" "127.0.0.1:$SP" 256 &
+SINK_PID=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$SP") 2>/dev/null && break; sleep 0.1; done
+src "127.0.0.1:$SP" 20 >/dev/null
+s0=$(now)
+out=$(src "127.0.0.1:$SP" "$N")
+s1=$(now)
+if [ -n "$out" ]; then echo "bench: smtp-source against smtp-sink: $out" >&2; fi
+case $out in *fatal*) exit 1 ;; esac
+sink=$(rate "$N" "$s0" "$s1")
+kill "$SINK_PID" 2>/dev/null
+wait "$SINK_PID" 2>/dev/null
+SINK_PID=
+
+line mail_e2e_rps_s${S}_${L}B "$e2e" msg/s smtp_sink_rps_s${S}_${L}B "$sink" "$(ratio "$e2e" "$sink")"
+line mail_smtp_accept_rps_s${S}_${L}B "$acc" msg/s smtp_sink_rps_s${S}_${L}B "$sink" "$(ratio "$acc" "$sink")"
+printf '%s\n' "$cpu_lines"
