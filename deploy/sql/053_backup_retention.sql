@@ -11,3 +11,8 @@ BEGIN
 	RETURN QUERY DELETE FROM tenant.closed_keys
 		WHERE closed_at < p_now - make_interval(days => p_days) RETURNING tenant_id;
 END $$;
+
+-- Where each backup's objects are ("local:<dir>" or "s3://<bucket>"; NULL
+-- for backups made before targets were recorded: the local directory). Verify,
+-- restore and retention only touch the backups of the daemon's configured target.
+ALTER TABLE backup.backups ADD COLUMN target text;

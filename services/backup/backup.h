@@ -90,7 +90,7 @@ struct backup_target;
 struct backup_target *backup_target_new(const struct backup_target_conf *conf,
 					const char **error_r);
 void backup_target_free(struct backup_target *t); /* NULL-safe */
-/* "local:<dir>" or "s3:<endpoint>/<bucket>", for messages. */
+/* "local:<dir>" or "s3://<bucket>": names the target in messages and the catalog. */
 const char *backup_target_name(const struct backup_target *t);
 /* Store buf under key (replacing it), durably and verified. */
 int backup_target_put(struct backup_target *t, const char *key, const void *buf, size_t len,

@@ -491,7 +491,8 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 	/* The catalog row and its audit event, together. */
 	{
 		char dv[16], ch[16], rw[24], by[24];
-		const char *p[8] = { backup_id, tenant_id, slug, started, dv, ch, rw, by };
+		const char *p[9] = { backup_id, tenant_id, slug, started, dv, ch, rw, by,
+				     backup_target_name(c->target) };
 
 		snprintf(dv, sizeof dv, "%u", w.dek_version);
 		snprintf(ch, sizeof ch, "%u", w.index);
@@ -502,9 +503,9 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 		in_tx = 1;
 		res = db_exec(c->db,
 			      "INSERT INTO backup.backups (id, tenant_id, slug, started_at, "
-			      "finished_at, dek_version, chunks, rows, bytes, status) VALUES "
-			      "($1, $2, $3, $4, now(), $5, $6, $7, $8, 'done')",
-			      8, p, error_r);
+			      "finished_at, dek_version, chunks, rows, bytes, status, target) VALUES "
+			      "($1, $2, $3, $4, now(), $5, $6, $7, $8, 'done', $9)",
+			      9, p, error_r);
 		if (res == NULL)
 			goto out;
 		PQclear(res);
@@ -527,7 +528,11 @@ out:
 		/* Best effort: a target that is down keeps orphan chunks, never a manifest
 		 * naming a missing one (retention removes orphans later). */
 		const char *rerr = NULL;
+		char why[sizeof job_err];
 
+		/* The cause first: the cleanup may reuse the target's message buffer. */
+		snprintf(why, sizeof why, "%s", *error_r != NULL ? *error_r : "backup failed");
+		*error_r = job_error("%s", why);
 		if (backup_objects_remove(c->target, tenant_id, backup_id, &rerr) < 0)
 			log_warn("backup %s: cannot remove its partial objects: %s", backup_id,
 				 rerr ? rerr : "?");
@@ -570,7 +575,8 @@ static int pick_backup(const struct backup_ctx *c, const char *tenant_id, const 
 		       int64_t to_ms, char out[33], const char **error_r)
 {
 	char to[24];
-	const char *p[3] = { tenant_id, backup_id != NULL ? backup_id : "", to };
+	const char *p[4] = { tenant_id, backup_id != NULL ? backup_id : "", to,
+			     backup_target_name(c->target) };
 	PGresult *res;
 
 	snprintf(to, sizeof to, "%lld", (long long)to_ms);
@@ -578,13 +584,14 @@ static int pick_backup(const struct backup_ctx *c, const char *tenant_id, const 
 		      "SELECT id FROM backup.backups WHERE tenant_id = $1 AND status = 'done'"
 		      " AND ($2 = '' OR id = $2)"
 		      " AND ($3::bigint = 0 OR started_at <= to_timestamp($3::bigint / 1000.0))"
+		      " AND (target = $4 OR (target IS NULL AND $4 LIKE 'local:%'))"
 		      " ORDER BY started_at DESC LIMIT 1",
-		      3, p, error_r);
+		      4, p, error_r);
 	if (res == NULL)
 		return -1;
 	if (PQntuples(res) != 1) {
 		PQclear(res);
-		*error_r = "no backup of this tenant matches";
+		*error_r = "no backup of this tenant matches (on this cell's backup target)";
 		return -1;
 	}
 	snprintf(out, 33, "%s", PQgetvalue(res, 0, 0));
@@ -949,6 +956,22 @@ static int purge_one(const struct backup_ctx *c, const char *id, const char *ten
 
 	if (backup_objects_remove(c->target, tenant_id, id, error_r) < 0)
 		return -1; /* the catalog still names it: tried again next time */
+	/* A closed tenant's purge takes everything under its prefix, orphan chunks of
+	 * failed runs included. */
+	if (strcmp(why, "tenant closed") == 0) {
+		char prefix[64], **keys = NULL;
+		size_t n = 0;
+
+		if (PATHF(prefix, "%s/", tenant_id) ||
+		    backup_target_list(c->target, prefix, &keys, &n, error_r) < 0)
+			return -1;
+		for (size_t i = 0; i < n; i++)
+			if (backup_target_delete(c->target, keys[i], error_r) < 0) {
+				backup_keys_free(keys, n);
+				return -1;
+			}
+		backup_keys_free(keys, n);
+	}
 	if (db_begin(c->db, NULL, error_r) < 0)
 		return -1;
 	res = db_exec(c->db, "UPDATE backup.backups SET status = 'purged' WHERE id = $1", 1, p,
@@ -972,7 +995,7 @@ int backup_job_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 		      const char **error_r)
 {
 	char rd[16], cd[16], now[32];
-	const char *p[3] = { rd, cd, now };
+	const char *p[4] = { rd, cd, now, backup_target_name(c->target) };
 	PGresult *res;
 	json_t *arr = json_array(), *failed = json_array();
 	int ret = -1;
@@ -997,13 +1020,14 @@ int backup_job_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 		      " t.closed_at < clock.now - make_interval(days => $2::int) THEN 'tenant closed' "
 		      " ELSE 'retention' END FROM clock, backup.backups b "
 		      "LEFT JOIN backup.tenants() t ON t.id = b.tenant_id "
-		      "WHERE b.status = 'done' AND ("
+		      "WHERE b.status = 'done' AND (b.target = $4 OR (b.target IS NULL AND "
+		      " $4 LIKE 'local:%')) AND ("
 		      " (t.status = 'closed' AND t.closed_at < clock.now - make_interval(days => $2::int))"
 		      " OR (t.id IS NULL AND b.started_at < clock.now - make_interval(days => $2::int))"
 		      " OR (b.started_at < clock.now - make_interval(days => $1::int) AND b.id <> ("
 		      "  SELECT n.id FROM backup.backups n WHERE n.tenant_id = b.tenant_id AND"
 		      "  n.status = 'done' ORDER BY n.started_at DESC LIMIT 1)))",
-		      3, p, error_r);
+		      4, p, error_r);
 	if (res == NULL)
 		goto out;
 	for (int i = 0; i < PQntuples(res); i++) {

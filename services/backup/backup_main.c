@@ -577,7 +577,9 @@ static int backup_init(struct daemon *d, const char **error_r)
 		W.target = backup_target_new(&tc, error_r);
 		if (W.target == NULL)
 			return -1;
-		log_info("backup target: %s", backup_target_name(W.target));
+		log_info("backup target: %s%s%s", backup_target_name(W.target),
+			 backup_conf.s3_endpoint ? " at " : "",
+			 backup_conf.s3_endpoint ? backup_conf.s3_endpoint : "");
 	}
 	/* The newest successful verify so far, for hb:backup:last-verified. */
 	res = db_exec(daemon_db(d),

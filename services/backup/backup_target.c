@@ -378,7 +378,7 @@ static int s3_once(struct backup_target *t, const char *method, const char *url,
 {
 	CURL *h = curl_easy_init();
 	struct curl_slist *hdr = NULL, *nh;
-	char md5h[80];
+	char md5h[80], shah[96];
 	CURLcode cc;
 	int ret = -1;
 
@@ -387,6 +387,19 @@ static int s3_once(struct backup_target *t, const char *method, const char *url,
 	if (h == NULL) {
 		*error_r = "curl_easy_init failed";
 		return -1;
+	}
+	/* The payload's hash, signed (an empty body's for GET/DELETE/HEAD). */
+	{
+		uint8_t md[32];
+		char hex[65];
+
+		if (crypto_sha256(body != NULL ? body : "", body != NULL ? body_len : 0, md) < 0)
+			goto out;
+		crypto_hex(md, 32, hex);
+		snprintf(shah, sizeof shah, "x-amz-content-sha256: %s", hex);
+		if ((nh = curl_slist_append(hdr, shah)) == NULL)
+			goto out;
+		hdr = nh;
 	}
 	if (body != NULL) {
 		snprintf(md5h, sizeof md5h, "Content-MD5: %s", content_md5);
@@ -716,7 +729,8 @@ struct backup_target *backup_target_new(const struct backup_target_conf *conf,
 	}
 	while (strlen(t->endpoint) > 0 && t->endpoint[strlen(t->endpoint) - 1] == '/')
 		t->endpoint[strlen(t->endpoint) - 1] = '\0';
-	snprintf(t->name, sizeof t->name, "s3:%s/%s", t->endpoint, t->bucket);
+	/* The bucket names the target (its endpoint may change: a proxy, a new URL). */
+	snprintf(t->name, sizeof t->name, "s3://%s", t->bucket);
 	return t;
 oom:
 	*error_r = "out of memory";
