@@ -264,6 +264,23 @@ B2=$(jq_ backups 0 backup_id <"$TMP/run2.out")
 check "s3rver restarted mid-upload: the run retried and completed" bash -c "[ $rc = 0 ] && [ -n '$B2' ]"
 check "  ... the new backup verifies" wctl backup verify --region $R --tenant "$S" --backup "$B2"
 check "  ... the bucket is consistent" consistent
+
+# SIGTERM during a backup: the job stops at its next chunk, the caller is answered,
+# the daemon exits cleanly, nothing half-recorded.
+before=$(done_backups)
+wctl backup run --region $R --tenant "$S" >"$TMP/run3.out" 2>&1 &
+RUN=$!
+wait_for 20 bash -c "[ \$(find '$TMP/s3/$BUCKET/$T' -newer '$TMP/run3.out' -name 'chunk-*._S3rver_object' | wc -l) -ge 2 ]"
+BPID=$(pid_of $R backup)
+t0=$(date +%s)
+kill -TERM "$BPID"
+check "SIGTERM mid-backup: ward-backup exits within 15 s" wait_for 15 bash -c "! kill -0 $BPID 2>/dev/null"
+wait $RUN
+rc=$?
+check "  ... the caller gets an answer (an error), not a timeout" bash -c "[ $rc != 0 ] && grep -q 'shutting down' '$TMP/run3.out' && [ \$((\$(date +%s) - $t0)) -lt 30 ]"
+check "  ... no backup recorded" is "$(done_backups)" "$before"
+check "  ... the bucket is consistent" consistent
+check "  ... a clean exit (no sanitizer report, no crash)" bash -c "! grep -qE 'AddressSanitizer|runtime error|Segmentation' '$WARD_VAR/$R/log/backup.stderr'"
 stop_proxy
 
 # ------------------------------------------------------------------ daily run, status page
