@@ -111,10 +111,11 @@ static int backup_has_target(void)
 	return backup_conf.dir != NULL || backup_conf.s3_endpoint != NULL;
 }
 
-/* The job context: the worker's connection and target, the actor of the job. */
-static void backup_ctx_init(struct daemon *d, const char *actor, struct backup_ctx *c)
+/* The job context: a connection (the worker's own, or the loop's for a catalog read),
+ * the target, the actor of the job. */
+static void backup_ctx_init(struct daemon *d, db_t *db, const char *actor, struct backup_ctx *c)
 {
-	c->db = W.db;
+	c->db = db;
 	c->conf = &backup_conf;
 	c->region = daemon_config(d)->region;
 	c->kek = daemon_kek(d);
@@ -252,7 +253,7 @@ static void backup_job_exec(struct backup_job *j)
 	struct backup_ctx c;
 	const char *err = NULL;
 
-	backup_ctx_init(W.d, j->actor, &c);
+	backup_ctx_init(W.d, W.db, j->actor, &c);
 	j->r = -1;
 	if (W.db == NULL) {
 		const struct daemon_config *cfg = daemon_config(W.d);
@@ -429,8 +430,7 @@ static queue_result_t backup_list_now(struct daemon *d, const char *tenant_id,
 	json_t *out = NULL;
 	const char *err = NULL;
 
-	backup_ctx_init(d, "operator", &c);
-	c.db = daemon_db(d);
+	backup_ctx_init(d, daemon_db(d), "operator", &c);
 	if (backup_job_list(&c, tenant_id, &out, &err) < 0) {
 		snprintf(errbuf, sizeof errbuf, "%s", err ? err : "failed");
 		reply->status = 422;

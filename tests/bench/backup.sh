@@ -9,7 +9,8 @@
 #                  parse, put every row back in one transaction): same bytes / time
 #   baselines      the tenant's ticket rows (tickets + messages) with COPY … TO STDOUT
 #                  | openssl enc -aes-256-ctr (openssl enc has no GCM) to a file, and
-#                  back with openssl enc -d | COPY … FROM STDIN into a scratch table;
+#                  back with openssl enc -d | COPY … FROM STDIN into scratch tables
+#                  with the same indexes (LIKE … INCLUDING ALL);
 #                  openssl speed -evp aes-256-gcm (1 MiB blocks) as the crypto ceiling.
 #   Target: ≥ 0.5 × the COPY | openssl baseline (or disk-bound: see *_disk_mbps, a
 #   dd with fsync of the same size on the same filesystem).
@@ -137,7 +138,7 @@ psql -X -q -v ON_ERROR_STOP=1 "$PG" -c "COPY (SELECT * FROM ticket.messages WHER
 cs=$(secs "$t0" "$(now)")
 CBYTES=$(($(stat -c %s "$W/t.enc") + $(stat -c %s "$W/m.enc")))
 # Restore baseline: decrypt and COPY into scratch tables of the same shape.
-psql_ "CREATE TABLE public.bench_backup_t (LIKE ticket.tickets); CREATE TABLE public.bench_backup_m (LIKE ticket.messages)"
+psql_ "CREATE TABLE public.bench_backup_t (LIKE ticket.tickets INCLUDING ALL); CREATE TABLE public.bench_backup_m (LIKE ticket.messages INCLUDING ALL)"
 t0=$(now)
 openssl enc -d -aes-256-ctr -pbkdf2 -pass pass:bench -in "$W/t.enc" |
 	psql -X -q -v ON_ERROR_STOP=1 "$PG" -c "COPY public.bench_backup_t FROM STDIN" &&

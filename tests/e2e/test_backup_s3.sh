@@ -53,10 +53,37 @@ start_s3() {
 }
 stop_s3() { [ -n "$S3PID" ] && kill -KILL "$S3PID" 2>/dev/null; wait "$S3PID" 2>/dev/null; S3PID=""; }
 
-# A slow TCP proxy in front of s3rver: each connection waits DELAY seconds.
+# In front of s3rver (which checks the access key id but computes no SigV4
+# signature): a proxy that checks each request's AWS SigV4 signature and payload hash
+# with the secret, as S3 does (403 SignatureDoesNotMatch / XAmzContentSHA256Mismatch),
+# then forwards it, after DELAY seconds (a slow link, to kill s3rver mid-upload).
 cat >"$TMP/proxy.py" <<'PY'
-import asyncio, sys
-listen, upstream, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+import asyncio, hashlib, hmac, sys, urllib.parse
+listen, upstream, delay, secret = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+def h(k, m): return hmac.new(k, m.encode(), hashlib.sha256).digest()
+def check(method, target, headers, body):
+    auth = headers.get("authorization", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        return "AccessDenied", "not signed with SigV4"
+    f = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
+    ak, date, region, service, term = f["Credential"].split("/")
+    if ak != "S3RVER":
+        return "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."
+    payload = headers.get("x-amz-content-sha256", "")
+    if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
+        return "XAmzContentSHA256Mismatch", "payload hash"
+    path, _, query = target.partition("?")
+    q = sorted(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    cq = "&".join(urllib.parse.quote(k, safe="-_.~") + "=" + urllib.parse.quote(v, safe="-_.~") for k, v in q)
+    signed = f["SignedHeaders"].split(";")
+    ch = "".join(n + ":" + " ".join(headers.get(n, "").split()) + "\n" for n in signed)
+    creq = "\n".join([method, path, cq, ch, f["SignedHeaders"], payload])
+    sts = "\n".join(["AWS4-HMAC-SHA256", headers.get("x-amz-date", ""), "/".join([date, region, service, term]),
+                     hashlib.sha256(creq.encode()).hexdigest()])
+    key = h(h(h(h(("AWS4" + secret).encode(), date), region), service), term)
+    if not hmac.compare_digest(hmac.new(key, sts.encode(), hashlib.sha256).hexdigest(), f["Signature"]):
+        return "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided."
+    return None
 async def pipe(r, w):
     try:
         while True:
@@ -75,10 +102,31 @@ async def pipe(r, w):
 async def handle(cr, cw):
     await asyncio.sleep(delay)
     try:
+        head = await cr.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = {}
+        for l in lines[1:]:
+            if ":" in l:
+                k, v = l.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        body = await cr.readexactly(int(headers.get("content-length", "0")))
+        bad = check(method, target, headers, body)
+    except Exception as e:
+        cw.close()
+        return
+    if bad:
+        x = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code><Message>%s</Message></Error>" % bad).encode()
+        cw.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(x) + x)
+        await cw.drain()
+        cw.close()
+        return
+    try:
         ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
     except Exception:
         cw.close()
         return
+    uw.write(head + body)
     await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
 async def main():
     srv = await asyncio.start_server(handle, "127.0.0.1", listen)
@@ -86,12 +134,14 @@ async def main():
         await srv.serve_forever()
 asyncio.run(main())
 PY
-start_proxy() {
-	python3 "$TMP/proxy.py" "$PXPORT" "$S3PORT" "$1" >>"$TMP/proxy.log" 2>&1 &
-	PXPID=$!
-	wait_for 10 bash -c "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $PXPORT)).close()'"
+VPORT=$(free_port)
+VPID=""
+start_proxy() { # PORT DELAY: prints the pid
+	python3 "$TMP/proxy.py" "$1" "$S3PORT" "$2" S3RVER >>"$TMP/proxy.log" 2>&1 &
+	echo $!
+	wait_for 10 bash -c "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $1)).close()'"
 }
-stop_proxy() { [ -n "$PXPID" ] && kill "$PXPID" 2>/dev/null; wait "$PXPID" 2>/dev/null; PXPID=""; }
+stop_proxy() { [ -n "$1" ] && kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 
 # ward-backup of the cell with another config (S3 target); "orig" puts the dev one back.
 backup_restart() { # CONFIG
@@ -122,7 +172,8 @@ EOF
 }
 cleanup() {
 	backup_restart "$ETC/backup.yaml" >/dev/null 2>&1
-	stop_proxy
+	stop_proxy "$PXPID"
+	stop_proxy "$VPID"
 	stop_s3
 	rm -rf "$TMP"
 }
@@ -133,6 +184,8 @@ chown "$WUSER" "$SEC/s3-backup" 2>/dev/null || true
 chmod 600 "$SEC/s3-backup"
 mkdir -p "$TMP/s3"
 check "s3rver starts on loopback" start_s3
+VPID=$(start_proxy "$VPORT" 0)
+check "the SigV4-checking proxy in front of it" test -n "$VPID"
 
 # ------------------------------------------------------------------ a tenant with data
 out=$(wctl tenant create --slug "$S" --region $R --name "BK S3 $SUF" --admin-email admin@$S.example 2>&1)
@@ -169,12 +222,12 @@ consistent() {
 }
 
 # ------------------------------------------------------------------ backup to S3
-s3_config "$ETC/backup-s3.yaml" "http://127.0.0.1:$S3PORT" S3RVER 3
+s3_config "$ETC/backup-s3.yaml" "http://127.0.0.1:$VPORT" S3RVER 3
 check "ward-backup restarts with the S3 target" backup_restart "$ETC/backup-s3.yaml"
-check "it says which target" grep -q "backup target: s3://$BUCKET at http://127.0.0.1:$S3PORT" "$WARD_VAR/$R/log/backup.log"
+check "it says which target" grep -q "backup target: s3://$BUCKET at http://127.0.0.1:$VPORT" "$WARD_VAR/$R/log/backup.log"
 out=$(wctl backup run --region $R --tenant "$S" 2>&1)
 B1=$(echo "$out" | jq_ backups 0 backup_id)
-check "backup run to S3" test -n "$B1"
+check "backup run to S3 (every request SigV4-signed with the payload's hash)" test -n "$B1"
 check "the manifest is in the bucket" test -f "$TMP/s3/$BUCKET/$T/$B1/manifest._S3rver_object"
 NCH=$(objects | grep -c "^$T/$B1/chunk-")
 check "several chunks in the bucket (chunk_kib 1)" test "$NCH" -ge 20
@@ -211,7 +264,7 @@ check "tickets read back decrypted" bash -c "grep -qF 'subject $M 17' <<<'$out'"
 printf 'not-the-secret' >"$SEC/s3-backup-bad"
 chown "$WUSER" "$SEC/s3-backup-bad" 2>/dev/null || true
 chmod 600 "$SEC/s3-backup-bad"
-s3_config "$ETC/backup-s3bad.yaml" "http://127.0.0.1:$S3PORT" NOT-A-KEY 3
+s3_config "$ETC/backup-s3bad.yaml" "http://127.0.0.1:$VPORT" NOT-A-KEY 3
 sed -i "s|secret_key_file: .*|secret_key_file: $SEC/s3-backup-bad|" "$ETC/backup-s3bad.yaml"
 backup_restart "$ETC/backup-s3bad.yaml"
 before=$(done_backups)
@@ -220,11 +273,15 @@ check "wrong credentials: the run fails" bash -c "[ -z '$(echo "$out" | jq_ back
 check "  ... with a clear error (HTTP 403, InvalidAccessKeyId, credentials)" \
 	bash -c "grep -q '403' <<<'$out' && grep -q 'InvalidAccessKeyId' <<<'$out' && grep -q 'credentials' <<<'$out'"
 check "  ... and no backup recorded" is "$(done_backups)" "$before"
-# (s3rver checks the access key id but does not compute SigV4 signatures, so a wrong
-# secret with the right key id cannot be shown here.)
+sed -i "s|access_key: NOT-A-KEY|access_key: S3RVER|" "$ETC/backup-s3bad.yaml"
+backup_restart "$ETC/backup-s3bad.yaml"
+out=$(wctl backup run --region $R --tenant "$S" 2>&1)
+check "right key id, wrong secret: SignatureDoesNotMatch, said clearly" \
+	bash -c "grep -q 'SignatureDoesNotMatch' <<<'$out' && grep -q 'credentials' <<<'$out'"
+check "  ... and no backup recorded" is "$(done_backups)" "$before"
 
 # ------------------------------------------------------------------ killed mid-upload
-start_proxy 0.25
+PXPID=$(start_proxy "$PXPORT" 0.25)
 s3_config "$ETC/backup-s3slow.yaml" "http://127.0.0.1:$PXPORT" S3RVER 2
 backup_restart "$ETC/backup-s3slow.yaml"
 before=$(done_backups)
@@ -249,7 +306,6 @@ check "  ... and the bucket has no manifest naming a missing chunk" consistent
 check "the earlier backup still verifies" wctl backup verify --region $R --tenant "$S"
 
 # Killed and back within the retry window: the run completes.
-stop_backup_s3_later() { sleep 3; stop_s3; sleep 1; start_s3; }
 s3_config "$ETC/backup-s3slow.yaml" "http://127.0.0.1:$PXPORT" S3RVER 6
 backup_restart "$ETC/backup-s3slow.yaml"
 wctl backup run --region $R --tenant "$S" >"$TMP/run2.out" 2>&1 &
@@ -281,10 +337,11 @@ check "  ... the caller gets an answer (an error), not a timeout" bash -c "[ $rc
 check "  ... no backup recorded" is "$(done_backups)" "$before"
 check "  ... the bucket is consistent" consistent
 check "  ... a clean exit (no sanitizer report, no crash)" bash -c "! grep -qE 'AddressSanitizer|runtime error|Segmentation' '$WARD_VAR/$R/log/backup.stderr'"
-stop_proxy
+stop_proxy "$PXPID"
+PXPID=""
 
 # ------------------------------------------------------------------ daily run, status page
-s3_config "$ETC/backup-s3.yaml" "http://127.0.0.1:$S3PORT" S3RVER 3 "00:00"
+s3_config "$ETC/backup-s3.yaml" "http://127.0.0.1:$VPORT" S3RVER 3 "00:00"
 pg_super $R "UPDATE backup.schedule SET last_day = '2000-01-01'" >/dev/null
 rcli $R admin DEL hb:backup:last-verified >/dev/null
 backup_restart "$ETC/backup-s3.yaml"
