@@ -192,6 +192,9 @@ secrets_of() { # the secret store names a daemon needs (never another daemon's)
 	return 0
 }
 
+# The target's staging directory (local mode: beside ours).
+if [ -n "$PREFIX" ]; then RSTAGE=$STAGE/target; else RSTAGE=/tmp/ward-deploy.$(date +%s).$$; fi
+
 step "1/6 render configs"
 for s in $SERVICES; do
 	render "$s" >"$STAGE/$s.yaml"
@@ -199,17 +202,18 @@ for s in $SERVICES; do
 done
 
 step "2/6 install binaries, units and configs (previous release kept for rollback)"
+run "install -d -m 0755 $RSTAGE"
 run "$SUDO install -d -m 0755 $OPT/bin $OPT/previous $ETC $ETC/tls $LOG $STATE && for f in $OPT/bin/*; do [ -e \"\$f\" ] && cp -a \"\$f\" $OPT/previous/; done; for f in $ETC/*.yaml; do [ -e \"\$f\" ] && cp -a \"\$f\" $OPT/previous/; done; true"
 for s in $SERVICES; do
 	[ -x "$BINDIR/ward-$s" ] || die "no $BINDIR/ward-$s"
-	copy "$BINDIR/ward-$s" "$STAGE/$s.yaml" "$TOP/deploy/systemd/ward-$s.service" "$STAGE/"
+	copy "$BINDIR/ward-$s" "$STAGE/$s.yaml" "$TOP/deploy/systemd/ward-$s.service" "$RSTAGE/"
 done
 for s in $SERVICES; do
-	run "$SUDO install -m 0755 $STAGE/ward-$s $OPT/bin/ward-$s.new && mv -f $OPT/bin/ward-$s.new $OPT/bin/ward-$s && $SUDO install -m 0640 $STAGE/$s.yaml $ETC/$s.yaml"
-	[ -n "$PREFIX" ] || run "sudo install -m 0644 $STAGE/ward-$s.service /etc/systemd/system/ward-$s.service"
+	run "$SUDO install -m 0755 $RSTAGE/ward-$s $OPT/bin/ward-$s.new && $SUDO mv -f $OPT/bin/ward-$s.new $OPT/bin/ward-$s && $SUDO install -m 0640 $RSTAGE/$s.yaml $ETC/$s.yaml"
+	[ -n "$PREFIX" ] || run "sudo install -m 0644 $RSTAGE/ward-$s.service /etc/systemd/system/ward-$s.service"
 done
-copy "$BINDIR/ward-policy" "$TOP/deploy/policy.yaml" "$STAGE/"
-run "$SUDO install -m 0755 $STAGE/ward-policy $OPT/bin/ward-policy && $SUDO install -m 0644 $STAGE/policy.yaml $ETC/policy.yaml"
+copy "$BINDIR/ward-policy" "$TOP/deploy/policy.yaml" "$RSTAGE/"
+run "$SUDO install -m 0755 $RSTAGE/ward-policy $OPT/bin/ward-policy && $SUDO install -m 0644 $RSTAGE/policy.yaml $ETC/policy.yaml"
 [ -n "$PREFIX" ] || run "sudo systemctl daemon-reload"
 # Certificates (public) are kept beside the secrets: tls/<region>.pem, tls/status.pem,
 # tls/rds-ca.pem (local mode: every .pem of DIR/tls).
@@ -228,14 +232,13 @@ for s in $SERVICES; do
 	else
 		run "id ward-$s >/dev/null 2>&1 || sudo useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ward-$s"
 	fi
-	run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s"
+	run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s $LOG/$s"
 	case $s in
 	mail-ingest) run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s/spool" ;;
 	backup) run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s/backups" ;;
 	esac
 	run "$SUDO chgrp $(owner "$s") $ETC/$s.yaml"
 done
-run "$SUDO chown $( [ -n "$PREFIX" ] && echo "$WUSER" || echo root) $LOG && chmod 0770 $LOG"
 
 step "4/6 secrets from the secret store ($SECRET_PREFIX/<daemon>/*), one directory per daemon"
 run "$SUDO install -d -m 0711 $ETC/secrets"
@@ -263,10 +266,12 @@ fi
 run "$MIG -c 'CREATE TABLE IF NOT EXISTS public.schema_migrations (version text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())'"
 for f in "$TOP"/deploy/sql/*.sql; do
 	v=$(basename "$f" .sql)
-	copy "$f" "$STAGE/"
-	run "if $MIG -tAc \"SELECT 1 FROM public.schema_migrations WHERE version = '$v'\" | grep -q 1; then echo '  $v: already applied'; else $MIG -1 -f $STAGE/$v.sql -c \"INSERT INTO public.schema_migrations (version) VALUES ('$v')\" && echo '  $v: applied'; fi"
+	copy "$f" "$RSTAGE/"
+	run "if $MIG -tAc \"SELECT 1 FROM public.schema_migrations WHERE version = '$v'\" | grep -q 1; then echo '  $v: already applied'; else $MIG -1 -f $RSTAGE/$v.sql -c \"INSERT INTO public.schema_migrations (version) VALUES ('$v')\" && echo '  $v: applied'; fi"
 done
 run "$SUDO $OPT/bin/ward-policy --policy $ETC/policy.yaml sql --dir $POLDIR | $MIG >/dev/null"
+
+run "rm -rf $RSTAGE"
 
 step "6/6 restart one daemon at a time with health checks"
 pid_of() { # the running pid of ward-S on the target (local: pid file; host: systemd)
@@ -283,9 +288,9 @@ restart() { # restart S
 				cd /
 				if [ "$(id -u)" -eq 0 ]; then
 					exec setpriv --reuid="$WUSER" --regid="$WUSER" --init-groups --inh-caps=-all -- \
-						"$OPT/bin/ward-$s" --config "$ETC/$s.yaml" </dev/null >>"$LOG/$s.stderr" 2>&1
+						"$OPT/bin/ward-$s" --config "$ETC/$s.yaml" </dev/null >>"$LOG/$s/stderr" 2>&1
 				fi
-				exec "$OPT/bin/ward-$s" --config "$ETC/$s.yaml" </dev/null >>"$LOG/$s.stderr" 2>&1
+				exec "$OPT/bin/ward-$s" --config "$ETC/$s.yaml" </dev/null >>"$LOG/$s/stderr" 2>&1
 			) &
 			echo $! >"$f"
 		fi

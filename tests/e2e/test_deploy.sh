@@ -104,7 +104,7 @@ check "deploy --local: the gateway serves /healthz on its own port" bash -c \
 	"curl -fsS --cacert $WARD_CA --resolve uk.$WARD_DOMAIN:$HP:127.0.0.1 https://uk.$WARD_DOMAIN:$HP/healthz | jq -e '.status == \"ok\"'"
 check "deploy --local: mail-ingest answers SMTP on its own port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$SMP && head -c 4 <&3 | grep -q 220"
 check "deploy --local: every migration already applied is skipped, none re-run" bash -c \
-	"[ \$(grep -c ': already applied' $T/deploy1.out) = $(ls "$TOP"/deploy/sql/*.sql | wc -l) ]"
+	"[ \$(grep -cE '^  [0-9]+_[a-z_]+: already applied\$' $T/deploy1.out) = $(ls "$TOP"/deploy/sql/*.sql | wc -l) ] && ! grep -qE '^  [0-9]+_[a-z_]+: applied\$' $T/deploy1.out"
 check "deploy --local: secrets mode 0400 in a 0500 directory per daemon" bash -c \
 	"[ \$(stat -c %a $P/etc/ward/secrets/auth/kek) = 400 ] && [ \$(stat -c %a $P/etc/ward/secrets/auth) = 500 ]"
 check "deploy --local: the gateway got only its own secrets (no database password, no KEK)" bash -c \
