@@ -95,8 +95,12 @@ for i in $(seq 60); do api "$ES" "$TMP/a" GET /api/v1/users/me >/dev/null; done
 # The tickets table disappears for a while: ward-ticket cannot answer, the gateway
 # answers 504 after upstream.timeout_ms; heartbeats go on.
 pg_super us "ALTER TABLE ticket.tickets RENAME TO tickets_away"
-for i in $(seq 12); do (api "$ES" "$TMP/a" GET /api/v1/tickets >"$TMP/burst.$i") & done
-wait
+bp=""
+for i in $(seq 12); do
+	(api "$ES" "$TMP/a" GET /api/v1/tickets >"$TMP/burst.$i") &
+	bp="$bp $!"
+done
+wait $bp # (not a bare wait: the eu ticket daemon restarted above is a child too)
 pg_super us "ALTER TABLE ticket.tickets_away RENAME TO tickets"
 check "error burst: the 12 requests failed with 5xx" bash -c "cat $TMP/burst.* | cut -c1 | sort -u | grep -qx 5"
 check "error burst: the gateway publishes its answer counters (hb:gateway:gateway-1:http)" \
