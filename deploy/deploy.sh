@@ -24,6 +24,10 @@
 #      new process (and the gateway's /healthz); on failure put the previous binary and
 #      config back, restart that daemon, check it again, and stop with status 1.
 #
+# Host mode runs the aws CLI on H with H's instance role: terraform gives each daemon's
+# role its own ward/<region>/<daemon>/* secrets only, so deploy a daemon host with
+# --services <that daemon>; step 5 reads ward/<region>/migrate/* and needs the region's
+# deploy host (a role with that grant, not declared in terraform/ yet).
 # Local mode runs the same steps on this machine without systemd or ssh: PREFIX/opt/ward,
 # PREFIX/etc/ward, PREFIX/var/{lib,log}, the daemons started as processes (pid files in
 # PREFIX/run) as $WARD_USER (default "ward" when root); `--local PREFIX --stop` stops them.
@@ -260,8 +264,16 @@ if [ -n "$PREFIX" ]; then
 	MIG="PGPASSWORD=\$(cat $SECRETS/migrate/password) psql -X -q -v ON_ERROR_STOP=1 'host=$PG_HOST port=$PG_PORT dbname=ward user=$MIGRATE_USER'"
 	POLDIR=$SECRETS/migrate
 else
+	# The migration role's own credentials (pg_service.conf "ward-migrate", .pgpass) and
+	# the password of every role the policy defines, for ward-policy sql: root only,
+	# removed again after this step.
 	MIG="psql -X -q -v ON_ERROR_STOP=1 'service=ward-migrate'"
 	POLDIR=/etc/ward/secrets/migrate
+	run "sudo install -d -m 0700 $POLDIR"
+	for role in $(awk '/^services:/ { f = 1; next } f && /^  [a-z-]+:$/ { n = substr($1, 1, length($1) - 1); r[n] = 1 }
+		f && /postgres: none/ { delete r[n] } END { for (k in r) print k }' "$TOP/deploy/policy.yaml" | sort); do
+		run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/migrate/pg-$role --query SecretString --output text | sudo install -m 0400 /dev/stdin $POLDIR/pg-$role"
+	done
 fi
 run "$MIG -c 'CREATE TABLE IF NOT EXISTS public.schema_migrations (version text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())'"
 for f in "$TOP"/deploy/sql/*.sql; do
@@ -270,6 +282,7 @@ for f in "$TOP"/deploy/sql/*.sql; do
 	run "if $MIG -tAc \"SELECT 1 FROM public.schema_migrations WHERE version = '$v'\" | grep -q 1; then echo '  $v: already applied'; else $MIG -1 -f $RSTAGE/$v.sql -c \"INSERT INTO public.schema_migrations (version) VALUES ('$v')\" && echo '  $v: applied'; fi"
 done
 run "$SUDO $OPT/bin/ward-policy --policy $ETC/policy.yaml sql --dir $POLDIR | $MIG >/dev/null"
+[ -n "$PREFIX" ] || run "sudo rm -rf $POLDIR"
 
 run "rm -rf $RSTAGE"
 
