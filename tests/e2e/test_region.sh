@@ -70,7 +70,15 @@ check "regions.yaml: the copy lists us eu uk au" bash -c "[ \"\$(. $TOP/deploy/r
 
 # ---- deploy: the dev stack starts the fourth cell from the regions file.
 export WARD_REGIONS_FILE=$TMP/regions.yaml
-check "devstack up starts the au cell (Redis, PostgreSQL, six daemons) healthy" devstack up
+export WARD_UP_TIMEOUT_S=120 # a new cell: initdb, migrations, six daemons (slower under ASan)
+if devstack up; then
+	ok "devstack up starts the au cell (Redis, PostgreSQL, six daemons) healthy"
+else
+	not_ok "devstack up starts the au cell (Redis, PostgreSQL, six daemons) healthy"
+	tail -20 "$TMP/devstack.log" | sed 's/^/#   /'
+	for f in "$WARD_VAR"/au/log/*.stderr; do [ -s "$f" ] && { echo "# $f"; tail -5 "$f" | sed 's/^/#   /'; }; done
+	exit 1 # (cleanup: the au cell down, the us gateway back on three regions)
+fi
 restart_us_gateway
 check "the us gateway restarts with four regions" devstack up
 set -a; . "$WARD_VAR/devstack.env"; set +a

@@ -104,7 +104,7 @@ wait $bp # (not a bare wait: the eu ticket daemon restarted above is a child too
 pg_super us "ALTER TABLE ticket.tickets_away RENAME TO tickets"
 check "error burst: the 12 requests failed with 5xx" bash -c "cat $TMP/burst.* | cut -c1 | sort -u | grep -qx 5"
 check "error burst: the gateway publishes its answer counters (hb:gateway:gateway-1:http)" \
-	bash -c 'rcli us status GET hb:gateway:gateway-1:http | jq -e ".errors_5xx >= 12 and .answers >= 72"'
+	wait_for 12 bash -c 'rcli us status GET hb:gateway:gateway-1:http | jq -e ".errors_5xx >= 12 and .answers >= 72"'
 check "error burst: us-api and us-web turn degraded_performance (12 of ~72 answers)" \
 	wait_for 15 bash -c '[ "$(comp us-api) $(comp us-web)" = "degraded_performance degraded_performance" ]'
 check "error burst: …while every us heartbeat is fresh (us-auth operational, eu-api operational)" \
