@@ -47,14 +47,15 @@ struct daemon {
 
 /* ================================ config ================================ */
 
-/* One of the three regions a cell can be. */
+/* A region name: [a-z]{2,8} (regions are configuration: deploy/regions.yaml). */
 static int daemon_valid_region(const void *value, const char **reason_r)
 {
 	const char *r = *(char *const *)value;
+	size_t n = strlen(r);
 
-	if (strcmp(r, "us") == 0 || strcmp(r, "eu") == 0 || strcmp(r, "uk") == 0)
+	if (n >= 2 && n <= 8 && strspn(r, "abcdefghijklmnopqrstuvwxyz") == n)
 		return 0;
-	*reason_r = "must be one of us, eu, uk";
+	*reason_r = "must be 2 to 8 letters a-z";
 	return -1;
 }
 

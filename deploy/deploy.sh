@@ -1,85 +1,203 @@
 #!/usr/bin/env bash
 # deploy/deploy.sh — install or upgrade Ward on one host of a region cell.
 #
-#   deploy/deploy.sh --region R --host H [--services "gateway auth ..."] [--dry-run]
+#   deploy/deploy.sh --region R --host H      [options]   a host over ssh (systemd units)
+#   deploy/deploy.sh --region R --local PREFIX [options]   this machine, under PREFIX
 #
-# Steps (each printed; --dry-run prints them and runs nothing):
-#   1. render configs from deploy/templates with deploy/regions/R.env
-#   2. copy binaries (bin/), units (deploy/systemd) and configs to H over ssh
-#   3. create one system user per daemon (ward-<svc>, no shell, no home)
-#   4. fetch secrets from the secret store (AWS Secrets Manager, SECRET_PREFIX/<name>)
-#      into /etc/ward/secrets/<svc>/, mode 0400, owned by that daemon's user only
-#   5. run the migrations in deploy/sql/ not yet applied, then ward-policy sql
-#   6. restart the daemons one at a time; after each, wait for its heartbeat (and the
-#      gateway's /healthz); on failure restore the previous binaries and config
-#      (kept in /opt/ward/previous) and restart that daemon, then stop.
+# options: --services "audit auth ..."  (default: all six, consumers before senders)
+#          --bin DIR        binaries to install (default: bin/ of this tree)
+#          --secrets DIR    local mode: the secret store, DIR/<daemon>/<name> (as
+#                           ward/<region>/<daemon>/<name> in AWS Secrets Manager)
+#          --dry-run        print every step, run nothing
+#          --check          validate the arguments and the region entry, then exit
+#
+# The region's settings come from its entry in deploy/regions.yaml (or
+# $WARD_REGIONS_FILE). Steps (each printed):
+#   1. render configs from deploy/templates with the region's entry
+#   2. install binaries, units and configs; the previous release is kept for rollback
+#   3. one system user per daemon (ward-<svc>; local mode: every daemon as WARD_USER)
+#   4. secrets from the secret store into ETC/secrets/<svc>/, mode 0400, owned by
+#      that daemon's user only, and only that daemon's own secrets
+#   5. migrations of deploy/sql/ not yet applied (as the migration role), then the
+#      roles and grants of the policy (ward-policy sql)
+#   6. restart the daemons one at a time; after each, wait for a fresh heartbeat of the
+#      new process (and the gateway's /healthz); on failure put the previous binary and
+#      config back, restart that daemon, check it again, and stop with status 1.
+#
+# Host mode runs the aws CLI on H with H's instance role: terraform gives each daemon's
+# role its own ward/<region>/<daemon>/* secrets only, so deploy a daemon host with
+# --services <that daemon>; step 5 reads ward/<region>/migrate/* and needs the region's
+# deploy host (a role with that grant, not declared in terraform/ yet).
+# Local mode runs the same steps on this machine without systemd or ssh: PREFIX/opt/ward,
+# PREFIX/etc/ward, PREFIX/var/{lib,log}, the daemons started as processes (pid files in
+# PREFIX/run) as $WARD_USER (default "ward" when root); `--local PREFIX --stop` stops them.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-REGION="" HOST="" DRY=0
-SERVICES="audit auth ticket backup mail-ingest gateway" # consumers before senders
-usage() { echo "usage: deploy/deploy.sh --region us|eu|uk --host HOST [--services LIST] [--dry-run]" >&2; exit 2; }
+REGION="" HOST="" PREFIX="" SECRETS="" BINDIR=$TOP/bin DRY=0 CHECK=0 STOP=0
+ALL="audit auth ticket backup mail-ingest gateway" # consumers before senders
+SERVICES=$ALL
+HEALTH_TIMEOUT=${WARD_DEPLOY_HEALTH_TIMEOUT:-30}
+usage() {
+	echo "usage: deploy/deploy.sh --region R (--host H | --local PREFIX [--secrets DIR] [--stop])" >&2
+	echo "                        [--services LIST] [--bin DIR] [--dry-run | --check]" >&2
+	exit 2
+}
+die() { echo "deploy: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
-	--region) REGION=${2:-}; shift 2 ;;
-	--host) HOST=${2:-}; shift 2 ;;
-	--services) SERVICES=${2:-}; shift 2 ;;
+	--region) REGION=${2:-}; shift 2 || usage ;;
+	--host) HOST=${2:-}; shift 2 || usage ;;
+	--local) PREFIX=${2:-}; shift 2 || usage ;;
+	--secrets) SECRETS=${2:-}; shift 2 || usage ;;
+	--services) SERVICES=${2:-}; shift 2 || usage ;;
+	--bin) BINDIR=${2:-}; shift 2 || usage ;;
 	--dry-run) DRY=1; shift ;;
-	-h | --help) usage ;;
+	--check) CHECK=1; shift ;;
+	--stop) STOP=1; shift ;;
 	*) usage ;;
 	esac
 done
-[ -n "$REGION" ] && [ -n "$HOST" ] || usage
-[[ $REGION =~ ^[a-z]{2,8}$ ]] || { echo "deploy: bad region" >&2; exit 2; }
-[[ $HOST =~ ^[A-Za-z0-9.-]{1,253}$ ]] || { echo "deploy: bad host" >&2; exit 2; }
-ENV=$TOP/deploy/regions/$REGION.env
-[ -f "$ENV" ] || { echo "deploy: no $ENV (add the region there first; see ops/runbooks)" >&2; exit 2; }
-# shellcheck disable=SC1090
-. "$ENV"
+[ -n "$REGION" ] || usage
+[ -n "$HOST" ] || [ -n "$PREFIX" ] || usage
+[ -n "$HOST" ] && [ -n "$PREFIX" ] && die "--host and --local exclude each other"
+[[ $REGION =~ ^[a-z]{2,8}$ ]] || die "bad region"
+[ -z "$HOST" ] || [[ $HOST =~ ^[A-Za-z0-9.-]{1,253}$ ]] || die "bad host"
+[ -z "$PREFIX" ] || [[ $PREFIX =~ ^/[A-Za-z0-9._/-]+$ ]] || die "--local needs an absolute path of [A-Za-z0-9._/-]"
 for s in $SERVICES; do
-	case $s in gateway | auth | ticket | mail-ingest | audit | backup) ;; *) echo "deploy: unknown service $s" >&2; exit 2 ;; esac
+	case " $ALL " in *" $s "*) ;; *) die "unknown service $s" ;; esac
 done
+
+# shellcheck source=deploy/regions.sh
+. "$TOP/deploy/regions.sh"
+regions_list | grep -qx "$REGION" || die "no region $REGION in $WARD_REGIONS_FILE (add it there first: ops/runbooks/add-region.md)"
+rget() { regions_get "$REGION" "$1"; }
+DOMAIN=$(regions_domain)
+STATUS_REGION=$(regions_list | head -1)
+AWS_REGION=$(rget aws_region)
+REDIS_HOST=$(rget redis_host)
+REDIS_PORT=$(rget redis_port)
+PG_HOST=$(rget pg_host)
+PG_PORT=$(rget pg_port)
+PG_PORT=${PG_PORT:-5432}
+PG_TLS=$(rget pg_tls)
+PG_TLS=${PG_TLS:-sslmode=verify-full sslrootcert=/etc/ward/tls/rds-ca.pem}
+MIGRATE_USER=$(rget migrate_user)
+MIGRATE_USER=${MIGRATE_USER:-ward_migrate}
+SECRET_PREFIX=$(rget secret_prefix)
+HTTPS_LISTEN=$(rget https_listen)
+HTTPS_LISTEN=${HTTPS_LISTEN:-0.0.0.0:443}
+SMTP_LISTEN=$(rget smtp_listen)
+SMTP_LISTEN=${SMTP_LISTEN:-0.0.0.0:25}
+STATUS_LISTEN=$(rget status_listen)
+STATUS_LISTEN=${STATUS_LISTEN:-0.0.0.0:8443}
+for v in DOMAIN AWS_REGION REDIS_HOST REDIS_PORT PG_HOST SECRET_PREFIX; do
+	[ -n "${!v}" ] || die "region $REGION: no ${v,,} in $WARD_REGIONS_FILE"
+done
+[[ $REDIS_PORT =~ ^[0-9]{1,5}$ && $PG_PORT =~ ^[0-9]{1,5}$ ]] || die "region $REGION: bad port"
+if [ -n "$PREFIX" ]; then
+	ETC=$PREFIX/etc/ward OPT=$PREFIX/opt/ward STATE=$PREFIX/var/lib LOG=$PREFIX/var/log/ward RUN=$PREFIX/run
+	HOST=${WARD_DEPLOY_INSTANCE:-$(hostname -s)}
+	[[ $HOST =~ ^[A-Za-z0-9-]{1,63}$ ]] || die "bad instance name $HOST"
+	[ $STOP = 1 ] || [ -n "$SECRETS" ] || die "--local needs --secrets DIR (the secret store)"
+	[ -z "$SECRETS" ] || [ -d "$SECRETS" ] || die "no secret store $SECRETS"
+	WUSER=${WARD_USER:-ward}
+	[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+else
+	ETC=/etc/ward OPT=/opt/ward STATE=/var/lib LOG=/var/log/ward RUN=/run
+fi
+[ -d "$BINDIR" ] || die "no binaries in $BINDIR"
+[ $CHECK = 1 ] && { echo "deploy: --region $REGION ${PREFIX:+--local $PREFIX}${PREFIX:---host $HOST}: arguments ok (services: $SERVICES)"; exit 0; }
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
+chmod 0755 "$STAGE"
 step() { echo "deploy[$REGION/$HOST]: $*"; }
-run() { # run CMD...: on the target host (printed; skipped with --dry-run)
-	echo "+ ssh $HOST $*"
-	[ $DRY = 1 ] || ssh -o BatchMode=yes "$HOST" "$@"
+run() { # run CMD: on the target (ssh H, or a local shell); printed; skipped with --dry-run
+	if [ -n "$PREFIX" ]; then
+		echo "+ $*"
+		[ $DRY = 1 ] || bash -c "$*"
+	else
+		echo "+ ssh $HOST $*"
+		[ $DRY = 1 ] || ssh -o BatchMode=yes "$HOST" "$*"
+	fi
 }
-local_run() {
-	echo "+ $*"
-	[ $DRY = 1 ] || "$@"
+copy() { # copy LOCAL-FILE... REMOTE-DIR: to the target's staging directory
+	if [ -n "$PREFIX" ]; then
+		echo "+ cp $*"
+		[ $DRY = 1 ] || cp "$@"
+	else
+		local dst=${*: -1}
+		echo "+ scp ${*:1:$#-1} $HOST:$dst"
+		[ $DRY = 1 ] || scp -q "${@:1:$#-1}" "$HOST:$dst"
+	fi
 }
+SUDO=sudo
+[ -n "$PREFIX" ] && SUDO=""
+owner() { if [ -n "$PREFIX" ]; then echo "$WUSER"; else echo "ward-$1"; fi; }
 
-render() { # render SERVICE > file
-	local s=$1 us=${1//-/_}
-	sed -e "s/@SERVICE@/$s/g" -e "s/@SERVICE_US@/$us/g" -e "s/@REGION@/$REGION/g" -e "s/@HOST@/${HOST%%.*}/g" \
-		-e "s/@REDIS_HOST@/$REDIS_HOST/g" -e "s/@REDIS_PORT@/$REDIS_PORT/g" -e "s/@DOMAIN@/$DOMAIN/g" \
-		"$TOP/deploy/templates/common.yaml.in"
-	case $s in auth | ticket | audit | backup) sed -e "s/@SERVICE@/$s/g" -e "s/@SERVICE_US@/$us/g" -e "s/@PG_HOST@/$PG_HOST/g" "$TOP/deploy/templates/db.yaml.in" ;; esac
-	if [ "$s" = gateway ]; then
-		sed -e "s/@REGION@/$REGION/g" -e "s/@DOMAIN@/$DOMAIN/g" "$TOP/deploy/templates/gateway.yaml.in"
-		if [ "${STATUS_REGION:-us}" = "$REGION" ]; then
-			local cells="" f
-			for f in "$TOP"/deploy/regions/*.env; do
-				cells="$cells    - \"$(. "$f"; echo "$REGION $REDIS_HOST $REDIS_PORT /etc/ward/secrets/gateway/redis-status-$REGION")\"\n"
-			done
-			sed -e "s|@STATUS_CELLS@|$cells|" "$TOP/deploy/templates/gateway-status.yaml.in" | sed 's/\\n/\n/g' | sed '/^$/d'
-		fi
+if [ -n "$PREFIX" ] && [ $STOP = 1 ]; then
+	for s in $SERVICES; do
+		f=$RUN/ward-$s.pid
+		[ -f "$f" ] || continue
+		run "kill -TERM \$(cat $f) 2>/dev/null; for i in \$(seq 150); do kill -0 \$(cat $f) 2>/dev/null || break; sleep 0.1; done; kill -KILL \$(cat $f) 2>/dev/null; rm -f $f; true"
+	done
+	exit 0
+fi
+
+sub() { # sub FILE: the template with the region's values
+	local s=$SVC us=${SVC//-/_}
+	sed -e "s|@SERVICE@|$s|g" -e "s|@SERVICE_US@|$us|g" -e "s|@REGION@|$REGION|g" -e "s|@HOST@|${HOST%%.*}|g" \
+		-e "s|@REDIS_HOST@|$REDIS_HOST|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" -e "s|@DOMAIN@|$DOMAIN|g" \
+		-e "s|@PG_HOST@|$PG_HOST|g" -e "s|@PG_PORT@|$PG_PORT|g" -e "s|@PG_TLS@|$PG_TLS|g" \
+		-e "s|@ETC@|$ETC|g" -e "s|@STATE@|$STATE|g" -e "s|@LOG@|$LOG|g" \
+		-e "s|@HTTPS_LISTEN@|$HTTPS_LISTEN|g" -e "s|@SMTP_LISTEN@|$SMTP_LISTEN|g" \
+		-e "s|@STATUS_LISTEN@|$STATUS_LISTEN|g" "$1"
+}
+render() { # render SERVICE: its whole config on stdout
+	local SVC=$1 r t
+	sub "$TOP/deploy/templates/common.yaml.in"
+	case $SVC in auth | ticket | audit | backup) sub "$TOP/deploy/templates/db.yaml.in" ;; esac
+	t=$TOP/deploy/templates/$SVC.yaml.in
+	if [ -f "$t" ]; then
+		sub "$t" | while IFS= read -r line; do
+			case $line in
+			@REGION_PORTS@)
+				for r in $(regions_list); do
+					local p; p=$(regions_get "$r" https_port)
+					echo "  - \"$r ${p:-443}\""
+				done ;;
+			*) echo "$line" ;;
+			esac
+		done
+	fi
+	if [ "$SVC" = gateway ] && [ "$STATUS_REGION" = "$REGION" ]; then
+		sub "$TOP/deploy/templates/gateway-status.yaml.in" | while IFS= read -r line; do
+			if [ "$line" = @STATUS_CELLS@ ]; then
+				for r in $(regions_list); do
+					echo "    - \"$r $(regions_get "$r" redis_host) $(regions_get "$r" redis_port) $ETC/secrets/gateway/redis-status-$r\""
+				done
+			else
+				echo "$line"
+			fi
+		done
 	fi
 }
 
 secrets_of() { # the secret store names a daemon needs (never another daemon's)
-	local s=$1
+	local s=$1 r
 	echo "redis-$s routes-$s"
 	case $s in auth | ticket | audit | backup) echo "pg-$s kek" ;; esac
 	[ "$s" = audit ] && echo "audit-signing-key"
-	[ "$s" = gateway ] && echo "tls-$REGION.key"
-	if [ "$s" = gateway ] && [ "${STATUS_REGION:-us}" = "$REGION" ]; then
+	case $s in gateway | mail-ingest) echo "tls-$REGION.key" ;; esac
+	if [ "$s" = gateway ] && [ "$STATUS_REGION" = "$REGION" ]; then
 		echo "tls-status.key"
-		local f; for f in "$TOP"/deploy/regions/*.env; do echo "redis-status-$(. "$f"; echo "$REGION")"; done
+		for r in $(regions_list); do echo "redis-status-$r"; done
 	fi
+	return 0
 }
+
+# The target's staging directory (local mode: beside ours).
+if [ -n "$PREFIX" ]; then RSTAGE=$STAGE/target; else RSTAGE=/tmp/ward-deploy.$(date +%s).$$; fi
 
 step "1/6 render configs"
 for s in $SERVICES; do
@@ -88,51 +206,151 @@ for s in $SERVICES; do
 done
 
 step "2/6 install binaries, units and configs (previous release kept for rollback)"
-run "sudo install -d -m 0755 /opt/ward/bin /opt/ward/previous /etc/ward /etc/ward/tls && sudo cp -a /opt/ward/bin/. /opt/ward/previous/ 2>/dev/null || true; sudo cp -a /etc/ward/*.yaml /opt/ward/previous/ 2>/dev/null || true"
+run "install -d -m 0755 $RSTAGE"
+run "$SUDO install -d -m 0755 $OPT/bin $OPT/previous $ETC $ETC/tls $LOG $STATE && for f in $OPT/bin/*; do [ -e \"\$f\" ] && cp -a \"\$f\" $OPT/previous/; done; for f in $ETC/*.yaml; do [ -e \"\$f\" ] && cp -a \"\$f\" $OPT/previous/; done; true"
 for s in $SERVICES; do
-	local_run scp -q "$TOP/bin/ward-$s" "$HOST:/tmp/ward-$s"
-	local_run scp -q "$STAGE/$s.yaml" "$HOST:/tmp/$s.yaml"
-	local_run scp -q "$TOP/deploy/systemd/ward-$s.service" "$HOST:/tmp/ward-$s.service"
-	run "sudo install -m 0755 /tmp/ward-$s /opt/ward/bin/ward-$s && sudo install -m 0640 -g ward-$s /tmp/$s.yaml /etc/ward/$s.yaml && sudo install -m 0644 /tmp/ward-$s.service /etc/systemd/system/ward-$s.service && rm -f /tmp/ward-$s /tmp/$s.yaml /tmp/ward-$s.service"
+	[ -x "$BINDIR/ward-$s" ] || die "no $BINDIR/ward-$s"
+	copy "$BINDIR/ward-$s" "$STAGE/$s.yaml" "$TOP/deploy/systemd/ward-$s.service" "$RSTAGE/"
 done
-local_run scp -q "$TOP/bin/ward-policy" "$TOP/deploy/policy.yaml" "$HOST:/tmp/"
-run "sudo install -m 0755 /tmp/ward-policy /opt/ward/bin/ward-policy && sudo install -m 0644 /tmp/policy.yaml /etc/ward/policy.yaml && sudo systemctl daemon-reload"
+for s in $SERVICES; do
+	run "$SUDO install -m 0755 $RSTAGE/ward-$s $OPT/bin/ward-$s.new && $SUDO mv -f $OPT/bin/ward-$s.new $OPT/bin/ward-$s && $SUDO install -m 0640 $RSTAGE/$s.yaml $ETC/$s.yaml"
+	[ -n "$PREFIX" ] || run "sudo install -m 0644 $RSTAGE/ward-$s.service /etc/systemd/system/ward-$s.service"
+done
+copy "$BINDIR/ward-policy" "$TOP/deploy/policy.yaml" "$RSTAGE/"
+run "$SUDO install -m 0755 $RSTAGE/ward-policy $OPT/bin/ward-policy && $SUDO install -m 0644 $RSTAGE/policy.yaml $ETC/policy.yaml"
+[ -n "$PREFIX" ] || run "sudo systemctl daemon-reload"
+# Certificates (public) are kept beside the secrets: tls/<region>.pem, tls/status.pem,
+# tls/rds-ca.pem (local mode: every .pem of DIR/tls).
+if [ -n "$PREFIX" ]; then
+	[ -d "$SECRETS/tls" ] && copy "$SECRETS"/tls/*.pem "$ETC/tls/"
+else
+	for c in "$REGION.pem" rds-ca.pem $([ "$STATUS_REGION" = "$REGION" ] && echo status.pem); do
+		run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/tls/$c --query SecretString --output text | sudo install -m 0644 /dev/stdin $ETC/tls/$c"
+	done
+fi
 
 step "3/6 users"
 for s in $SERVICES; do
-	run "id ward-$s >/dev/null 2>&1 || sudo useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ward-$s"
+	if [ -n "$PREFIX" ]; then
+		echo "  ward-$s runs as $WUSER (local mode)"
+	else
+		run "id ward-$s >/dev/null 2>&1 || sudo useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ward-$s"
+	fi
+	run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s $LOG/$s"
+	case $s in
+	mail-ingest) run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s/spool" ;;
+	backup) run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s/backups" ;;
+	esac
+	run "$SUDO chgrp $(owner "$s") $ETC/$s.yaml"
 done
 
-step "4/6 secrets from the secret store ($SECRET_PREFIX/*), one directory per daemon"
+step "4/6 secrets from the secret store ($SECRET_PREFIX/<daemon>/*), one directory per daemon"
+run "$SUDO install -d -m 0711 $ETC/secrets"
 for s in $SERVICES; do
-	run "sudo install -d -m 0500 -o ward-$s -g ward-$s /etc/ward/secrets/$s"
+	o=$(owner "$s")
+	run "$SUDO install -d -m 0500 -o $o -g $o $ETC/secrets/$s"
 	for name in $(secrets_of "$s"); do
-		run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/$name --query SecretString --output text | sudo install -m 0400 -o ward-$s -g ward-$s /dev/stdin /etc/ward/secrets/$s/$name"
+		if [ -n "$PREFIX" ]; then
+			[ $DRY = 1 ] || [ -f "$SECRETS/$s/$name" ] || die "secret store: no $s/$name"
+			run "install -m 0400 -o $o -g $o $SECRETS/$s/$name $ETC/secrets/$s/$name"
+		else
+			run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/$s/$name --query SecretString --output text | sudo install -m 0400 -o $o -g $o /dev/stdin $ETC/secrets/$s/$name"
+		fi
 	done
 done
 
-step "5/6 migrations (as the migration role) and grants from the policy"
+step "5/6 migrations (as $MIGRATE_USER) and grants from the policy"
+if [ -n "$PREFIX" ]; then
+	MIG="PGPASSWORD=\$(cat $SECRETS/migrate/password) psql -X -q -v ON_ERROR_STOP=1 'host=$PG_HOST port=$PG_PORT dbname=ward user=$MIGRATE_USER'"
+	POLDIR=$SECRETS/migrate
+else
+	# The migration role's own credentials (pg_service.conf "ward-migrate", .pgpass) and
+	# the password of every role the policy defines, for ward-policy sql: root only,
+	# removed again after this step.
+	MIG="psql -X -q -v ON_ERROR_STOP=1 'service=ward-migrate'"
+	POLDIR=/etc/ward/secrets/migrate
+	run "sudo install -d -m 0700 $POLDIR"
+	for role in $(awk '/^services:/ { f = 1; next } f && /^  [a-z-]+:$/ { n = substr($1, 1, length($1) - 1); r[n] = 1 }
+		f && /postgres: none/ { delete r[n] } END { for (k in r) print k }' "$TOP/deploy/policy.yaml" | sort); do
+		run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/migrate/pg-$role --query SecretString --output text | sudo install -m 0400 /dev/stdin $POLDIR/pg-$role"
+	done
+fi
+run "$MIG -c 'CREATE TABLE IF NOT EXISTS public.schema_migrations (version text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())'"
 for f in "$TOP"/deploy/sql/*.sql; do
 	v=$(basename "$f" .sql)
-	local_run scp -q "$f" "$HOST:/tmp/$v.sql"
-	run "psql -X -v ON_ERROR_STOP=1 \"service=ward-migrate\" -tAc \"SELECT 1 FROM public.schema_migrations WHERE version = '$v'\" | grep -q 1 || psql -X -1 -v ON_ERROR_STOP=1 \"service=ward-migrate\" -f /tmp/$v.sql -c \"INSERT INTO public.schema_migrations (version) VALUES ('$v')\"; rm -f /tmp/$v.sql"
+	copy "$f" "$RSTAGE/"
+	run "if $MIG -tAc \"SELECT 1 FROM public.schema_migrations WHERE version = '$v'\" | grep -q 1; then echo '  $v: already applied'; else $MIG -1 -f $RSTAGE/$v.sql -c \"INSERT INTO public.schema_migrations (version) VALUES ('$v')\" && echo '  $v: applied'; fi"
 done
-run "sudo /opt/ward/bin/ward-policy --policy /etc/ward/policy.yaml sql --dir /etc/ward/secrets/migrate | psql -X -v ON_ERROR_STOP=1 \"service=ward-migrate\""
+run "$SUDO $OPT/bin/ward-policy --policy $ETC/policy.yaml sql --dir $POLDIR | $MIG >/dev/null"
+[ -n "$PREFIX" ] || run "sudo rm -rf $POLDIR"
+
+run "rm -rf $RSTAGE"
 
 step "6/6 restart one daemon at a time with health checks"
-healthy() { # healthy SERVICE: the unit is active and its heartbeat is fresh
+pid_of() { # the running pid of ward-S on the target (local: pid file; host: systemd)
+	if [ -n "$PREFIX" ]; then cat "$RUN/ward-$1.pid" 2>/dev/null || true; fi
+}
+restart() { # restart S
 	local s=$1
-	run "for i in \$(seq 30); do systemctl is-active --quiet ward-$s && redis-cli --no-auth-warning -h $REDIS_HOST -p $REDIS_PORT --user ops --pass \"\$(sudo cat /etc/ward/secrets/ops/redis-ops)\" EXISTS hb:$s:$s-${HOST%%.*} | grep -q 1 && exit 0; sleep 1; done; exit 1"
-	if [ "$s" = gateway ]; then
-		run "curl -fsS --max-time 5 --resolve $REGION.$DOMAIN:443:127.0.0.1 https://$REGION.$DOMAIN/healthz >/dev/null"
+	if [ -n "$PREFIX" ]; then
+		local f=$RUN/ward-$s.pid
+		run "mkdir -p $RUN; if [ -f $f ]; then kill -TERM \$(cat $f) 2>/dev/null; for i in \$(seq 150); do kill -0 \$(cat $f) 2>/dev/null || break; sleep 0.1; done; kill -KILL \$(cat $f) 2>/dev/null; rm -f $f; fi; true"
+		echo "+ start $OPT/bin/ward-$s --config $ETC/$s.yaml (as $WUSER, pid in $f)"
+		if [ $DRY = 0 ]; then
+			(
+				cd /
+				if [ "$(id -u)" -eq 0 ]; then
+					exec setpriv --reuid="$WUSER" --regid="$WUSER" --init-groups --inh-caps=-all -- \
+						"$OPT/bin/ward-$s" --config "$ETC/$s.yaml" </dev/null >>"$LOG/$s/stderr" 2>&1
+				fi
+				exec "$OPT/bin/ward-$s" --config "$ETC/$s.yaml" </dev/null >>"$LOG/$s/stderr" 2>&1
+			) &
+			echo $! >"$f"
+		fi
+	else
+		run "sudo systemctl enable --quiet ward-$s && sudo systemctl restart ward-$s"
 	fi
 }
+healthy() { # healthy S: the new process runs and its own heartbeat is fresh (gateway: /healthz)
+	local s=$1 key="hb:$s:$s-${HOST%%.*}"
+	if [ -n "$PREFIX" ]; then
+		local pid; pid=$(pid_of "$s")
+		echo "+ wait for $key with pid $pid (${HEALTH_TIMEOUT}s)"
+		[ $DRY = 1 ] && return 0
+		local i hb
+		for i in $(seq $((HEALTH_TIMEOUT * 5))); do
+			kill -0 "$pid" 2>/dev/null || { echo "  ward-$s (pid $pid) exited"; return 1; }
+			hb=$(REDISCLI_AUTH=$(cat "$SECRETS/ops/redis-ops") redis-cli --no-auth-warning -h "$REDIS_HOST" \
+				-p "$REDIS_PORT" --user ops GET "$key" 2>/dev/null || true)
+			if echo "$hb" | grep -q "\"pid\":$pid,"; then
+				if [ "$s" != gateway ]; then return 0; fi
+				local ca=() p=${HTTPS_LISTEN##*:}
+				[ -f "$ETC/tls/ca.pem" ] && ca=(--cacert "$ETC/tls/ca.pem")
+				curl -fsS --max-time 5 "${ca[@]}" --resolve "$REGION.$DOMAIN:$p:127.0.0.1" \
+					"https://$REGION.$DOMAIN:$p/healthz" >/dev/null 2>&1 && return 0
+			fi
+			sleep 0.2
+		done
+		echo "  ward-$s: no fresh heartbeat of pid $pid within ${HEALTH_TIMEOUT}s"
+		return 1
+	fi
+	run "for i in \$(seq $HEALTH_TIMEOUT); do systemctl is-active --quiet ward-$s && pid=\$(systemctl show -p MainPID --value ward-$s) && REDISCLI_AUTH=\"\$(sudo cat /etc/ward/secrets/ops/redis-ops)\" redis-cli --no-auth-warning --tls -h $REDIS_HOST -p $REDIS_PORT --user ops GET $key | grep -q \"\\\"pid\\\":\$pid,\" && exit 0; sleep 1; done; exit 1" || return 1
+	if [ "$s" = gateway ]; then
+		run "curl -fsS --max-time 5 --resolve $REGION.$DOMAIN:${HTTPS_LISTEN##*:}:127.0.0.1 https://$REGION.$DOMAIN:${HTTPS_LISTEN##*:}/healthz >/dev/null" || return 1
+	fi
+	return 0
+}
 for s in $SERVICES; do
-	run "sudo systemctl enable --quiet ward-$s && sudo systemctl restart ward-$s"
+	restart "$s"
 	if ! healthy "$s"; then
-		step "ward-$s is not healthy: rolling back ward-$s"
-		run "sudo install -m 0755 /opt/ward/previous/ward-$s /opt/ward/bin/ward-$s && sudo install -m 0640 -g ward-$s /opt/ward/previous/$s.yaml /etc/ward/$s.yaml && sudo systemctl restart ward-$s"
-		healthy "$s" || step "ward-$s is still unhealthy after rollback: page the on-call (ops/runbooks/incident-response.md)"
+		step "ward-$s is not healthy: rolling back ward-$s to the previous release"
+		run "if [ -e $OPT/previous/ward-$s ]; then $SUDO install -m 0755 $OPT/previous/ward-$s $OPT/bin/ward-$s.new && mv -f $OPT/bin/ward-$s.new $OPT/bin/ward-$s; fi; if [ -e $OPT/previous/$s.yaml ]; then $SUDO install -m 0640 -g $(owner "$s") $OPT/previous/$s.yaml $ETC/$s.yaml; fi"
+		restart "$s"
+		if healthy "$s"; then
+			step "ward-$s rolled back and healthy; the remaining daemons were not touched; deploy failed"
+		else
+			step "ward-$s is still unhealthy after rollback: page the on-call (ops/runbooks/incident-response.md)"
+		fi
 		exit 1
 	fi
 	step "ward-$s healthy"

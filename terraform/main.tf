@@ -1,5 +1,7 @@
-# terraform/main.tf — the three region cells. Adding a region: one module block here,
-# one entry in deploy/regions/<r>.env, then deploy/deploy.sh (ops/runbooks/add-region.md).
+# terraform/main.tf — the region cells. Adding a region: one provider and one module
+# block here (its vpc_cidr and AWS region as in its deploy/regions.yaml entry), then
+# deploy/deploy.sh (ops/runbooks/add-region.md). tests/e2e/test_terraform.sh checks
+# that this file and deploy/regions.yaml name the same regions.
 terraform {
   required_version = ">= 1.5"
   required_providers {
@@ -39,6 +41,8 @@ module "cell_us" {
   domain    = var.domain
   zone_id   = var.zone_id
   vpc_cidr  = "10.10.0.0/16"
+  # The first region of deploy/regions.yaml serves status.<domain>.
+  status_page = true
 }
 
 module "cell_eu" {

@@ -2,14 +2,15 @@
 # a temporary WARD_VAR (never var/) and a free range of loopback ports.
 # Sourced by tests/run and tests/bench/run.
 
-# A base port with 40 free ports above it.
+# A base port with 60 free ports above it (three cells, the status page, a fourth
+# cell at +40 in test_region, local deploys at +50 in test_deploy).
 stack_free_base() {
 	local b i p clash used
 	used=$(ss -Htan 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u)
 	for i in $(seq 50); do
 		b=$((20000 + (RANDOM % 400) * 100))
 		clash=0
-		for p in $(seq "$b" $((b + 39))); do
+		for p in $(seq "$b" $((b + 59))); do
 			if echo "$used" | grep -qx "$p"; then clash=1; break; fi
 		done
 		[ $clash -eq 0 ] && { echo "$b"; return; }

@@ -14,7 +14,12 @@
 #include "config.h"
 #include "db.h"
 
-#define WARDCTL_REGIONS 3
+/* Regions are configuration: the config's top-level keys other than "domain" name
+ * the cells, in file order (at most WARDCTL_REGIONS_MAX). WARDCTL_REGIONS is how many
+ * the loaded configuration has; loops over regions use it as before. */
+#define WARDCTL_REGIONS_MAX 16
+#define WARDCTL_REGIONS wardctl_nregions
+extern int wardctl_nregions;
 
 /* One region cell as the operator reaches it. */
 struct wardctl_cell {
@@ -32,11 +37,11 @@ struct wardctl_cell {
 
 struct wardctl_conf {
 	char *domain;
-	struct wardctl_cell cell[WARDCTL_REGIONS];
+	struct wardctl_cell cell[WARDCTL_REGIONS_MAX];
 };
 
-/* The region names, in config order: "us", "eu", "uk". */
-extern const char *const wardctl_regions[WARDCTL_REGIONS];
+/* The region names, in config order ("us", "eu", "uk", ...). */
+extern const char *wardctl_regions[WARDCTL_REGIONS_MAX];
 
 /* Index of a region name, or -1. */
 int wardctl_region_index(const char *name);

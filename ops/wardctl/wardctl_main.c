@@ -16,10 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <yaml.h>
+
 #include "log.h"
 #include "wardctl.h"
 
-const char *const wardctl_regions[WARDCTL_REGIONS] = { "us", "eu", "uk" };
+const char *wardctl_regions[WARDCTL_REGIONS_MAX];
+int wardctl_nregions;
 
 static const char usage[] =
 	"usage: wardctl [--config FILE] COMMAND [ARGS]\n"
@@ -75,45 +78,147 @@ int wardctl_print(const json_t *value)
 	return ret;
 }
 
-/* Configuration table entries of one region; offsets into struct wardctl_conf. */
-#define CELL_ENTRIES(r, i)                                                                   \
-	{ r ".pg_conninfo", CONF_STR, offsetof(struct wardctl_conf, cell[i].pg_conninfo), true, \
-	  NULL, 0, 0, NULL },                                                                  \
-	{ r ".pg_password_file", CONF_SECRET_FILE,                                             \
-	  offsetof(struct wardctl_conf, cell[i].pg_password), true, NULL, 0, 0, NULL },        \
-	{ r ".redis_host", CONF_STR, offsetof(struct wardctl_conf, cell[i].redis_host), true,   \
-	  NULL, 0, 0, NULL },                                                                  \
-	{ r ".redis_port", CONF_INT, offsetof(struct wardctl_conf, cell[i].redis_port), true,   \
-	  NULL, 1, 65535, NULL },                                                              \
-	{ r ".redis_user", CONF_STR, offsetof(struct wardctl_conf, cell[i].redis_user), false,  \
-	  "ops", 0, 0, NULL },                                                                 \
-	{ r ".redis_password_file", CONF_SECRET_FILE,                                          \
-	  offsetof(struct wardctl_conf, cell[i].redis_password), true, NULL, 0, 0, NULL },     \
-	{ r ".route_keys_file", CONF_SECRET_FILE,                                              \
-	  offsetof(struct wardctl_conf, cell[i].route_keys), true, NULL, 0, 0, NULL },         \
-	{ r ".kek_file", CONF_STR, offsetof(struct wardctl_conf, cell[i].kek_file), true, NULL, \
-	  0, 0, NULL },                                                                        \
-	{ r ".https_port", CONF_INT, offsetof(struct wardctl_conf, cell[i].https_port), true,   \
-	  NULL, 1, 65535, NULL },                                                              \
-	{ r ".smtp_port", CONF_INT, offsetof(struct wardctl_conf, cell[i].smtp_port), false,    \
-	  "25", 1, 65535, NULL }
-
-static const struct conf_entry conf_table[] = {
-	{ "domain", CONF_STR, offsetof(struct wardctl_conf, domain), true, NULL, 0, 0, NULL },
-	CELL_ENTRIES("us", 0),
-	CELL_ENTRIES("eu", 1),
-	CELL_ENTRIES("uk", 2),
+/* The per-cell keys; "<region>." is prefixed at load time. */
+#define CELL_KEYS 10
+static const struct conf_entry cell_entries[CELL_KEYS] = {
+	{ "pg_conninfo", CONF_STR, offsetof(struct wardctl_cell, pg_conninfo), true, NULL, 0, 0,
+	  NULL },
+	{ "pg_password_file", CONF_SECRET_FILE, offsetof(struct wardctl_cell, pg_password), true,
+	  NULL, 0, 0, NULL },
+	{ "redis_host", CONF_STR, offsetof(struct wardctl_cell, redis_host), true, NULL, 0, 0,
+	  NULL },
+	{ "redis_port", CONF_INT, offsetof(struct wardctl_cell, redis_port), true, NULL, 1, 65535,
+	  NULL },
+	{ "redis_user", CONF_STR, offsetof(struct wardctl_cell, redis_user), false, "ops", 0, 0,
+	  NULL },
+	{ "redis_password_file", CONF_SECRET_FILE, offsetof(struct wardctl_cell, redis_password),
+	  true, NULL, 0, 0, NULL },
+	{ "route_keys_file", CONF_SECRET_FILE, offsetof(struct wardctl_cell, route_keys), true,
+	  NULL, 0, 0, NULL },
+	{ "kek_file", CONF_STR, offsetof(struct wardctl_cell, kek_file), true, NULL, 0, 0, NULL },
+	{ "https_port", CONF_INT, offsetof(struct wardctl_cell, https_port), true, NULL, 1, 65535,
+	  NULL },
+	{ "smtp_port", CONF_INT, offsetof(struct wardctl_cell, smtp_port), false, "25", 1, 65535,
+	  NULL },
 };
+
+static struct conf_entry conf_table[1 + WARDCTL_REGIONS_MAX * CELL_KEYS];
+static char region_names[WARDCTL_REGIONS_MAX][9];
+static char cell_keys[WARDCTL_REGIONS_MAX * CELL_KEYS][40];
+static size_t conf_table_n;
+
+/*
+ * The region names of a configuration: its top-level mapping keys other than
+ * "domain", in file order, each [a-z]{2,8}. 0, or -1 after printing an error.
+ * conf_load then reads the file strictly against the table built from them.
+ */
+static int wardctl_conf_regions(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	int depth = 0, want_key = 0, ret = -1, done = 0;
+
+	wardctl_nregions = 0;
+	if (f == NULL) {
+		wardctl_error("%s: cannot open the configuration", path);
+		return -1;
+	}
+	if (!yaml_parser_initialize(&parser)) {
+		fclose(f);
+		wardctl_error("out of memory");
+		return -1;
+	}
+	yaml_parser_set_input_file(&parser, f);
+	while (!done) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			wardctl_error("%s:%zu: not YAML", path, parser.problem_mark.line + 1);
+			goto out;
+		}
+		switch (ev.type) {
+		case YAML_MAPPING_START_EVENT:
+		case YAML_SEQUENCE_START_EVENT:
+			depth++;
+			want_key = depth == 1 && ev.type == YAML_MAPPING_START_EVENT;
+			break;
+		case YAML_MAPPING_END_EVENT:
+		case YAML_SEQUENCE_END_EVENT:
+			depth--;
+			want_key = depth == 1;
+			break;
+		case YAML_SCALAR_EVENT:
+			if (depth == 1 && want_key) {
+				const char *k = (const char *)ev.data.scalar.value;
+				size_t n = ev.data.scalar.length;
+
+				if (strcmp(k, "domain") != 0) {
+					if (n < 2 || n > 8 || strspn(k, "abcdefghijklmnopqrstuvwxyz") != n ||
+					    wardctl_nregions >= WARDCTL_REGIONS_MAX) {
+						wardctl_error("%s:%zu: '%s' is not a region name ([a-z]{2,8}, at most %d)",
+							      path, ev.start_mark.line + 1, k, WARDCTL_REGIONS_MAX);
+						yaml_event_delete(&ev);
+						goto out;
+					}
+					memcpy(region_names[wardctl_nregions], k, n + 1);
+					wardctl_regions[wardctl_nregions] = region_names[wardctl_nregions];
+					wardctl_nregions++;
+				}
+				want_key = 0;
+			} else if (depth == 1) {
+				want_key = 1;
+			}
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = 1;
+			break;
+		default:
+			break;
+		}
+		if (ev.type == YAML_MAPPING_END_EVENT || ev.type == YAML_SEQUENCE_END_EVENT)
+			want_key = depth == 1;
+		yaml_event_delete(&ev);
+	}
+	ret = 0;
+out:
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return ret;
+}
 
 int wardctl_conf_load(const char *path, struct wardctl_conf *conf)
 {
-	struct conf_section sec = { conf_table, sizeof conf_table / sizeof conf_table[0], conf };
+	struct conf_section sec;
 	char *err = NULL;
+	size_t n = 0;
 
 	memset(conf, 0, sizeof *conf);
+	if (wardctl_conf_regions(path) < 0)
+		return -1;
+	conf_table[n++] = (struct conf_entry){ "domain", CONF_STR,
+					       offsetof(struct wardctl_conf, domain), true, NULL,
+					       0, 0, NULL };
+	for (int r = 0; r < wardctl_nregions; r++)
+		for (int k = 0; k < CELL_KEYS; k++) {
+			char *key = cell_keys[r * CELL_KEYS + k];
+
+			snprintf(key, sizeof cell_keys[0], "%s.%s", wardctl_regions[r],
+				 cell_entries[k].key);
+			conf_table[n] = cell_entries[k];
+			conf_table[n].key = key;
+			conf_table[n].offset += offsetof(struct wardctl_conf, cell) +
+						(size_t)r * sizeof(struct wardctl_cell);
+			n++;
+		}
+	conf_table_n = n;
+	sec = (struct conf_section){ conf_table, conf_table_n, conf };
 	if (conf_load(path, &sec, 1, &err) < 0) {
 		wardctl_error("%s", err != NULL ? err : "cannot load the configuration");
 		free(err);
+		return -1;
+	}
+	if (wardctl_nregions == 0) {
+		wardctl_error("%s: no region cell configured", path);
+		conf_free(&sec, 1);
 		return -1;
 	}
 	return 0;
@@ -121,7 +226,7 @@ int wardctl_conf_load(const char *path, struct wardctl_conf *conf)
 
 void wardctl_conf_free(struct wardctl_conf *conf)
 {
-	struct conf_section sec = { conf_table, sizeof conf_table / sizeof conf_table[0], conf };
+	struct conf_section sec = { conf_table, conf_table_n, conf };
 
 	conf_free(&sec, 1);
 }

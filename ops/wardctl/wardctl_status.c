@@ -394,7 +394,8 @@ static int status_components(const struct wardctl_conf *conf, int argc, char **a
 {
 	static const struct option opts[] = {{"region", required_argument, NULL, 'r'},
 					     {NULL, 0, NULL, 0}};
-	const struct status_thresholds t = {1000, 93600000LL};
+	/* One snapshot: no error window (the status page keeps the samples). */
+	const struct status_thresholds t = {1000, 93600000LL, 0, 0, 0};
 	const char *only = NULL;
 	json_t *root = json_object(), *regions = json_object();
 	long long now = envelope_now_ms();

@@ -413,8 +413,8 @@ static int tenant_create(const struct wardctl_conf *conf, int argc, char **argv)
 					      { "admin-email", required_argument, NULL, 'e' },
 					      { NULL, 0, NULL, 0 } };
 	const char *slug = NULL, *region = NULL, *name = NULL, *email = NULL, *err = NULL;
-	db_t *db[WARDCTL_REGIONS] = { NULL };
-	int done[WARDCTL_REGIONS] = { 0 };
+	db_t *db[WARDCTL_REGIONS_MAX] = { NULL };
+	int done[WARDCTL_REGIONS_MAX] = { 0 };
 	struct tenant_new t;
 	int c, home, ret = 1;
 

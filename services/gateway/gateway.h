@@ -59,6 +59,7 @@ struct gateway_config {
 	int max_headers;	      /* header lines; more: 431 */
 	int max_connections_per_source;
 	int port_us, port_eu, port_uk; /* public HTTPS port of each region (421/307 targets) */
+	struct conf_list region_ports; /* "<region> <port>": any region (deploy/regions.yaml) */
 	int upstream_timeout_ms;      /* a routed request's deadline on its queue */
 	int tenant_cache_ms;	      /* tenant.resolve answers, positive and negative */
 	int auth_cache_max_ms;	      /* cap on auth.authenticate's cache_ms */
@@ -170,6 +171,8 @@ void gateway_tls_sources_free(struct gateway_sources *t);
 int gateway_http_start(struct gateway *gw, const char **error_r);
 void gateway_http_stop(struct gateway *gw);
 void gateway_http_free(struct gateway *gw);
+/* HTTPS answers since start and how many were 5xx (/healthz not counted). */
+void gateway_http_counts(unsigned long long *answers_r, unsigned long long *errors_r);
 void gateway_http_reply(struct evhttp_request *req, const struct gateway_reqinfo *info, int status,
 			const char *content_type, const char *body, size_t len);
 void gateway_http_problem(struct evhttp_request *req, const struct gateway_reqinfo *info,

@@ -91,9 +91,18 @@ struct gwreq {
 
 /* ============================================================ helpers */
 
-/* The public HTTPS port of a region (from regions.<r>.https_port). */
+/* The public HTTPS port of a region: region_ports first (any region), then
+ * regions.<us|eu|uk>.https_port; 443 for a region named nowhere. */
 uint16_t gateway_region_port(const struct gateway_config *cfg, const char *region)
 {
+	size_t rn = strlen(region);
+
+	for (size_t i = 0; i < cfg->region_ports.n; i++) {
+		const char *it = cfg->region_ports.items[i];
+
+		if (strncmp(it, region, rn) == 0 && it[rn] == ' ')
+			return (uint16_t)strtoul(it + rn + 1, NULL, 10);
+	}
 	if (strcmp(region, "us") == 0)
 		return (uint16_t)cfg->port_us;
 	if (strcmp(region, "eu") == 0)

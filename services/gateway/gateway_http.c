@@ -235,10 +235,28 @@ static void gateway_http_send(struct evhttp_request *req, const struct gateway_r
 		evbuffer_free(buf);
 }
 
+/* Answers of the HTTPS server since start, /healthz aside (its 503 reports a
+ * dependency, not a failed request): the status page's error-rate signal. */
+static unsigned long long http_answers, http_answers_5xx;
+
+void gateway_http_counts(unsigned long long *answers_r, unsigned long long *errors_r)
+{
+	*answers_r = http_answers;
+	*errors_r = http_answers_5xx;
+}
+
 /* Answer a request on the HTTPS server. See gateway_http_send. */
 void gateway_http_reply(struct evhttp_request *req, const struct gateway_reqinfo *info, int status,
 			const char *content_type, const char *body, size_t len)
 {
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+
+	if (path == NULL || strcmp(path, "/healthz") != 0) {
+		http_answers++;
+		if (status >= 500)
+			http_answers_5xx++;
+	}
 	gateway_http_send(req, info, status, content_type, body, len, true);
 }
 

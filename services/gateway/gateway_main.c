@@ -8,6 +8,7 @@
  * connections; requests in flight finish or fail), deinit frees everything.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "daemon.h"
@@ -41,6 +42,25 @@ static int gateway_valid_domain(const void *value, const char **reason_r)
 	return 0;
 }
 
+/* region_ports: "<region> <port>" items, region [a-z]{2,8}, port 1..65535. */
+static int gateway_valid_region_ports(const void *value, const char **reason_r)
+{
+	const struct conf_list *l = value;
+
+	for (size_t i = 0; i < l->n; i++) {
+		char region[GATEWAY_REGION_MAX + 1];
+		unsigned port;
+		int used = 0;
+
+		if (sscanf(l->items[i], "%8[a-z] %5u%n", region, &port, &used) != 2 ||
+		    l->items[i][used] != '\0' || strlen(region) < 2 || port < 1 || port > 65535) {
+			*reason_r = "items must be \"<region a-z> <port>\"";
+			return -1;
+		}
+	}
+	return 0;
+}
+
 #define GC(f) offsetof(struct gateway_config, f)
 static const struct conf_entry gateway_conf_entries[] = {
     {"https.listen", CONF_STR, GC(https_listen), true, NULL, 0, 0, gateway_valid_listen},
@@ -61,6 +81,7 @@ static const struct conf_entry gateway_conf_entries[] = {
     {"regions.us.https_port", CONF_INT, GC(port_us), false, "443", 1, 65535, NULL},
     {"regions.eu.https_port", CONF_INT, GC(port_eu), false, "443", 1, 65535, NULL},
     {"regions.uk.https_port", CONF_INT, GC(port_uk), false, "443", 1, 65535, NULL},
+    {"region_ports", CONF_STR_LIST, GC(region_ports), false, NULL, 0, 0, gateway_valid_region_ports},
     {"upstream.timeout_ms", CONF_INT, GC(upstream_timeout_ms), false, "10000", 100, 120000, NULL},
     {"cache.tenant_ms", CONF_INT, GC(tenant_cache_ms), false, "30000", 0, 300000, NULL},
     {"cache.auth_max_ms", CONF_INT, GC(auth_cache_max_ms), false, "5000", 0, 5000, NULL},
@@ -87,6 +108,10 @@ static const struct conf_entry gateway_conf_entries[] = {
      86400, NULL},
     {"status.backup_max_age_s", CONF_INT, GC(status.backup_max_age_s), false, "93600", 60,
      2592000, NULL},
+    {"status.error_window_s", CONF_INT, GC(status.error_window_s), false, "60", 5, 3600, NULL},
+    {"status.error_rate_pct", CONF_INT, GC(status.error_rate_pct), false, "5", 1, 100, NULL},
+    {"status.error_major_pct", CONF_INT, GC(status.error_major_pct), false, "50", 1, 100, NULL},
+    {"status.error_min", CONF_INT, GC(status.error_min), false, "10", 1, 1000000, NULL},
 };
 #undef GC
 

@@ -5,12 +5,19 @@
  * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc> and
  * XPENDING q:<svc> <svc> for the consumers, then SCAN MATCH hb:* with a GET of each
  * key it understands (heartbeats, audit outbox/backlog, last verified backup,
- * operators' incidents hb:ops:status:incident:<id>), and a final PING: replies come
+ * operators' incidents hb:ops:status:incident:<id>, the gateways' answer counters
+ * hb:gateway:<instance>:http), and a final PING: replies come
  * in order, so the PING's answer closes a consistent snapshot. A cell that does not
  * answer within two poll periods is unreachable (its components: major outage).
  * After each tick the component states are recomputed and the time since the last
  * tick is added to each component's uptime record, saved to state_dir/uptime
  * every minute and at shutdown.
+ *
+ * Error rate: every gateway (status page or not) publishes its HTTPS answers and 5xx
+ * since start in hb:gateway:<instance>:http each heartbeat period (status_pub_*);
+ * the poller sums the fresh ones per cell and keeps a sample per poll, so the 5xx
+ * and answers over status.error_window_s are a difference of two samples (a sum
+ * going down means an instance restarted or vanished: the samples start over).
  *
  * Listener: TLS with the status certificate (the gateway's TLS policy and caps,
  * through a shadow struct gateway), GET/HEAD only, documents rendered on request
@@ -36,9 +43,15 @@
 #include "gateway.h"
 #include "gateway_status.h"
 #include "log.h"
+#include "queue.h"
 
 #define STATUS_KEY_MAX 200
 #define STATUS_SAVE_EVERY_MS 60000
+#define STATUS_SAMPLES 256 /* error-rate samples per cell (a window of 256 polls at most) */
+
+struct status_sample {
+	long long at_ms, answers, errors;
+};
 
 struct status_conn {
 	struct status_page *sp;
@@ -54,6 +67,8 @@ struct status_conn {
 	long long dl_new[STATUS_SERVICES];
 	struct status_incident **inc_new, **inc; /* being read, published */
 	size_t n_inc_new, n_inc;
+	struct status_sample samples[STATUS_SAMPLES]; /* oldest first */
+	size_t n_samples;
 };
 
 struct status_page {
@@ -79,7 +94,7 @@ struct status_get {
 	int kind; /* GET_* */
 	int svc;
 };
-enum { GET_HEARTBEAT, GET_OUTBOX, GET_BACKLOG, GET_BACKUP, GET_INCIDENT };
+enum { GET_HEARTBEAT, GET_OUTBOX, GET_BACKLOG, GET_BACKUP, GET_INCIDENT, GET_HTTP };
 
 static struct status_page *status_page;
 
@@ -148,6 +163,20 @@ static void status_on_get(redisAsyncContext *ac, void *r, void *priv)
 		json_decref(o);
 		break;
 	}
+	case GET_HTTP: {
+		json_t *o = json_loadb(reply->str, reply->len, 0, NULL);
+		json_t *at = json_object_get(o, "at_ms"), *n = json_object_get(o, "answers"),
+		       *e = json_object_get(o, "errors_5xx");
+
+		if (json_is_integer(at) && json_is_integer(n) && json_is_integer(e) &&
+		    json_integer_value(n) >= json_integer_value(e) && json_integer_value(e) >= 0 &&
+		    now - json_integer_value(at) <= c->sp->gw->cfg->status.heartbeat_timeout_ms) {
+			c->cur.http_answers += json_integer_value(n);
+			c->cur.http_5xx += json_integer_value(e);
+		}
+		json_decref(o);
+		break;
+	}
 	case GET_INCIDENT: {
 		struct status_incident *inc = status_incident_parse(reply->str, reply->len);
 		struct status_incident **p;
@@ -205,6 +234,8 @@ static int status_key_kind(const char *key, size_t n, int *svc_r)
 		return -1;
 	colon++;
 	n -= (size_t)(colon - key);
+	if (*svc_r == 0 && n > 5 && memcmp(colon + n - 5, ":http", 5) == 0)
+		return GET_HTTP;
 	if (n == 12 && memcmp(colon, "audit-outbox", 12) == 0)
 		return GET_OUTBOX;
 	if (*svc_r == 4 && n == 7 && memcmp(colon, "backlog", 7) == 0)
@@ -212,6 +243,30 @@ static int status_key_kind(const char *key, size_t n, int *svc_r)
 	if (*svc_r == 5 && n == 13 && memcmp(colon, "last-verified", 13) == 0)
 		return GET_BACKUP;
 	return GET_HEARTBEAT;
+}
+
+/* Add this poll's answer counters as a sample; set the window's answers and 5xx. */
+static void status_error_window(struct status_conn *c, long long now)
+{
+	long long window_ms = 1000LL * c->sp->gw->cfg->status.error_window_s;
+	struct status_sample *last = c->n_samples > 0 ? &c->samples[c->n_samples - 1] : NULL;
+	size_t drop = 0;
+
+	if (last != NULL && (c->cur.http_answers < last->answers || c->cur.http_5xx < last->errors))
+		c->n_samples = 0; /* an instance restarted or went away: start over */
+	if (c->n_samples == STATUS_SAMPLES)
+		drop = 1;
+	/* Keep one sample at or before the window's start: the base of the difference. */
+	while (drop + 1 < c->n_samples && c->samples[drop + 1].at_ms <= now - window_ms)
+		drop++;
+	if (drop > 0) {
+		memmove(c->samples, c->samples + drop, (c->n_samples - drop) * sizeof c->samples[0]);
+		c->n_samples -= drop;
+	}
+	c->samples[c->n_samples++] =
+	    (struct status_sample){now, c->cur.http_answers, c->cur.http_5xx};
+	c->cur.window_answers = c->cur.http_answers - c->samples[0].answers;
+	c->cur.window_5xx = c->cur.http_5xx - c->samples[0].errors;
 }
 
 /* The PING closing a poll: publish the snapshot. */
@@ -233,6 +288,7 @@ static void status_on_done(redisAsyncContext *ac, void *r, void *priv)
 		    c->dl_grew_ms[i] > 0 &&
 		    now - c->dl_grew_ms[i] < 1000LL * c->sp->gw->cfg->status.dead_letter_window_s;
 	}
+	status_error_window(c, now);
 	c->last = c->cur;
 	c->known = true;
 	status_incidents_free(c->inc, c->n_inc);
@@ -456,7 +512,8 @@ static void status_view_make(struct status_page *sp, struct status_view *v,
 static void status_account(struct status_page *sp, long long now)
 {
 	const struct gateway_status_config *cfg = &sp->gw->cfg->status;
-	struct status_thresholds t = {cfg->pending_high, 1000LL * cfg->backup_max_age_s};
+	struct status_thresholds t = {cfg->pending_high, 1000LL * cfg->backup_max_age_s,
+				      cfg->error_rate_pct, cfg->error_major_pct, cfg->error_min};
 	struct status_cell cells[STATUS_REGIONS_MAX];
 	struct status_view v;
 	long long from = sp->last_rec_ms;
@@ -653,6 +710,55 @@ static int status_cell_parse(struct status_conn *c, const char *spec, const char
 	return 0;
 }
 
+/* ------------------------------------------------- every gateway: its counters */
+static struct {
+	struct gateway *gw;
+	struct event *ev;
+	char key[192];
+} status_pub;
+
+/* Publish this gateway's answer counters (read by the status page's poller). */
+static void status_pub_tick(evutil_socket_t fd, short what, void *arg)
+{
+	const struct daemon_config *dc = daemon_config(status_pub.gw->d);
+	unsigned long long answers, errors;
+	char value[160], ttl[16];
+	const char *argv[5];
+	size_t lens[5];
+
+	gateway_http_counts(&answers, &errors);
+	snprintf(value, sizeof value, "{\"at_ms\":%lld,\"answers\":%llu,\"errors_5xx\":%llu}",
+		 (long long)envelope_now_ms(), answers, errors);
+	snprintf(ttl, sizeof ttl, "%d", dc->heartbeat_seconds * 3);
+	argv[0] = "SET", argv[1] = status_pub.key, argv[2] = value, argv[3] = "EX", argv[4] = ttl;
+	for (int i = 0; i < 5; i++)
+		lens[i] = strlen(argv[i]);
+	(void)queue_command(daemon_queue(status_pub.gw->d), 5, argv, lens);
+}
+
+/* Start publishing hb:gateway:<instance>:http every heartbeat period. 0 or -1. */
+static int status_pub_start(struct gateway *gw, const char **error_r)
+{
+	const struct daemon_config *dc = daemon_config(gw->d);
+	struct timeval tv = {dc->heartbeat_seconds, 0};
+
+	status_pub.gw = gw;
+	snprintf(status_pub.key, sizeof status_pub.key, "hb:gateway:%s:http", dc->instance);
+	if ((status_pub.ev = event_new(gw->base, -1, EV_PERSIST, status_pub_tick, NULL)) == NULL) {
+		*error_r = "cannot create the counters timer";
+		return -1;
+	}
+	event_add(status_pub.ev, &tv);
+	return 0;
+}
+
+static void status_pub_free(void)
+{
+	if (status_pub.ev != NULL)
+		event_free(status_pub.ev);
+	status_pub.ev = NULL;
+}
+
 /* Start the status listener and poller if status.listen is set. 0 or -1. */
 int gateway_status_start(struct gateway *gw, const char **error_r)
 {
@@ -663,6 +769,8 @@ int gateway_status_start(struct gateway *gw, const char **error_r)
 	uint16_t port;
 	struct timeval tv;
 
+	if (status_pub.ev == NULL && status_pub_start(gw, error_r) < 0)
+		return -1;
 	if (cfg->listen == NULL)
 		return 0;
 	if (cfg->cert_file == NULL || cfg->key.data == NULL || cfg->state_dir == NULL ||
@@ -755,6 +863,7 @@ void gateway_status_free(struct gateway *gw)
 	struct status_page *sp = status_page;
 	const char *err = NULL;
 
+	status_pub_free();
 	if (sp == NULL)
 		return;
 	if (sp->tick != NULL) {

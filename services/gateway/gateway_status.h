@@ -45,6 +45,10 @@ struct gateway_status_config {
 	int pending_high;	       /* pending messages above this: degraded */
 	int dead_letter_window_s;      /* a new dead letter within: degraded */
 	int backup_max_age_s;	       /* last verified backup older: degraded */
+	int error_window_s;	       /* the gateways' 5xx rate over this window: */
+	int error_rate_pct;	       /*   at least this % of answers: degraded */
+	int error_major_pct;	       /*   at least this %: partial outage */
+	int error_min;		       /*   and at least this many 5xx */
 };
 
 enum status_state {
@@ -76,11 +80,18 @@ struct status_cell {
 	bool audit_backlog_degraded;
 	long long backup_verified_ms; /* 0: never reported */
 	bool backup_verify_failed;    /* the latest verify of the cell failed */
+	/* The gateways' HTTPS answers (hb:gateway:<instance>:http, cumulative per
+	 * instance, summed over the fresh ones) and, over the error window, how many
+	 * answers and how many 5xx (the poller's difference of two samples). */
+	long long http_answers, http_5xx;
+	long long window_answers, window_5xx;
 };
 
 struct status_thresholds {
 	long long pending_high;
 	long long backup_max_age_ms;
+	int error_rate_pct, error_major_pct; /* 0: error rate not used */
+	long long error_min;
 };
 
 /* Component states of a cell from its health data. */

@@ -10,6 +10,9 @@
  *   mail-ingest: a mail moved to dl:mail-ingest),
  *   pending messages over status.pending_high,
  *   audit backlog degraded, last verified backup too old    degraded_performance
+ *   the gateways' 5xx over the error window, at least error_min of them and
+ *   error_rate_pct of the answers: api and web degraded_performance (at
+ *   error_major_pct: partial_outage)
  *   api/web need auth and ticket, email needs ticket: a dependency's major outage
  *   is at least a partial outage of the component.
  * Uptime: per component per UTC day, observed and down milliseconds (down =
@@ -113,6 +116,16 @@ void status_evaluate(const struct status_cell *c, const struct status_thresholds
 		sv[i] = status_svc_state(c, i, t);
 	out[CO_API] = status_dep(status_dep(sv[SV_GATEWAY], sv[SV_AUTH]), sv[SV_TICKET]);
 	out[CO_WEB] = status_dep(sv[SV_GATEWAY], sv[SV_AUTH]);
+	if (c->reachable && t->error_rate_pct > 0 && c->window_5xx >= t->error_min &&
+	    c->window_answers > 0) {
+		long long pct = 100 * c->window_5xx / c->window_answers;
+		enum status_state e = pct >= t->error_major_pct ? STATUS_PARTIAL
+				      : pct >= t->error_rate_pct ? STATUS_DEGRADED
+								 : STATUS_OPERATIONAL;
+
+		out[CO_API] = state_max(out[CO_API], e);
+		out[CO_WEB] = state_max(out[CO_WEB], e);
+	}
 	out[CO_EMAIL] = status_dep(sv[SV_MAIL], sv[SV_TICKET]);
 	out[CO_AUTH] = sv[SV_AUTH];
 	out[CO_TICKETS] = sv[SV_TICKET];

@@ -24,7 +24,7 @@ badconf() { # badconf NAME EXPECTED-REGEX SED-EXPR
 badconf "unknown key → file:line: key: reason" "$tmp/[0-9]+\.yaml:4: colour: " 's/^region: eu$/region: eu\ncolour: blue/'
 badconf "unknown nested key" "\.yaml:[0-9]+: redis\.colour: " 's/^  user: ticket$/  user: ticket\n  colour: blue/'
 badconf "missing required key" "\.yaml:[0-9]+: region: .*(missing|required)" '/^region: /d'
-badconf "bad region value" "\.yaml:3: region: .*us, eu, uk" 's/^region: eu$/region: fr/'
+badconf "bad region value (regions are [a-z]{2,8}: deploy/regions.yaml)" "\.yaml:3: region: .*2 to 8 letters a-z" 's/^region: eu$/region: Eu-1/'
 badconf "port out of range" "\.yaml:[0-9]+: redis\.port: " 's/^  port: .*/  port: 99999/'
 badconf "port not a number" "\.yaml:[0-9]+: redis\.port: " 's/^  port: .*/  port: many/'
 badconf "inline secret refused (secrets by file only)" "\.yaml:[0-9]+: redis\.password: " 's/^  password_file: \(.*redis-ticket\)$/  password: hunter2/'

@@ -27,42 +27,113 @@ rm -rf "$tmp"
 out=$("$TOP/deploy/deploy.sh" --region eu --host app1.eu.example --dry-run)
 check "deploy.sh --dry-run prints the six steps" bash -c "[ \$(echo \"\$1\" | grep -c '^deploy\[eu/app1.eu.example\]: [1-6]/6') = 6 ]" _ "$out"
 check "deploy.sh restarts one daemon at a time, gateway last" bash -c "echo \"\$1\" | grep 'systemctl restart' | tail -1 | grep -q ward-gateway" _ "$out"
-check "deploy.sh fetches only a daemon's own secrets" bash -c "! echo \"\$1\" | grep 'secrets/gateway/' | grep -q 'pg-\|kek'" _ "$out"
-check "deploy.sh has a rollback path" grep -q 'rolling back' "$TOP/deploy/deploy.sh"
+check "deploy.sh fetches only a daemon's own secrets (ward/eu/<daemon>/…)" bash -c \
+	"echo \"\$1\" | grep -q 'secret-id ward/eu/gateway/redis-gateway' && ! echo \"\$1\" | grep 'secret-id ward/eu/gateway/' | grep -q 'pg-\|kek'" _ "$out"
+mk=$(mktemp -d)
+printf '#!/bin/sh\ntouch %s/ran\n' "$mk" >"$mk/ssh" && cp "$mk/ssh" "$mk/scp" && chmod 755 "$mk/ssh" "$mk/scp"
+PATH=$mk:$PATH "$TOP/deploy/deploy.sh" --region eu --host app1.eu.example --dry-run >/dev/null 2>&1
+check "deploy.sh --dry-run runs nothing (no ssh, no scp)" [ ! -e "$mk/ran" ]
+rm -rf "$mk"
+check "deploy.sh --check parses a valid command line" "$TOP/deploy/deploy.sh" --region uk --host app1.uk.example --services "ticket gateway" --check
 refuse "deploy.sh refuses an unknown region" "$TOP/deploy/deploy.sh" --region mars --host x --dry-run
 refuse "deploy.sh refuses a host with shell metacharacters" "$TOP/deploy/deploy.sh" --region eu --host 'x;rm' --dry-run
+refuse "deploy.sh refuses an unknown service" "$TOP/deploy/deploy.sh" --region eu --host x --services "ticket sshd" --check
+refuse "deploy.sh refuses --host with --local" "$TOP/deploy/deploy.sh" --region eu --host x --local /tmp/x --check
 
-tf=$TOP/terraform
-check "terraform: one module instance per region us/eu/uk with their AWS regions" bash -c "
-	grep -q 'region = \"us-east-1\"' $tf/main.tf && grep -q 'region = \"eu-west-1\"' $tf/main.tf &&
-	grep -q 'region = \"eu-west-2\"' $tf/main.tf && [ \$(grep -c 'source *= \"./modules/cell\"' $tf/main.tf) = 3 ]"
-m=$tf/modules/cell
-check "terraform: RDS Multi-AZ, encrypted with KMS, 35-day backups, deletion protection, private" bash -c "
-	grep -q 'multi_az *= true' $m/data.tf && grep -q 'storage_encrypted *= true' $m/data.tf &&
-	grep -q 'backup_retention_period *= 35' $m/data.tf && grep -q 'deletion_protection *= true' $m/data.tf &&
-	grep -q 'publicly_accessible *= false' $m/data.tf"
-check "terraform: ElastiCache with TLS, at-rest encryption, replicas, ACL users" bash -c "
-	grep -q 'transit_encryption_enabled *= true' $m/data.tf && grep -q 'at_rest_encryption_enabled *= true' $m/data.tf &&
-	grep -q 'num_cache_clusters *= 2' $m/data.tf && grep -q 'user_group_ids' $m/data.tf"
-check "terraform: backups bucket encrypted, versioned, 60-day lifecycle, public access blocked" bash -c "
-	grep -q 'aws:kms' $m/data.tf && grep -q 'status = \"Enabled\"' $m/data.tf && grep -q 'days = 60' $m/data.tf &&
-	[ \$(grep -cE '(block_public_acls|block_public_policy|ignore_public_acls|restrict_public_buckets) *= true' $m/data.tf) = 4 ]"
-check "terraform: 0.0.0.0/0 only on the two public ports (443, 25)" python3 - "$m/network.tf" <<'PY'
-import re, sys
-s = open(sys.argv[1]).read()
-blocks = re.findall(r'ingress\s*\{[^}]*\}', s)
-opens = [b for b in blocks if '0.0.0.0/0' in b]
-ports = sorted(int(re.search(r'from_port\s*=\s*(\d+)', b).group(1)) for b in opens)
-assert ports == [25, 443], ports
-assert all(re.search(r'to_port\s*=\s*(\d+)', b).group(1) == re.search(r'from_port\s*=\s*(\d+)', b).group(1) for b in opens)
-assert s.count('0.0.0.0/0') == 2, s.count('0.0.0.0/0')
-PY
-check "terraform: private subnets in two availability zones" grep -q 'count *= 2' "$m/network.tf"
-check "terraform: DNS *.<region>.<domain> and mx.<region>.<domain>" bash -c "grep -q '\"\*.\${var.region}.\${var.domain}\"' $m/compute.tf && grep -q '\"mx.\${var.region}.\${var.domain}\"' $m/compute.tf"
-check "terraform: gateway and mail-ingest have no PostgreSQL egress" bash -c "grep -q 'toset(\[\"auth\", \"ticket\", \"audit\", \"backup\"\])' $m/network.tf"
-check "terraform: HCL braces balance in every file" python3 - $tf/main.tf $m/*.tf <<'PY'
-import sys
-for f in sys.argv[1:]:
-    s = open(f).read()
-    assert s.count('{') == s.count('}') and s.count('[') == s.count(']'), f
-PY
+# ---- a real deploy on this machine (--local): the uk cell of the test stack gets a
+# second instance of every daemon from a secret-store directory, installed under a
+# prefix, on ports base+50 (https) and base+51 (smtp).
+T=$(mktemp -d)
+chmod 755 "$T"
+P=$T/prefix STORE=$T/store
+HP=$((WARD_PORT_BASE + 50)) SMP=$((WARD_PORT_BASE + 51))
+sec=$WARD_VAR/uk/secrets
+for s in audit auth ticket backup mail-ingest gateway ops migrate; do
+	mkdir -p "$STORE/$s"
+	cp "$sec"/* "$STORE/$s/"
+	cp "$WARD_VAR/tls/uk.key" "$STORE/$s/tls-uk.key"
+done
+cp "$sec/pg-admin" "$STORE/migrate/password"
+mkdir -p "$STORE/tls" && cp "$WARD_VAR/tls/uk.pem" "$WARD_VAR/tls/ca.pem" "$STORE/tls/"
+[ "$(id -u)" -eq 0 ] && chown -R "$WUSER:" "$T"
+cat >"$T/regions.yaml" <<YAML
+domain: $WARD_DOMAIN
+regions:
+  - name: us
+    aws_region: us-east-1
+    redis_host: 127.0.0.1
+    redis_port: $(port_of us REDIS)
+    pg_host: 127.0.0.1
+    secret_prefix: ward/us
+    https_port: $(port_of us HTTPS)
+  - name: eu
+    aws_region: eu-west-1
+    redis_host: 127.0.0.1
+    redis_port: $(port_of eu REDIS)
+    pg_host: 127.0.0.1
+    secret_prefix: ward/eu
+    https_port: $(port_of eu HTTPS)
+  - name: uk
+    aws_region: eu-west-2
+    redis_host: 127.0.0.1
+    redis_port: $(port_of uk REDIS)
+    pg_host: 127.0.0.1
+    pg_port: $(port_of uk PG)
+    pg_tls: sslmode=disable
+    migrate_user: postgres
+    secret_prefix: ward/uk
+    https_listen: 127.0.0.1:$HP
+    https_port: $HP
+    smtp_listen: 127.0.0.1:$SMP
+YAML
+export WARD_REGIONS_FILE=$T/regions.yaml WARD_DEPLOY_INSTANCE=deploytest WARD_DEPLOY_HEALTH_TIMEOUT=8
+dep() { "$TOP/deploy/deploy.sh" --region uk --local "$P" --secrets "$STORE" "$@"; }
+hb() { rcli uk ops GET "hb:$1:$1-deploytest" | jq -r .pid; }
+lpid() { cat "$P/run/ward-$1.pid"; }
+export -f hb lpid
+export P
+dep >"$T/deploy1.out" 2>&1
+rc=$?
+check "deploy --local: exit 0, every daemon healthy" bash -c "[ $rc = 0 ] && grep -q 'uk/deploytest\]: done' $T/deploy1.out" || true
+[ $rc = 0 ] || sed 's/^/#   /' "$T/deploy1.out" | tail -20
+check "deploy --local: the binaries are installed under the prefix, the previous release kept" bash -c \
+	"cmp -s $P/opt/ward/bin/ward-ticket $TOP/bin/ward-ticket && [ -d $P/opt/ward/previous ]"
+check "deploy --local: each daemon runs the installed binary with its heartbeat" bash -c \
+	'for s in audit auth ticket backup mail-ingest gateway; do [ "$(readlink /proc/$(lpid $s)/exe)" = "$P/opt/ward/bin/ward-$s" ] && [ "$(hb $s)" = "$(lpid $s)" ] || { echo "$s"; exit 1; }; done'
+check "deploy --local: the gateway serves /healthz on its own port" bash -c \
+	"curl -fsS --cacert $WARD_CA --resolve uk.$WARD_DOMAIN:$HP:127.0.0.1 https://uk.$WARD_DOMAIN:$HP/healthz | jq -e '.status == \"ok\"'"
+check "deploy --local: mail-ingest answers SMTP on its own port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$SMP && head -c 4 <&3 | grep -q 220"
+check "deploy --local: every migration already applied is skipped, none re-run" bash -c \
+	"[ \$(grep -cE '^  [0-9]+_[a-z_]+: already applied\$' $T/deploy1.out) = $(ls "$TOP"/deploy/sql/*.sql | wc -l) ] && ! grep -qE '^  [0-9]+_[a-z_]+: applied\$' $T/deploy1.out"
+check "deploy --local: secrets mode 0400 in a 0500 directory per daemon" bash -c \
+	"[ \$(stat -c %a $P/etc/ward/secrets/auth/kek) = 400 ] && [ \$(stat -c %a $P/etc/ward/secrets/auth) = 500 ]"
+check "deploy --local: the gateway got only its own secrets (no database password, no KEK)" bash -c \
+	"[ \"\$(ls $P/etc/ward/secrets/gateway | tr '\n' ' ')\" = 'redis-gateway routes-gateway tls-uk.key ' ]"
+check "deploy --local: mail-ingest got only its own secrets" bash -c \
+	"[ \"\$(ls $P/etc/ward/secrets/mail-ingest | tr '\n' ' ')\" = 'redis-mail-ingest routes-mail-ingest tls-uk.key ' ]"
+check "deploy --local: the rendered configs load (the daemons run on them) and name the region's ports" bash -c \
+	"grep -q 'listen: 127.0.0.1:$HP' $P/etc/ward/gateway.yaml && grep -q '\"uk $HP\"' $P/etc/ward/gateway.yaml"
+
+# A release with a broken ward-ticket (it runs but never beats): the deploy stops at
+# ticket, puts the previous binary back, restarts it healthy, and leaves the daemons
+# after it alone.
+before_gw=$(lpid gateway) before_mail=$(lpid mail-ingest) before_auth=$(lpid auth)
+mkdir -p "$T/badbin"
+cp "$TOP"/bin/ward-* "$T/badbin/"
+printf '#!/bin/sh\nexec sleep 600\n' >"$T/badbin/ward-ticket"
+chmod 755 "$T/badbin"/*
+dep --bin "$T/badbin" >"$T/deploy2.out" 2>&1
+rc=$?
+check "deploy --local with a broken ward-ticket fails (exit 1)" [ $rc = 1 ]
+check "…it says it rolls ward-ticket back" grep -q 'rolling back ward-ticket' "$T/deploy2.out"
+check "…the previous ward-ticket binary is installed again" cmp -s "$P/opt/ward/bin/ward-ticket" "$TOP/bin/ward-ticket"
+check "…and ward-ticket runs it again with a fresh heartbeat" bash -c \
+	'[ "$(readlink /proc/$(lpid ticket)/exe)" = "$P/opt/ward/bin/ward-ticket" ] && [ "$(hb ticket)" = "$(lpid ticket)" ]'
+check "…the daemons before it were restarted (one at a time)" bash -c "[ \$(lpid auth) != $before_auth ]"
+check "…the daemons after it were not touched (gateway, mail-ingest)" bash -c \
+	"[ \$(lpid gateway) = $before_gw ] && [ \$(lpid mail-ingest) = $before_mail ]"
+bad=$(sed -n 's/^+ wait for hb:ticket:ticket-deploytest with pid \([0-9]*\).*/\1/p' "$T/deploy2.out" | head -1)
+check "…the broken process (pid $bad) is not left running" bash -c "[ -n '$bad' ] && ! kill -0 '$bad' 2>/dev/null"
+"$TOP/deploy/deploy.sh" --region uk --local "$P" --stop >/dev/null 2>&1
+check "deploy --local --stop stops the local daemons" bash -c "! ls $P/run/*.pid 2>/dev/null | grep -q ."
+rm -rf "$T"

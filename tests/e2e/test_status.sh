@@ -77,6 +77,44 @@ check "…and is listed in summary.json's scheduled_maintenances" \
 	bash -c "st /api/v2/summary.json | jq -e '.scheduled_maintenances[] | select(.id == \"$mid\")'"
 "$BIN/wardctl" status incident resolve --region us --id "$mid" >/dev/null
 
+# ---- error rate: a burst of 5xx from the us gateway degrades us api/web (while every
+# heartbeat stays fresh), and they recover once the burst leaves the error window.
+. "$TOP/tests/e2e/lib_api.sh"
+is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
+TMP=$(mktemp -d)
+chmod 755 "$TMP"
+ES=errburst$$
+R=us P=$(port_of us HTTPS)
+eo=$("$BIN/wardctl" tenant create --slug "$ES" --region us --name "Error Burst" --admin-email boss@eb.example)
+EPW=$(echo "$eo" | jq -r .admin_password)
+login "$ES" "$TMP/a" boss@eb.example "$EPW" >/dev/null
+api "$ES" "$TMP/a" POST /api/v1/auth/password "{\"current_password\":\"$EPW\",\"new_password\":\"Burst-Passphrase-2026!\"}" >/dev/null
+check "error burst: the admin logs in with a new password" is "$(status "$(login "$ES" "$TMP/a" boss@eb.example 'Burst-Passphrase-2026!')")" 200
+check "error burst: us-api operational before" wait_for 10 bash -c '[ "$(comp us-api)" = operational ]'
+for i in $(seq 60); do api "$ES" "$TMP/a" GET /api/v1/users/me >/dev/null; done
+# The tickets table disappears for a while: ward-ticket cannot answer, the gateway
+# answers 504 after upstream.timeout_ms; heartbeats go on.
+pg_super us "ALTER TABLE ticket.tickets RENAME TO tickets_away"
+bp=""
+for i in $(seq 12); do
+	(api "$ES" "$TMP/a" GET /api/v1/tickets >"$TMP/burst.$i") &
+	bp="$bp $!"
+done
+wait $bp # (not a bare wait: the eu ticket daemon restarted above is a child too)
+pg_super us "ALTER TABLE ticket.tickets_away RENAME TO tickets"
+check "error burst: the 12 requests failed with 5xx" bash -c "cat $TMP/burst.* | cut -c1 | sort -u | grep -qx 5"
+check "error burst: the gateway publishes its answer counters (hb:gateway:gateway-1:http)" \
+	wait_for 12 bash -c 'rcli us status GET hb:gateway:gateway-1:http | jq -e ".errors_5xx >= 12 and .answers >= 72"'
+check "error burst: us-api and us-web turn degraded_performance (12 of ~72 answers)" \
+	wait_for 15 bash -c '[ "$(comp us-api) $(comp us-web)" = "degraded_performance degraded_performance" ]'
+check "error burst: …while every us heartbeat is fresh (us-auth operational, eu-api operational)" \
+	bash -c '[ "$(comp us-auth)" = operational ] && [ "$(comp eu-api)" = operational ]'
+check "error burst: the page indicator is minor" bash -c 'st /api/v2/status.json | jq -e ".status.indicator == \"minor\""'
+check "error burst: us-api recovers once the burst leaves the 20 s window" \
+	wait_for 45 bash -c '[ "$(comp us-api)" = operational ] && [ "$(comp us-web)" = operational ]'
+"$BIN/wardctl" tenant delete --slug "$ES" >/dev/null 2>&1
+rm -rf "$TMP"
+
 # ---- the status user reads health data only
 check "status user: GET of a heartbeat" bash -c '[ -n "$(rcli us status GET hb:gateway:gateway-1)" ]'
 check "status user: XLEN and XPENDING on queues" bash -c 'rcli us status XLEN q:auth | grep -qE "^[0-9]+$" && rcli us status XPENDING q:auth auth | head -1 | grep -qE "^[0-9]+$"'

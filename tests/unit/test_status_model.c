@@ -32,9 +32,45 @@ static struct status_cell healthy(void)
 	return c;
 }
 
+/* The gateways' 5xx over the window: degraded from error_rate_pct, partial from
+ * error_major_pct, never below error_min errors, and only api and web. */
+static void test_error_rate(void **state)
+{
+	struct status_thresholds t = {100, 3600000, 5, 50, 10};
+	struct status_cell c = healthy();
+	enum status_state s[STATUS_COMPONENTS];
+
+	c.window_answers = 1000, c.window_5xx = 49; /* 4.9 % */
+	status_evaluate(&c, &t, T0, s);
+	assert_int_equal(s[CO_API], STATUS_OPERATIONAL);
+	c.window_5xx = 50; /* 5 % */
+	status_evaluate(&c, &t, T0, s);
+	assert_int_equal(s[CO_API], STATUS_DEGRADED);
+	assert_int_equal(s[CO_WEB], STATUS_DEGRADED);
+	assert_int_equal(s[CO_TICKETS], STATUS_OPERATIONAL);
+	assert_int_equal(s[CO_EMAIL], STATUS_OPERATIONAL);
+	c.window_5xx = 500; /* 50 % */
+	status_evaluate(&c, &t, T0, s);
+	assert_int_equal(s[CO_API], STATUS_PARTIAL);
+	c.window_answers = 9, c.window_5xx = 9; /* all failed, but under error_min */
+	status_evaluate(&c, &t, T0, s);
+	assert_int_equal(s[CO_API], STATUS_OPERATIONAL);
+	c.window_answers = 10, c.window_5xx = 10;
+	status_evaluate(&c, &t, T0, s);
+	assert_int_equal(s[CO_API], STATUS_PARTIAL);
+	c.svc[0].instances = 0; /* a gateway outage stays the worse state */
+	status_evaluate(&c, &t, T0, s);
+	assert_int_equal(s[CO_API], STATUS_MAJOR);
+	t.error_rate_pct = 0; /* off */
+	c = healthy();
+	c.window_answers = 10, c.window_5xx = 10;
+	status_evaluate(&c, &t, T0, s);
+	assert_int_equal(s[CO_API], STATUS_OPERATIONAL);
+}
+
 static void test_states(void **state)
 {
-	struct status_thresholds t = {100, 3600000};
+	struct status_thresholds t = {100, 3600000, 0, 0, 0};
 	struct status_cell c = healthy();
 	enum status_state s[STATUS_COMPONENTS];
 
@@ -257,6 +293,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_states),	    cmocka_unit_test(test_heartbeat),
+	    cmocka_unit_test(test_error_rate),
 	    cmocka_unit_test(test_uptime_exact),   cmocka_unit_test(test_uptime_file),
 	    cmocka_unit_test(test_incident_parse), cmocka_unit_test(test_render_escapes),
 	};

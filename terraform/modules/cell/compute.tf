@@ -24,7 +24,7 @@ resource "aws_iam_role" "daemon" {
   assume_role_policy = data.aws_iam_policy_document.assume.json
 }
 
-# Its own secrets only (ward/<region>/<name> as deploy.sh fetches them).
+# Its own secrets only: ward/<region>/<daemon>/<name>, as deploy/deploy.sh fetches them.
 resource "aws_iam_role_policy" "secrets" {
   for_each = toset(var.daemons)
   name     = "secrets"
@@ -34,14 +34,14 @@ resource "aws_iam_role_policy" "secrets" {
     Statement = [{
       Effect   = "Allow"
       Action   = ["secretsmanager:GetSecretValue"]
-      Resource = ["arn:aws:secretsmanager:*:*:secret:ward/${var.region}/*-${each.key}-*"]
+      Resource = ["arn:aws:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.me.account_id}:secret:ward/${var.region}/${each.key}/*"]
     }]
   })
 }
 
 # The KEK is unwrapped with KMS only by the daemons that hold tenant keys.
 resource "aws_iam_role_policy" "kms" {
-  for_each = toset(["auth", "ticket", "audit", "backup"])
+  for_each = toset(var.db_daemons)
   name     = "kms"
   role     = aws_iam_role.daemon[each.key].id
   policy = jsonencode({
@@ -100,7 +100,8 @@ resource "aws_autoscaling_group" "daemon" {
   min_size            = 2
   max_size            = 6
   vpc_zone_identifier = aws_subnet.private[*].id
-  target_group_arns = (each.key == "gateway" ? [aws_lb_target_group.https.arn] :
+  health_check_type   = contains(["gateway", "mail-ingest"], each.key) ? "ELB" : "EC2"
+  target_group_arns = (each.key == "gateway" ? concat([aws_lb_target_group.https.arn], aws_lb_target_group.status[*].arn) :
   each.key == "mail-ingest" ? [aws_lb_target_group.smtp.arn] : [])
   launch_template {
     id      = aws_launch_template.daemon[each.key].id
@@ -109,10 +110,54 @@ resource "aws_autoscaling_group" "daemon" {
 }
 
 resource "aws_lb" "public" {
-  name               = "ward-${var.region}"
-  load_balancer_type = "network"
-  subnets            = aws_subnet.public[*].id
-  security_groups    = [aws_security_group.lb_https.id, aws_security_group.lb_smtp.id]
+  name                             = "ward-${var.region}"
+  load_balancer_type               = "network"
+  subnets                          = aws_subnet.public[*].id
+  security_groups                  = [aws_security_group.lb_https.id, aws_security_group.lb_smtp.id]
+  enable_deletion_protection       = true
+  enable_cross_zone_load_balancing = true
+}
+
+# status.<domain>: its own balancer (TCP cannot route on SNI), 443 → the gateway's
+# status listener (8443), only in the cell with status_page = true.
+resource "aws_lb" "status" {
+  count                      = var.status_page ? 1 : 0
+  name                       = "ward-${var.region}-status"
+  load_balancer_type         = "network"
+  subnets                    = aws_subnet.public[*].id
+  security_groups            = [aws_security_group.lb_https.id]
+  enable_deletion_protection = true
+}
+
+resource "aws_lb_target_group" "status" {
+  count    = var.status_page ? 1 : 0
+  name     = "ward-${var.region}-status"
+  port     = 8443
+  protocol = "TCP"
+  vpc_id   = aws_vpc.cell.id
+}
+
+resource "aws_lb_listener" "status" {
+  count             = var.status_page ? 1 : 0
+  load_balancer_arn = aws_lb.status[0].arn
+  port              = 443
+  protocol          = "TCP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.status[0].arn
+  }
+}
+
+resource "aws_route53_record" "status" {
+  count   = var.status_page ? 1 : 0
+  zone_id = var.zone_id
+  name    = "status.${var.domain}"
+  type    = "A"
+  alias {
+    name                   = aws_lb.status[0].dns_name
+    zone_id                = aws_lb.status[0].zone_id
+    evaluate_target_health = true
+  }
 }
 
 resource "aws_lb_target_group" "https" {
@@ -171,6 +216,20 @@ resource "aws_route53_record" "mx" {
   }
 }
 
+# The region's bare name (<region>.<domain>, the gateway's own /healthz).
+resource "aws_route53_record" "region" {
+  zone_id = var.zone_id
+  name    = "${var.region}.${var.domain}"
+  type    = "A"
+  alias {
+    name                   = aws_lb.public.dns_name
+    zone_id                = aws_lb.public.zone_id
+    evaluate_target_health = true
+  }
+}
+
+# What deploy/regions.yaml records for the region (redis_host, pg_host, ...).
 output "redis_host" { value = aws_elasticache_replication_group.redis.primary_endpoint_address }
 output "pg_host" { value = aws_db_instance.pg.address }
 output "backup_bucket" { value = aws_s3_bucket.backups.bucket }
+output "kms_key_arn" { value = aws_kms_key.cell.arn }

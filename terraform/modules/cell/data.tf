@@ -1,7 +1,51 @@
 # The region's key (KEK wrapping, RDS, ElastiCache, S3), PostgreSQL, Redis, backups.
+data "aws_caller_identity" "me" {}
+
 resource "aws_kms_key" "cell" {
-  description         = "Ward ${var.region}: region key"
-  enable_key_rotation = true
+  description             = "Ward ${var.region}: region key"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  # The account administers the key; the services that encrypt with it (RDS,
+  # ElastiCache, S3, EBS, CloudWatch Logs) are granted through their own roles and
+  # the daemons' instance roles (compute.tf) name it explicitly.
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid       = "AccountAdministers"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:aws:iam::${data.aws_caller_identity.me.account_id}:root" }
+        Action    = ["kms:*"]
+        Resource  = ["*"]
+      },
+      {
+        Sid       = "FlowLogs"
+        Effect    = "Allow"
+        Principal = { Service = "logs.${data.aws_region.current.name}.amazonaws.com" }
+        Action    = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+        Resource  = ["*"]
+      }
+    ]
+  })
+}
+
+resource "aws_kms_alias" "cell" {
+  name          = "alias/ward-${var.region}"
+  target_key_id = aws_kms_key.cell.key_id
+}
+
+# Connections to PostgreSQL must use TLS.
+resource "aws_db_parameter_group" "pg" {
+  name   = "ward-${var.region}"
+  family = "postgres15"
+  parameter {
+    name  = "rds.force_ssl"
+    value = "1"
+  }
+  parameter {
+    name  = "log_connections"
+    value = "1"
+  }
 }
 
 resource "aws_db_subnet_group" "pg" {
@@ -22,6 +66,9 @@ resource "aws_db_instance" "pg" {
   deletion_protection          = true
   publicly_accessible          = false
   db_subnet_group_name         = aws_db_subnet_group.pg.name
+  parameter_group_name         = aws_db_parameter_group.pg.name
+  auto_minor_version_upgrade   = true
+  enabled_cloudwatch_logs_exports = ["postgresql"]
   vpc_security_group_ids       = [aws_security_group.pg.id]
   username                     = "ward_migrate"
   manage_master_user_password  = true
@@ -76,8 +123,6 @@ resource "aws_s3_bucket" "backups" {
   force_destroy = false
 }
 
-data "aws_caller_identity" "me" {}
-
 resource "aws_s3_bucket_versioning" "backups" {
   bucket = aws_s3_bucket.backups.id
   versioning_configuration { status = "Enabled" }
@@ -102,6 +147,27 @@ resource "aws_s3_bucket_public_access_block" "backups" {
   restrict_public_buckets = true
 }
 
+# Only TLS requests reach the bucket.
+resource "aws_s3_bucket_policy" "backups" {
+  bucket = aws_s3_bucket.backups.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "TLSOnly"
+      Effect    = "Deny"
+      Principal = "*"
+      Action    = ["s3:*"]
+      Resource  = [aws_s3_bucket.backups.arn, "${aws_s3_bucket.backups.arn}/*"]
+      Condition = { Bool = { "aws:SecureTransport" = "false" } }
+    }]
+  })
+}
+
+resource "aws_s3_bucket_ownership_controls" "backups" {
+  bucket = aws_s3_bucket.backups.id
+  rule { object_ownership = "BucketOwnerEnforced" }
+}
+
 resource "aws_s3_bucket_lifecycle_configuration" "backups" {
   bucket = aws_s3_bucket.backups.id
   rule {
@@ -110,5 +176,6 @@ resource "aws_s3_bucket_lifecycle_configuration" "backups" {
     filter {}
     expiration { days = 60 }
     noncurrent_version_expiration { noncurrent_days = 60 }
+    abort_incomplete_multipart_upload { days_after_initiation = 7 }
   }
 }

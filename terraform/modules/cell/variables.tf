@@ -1,15 +1,33 @@
+# Inputs of a region cell; main.tf sets them per region (one module block each).
 variable "region" {
   type        = string
-  description = "Ward region name (us, eu, uk, ...)"
+  description = "Ward region name (us, eu, uk, ...), as in deploy/regions.yaml"
   validation {
     condition     = can(regex("^[a-z]{2,8}$", var.region))
     error_message = "region must be [a-z]{2,8}"
   }
 }
 
-variable "domain" { type = string }
-variable "zone_id" { type = string }
-variable "vpc_cidr" { type = string }
+variable "domain" {
+  type        = string
+  description = "Public domain: tenants are <slug>.<region>.<domain>"
+}
+
+variable "zone_id" {
+  type        = string
+  description = "Route 53 hosted zone of var.domain"
+}
+
+variable "vpc_cidr" {
+  type        = string
+  description = "The cell's VPC, a /16 distinct from every other cell's"
+}
+
+variable "status_page" {
+  type        = bool
+  default     = false
+  description = "This cell's gateway serves status.<domain> (exactly one cell)"
+}
 
 variable "instance_type" {
   type    = string
@@ -19,4 +37,11 @@ variable "instance_type" {
 variable "daemons" {
   type    = list(string)
   default = ["gateway", "auth", "ticket", "mail-ingest", "audit", "backup"]
+}
+
+# The daemons with a PostgreSQL role in deploy/policy.yaml (gateway and mail-ingest
+# have "postgres: none").
+variable "db_daemons" {
+  type    = list(string)
+  default = ["auth", "ticket", "audit", "backup"]
 }
