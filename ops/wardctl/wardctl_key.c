@@ -22,7 +22,8 @@
  * root as version 0, deploy/sql/065_keys.sql), asks ward-ticket and ward-auth to
  * re-seal their data under it in batches (ticket.rekey, auth.rekey: common/rekey.c)
  * until nothing is left under an older version, waits out the services' key caches,
- * makes a last pass and destroys the older versions (or keeps them, --keep-old).
+ * with --destroy-old makes a last pass and destroys the older versions (kept by
+ * default, so that backups of the retention window stay restorable).
  */
 #include <event2/event.h>
 #include <getopt.h>
@@ -48,7 +49,8 @@ const char wardctl_key_usage[] =
 	"usage: wardctl key rotate-kek --region R [--retire] [--stage | --rewrap]\n"
 	"       wardctl key retire-kek --region R --version N\n"
 	"       wardctl key status --region R\n"
-	"       wardctl key rotate-dek --tenant SLUG [--batch N] [--grace SECONDS] [--keep-old]\n"
+	"       wardctl key rotate-dek --tenant SLUG [--batch N] [--keep-old | --destroy-old\n"
+	"                          [--grace SECONDS]]\n"
 	"\n"
 	"rotate-kek: add a new version of the region's key-encryption key to its key ring\n"
 	"(kek_file) and re-wrap every tenant DEK of the region under it, with no downtime:\n"
@@ -62,10 +64,12 @@ const char wardctl_key_usage[] =
 	"rotate-dek: a new DEK version for the tenant (new writes use it within the\n"
 	"services' key cache time); ward-ticket and ward-auth re-seal the tenant's data\n"
 	"under it in batches of N (default 200) on request (ticket.rekey, auth.rekey),\n"
-	"old versions readable meanwhile; after SECONDS (default 65: longer than the key\n"
-	"caches, so no daemon still seals under an old version) a last pass, then the old\n"
-	"versions are destroyed, unless --keep-old (kept, sealing nothing, so that audit\n"
-	"details and backups sealed under them stay readable). Blind indexes do not rotate\n"
+	"old versions readable meanwhile. The old versions are kept by default (--keep-old:\n"
+	"they seal nothing new, but audit details and the backups of the retention window\n"
+	"sealed under them stay readable). --destroy-old (a compromised key): after\n"
+	"SECONDS (default 65: longer than the key caches, so no daemon still seals under\n"
+	"an old version) a last pass, then the old versions are destroyed, and every\n"
+	"backup and audit detail sealed under them is unreadable. Blind indexes do not rotate\n"
 	"(see deploy/sql/065_keys.sql). Resumable: run it again after an interruption.\n";
 
 /* One tenant's wrapped keys in one table, re-wrapped under (kek, version). */
@@ -862,12 +866,13 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 					      { "batch", required_argument, NULL, 'b' },
 					      { "grace", required_argument, NULL, 'g' },
 					      { "keep-old", no_argument, NULL, 'K' },
+					      { "destroy-old", no_argument, NULL, 'D' },
 					      { "stage", no_argument, NULL, 'S' },
 					      { "rewrap", no_argument, NULL, 'W' },
 					      { NULL, 0, NULL, 0 } };
 	const char *sub, *region_name = NULL, *slug = NULL;
 	long batch = 200, grace = 65;
-	bool keep_old = false, stage = false, rewrap = false;
+	bool keep_old = true, stage = false, rewrap = false;
 	unsigned long version = 0;
 	bool retire = false;
 	char *end = NULL;
@@ -911,6 +916,9 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 		}
 		case 'K':
 			keep_old = true;
+			break;
+		case 'D':
+			keep_old = false;
 			break;
 		case 'S':
 			stage = true;

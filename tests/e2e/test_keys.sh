@@ -174,7 +174,7 @@ TRAFFIC=$TMP/traffic2
 traffic &
 LOOP=$!
 sleep 2
-out=$(wctl key rotate-dek --tenant "$S" --batch 7 2>"$TMP/dek.err")
+out=$(wctl key rotate-dek --tenant "$S" --batch 7 --destroy-old 2>"$TMP/dek.err")
 check "rotate-dek succeeds under live traffic (batches of 7, grace 65 s)" is "$(jfield "$out" dek_version 2>/dev/null)" "$((D0 + 1))"
 [ -n "$out" ] || sed 's/^/#   /' "$TMP/dek.err"
 check "rotate-dek re-sealed the tenant's values" test "$(jfield "$out" resealed)" -ge 5
@@ -212,8 +212,8 @@ check "audit events for rotate-dek and destroy-dek of the tenant" is \
 out=$(wctl backup run --region $R --tenant "$S3" 2>&1)
 B3=$(jfield "$out" backups 0 backup_id 2>/dev/null)
 T3=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$S3'")
-out=$(wctl key rotate-dek --tenant "$S3" --keep-old 2>&1)
-check "rotate-dek --keep-old: a new version, nothing destroyed" is "$(jfield "$out" dek_version 2>/dev/null)/$(jfield "$out" destroyed 2>/dev/null)" "2/0"
+out=$(wctl key rotate-dek --tenant "$S3" 2>&1)
+check "rotate-dek by default (--keep-old): a new version, nothing destroyed" is "$(jfield "$out" dek_version 2>/dev/null)/$(jfield "$out" destroyed 2>/dev/null)" "2/0"
 check "--keep-old: the live data is under the new version all the same" is "$(not_under "$T3" 2)" 0
 check "--keep-old: a backup from before the rotation still verifies" is \
 	"$(jfield "$(wctl backup verify --region $R --tenant "$S3" --backup "$B3" 2>&1)" ok 2>/dev/null)" True
@@ -227,7 +227,7 @@ pg_super $R "UPDATE ticket.tickets SET subject_enc = overlay(subject_enc placing
 out=$(api "$S" "$TMP/jar" GET "/api/v1/tickets/$TKX")
 check "a value under an unknown DEK version: refused, not shown" bash -c "[ '$(status "$out")' -ge 500 ] && ! grep -q 'to be tampered' <<<'$out'"
 check "the ticket daemon names the problem" grep -q "no live data key of that version" "$WARD_VAR/$R/log/ticket.log"
-out=$(wctl key rotate-dek --tenant "$S" --grace 0 2>&1)
+out=$(wctl key rotate-dek --tenant "$S" --grace 0 --destroy-old 2>&1)
 check "rotate-dek stops on a value that does not open, naming the column" grep -q 'ticket.tickets.subject_enc: a value names DEK version 99' <<<"$out"
 pg_super $R "UPDATE ticket.tickets SET subject_enc = overlay(subject_enc placing int4send($((D0 + 1))) from 2 for 4) WHERE id = '$TKX'" >/dev/null
 check "restored, the value reads again (that pass left the older version live, not destroyed)" is \
