@@ -7,7 +7,9 @@
  * backup.restore; principal kind "operator" only); a timer runs the daily backup of
  * every active tenant at backup.daily_at (UTC), then verifies each new backup and
  * applies retention. The jobs themselves are in backup_job.c, the format in
- * backup_format.c.
+ * backup_format.c. Point-in-time recovery of the cell (backup.base, backup.pitr,
+ * backup.pitr_expire, backup.scratch_drop, the daily base backup and the
+ * `ward-backup wal-push|wal-fetch` modes PostgreSQL runs) is in backup_wal.c.
  */
 #include <event2/event.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 
 #include "backup.pb-c.h"
 #include "backup_job.h"
+#include "backup_wal.h"
 #include "auditlog.h"
 #include "daemon.h"
 #include "log.h"
@@ -49,6 +52,8 @@ static const struct conf_entry backup_conf_entries[] = {
 	{ "backup.chunk_kib", CONF_INT, BC(chunk_kib), false, "1024", 1, 65536, NULL },
 	{ "backup.retention_days", CONF_INT, BC(retention_days), false, "35", 1, 3650, NULL },
 	{ "backup.closed_days", CONF_INT, BC(closed_days), false, "60", 1, 3650, NULL },
+	{ "backup.scratch_dir", CONF_STR, BC(scratch_dir), false, "/tmp", 0, 0, NULL },
+	{ "backup.pg_bin", CONF_STR, BC(pg_bin), false, "/usr/lib/postgresql/15/bin", 0, 0, NULL },
 };
 
 /* The job context of a request (actor from its principal) or of the schedule. */
@@ -191,6 +196,18 @@ static queue_result_t backup_handle(struct daemon *d, const Ward__Envelope *env,
 		r = backup_all(&c, req->tenant_id, &out, &err);
 	} else if (strcmp(env->method, "backup.list") == 0) {
 		r = backup_job_list(&c, req->tenant_id, &out, &err);
+	} else if (strcmp(env->method, "backup.base") == 0) {
+		r = backup_wal_base(&c, daemon_config(d)->pg_conninfo,
+				    (const char *)daemon_config(d)->pg_password.data, &out, &err);
+	} else if (strcmp(env->method, "backup.pitr") == 0) {
+		r = backup_wal_restore(&c, daemon_config(d)->pg_conninfo,
+				       (const char *)daemon_config(d)->pg_password.data,
+				       req->tenant_id, req->to_ms, &out, &err);
+	} else if (strcmp(env->method, "backup.pitr_expire") == 0) {
+		r = backup_wal_expire(&c, req->to_ms > 0 ? req->to_ms : (int64_t)time(NULL) * 1000,
+				      &out, &err);
+	} else if (strcmp(env->method, "backup.scratch_drop") == 0) {
+		r = backup_wal_scratch_drop(&c, req->backup_id, &out, &err);
 	} else if (req->tenant_id[0] == '\0') {
 		err = "tenant_id is required";
 	} else if (strcmp(env->method, "backup.verify") == 0) {
@@ -272,6 +289,16 @@ static void backup_tick(evutil_socket_t fd, short what, void *arg)
 	if (backup_job_expire(&c, &out, &err) < 0)
 		log_warn("retention: %s", err ? err : "failed");
 	json_decref(out);
+	out = NULL;
+	/* The cell's base backup for point-in-time recovery, and its retention. */
+	if (backup_wal_base(&c, daemon_config(d)->pg_conninfo,
+			    (const char *)daemon_config(d)->pg_password.data, &out, &err) < 0)
+		log_warn("base backup: %s", err ? err : "failed");
+	json_decref(out);
+	out = NULL;
+	if (backup_wal_expire(&c, (int64_t)now * 1000, &out, &err) < 0)
+		log_warn("point-in-time retention: %s", err ? err : "failed");
+	json_decref(out);
 	auditlog_relay_kick(d);
 }
 
@@ -302,6 +329,10 @@ static const struct daemon_method backup_methods[] = {
 	{ "backup.list", backup_handle, "operator", 4096, NULL },
 	{ "backup.verify", backup_handle, "operator", 4096, NULL },
 	{ "backup.restore", backup_handle, "operator", 4096, NULL },
+	{ "backup.base", backup_handle, "operator", 4096, NULL },
+	{ "backup.pitr", backup_handle, "operator", 4096, NULL },
+	{ "backup.pitr_expire", backup_handle, "operator", 4096, NULL },
+	{ "backup.scratch_drop", backup_handle, "operator", 4096, NULL },
 };
 
 static const struct daemon_service backup_service = {
@@ -322,5 +353,14 @@ static const struct daemon_service backup_service = {
 
 int main(int argc, char **argv)
 {
+	/* PostgreSQL's archive_command / restore_command: a short-lived mode. */
+	if (argc > 1 && (strcmp(argv[1], "wal-push") == 0 || strcmp(argv[1], "wal-fetch") == 0))
+		return backup_wal_main(argc, argv, backup_conf_entries,
+				       sizeof backup_conf_entries / sizeof backup_conf_entries[0],
+				       &backup_conf);
+	/* restore_command names this binary and its configuration file. */
+	for (int i = 1; i + 1 < argc; i++)
+		if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0)
+			backup_wal_set_self(argv[i + 1]);
 	return daemon_main(argc, argv, &backup_service);
 }
