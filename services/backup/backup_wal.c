@@ -1232,7 +1232,7 @@ int backup_wal_restore(const struct backup_ctx *c, const char *conninfo, const c
 out:
 	db_free(sdb);
 	json_decref(tables);
-	if (made && getenv("WARD_PITR_KEEP") == NULL)
+	if (made)
 		wal_scratch_remove(c, scratch);
 	wal_bases_free(v, n);
 	return ret;
