@@ -15,8 +15,10 @@
  * with archiving off. A one-tenant restore then reads that tenant's rows from the
  * scratch cluster (backup.dump_rows, under its RLS), and replaces the tenant's rows in
  * the live cell in one transaction (tenant.lifecycle_pitr_begin, then
- * tenant.lifecycle_restore_rows as for a closed tenant); other tenants are not
- * touched. Every failure removes the scratch directory: nothing is half-restored.
+ * tenant.lifecycle_restore_rows as for a closed tenant, then
+ * tenant.lifecycle_pitr_end: sessions and tokens of the past revoked, API keys and
+ * OAuth clients revoked since kept revoked); other tenants are not touched.
+ * Passwords are as they were at the time (the audit log says who changed what). Every failure removes the scratch directory: nothing is half-restored.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -544,7 +546,7 @@ static int wal_start_segment(const char *logfile, unsigned seg_mib, char out[25]
 int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char *password,
 		    json_t **out_r, const char **error_r)
 {
-	char id[33], tenant[64], k[160], logfile[4200], label[64], pgbb[1024], start[25] = "";
+	char id[33] = "", tenant[64], k[160], logfile[4200], label[64], pgbb[1024], start[25] = "";
 	char hex[65];
 	uint8_t salt[BACKUP_SALT_LEN], key[CRYPTO_KEY_LEN], sha[32], *buf = NULL, *mf = NULL;
 	size_t chunk = (size_t)c->conf->chunk_kib * 1024, fill = 0, mlen;
@@ -670,7 +672,7 @@ out:
 	}
 	if (pipefd[0] >= 0)
 		close(pipefd[0]);
-	if (ret < 0 && c->conf->dir != NULL) {
+	if (ret < 0 && c->conf->dir != NULL && id[0] != '\0') {
 		const char *ignored = NULL;
 
 		snprintf(k, sizeof k, "cell/base/%s", id);
@@ -923,10 +925,10 @@ static const char *wal_why(const char *scratch, const char *when)
 		while (fgets(line, sizeof line, f) != NULL) {
 			line[strcspn(line, "\n")] = '\0';
 			if (strncmp(line, "corrupt ", 8) == 0 && corrupt[0] == '\0')
-				snprintf(corrupt, sizeof corrupt, "%s", line + 8);
+				snprintf(corrupt, sizeof corrupt, "%.64s", line + 8);
 			else if (strncmp(line, "missing ", 8) == 0 && missing[0] == '\0' &&
 				 strlen(line + 8) == 24)
-				snprintf(missing, sizeof missing, "%s", line + 8);
+				memcpy(missing, line + 8, 25); /* 24 characters and the NUL */
 		}
 		fclose(f);
 	}
@@ -1043,7 +1045,8 @@ static int wal_tenant_write(const struct backup_ctx *c, const char *tenant_id, j
 	json_t *t;
 	PGresult *res;
 	char *dj = NULL;
-	long long rows = 0;
+	long long rows = 0, revoked;
+	json_t *detail;
 	size_t i;
 
 	if (db_begin(c->db, tenant_id, error_r) < 0)
@@ -1064,8 +1067,15 @@ static int wal_tenant_write(const struct backup_ctx *c, const char *tenant_id, j
 		rows += atoll(PQgetvalue(res, 0, 0));
 		PQclear(res);
 	}
-	dj = json_dumps(json_pack("{s:s, s:I}", "to", when, "rows", (json_int_t)rows),
-			JSON_COMPACT);
+	res = db_exec(c->db, "SELECT tenant.lifecycle_pitr_end($1)", 1, p1, error_r);
+	if (res == NULL)
+		goto fail;
+	revoked = atoll(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	detail = json_pack("{s:s, s:I, s:I}", "to", when, "rows", (json_int_t)rows,
+			   "sessions_revoked", (json_int_t)revoked);
+	dj = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
+	json_decref(detail);
 	ev.tenant_id = (char *)tenant_id;
 	ev.type = "backup";
 	ev.action = "restore-pitr";

@@ -200,6 +200,11 @@ check "live: ticket A2 of $S1 present" live_has_ticket "$A2" 1
 check "live: ticket B of $S1 (after T) gone" live_has_ticket "$B1" 0
 check "live: ticket C of the other tenant (after T) untouched" live_has_ticket "$C2" 1
 check "live: tenant $S3 (after T) untouched" is "$(tid "$S3" | wc -l)" 1
+check "sessions of the past are revoked: the old session is refused" \
+	is "$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$WARD_CA" --resolve "$S1.$R.$WARD_DOMAIN:$P:127.0.0.1" \
+		-b "$TMP/j1" "https://$S1.$R.$WARD_DOMAIN:$P/api/v1/tickets/$A1")" 401
+reset_limits
+check "the admin signs in again (password as at T)" is "$(status "$(login "$S1" "$TMP/j1" "admin@$S1.example" "$NEWPW")")" 200
 check "the API agrees: A readable, B not found" bash -c "
 	[ \"\$(curl -sS -o /dev/null -w '%{http_code}' --cacert '$WARD_CA' --resolve '$S1.$R.$WARD_DOMAIN:$P:127.0.0.1' \
 		-b '$TMP/j1' 'https://$S1.$R.$WARD_DOMAIN:$P/api/v1/tickets/$A1')\" = 200 ] &&
