@@ -49,7 +49,8 @@ static void pitr_done(void *arg, int status, const Ward__Envelope *env, const ui
 			 status == QUEUE_ETIMEDOUT ? "timed out (is ward-backup running?)"
 						   : "Redis connection down");
 	} else if (env->status != 0) {
-		snprintf(c->error, sizeof c->error, "%s", env->error != NULL ? env->error : "failed");
+		snprintf(c->error, sizeof c->error, "%s",
+			 env->error != NULL ? env->error : "failed");
 		c->status = env->status;
 	} else if (len > PITR_REPLY_MAX ||
 		   (r = ward__backup_reply__unpack(NULL, len, payload)) == NULL) {
@@ -69,7 +70,7 @@ static const char *pitr_operator(void)
 
 	if (user == NULL || user[0] == '\0' || strlen(user) > 64 ||
 	    strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(user))
+		strlen(user))
 		return "ops";
 	return user;
 }
@@ -79,9 +80,9 @@ static int pitr_call(const struct wardctl_conf *conf, int region, const char *me
 		     const Ward__BackupRequest *req)
 {
 	const struct wardctl_cell *cell = &conf->cell[region];
-	struct queue_opts qo = { 0 };
-	struct queue_msg msg = { 0 };
-	struct pitr_call c = { 0 };
+	struct queue_opts qo = {0};
+	struct queue_msg msg = {0};
+	struct pitr_call c = {0};
 	Ward__Principal principal = WARD__PRINCIPAL__INIT;
 	envelope_keys_t *keys = NULL;
 	queue_t *q = NULL;
@@ -149,7 +150,7 @@ out:
 /* TIME as RFC 3339 UTC ("…Z", fractions kept to the millisecond) or unix ms. */
 static int pitr_parse_time(const char *s, int64_t *ms_r)
 {
-	struct tm tm = { 0 };
+	struct tm tm = {0};
 	char *end;
 	int64_t frac = 0;
 
@@ -176,17 +177,16 @@ static int pitr_parse_time(const char *s, int64_t *ms_r)
 }
 
 /* The id and status of tenant slug homed in region; -1 after printing. */
-static int pitr_tenant(const struct wardctl_conf *conf, int region, const char *slug,
-		       char id[40], char status[16])
+static int pitr_tenant(const struct wardctl_conf *conf, int region, const char *slug, char id[40],
+		       char status[16])
 {
-	const char *params[1] = { slug }, *err = NULL;
+	const char *params[1] = {slug}, *err = NULL;
 	db_t *db = wardctl_db(conf, region);
 	PGresult *res;
 
 	if (db == NULL)
 		return -1;
-	res = db_exec(db, "SELECT id, status FROM tenant.tenants WHERE slug = $1", 1, params,
-		      &err);
+	res = db_exec(db, "SELECT id, status FROM tenant.tenants WHERE slug = $1", 1, params, &err);
 	if (res == NULL || PQntuples(res) != 1) {
 		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
 			      slug, err ? ": " : "", err ? err : "");
@@ -206,13 +206,13 @@ static int pitr_tenant(const struct wardctl_conf *conf, int region, const char *
 int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled);
 int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled)
 {
-	static const struct option opts[] = { { "region", required_argument, NULL, 'r' },
-					      { "tenant", required_argument, NULL, 't' },
-					      { "backup", required_argument, NULL, 'b' },
-					      { "to", required_argument, NULL, 'T' },
-					      { "now", required_argument, NULL, 'N' },
-					      { "id", required_argument, NULL, 'i' },
-					      { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"region", required_argument, NULL, 'r'},
+					     {"tenant", required_argument, NULL, 't'},
+					     {"backup", required_argument, NULL, 'b'},
+					     {"to", required_argument, NULL, 'T'},
+					     {"now", required_argument, NULL, 'N'},
+					     {"id", required_argument, NULL, 'i'},
+					     {NULL, 0, NULL, 0}};
 	Ward__BackupRequest req = WARD__BACKUP_REQUEST__INIT;
 	const char *region = NULL, *slug = NULL, *to = NULL, *now = NULL, *id = NULL, *method;
 	char tenant_id[40] = "", status[16] = "", scratch[33] = "";
@@ -229,13 +229,27 @@ int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *ha
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "r:t:b:T:N:i:", opts, NULL)) != -1) {
 		switch (c) {
-		case 'r': region = optarg; break;
-		case 't': slug = optarg; break;
-		case 'b': backup = 1; break;
-		case 'T': to = optarg; break;
-		case 'N': now = optarg; break;
-		case 'i': id = optarg; break;
-		default: backup = 1; break; /* not ours: wardctl_backup.c's parser says why */
+		case 'r':
+			region = optarg;
+			break;
+		case 't':
+			slug = optarg;
+			break;
+		case 'b':
+			backup = 1;
+			break;
+		case 'T':
+			to = optarg;
+			break;
+		case 'N':
+			now = optarg;
+			break;
+		case 'i':
+			id = optarg;
+			break;
+		default:
+			backup = 1;
+			break; /* not ours: wardctl_backup.c's parser says why */
 		}
 	}
 	opterr = 1;

@@ -18,7 +18,8 @@
  * tenant.lifecycle_restore_rows as for a closed tenant, then
  * tenant.lifecycle_pitr_end: sessions and tokens of the past revoked, API keys and
  * OAuth clients revoked since kept revoked); other tenants are not touched.
- * Passwords are as they were at the time (the audit log says who changed what). Every failure removes the scratch directory: nothing is half-restored.
+ * Passwords are as they were at the time (the audit log says who changed what). Every failure
+ * removes the scratch directory: nothing is half-restored.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -90,8 +91,8 @@ static int wal_mkdirs(const char *path)
 	return 0;
 }
 
-int backup_wal_store(const struct backup_conf *conf, const char *key, const void *buf,
-		     size_t len, const char **error_r)
+int backup_wal_store(const struct backup_conf *conf, const char *key, const void *buf, size_t len,
+		     const char **error_r)
 {
 	char path[4096], tmp[4200], dir[4096], *slash;
 	const uint8_t *p = buf;
@@ -148,8 +149,8 @@ fail:
 	return -1;
 }
 
-int backup_wal_fetch(const struct backup_conf *conf, const char *key, size_t max,
-		     uint8_t **buf_r, size_t *len_r, const char **error_r)
+int backup_wal_fetch(const struct backup_conf *conf, const char *key, size_t max, uint8_t **buf_r,
+		     size_t *len_r, const char **error_r)
 {
 	char path[4096];
 	struct stat st;
@@ -268,10 +269,10 @@ int backup_wal_name_ok(const char *name)
 
 	if (n == 24 && hex == 24)
 		return 1; /* a segment */
-	if (hex == 24 && (strcmp(name + 24, ".partial") == 0 ||
-			  (n == 24 + 1 + 8 + 7 && name[24] == '.' &&
-			   strspn(name + 25, "0123456789ABCDEF") == 8 &&
-			   strcmp(name + 33, ".backup") == 0)))
+	if (hex == 24 &&
+	    (strcmp(name + 24, ".partial") == 0 ||
+	     (n == 24 + 1 + 8 + 7 && name[24] == '.' &&
+	      strspn(name + 25, "0123456789ABCDEF") == 8 && strcmp(name + 33, ".backup") == 0)))
 		return 1;
 	return n == 16 && hex == 8 && strcmp(name + 8, ".history") == 0;
 }
@@ -353,7 +354,8 @@ static pid_t wal_spawn(char *const argv[], int in_fd, int out_fd, const char *er
 		return pid;
 	{
 		int null = open("/dev/null", O_RDWR);
-		int err = errfile != NULL ? open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600) : null;
+		int err =
+		    errfile != NULL ? open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600) : null;
 
 		if (null < 0 || err < 0 || dup2(in_fd >= 0 ? in_fd : null, 0) < 0 ||
 		    dup2(out_fd >= 0 ? out_fd : null, 1) < 0 || dup2(err, 2) < 0)
@@ -504,7 +506,8 @@ static int wal_bases(const struct backup_ctx *c, struct wal_base **v_r, size_t *
 		json_decref(names);
 		return -1;
 	}
-	json_array_foreach(names, i, name) {
+	json_array_foreach(names, i, name)
+	{
 		const char *id = json_string_value(name), *err = NULL;
 
 		if (id == NULL || strlen(id) != 32 || strspn(id, "0123456789abcdef") != 32)
@@ -554,7 +557,7 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	json_t *chunks = json_array(), *manifest = NULL;
 	char *mjson = NULL;
 	uint32_t index = 0;
-	int pipefd[2] = { -1, -1 }, ret = -1, eof = 0;
+	int pipefd[2] = {-1, -1}, ret = -1, eof = 0;
 	unsigned seg_mib;
 	pid_t pid = -1;
 	PGresult *res;
@@ -562,8 +565,10 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	if (chunks == NULL || c->conf->dir == NULL || c->kek == NULL)
 		goto out;
 	/* Segment names follow from LSNs only with the cluster's segment size. */
-	res = db_exec(c->db, "SELECT setting::bigint / 1048576 FROM pg_settings "
-			     "WHERE name = 'wal_segment_size'", 0, NULL, error_r);
+	res = db_exec(c->db,
+		      "SELECT setting::bigint / 1048576 FROM pg_settings "
+		      "WHERE name = 'wal_segment_size'",
+		      0, NULL, error_r);
 	if (res == NULL || PQntuples(res) != 1 ||
 	    (seg_mib = (unsigned)atoi(PQgetvalue(res, 0, 0))) == 0 || seg_mib > 1024) {
 		PQclear(res);
@@ -586,8 +591,8 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	}
 	{
 		/* Tar to stdout with the WAL needed for consistency inside (-X fetch). */
-		char *argv[] = { pgbb, "-d", (char *)conninfo, "-D", "-", "-F", "t", "-X", "fetch",
-				 "-c", "fast", "-l", label, "-v", "-w", NULL };
+		char *argv[] = {pgbb,	 "-d", (char *)conninfo, "-D", "-",   "-F", "t",  "-X",
+				"fetch", "-c", "fast",		 "-l", label, "-v", "-w", NULL};
 
 		pid = wal_spawn(argv, -1, pipefd[1], logfile, password);
 	}
@@ -625,8 +630,8 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 		}
 		free(sealed);
 		crypto_hex(sha, sizeof sha, hex);
-		json_array_append_new(chunks, json_pack("{s:I, s:s}", "size", (json_int_t)slen,
-							"sha256", hex));
+		json_array_append_new(
+		    chunks, json_pack("{s:I, s:s}", "size", (json_int_t)slen, "sha256", hex));
 		bytes += (int64_t)fill;
 		index++;
 		crypto_wipe(buf, fill);
@@ -719,7 +724,8 @@ int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 	if (n > 0) {
 		if (backup_wal_list(c->conf, "cell/wal", &names, error_r) < 0)
 			goto fail;
-		json_array_foreach(names, i, name) {
+		json_array_foreach(names, i, name)
+		{
 			const char *w = json_string_value(name);
 
 			if (w == NULL || strlen(w) < 24 || strspn(w, "0123456789ABCDEF") < 24 ||
@@ -733,11 +739,11 @@ int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 		json_decref(names);
 		names = NULL;
 	}
-	*out_r = json_pack("{s:s, s:I, s:s, s:o, s:I, s:i}", "region", c->region, "cutoff_ms",
-			   (json_int_t)cutoff, "oldest_kept_base",
-			   n > 0 ? v[keep].id : "", "purged_base_backups", gone_b,
-			   "purged_wal_segments", (json_int_t)json_array_size(gone_w),
-			   "base_backups_kept", (int)(n - keep));
+	*out_r =
+	    json_pack("{s:s, s:I, s:s, s:o, s:I, s:i}", "region", c->region, "cutoff_ms",
+		      (json_int_t)cutoff, "oldest_kept_base", n > 0 ? v[keep].id : "",
+		      "purged_base_backups", gone_b, "purged_wal_segments",
+		      (json_int_t)json_array_size(gone_w), "base_backups_kept", (int)(n - keep));
 	json_decref(gone_w);
 	wal_bases_free(v, n);
 	return *out_r != NULL ? 0 : -1;
@@ -766,7 +772,7 @@ void backup_wal_set_self(const char *config_path)
 /* A free loopback TCP port (the kernel's choice); 0 if none. */
 static int wal_free_port(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET};
 	socklen_t alen = sizeof a;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = 0;
 
@@ -789,9 +795,9 @@ static int wal_unpack(const struct backup_ctx *c, const struct wal_base *b, cons
 	json_t *chunks = json_object_get(b->manifest, "chunks"), *ch;
 	size_t i, mlen;
 	uint32_t ver;
-	int pipefd[2] = { -1, -1 }, ret = -1;
+	int pipefd[2] = {-1, -1}, ret = -1;
 	pid_t pid = -1;
-	char *argv[] = { "/bin/tar", "-x", "-f", "-", "-C", (char *)data, NULL };
+	char *argv[] = {"/bin/tar", "-x", "-f", "-", "-C", (char *)data, NULL};
 
 	snprintf(k, sizeof k, "cell/base/%s/manifest", b->id);
 	if (backup_wal_fetch(c->conf, k, BACKUP_MANIFEST_MAX, &mbuf, &mlen, error_r) != 0 ||
@@ -811,7 +817,8 @@ static int wal_unpack(const struct backup_ctx *c, const struct wal_base *b, cons
 	}
 	close(pipefd[0]);
 	pipefd[0] = -1;
-	json_array_foreach(chunks, i, ch) {
+	json_array_foreach(chunks, i, ch)
+	{
 		uint8_t *in = NULL, *pt = NULL;
 		size_t in_len, pt_len, off = 0;
 		const char *want = json_string_value(json_object_get(ch, "sha256"));
@@ -827,7 +834,8 @@ static int wal_unpack(const struct backup_ctx *c, const struct wal_base *b, cons
 		(void)crypto_sha256(in, in_len, sha);
 		crypto_hex(sha, sizeof sha, hex);
 		if (want == NULL || strcmp(want, hex) != 0 ||
-		    backup_chunk_open(key, tenant, b->id, (uint32_t)i, in, in_len, &pt, &pt_len) < 0) {
+		    backup_chunk_open(key, tenant, b->id, (uint32_t)i, in, in_len, &pt, &pt_len) <
+			0) {
 			free(in);
 			*error_r = wal_error("base backup %s: chunk %zu fails its check (tampered)",
 					     b->id, i);
@@ -937,7 +945,8 @@ static const char *wal_why(const char *scratch, const char *when)
 		while (fgets(line, sizeof line, f) != NULL) {
 			char *p = strstr(line, "FATAL:");
 
-			if (strstr(line, "recovery ended before configured recovery target") != NULL)
+			if (strstr(line, "recovery ended before configured recovery target") !=
+			    NULL)
 				not_reached = 1;
 			if (p != NULL && fatal[0] == '\0' &&
 			    strstr(p, "not accepting connections") == NULL &&
@@ -971,7 +980,7 @@ static void wal_scratch_remove(const struct backup_ctx *c, const char *scratch)
 	snprintf(pid, sizeof pid, "%s/postmaster.pid", data);
 	snprintf(pgctl, sizeof pgctl, "%s/pg_ctl", c->conf->pg_bin);
 	if (access(pid, F_OK) == 0) {
-		char *argv[] = { pgctl, "-D", data, "-m", "immediate", "-w", "stop", NULL };
+		char *argv[] = {pgctl, "-D", data, "-m", "immediate", "-w", "stop", NULL};
 
 		(void)wal_run(argv, NULL);
 	}
@@ -982,15 +991,14 @@ static void wal_scratch_remove(const struct backup_ctx *c, const char *scratch)
 static int wal_tenant_read(db_t *scratch, const char *tenant_id, json_t **tables_r,
 			   const char **error_r)
 {
-	const char *p1[1] = { tenant_id };
+	const char *p1[1] = {tenant_id};
 	json_t *tables = json_array();
 	PGresult *res = NULL, *rows;
 	int ret = -1;
 
 	if (tables == NULL)
 		return -1;
-	res = db_exec(scratch, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
-		      error_r);
+	res = db_exec(scratch, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, error_r);
 	if (res == NULL)
 		goto out;
 	PQclear(res);
@@ -1010,7 +1018,7 @@ static int wal_tenant_read(db_t *scratch, const char *tenant_id, json_t **tables
 	if (res == NULL)
 		goto out;
 	for (int i = 0; i < PQntuples(res); i++) {
-		const char *p[2] = { PQgetvalue(res, i, 0), PQgetvalue(res, i, 1) };
+		const char *p[2] = {PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)};
 
 		rows = db_exec(scratch,
 			       "SELECT count(*), '[' || coalesce(string_agg(r, ','), '') || ']' "
@@ -1040,7 +1048,7 @@ out:
 static int wal_tenant_write(const struct backup_ctx *c, const char *tenant_id, json_t *tables,
 			    const char *when, long long *rows_r, const char **error_r)
 {
-	const char *p1[1] = { tenant_id };
+	const char *p1[1] = {tenant_id};
 	Ward__AuditEvent ev = WARD__AUDIT_EVENT__INIT;
 	json_t *t;
 	PGresult *res;
@@ -1055,10 +1063,11 @@ static int wal_tenant_write(const struct backup_ctx *c, const char *tenant_id, j
 	if (res == NULL)
 		goto fail;
 	PQclear(res);
-	json_array_foreach(tables, i, t) {
-		const char *p[4] = { tenant_id, json_string_value(json_object_get(t, "sch")),
-				     json_string_value(json_object_get(t, "tbl")),
-				     json_string_value(json_object_get(t, "json")) };
+	json_array_foreach(tables, i, t)
+	{
+		const char *p[4] = {tenant_id, json_string_value(json_object_get(t, "sch")),
+				    json_string_value(json_object_get(t, "tbl")),
+				    json_string_value(json_object_get(t, "json"))};
 
 		res = db_exec(c->db, "SELECT tenant.lifecycle_restore_rows($1, $2, $3, $4::jsonb)",
 			      4, p, error_r);
@@ -1100,9 +1109,9 @@ static PGresult *wal_wait_promoted(const struct backup_ctx *c, const char *data,
 				   const char *conninfo, const char *password, db_t **db_r)
 {
 	char pgctl[1100];
-	char *argv[] = { pgctl, "-D", (char *)data, "status", NULL };
+	char *argv[] = {pgctl, "-D", (char *)data, "status", NULL};
 	int64_t deadline = wal_now_ms() + (int64_t)atoi(WAL_START_TIMEOUT_S) * 1000;
-	struct timespec nap = { 0, 200 * 1000 * 1000 };
+	struct timespec nap = {0, 200 * 1000 * 1000};
 
 	snprintf(pgctl, sizeof pgctl, "%s/pg_ctl", c->conf->pg_bin);
 	while (wal_now_ms() < deadline) {
@@ -1128,8 +1137,7 @@ static PGresult *wal_wait_promoted(const struct backup_ctx *c, const char *data,
 }
 
 int backup_wal_restore(const struct backup_ctx *c, const char *conninfo, const char *password,
-		       const char *tenant_id, int64_t to_ms, json_t **out_r,
-		       const char **error_r)
+		       const char *tenant_id, int64_t to_ms, json_t **out_r, const char **error_r)
 {
 	char id[33], scratch[4096], data[4200], logf[4300], pgctl[1100], when[40], port_s[16];
 	char sconn[2048];
@@ -1160,14 +1168,15 @@ int backup_wal_restore(const struct backup_ctx *c, const char *conninfo, const c
 		if (v[i].finished_ms <= to_ms)
 			b = &v[i];
 	if (b == NULL) {
-		*error_r = wal_error("no base backup of cell %s finished before %s", c->region, when);
+		*error_r =
+		    wal_error("no base backup of cell %s finished before %s", c->region, when);
 		goto out;
 	}
 	if (crypto_random_id(id) < 0 ||
 	    WAL_PATHF(scratch, "%s/ward-pitr-%s", c->conf->scratch_dir, id) ||
 	    strpbrk(scratch, "' \\") != NULL || mkdir(scratch, 0700) < 0) {
-		*error_r = wal_error("cannot create a scratch directory in %s",
-				     c->conf->scratch_dir);
+		*error_r =
+		    wal_error("cannot create a scratch directory in %s", c->conf->scratch_dir);
 		goto out;
 	}
 	made = 1;
@@ -1187,8 +1196,8 @@ int backup_wal_restore(const struct backup_ctx *c, const char *conninfo, const c
 	}
 	snprintf(port_s, sizeof port_s, "%d", port);
 	{
-		char *argv[] = { pgctl, "-D", data, "-l", logf, "-w", "-t", WAL_START_TIMEOUT_S,
-				 "start", NULL };
+		char *argv[] = {pgctl,	 "-D", data, "-l", logf, "-w", "-t", WAL_START_TIMEOUT_S,
+				"start", NULL};
 
 		if (wal_run(argv, NULL) < 0) {
 			*error_r = wal_why(scratch, when);
@@ -1202,11 +1211,11 @@ int backup_wal_restore(const struct backup_ctx *c, const char *conninfo, const c
 	}
 	if (tenant_id == NULL || tenant_id[0] == '\0') {
 		PQclear(res);
-		*out_r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s}", "region",
-				   c->region, "to", when, "base_backup_id", b->id, "scratch_id", id,
-				   "host", "127.0.0.1", "port", port, "socket_dir", scratch,
-				   "data_dir", data, "stop",
-				   "wardctl backup scratch-drop --region R --id <scratch_id>");
+		*out_r =
+		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s}", "region", c->region,
+			      "to", when, "base_backup_id", b->id, "scratch_id", id, "host",
+			      "127.0.0.1", "port", port, "socket_dir", scratch, "data_dir", data,
+			      "stop", "wardctl backup scratch-drop --region R --id <scratch_id>");
 		ret = *out_r != NULL ? 0 : -1;
 		if (ret == 0)
 			made = 0; /* it stays up for the operator */
@@ -1327,8 +1336,10 @@ static int wal_push(const struct backup_conf *conf, const char *region,
 		    optlen == len && memcmp(oldpt, pt, len) == 0)
 			ret = 0;
 		else
-			fprintf(stderr, "ward-backup wal-push: %s is already archived with other "
-					"content; refusing to overwrite\n", name);
+			fprintf(stderr,
+				"ward-backup wal-push: %s is already archived with other "
+				"content; refusing to overwrite\n",
+				name);
 		goto out;
 	}
 	if (r < 0) {
@@ -1374,8 +1385,10 @@ static int wal_fetch_one(const struct backup_conf *conf, const char *region,
 		return 1;
 	}
 	if (r < 0 || backup_wal_open(key, region, name, in, len, &pt, &plen) < 0) {
-		fprintf(stderr, "ward-backup wal-fetch: %s fails authentication (corrupted or "
-				"tampered)\n", name);
+		fprintf(stderr,
+			"ward-backup wal-fetch: %s fails authentication (corrupted or "
+			"tampered)\n",
+			name);
 		wal_note(notes, "corrupt", name);
 		goto out;
 	}
@@ -1399,8 +1412,8 @@ int backup_wal_main(int argc, char **argv, const struct conf_entry *entries, siz
 {
 	struct daemon_config dc;
 	struct conf_section sec[2] = {
-		{ daemon_conf_entries, daemon_conf_n, &dc },
-		{ entries, n, conf },
+	    {daemon_conf_entries, daemon_conf_n, &dc},
+	    {entries, n, conf},
 	};
 	const char *mode = argv[1], *config = NULL, *notes = NULL, *err = NULL;
 	uint8_t kek[CRYPTO_KEY_LEN], key[CRYPTO_KEY_LEN];
@@ -1408,8 +1421,9 @@ int backup_wal_main(int argc, char **argv, const struct conf_entry *entries, siz
 	int ret = 1;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: ward-backup wal-push PATH NAME --config FILE\n"
-				"       ward-backup wal-fetch NAME PATH --config FILE [--notes FILE]\n");
+		fprintf(stderr,
+			"usage: ward-backup wal-push PATH NAME --config FILE\n"
+			"       ward-backup wal-fetch NAME PATH --config FILE [--notes FILE]\n");
 		return 2;
 	}
 	for (int i = 4; i < argc; i++) {
@@ -1426,7 +1440,8 @@ int backup_wal_main(int argc, char **argv, const struct conf_entry *entries, siz
 		const char *name = strcmp(mode, "wal-push") == 0 ? argv[3] : argv[2];
 
 		if (config == NULL || !backup_wal_name_ok(name)) {
-			fprintf(stderr, "ward-backup %s: needs --config and a WAL file name\n", mode);
+			fprintf(stderr, "ward-backup %s: needs --config and a WAL file name\n",
+				mode);
 			return 2;
 		}
 	}

@@ -33,11 +33,11 @@
 
 /* ---- storage: the only place the target is touched (key = relative path) ---- */
 /* Write key atomically (temporary name, fsync, rename); 0 or -1. */
-int backup_wal_store(const struct backup_conf *conf, const char *key, const void *buf,
-		     size_t len, const char **error_r);
+int backup_wal_store(const struct backup_conf *conf, const char *key, const void *buf, size_t len,
+		     const char **error_r);
 /* Read key: 0, 1 if absent, -1 on error; *buf_r malloc'd. */
-int backup_wal_fetch(const struct backup_conf *conf, const char *key, size_t max,
-		     uint8_t **buf_r, size_t *len_r, const char **error_r);
+int backup_wal_fetch(const struct backup_conf *conf, const char *key, size_t max, uint8_t **buf_r,
+		     size_t *len_r, const char **error_r);
 /* The names under prefix (one level), sorted; a JSON array of strings. */
 int backup_wal_list(const struct backup_conf *conf, const char *prefix, json_t **names_r,
 		    const char **error_r);
@@ -77,8 +77,7 @@ int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 /* Rebuild a scratch cluster at to_ms; with tenant_id, copy that tenant into the live
  * cell (c->db) and drop the scratch cluster; else leave it running and say where. */
 int backup_wal_restore(const struct backup_ctx *c, const char *conninfo, const char *password,
-		       const char *tenant_id, int64_t to_ms, json_t **out_r,
-		       const char **error_r);
+		       const char *tenant_id, int64_t to_ms, json_t **out_r, const char **error_r);
 /* Stop and remove the scratch cluster id. */
 int backup_wal_scratch_drop(const struct backup_ctx *c, const char *id, json_t **out_r,
 			    const char **error_r);

@@ -123,7 +123,7 @@ static char *tmpdir(void)
 
 static void test_storage(void **state)
 {
-	struct backup_conf conf = { 0 };
+	struct backup_conf conf = {0};
 	const char *err = NULL;
 	uint8_t *buf = NULL;
 	size_t len;
@@ -170,18 +170,25 @@ static void test_storage(void **state)
 /* The table ward-backup's main passes (the part wal-push reads). */
 static struct backup_conf tconf;
 static const struct conf_entry tentries[] = {
-	{ "backup.dir", CONF_STR, offsetof(struct backup_conf, dir), false, NULL, 0, 0, NULL },
-	{ "backup.daily_at", CONF_STR, offsetof(struct backup_conf, daily_at), false, "03:00", 0,
-	  0, NULL },
-	{ "backup.scratch_dir", CONF_STR, offsetof(struct backup_conf, scratch_dir), false, NULL,
-	  0, 0, NULL },
+    {"backup.dir", CONF_STR, offsetof(struct backup_conf, dir), false, NULL, 0, 0, NULL},
+    {"backup.daily_at", CONF_STR, offsetof(struct backup_conf, daily_at), false, "03:00", 0, 0,
+     NULL},
+    {"backup.scratch_dir", CONF_STR, offsetof(struct backup_conf, scratch_dir), false, NULL, 0, 0,
+     NULL},
 };
 
 static int run(const char *mode, const char *a, const char *b, const char *config,
 	       const char *notes)
 {
-	char *argv[] = { "ward-backup", (char *)mode, (char *)a, (char *)b, "--config",
-			 (char *)config, notes ? "--notes" : NULL, (char *)notes, NULL };
+	char *argv[] = {"ward-backup",
+			(char *)mode,
+			(char *)a,
+			(char *)b,
+			"--config",
+			(char *)config,
+			notes ? "--notes" : NULL,
+			(char *)notes,
+			NULL};
 
 	return backup_wal_main(notes ? 8 : 6, argv, tentries, 3, &tconf);
 }
@@ -274,9 +281,9 @@ static void test_push_fetch(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cell_key),   cmocka_unit_test(test_seal_open),
-		cmocka_unit_test(test_names),	   cmocka_unit_test(test_segment_of),
-		cmocka_unit_test(test_storage),	   cmocka_unit_test(test_push_fetch),
+	    cmocka_unit_test(test_cell_key), cmocka_unit_test(test_seal_open),
+	    cmocka_unit_test(test_names),    cmocka_unit_test(test_segment_of),
+	    cmocka_unit_test(test_storage),  cmocka_unit_test(test_push_fetch),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
