@@ -80,6 +80,11 @@ bin/ward-$(1): $(patsubst %.c,$(BUILD)/%.o,$(wildcard services/$(1)/*.c)) $(LIBW
 	$$(CC) $$(LDFLAGS) -o $$@ $$(filter-out $$(FLAVOR),$$^) $$(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call daemon_rule,$(s))))
+# libcurl (S3 backup target, AWS SigV4) for ward-backup only.
+bin/ward-backup: LDLIBS += $(shell pkg-config --libs libcurl 2>/dev/null)
+$(BUILD)/services/backup/%.o: CFLAGS += $(shell pkg-config --cflags libcurl 2>/dev/null)
+bin/tests/test_backup_format: LDLIBS += $(shell pkg-config --libs libcurl 2>/dev/null)
+bin/tests/test_backup_wal: LDLIBS += $(shell pkg-config --libs libcurl 2>/dev/null)
 
 bin/wardctl: $(patsubst %.c,$(BUILD)/%.o,$(wildcard ops/wardctl/*.c)) $(LIBWARD) $(FLAVOR)
 	@mkdir -p bin

@@ -915,6 +915,12 @@ static void queue_send_reply(queue_t *q, const Ward__Envelope *req, int status, 
 			  LF_STR("reply_to", req->reply_to));
 }
 
+void queue_reply_later(queue_t *q, const Ward__Envelope *req, int status, const char *error,
+		       const uint8_t *data, size_t len)
+{
+	queue_send_reply(q, req, status, error, data, len);
+}
+
 /* Handle one entry of stream: 1 if it must be acked now, 0 to leave it pending. */
 static int queue_process(queue_t *q, const char *id, const uint8_t *data, size_t len, int has_e,
 			 long deliveries)
@@ -960,7 +966,8 @@ static int queue_process(queue_t *q, const char *id, const uint8_t *data, size_t
 	q->stats.handled++;
 	switch (res) {
 	case QUEUE_DONE:
-		queue_send_reply(q, env, rep.status, rep.error, rep.data, rep.len);
+		if (!rep.deferred)
+			queue_send_reply(q, env, rep.status, rep.error, rep.data, rep.len);
 		break;
 	case QUEUE_RETRY:
 		if (deliveries < q->max_deliveries) {

@@ -64,6 +64,9 @@ struct queue_reply {
 	const char *error;
 	uint8_t *data;
 	size_t len;
+	/* Set by a handler returning QUEUE_DONE that answers later, from the event
+	 * loop, with queue_reply_later (long jobs off the loop, e.g. ward-backup). */
+	int deferred;
 };
 
 /* A consumer handler. env has been unpacked, checked (stream, deadline) and opened:
@@ -114,6 +117,11 @@ int queue_send(queue_t *q, const struct queue_msg *msg, const char **error_r);
  * status is then the reply's (0 or an HTTP-like code, never negative). */
 int queue_request(queue_t *q, const struct queue_msg *msg, queue_reply_fn cb, void *arg,
 		  const char **error_r);
+
+/* The late answer to req (a copy of the envelope a handler got and deferred):
+ * sealed to its sender's reply stream as a handler's reply would be. */
+void queue_reply_later(queue_t *q, const Ward__Envelope *req, int status, const char *error,
+		       const uint8_t *data, size_t len);
 
 /* Run a raw command (argv form) on the command connection, reply ignored. For
  * heartbeats and other fire-and-forget writes. */

@@ -1,5 +1,5 @@
 /*
- * wardctl_backup — `wardctl backup run|list|verify|restore`: requests to ward-backup
+ * wardctl_backup — `wardctl backup run|list|verify|restore|prune`: requests to ward-backup
  * on q:backup of one cell as the operator, printing its JSON answer.
  */
 #include <event2/event.h>
@@ -24,13 +24,17 @@ const char wardctl_backup_usage[] =
 	"       wardctl backup list --region R [--tenant SLUG]\n"
 	"       wardctl backup verify --region R --tenant SLUG [--backup ID] [--to TIME]\n"
 	"       wardctl backup restore --region R --tenant SLUG [--backup ID] [--to TIME]\n"
+	"       wardctl backup prune --region R [--now TIME]\n"
 	"\n"
 	"run: back up every active tenant of the cell (or one) now, encrypted under keys\n"
 	"derived from each tenant's DEK. list: the backups, newest first. verify: restore\n"
 	"the latest backup (or ID, or the latest taken at or before TIME) into scratch\n"
 	"tables and compare row counts and checksums with its manifest; exit 1 if they\n"
 	"differ. restore: bring a closed tenant (wardctl tenant delete) back whole from\n"
-	"that backup. TIME: RFC 3339 UTC (2024-05-01T12:00:00Z) or unix milliseconds.\n"
+	"that backup. prune: apply retention now (daily copies past backup.retention_days,\n"
+	"keeping each tenant's newest; every backup of a tenant closed for\n"
+	"backup.closed_days, and its kept keys), or as of --now TIME (operators, tests);\n"
+	"each purge is an audit event. TIME: RFC 3339 UTC (2024-05-01T12:00:00Z) or unix milliseconds.\n"
 	"\n"
 	"Point-in-time recovery of a cell (WAL archive + daily base backups, 35 days):\n"
 	"       wardctl backup base --region R\n"
@@ -45,7 +49,7 @@ const char wardctl_backup_usage[] =
 	"active: replace S's data in the live cell by its data at TIME, other tenants\n"
 	"untouched (a closed S is restored from its logical backups as above).\n"
 	"pitr-expire: drop base backups and WAL no longer needed for any time in the\n"
-	"retention window before TIME (default now).\n";
+	"retention window before TIME (default now); each purge is an audit event.\n";
 
 struct backup_call {
 	struct event_base *base;
@@ -246,6 +250,7 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 					      { "tenant", required_argument, NULL, 't' },
 					      { "backup", required_argument, NULL, 'b' },
 					      { "to", required_argument, NULL, 'T' },
+					      { "now", required_argument, NULL, 'N' },
 					      { NULL, 0, NULL, 0 } };
 	Ward__BackupRequest req = WARD__BACKUP_REQUEST__INIT;
 	const char *region = NULL, *slug = NULL, *cmd, *method;
@@ -264,7 +269,7 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 	argc--;
 	argv++;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "r:t:b:T:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:t:b:T:N:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			region = optarg;
@@ -285,6 +290,12 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'N':
+			if (backup_parse_time(optarg, &req.now_ms) < 0 || req.now_ms <= 0) {
+				wardctl_error("--now: expected RFC 3339 UTC time or unix ms");
+				return 2;
+			}
+			break;
 		default:
 			fputs(wardctl_backup_usage, stderr);
 			return 2;
@@ -302,6 +313,8 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 		method = "backup.verify";
 	else if (strcmp(cmd, "restore") == 0)
 		method = "backup.restore";
+	else if (strcmp(cmd, "prune") == 0)
+		method = "backup.prune";
 	else {
 		wardctl_error("unknown backup command '%s'", cmd);
 		fputs(wardctl_backup_usage, stderr);
@@ -313,6 +326,14 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 				      ? "point-in-time restore of a whole cell is not implemented "
 					"yet; give --tenant"
 				      : "needs --tenant");
+		return 2;
+	}
+	if (req.now_ms != 0 && strcmp(cmd, "prune") != 0) {
+		wardctl_error("--now is for backup prune");
+		return 2;
+	}
+	if (slug != NULL && strcmp(cmd, "prune") == 0) {
+		wardctl_error("backup prune applies to the whole cell (no --tenant)");
 		return 2;
 	}
 	if (slug != NULL && backup_tenant_id(conf, r, slug, tenant_id) < 0)

@@ -262,7 +262,7 @@ int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *ha
 		return 2;
 	}
 	if ((to != NULL && pitr_parse_time(to, &req.to_ms) < 0) ||
-	    (now != NULL && pitr_parse_time(now, &req.to_ms) < 0)) {
+	    (now != NULL && pitr_parse_time(now, &req.now_ms) < 0)) {
 		wardctl_error("--%s: expected RFC 3339 UTC time or unix ms", to ? "to" : "now");
 		return 2;
 	}

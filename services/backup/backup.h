@@ -58,4 +58,53 @@ int backup_file_read(const char *path, size_t max, uint8_t **buf_r, size_t *len_
 /* Create path (exclusive, 0600), write, fsync, close. */
 int backup_file_write(const char *path, const void *buf, size_t len);
 
+/*
+ * Targets: where backup objects are kept (backup_target.c). One interface over a
+ * local directory (dev stack) and an S3-compatible object store (off-site; path-style
+ * URLs, AWS SigV4 by libcurl, Content-MD5 and ETag checked on every PUT, transient
+ * failures retried with exponential backoff). Keys are relative '/'-separated names
+ * of [A-Za-z0-9._-] segments ("<tenant>/<backup>/chunk-000000"); objects are whole
+ * or absent (local: temporary name + rename; S3: single PUT). A target is used by
+ * one thread at a time. Every call returns 0 on success, -1 with a message for a
+ * person in *error_r (valid until the next call on the same target); get also
+ * returns 1 when the object does not exist.
+ *
+ * Usage (e.g. shipping a WAL segment):
+ *   struct backup_target_conf tc = { .dir = "/var/lib/ward/backups" };
+ *   struct backup_target *t = backup_target_new(&tc, &err);
+ *   backup_target_put(t, "wal/000000010000000000000001", buf, len, &err);
+ */
+struct backup_target_conf {
+	const char *dir;	   /* local: an absolute directory (used when no s3_endpoint) */
+	const char *s3_endpoint;   /* "https://s3.eu-west-1.amazonaws.com", "http://127.0.0.1:port" */
+	const char *s3_bucket;	   /* one bucket per region */
+	const char *s3_region;	   /* SigV4 region, "eu-west-1" */
+	const char *s3_access_key;
+	const char *s3_secret_key;
+	const char *s3_ca_file;	   /* NULL: the system's CAs */
+	int retries;		   /* retries of a transient failure (0: none) */
+	int timeout_s;		   /* per request (0: 300) */
+};
+struct backup_target;
+
+struct backup_target *backup_target_new(const struct backup_target_conf *conf,
+					const char **error_r);
+void backup_target_free(struct backup_target *t); /* NULL-safe */
+/* "local:<dir>" or "s3://<bucket>": names the target in messages and the catalog. */
+const char *backup_target_name(const struct backup_target *t);
+/* Store buf under key (replacing it), durably and verified. */
+int backup_target_put(struct backup_target *t, const char *key, const void *buf, size_t len,
+		      const char **error_r);
+/* Read key (at most max bytes); *buf_r malloc'd (caller frees). 1: no such object. */
+int backup_target_get(struct backup_target *t, const char *key, size_t max, uint8_t **buf_r,
+		      size_t *len_r, const char **error_r);
+/* Every key starting with prefix ("" = all), unordered; free with backup_keys_free. */
+int backup_target_list(struct backup_target *t, const char *prefix, char ***keys_r, size_t *n_r,
+		       const char **error_r);
+/* Remove key; a missing object counts as removed. */
+int backup_target_delete(struct backup_target *t, const char *key, const char **error_r);
+void backup_keys_free(char **keys, size_t n);
+/* 1 if key is a valid object key. */
+int backup_key_ok(const char *key);
+
 #endif

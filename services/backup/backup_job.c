@@ -27,6 +27,7 @@
 #include "backup_job.h"
 #include "crypto.h"
 #include "envelope.h"
+#include "log.h"
 
 #define FETCH_ROWS "500"
 #define TABLE_NAME_MAX 128
@@ -225,7 +226,7 @@ out:
 
 /* The chunk writer of one backup in progress. */
 struct bk_writer {
-	const char *dir; /* the temporary directory */
+	struct backup_target *target;
 	const char *tenant_id, *backup_id;
 	uint8_t key[CRYPTO_KEY_LEN];
 	uint32_t dek_version;
@@ -234,23 +235,32 @@ struct bk_writer {
 	uint32_t index;
 	long long bytes;
 	json_t *chunks;
+	const char *error; /* why the last flush failed */
 };
 
 /* Seal and write the buffered plaintext as the next chunk. */
 static int writer_flush(struct bk_writer *w)
 {
-	char path[4096], hex[65];
+	char key[128], hex[65];
 	uint8_t *sealed = NULL, md[32];
 	size_t slen;
 	int ret = -1;
 
 	if (w->len == 0)
 		return 0;
-	if (PATHF(path, "%s/chunk-%06u", w->dir, w->index))
-		path[0] = '\0'; /* an empty path fails to open */
+	if (atomic_load(&backup_cancel)) {
+		w->error = "ward-backup is shutting down: backup abandoned";
+		return -1;
+	}
+	if (PATHF(key, "%s/%s/chunk-%06u", w->tenant_id, w->backup_id, w->index))
+		key[0] = '\0'; /* an empty key is refused */
 	if (backup_chunk_seal(w->key, w->dek_version, w->tenant_id, w->backup_id, w->index,
 			      w->buf, w->len, &sealed, &slen) < 0 ||
-	    crypto_sha256(sealed, slen, md) < 0 || backup_file_write(path, sealed, slen) < 0)
+	    crypto_sha256(sealed, slen, md) < 0) {
+		w->error = "cannot seal a backup chunk";
+		goto out;
+	}
+	if (backup_target_put(w->target, key, sealed, slen, &w->error) < 0)
 		goto out;
 	crypto_hex(md, 32, hex);
 	if (json_array_append_new(w->chunks, json_pack("{s:I, s:I, s:s}", "size", (json_int_t)slen,
@@ -282,24 +292,25 @@ static int writer_line(struct bk_writer *w, const char *table, const char *row, 
 	return w->len >= w->chunk_size ? writer_flush(w) : 0;
 }
 
-/* Remove a backup directory and its files (best effort). */
-static void dir_remove(const char *path)
+/* Remove every object of a backup from the target, the manifest first (so a
+ * half-removed backup is never one that looks whole). -1 if one could not go. */
+static int backup_objects_remove(struct backup_target *t, const char *tenant_id,
+				 const char *backup_id, const char **error_r)
 {
-	DIR *d = opendir(path);
-	struct dirent *e;
-	char p[4096];
+	char prefix[128], key[160];
+	char **keys = NULL;
+	size_t n = 0;
+	int ret = 0;
 
-	if (d != NULL) {
-		while ((e = readdir(d)) != NULL) {
-			if (e->d_name[0] == '.')
-				continue;
-			if (PATHF(p, "%s/%s", path, e->d_name))
-				p[0] = '\0'; /* an empty path fails to open */
-			(void)unlink(p);
-		}
-		closedir(d);
-	}
-	(void)rmdir(path);
+	if (PATHF(prefix, "%s/%s/", tenant_id, backup_id) || PATHF(key, "%smanifest", prefix) ||
+	    backup_target_delete(t, key, error_r) < 0 ||
+	    backup_target_list(t, prefix, &keys, &n, error_r) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (backup_target_delete(t, keys[i], error_r) < 0)
+			ret = -1;
+	backup_keys_free(keys, n);
+	return ret;
 }
 
 /* Record an audit event about tenant_id in the open transaction; detail is taken over. */
@@ -361,7 +372,8 @@ static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_t
 				if (table_row(t, row, len, 0) < 0 ||
 				    writer_line(w, name, row, len) < 0) {
 					PQclear(r);
-					*error_r = "cannot write a backup chunk";
+					*error_r = w->error ? w->error
+							    : "cannot write a backup chunk";
 					goto fail;
 				}
 			}
@@ -375,7 +387,7 @@ static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_t
 		PQclear(r);
 	}
 	PQclear(res);
-	return writer_flush(w) < 0 ? (*error_r = "cannot write a backup chunk", -1) : 0;
+	return writer_flush(w) < 0 ? (*error_r = w->error ? w->error : "cannot write a backup chunk", -1) : 0;
 fail:
 	PQclear(res);
 	return -1;
@@ -387,7 +399,7 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 	struct bk_writer w = { 0 };
 	struct bk_tables ts = { 0 };
 	uint8_t dek[CRYPTO_KEY_LEN], salt[BACKUP_SALT_LEN], *mf = NULL;
-	char backup_id[33], tdir[4096], tmp[4096], final[4096], path[4096], started[32];
+	char backup_id[33], mkey[128], started[32];
 	char schema_version[64] = "", *mjson = NULL;
 	const char *params[2] = { tenant_id, NULL };
 	json_t *manifest = NULL, *tables = NULL;
@@ -402,14 +414,8 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 		*error_r = "no random bytes";
 		return -1;
 	}
-	if (PATHF(tdir, "%s/%s", c->conf->dir, tenant_id))
-		tdir[0] = '\0'; /* an empty path fails to open */
-	if (PATHF(tmp, "%s/.%s.tmp", tdir, backup_id))
-		tmp[0] = '\0'; /* an empty path fails to open */
-	if (PATHF(final, "%s/%s", tdir, backup_id))
-		final[0] = '\0'; /* an empty path fails to open */
-	if ((mkdir(tdir, 0700) < 0 && errno != EEXIST) || mkdir(tmp, 0700) < 0) {
-		*error_r = job_error("cannot create %s: %s", tmp, strerror(errno));
+	if (PATHF(mkey, "%s/%s/manifest", tenant_id, backup_id)) {
+		*error_r = "bad tenant id";
 		return -1;
 	}
 	/* One snapshot of every table of the tenant, read-only, under its RLS. */
@@ -427,7 +433,7 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 	PQclear(res);
 	if (tenant_dek(c, tenant_id, 0, dek, &w.dek_version, error_r) < 0)
 		goto out;
-	w.dir = tmp;
+	w.target = c->target;
 	w.tenant_id = tenant_id;
 	w.backup_id = backup_id;
 	w.chunk_size = (size_t)c->conf->chunk_kib * 1024;
@@ -457,19 +463,36 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 			     (json_int_t)w.chunk_size, "rows", (json_int_t)rows, "bytes",
 			     (json_int_t)w.bytes, "chunks", w.chunks, "tables", tables);
 	mjson = manifest != NULL ? json_dumps(manifest, JSON_COMPACT) : NULL;
-	if (PATHF(path, "%s/manifest", tmp))
-		path[0] = '\0'; /* an empty path fails to open */
 	if (mjson == NULL ||
 	    backup_manifest_seal(w.key, w.dek_version, salt, tenant_id, backup_id, mjson, &mf,
-				 &mlen) < 0 ||
-	    backup_file_write(path, mf, mlen) < 0 || rename(tmp, final) < 0) {
-		*error_r = "cannot write the backup manifest";
+				 &mlen) < 0) {
+		*error_r = "cannot seal the backup manifest";
 		goto out;
+	}
+	/* Every chunk is stored (and checked by the target) before the manifest that
+	 * names it; the manifest is read back and compared before the backup counts. */
+	if (backup_target_put(c->target, mkey, mf, mlen, error_r) < 0)
+		goto out;
+	{
+		uint8_t *back = NULL;
+		size_t blen = 0;
+		int same = backup_target_get(c->target, mkey, BACKUP_MANIFEST_MAX + 4096, &back,
+					     &blen, error_r) == 0 &&
+			   blen == mlen && memcmp(back, mf, mlen) == 0;
+
+		free(back);
+		if (!same) {
+			*error_r = job_error("the manifest read back from %s differs from what was "
+					     "written",
+					     backup_target_name(c->target));
+			goto out;
+		}
 	}
 	/* The catalog row and its audit event, together. */
 	{
 		char dv[16], ch[16], rw[24], by[24];
-		const char *p[8] = { backup_id, tenant_id, slug, started, dv, ch, rw, by };
+		const char *p[9] = { backup_id, tenant_id, slug, started, dv, ch, rw, by,
+				     backup_target_name(c->target) };
 
 		snprintf(dv, sizeof dv, "%u", w.dek_version);
 		snprintf(ch, sizeof ch, "%u", w.index);
@@ -480,9 +503,9 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 		in_tx = 1;
 		res = db_exec(c->db,
 			      "INSERT INTO backup.backups (id, tenant_id, slug, started_at, "
-			      "finished_at, dek_version, chunks, rows, bytes, status) VALUES "
-			      "($1, $2, $3, $4, now(), $5, $6, $7, $8, 'done')",
-			      8, p, error_r);
+			      "finished_at, dek_version, chunks, rows, bytes, status, target) VALUES "
+			      "($1, $2, $3, $4, now(), $5, $6, $7, $8, 'done', $9)",
+			      9, p, error_r);
 		if (res == NULL)
 			goto out;
 		PQclear(res);
@@ -502,8 +525,17 @@ out:
 	if (in_tx)
 		db_rollback(c->db);
 	if (ret < 0) {
-		dir_remove(tmp);
-		dir_remove(final);
+		/* Best effort: a target that is down keeps orphan chunks, never a manifest
+		 * naming a missing one (retention removes orphans later). */
+		const char *rerr = NULL;
+		char why[sizeof job_err];
+
+		/* The cause first: the cleanup may reuse the target's message buffer. */
+		snprintf(why, sizeof why, "%s", *error_r != NULL ? *error_r : "backup failed");
+		*error_r = job_error("%s", why);
+		if (backup_objects_remove(c->target, tenant_id, backup_id, &rerr) < 0)
+			log_warn("backup %s: cannot remove its partial objects: %s", backup_id,
+				 rerr ? rerr : "?");
 	}
 	crypto_wipe(dek, sizeof dek);
 	crypto_wipe(w.key, sizeof w.key);
@@ -543,7 +575,8 @@ static int pick_backup(const struct backup_ctx *c, const char *tenant_id, const 
 		       int64_t to_ms, char out[33], const char **error_r)
 {
 	char to[24];
-	const char *p[3] = { tenant_id, backup_id != NULL ? backup_id : "", to };
+	const char *p[4] = { tenant_id, backup_id != NULL ? backup_id : "", to,
+			     backup_target_name(c->target) };
 	PGresult *res;
 
 	snprintf(to, sizeof to, "%lld", (long long)to_ms);
@@ -551,13 +584,14 @@ static int pick_backup(const struct backup_ctx *c, const char *tenant_id, const 
 		      "SELECT id FROM backup.backups WHERE tenant_id = $1 AND status = 'done'"
 		      " AND ($2 = '' OR id = $2)"
 		      " AND ($3::bigint = 0 OR started_at <= to_timestamp($3::bigint / 1000.0))"
+		      " AND (target = $4 OR (target IS NULL AND $4 LIKE 'local:%'))"
 		      " ORDER BY started_at DESC LIMIT 1",
-		      3, p, error_r);
+		      4, p, error_r);
 	if (res == NULL)
 		return -1;
 	if (PQntuples(res) != 1) {
 		PQclear(res);
-		*error_r = "no backup of this tenant matches";
+		*error_r = "no backup of this tenant matches (on this cell's backup target)";
 		return -1;
 	}
 	snprintf(out, 33, "%s", PQgetvalue(res, 0, 0));
@@ -588,7 +622,7 @@ static int load_lines(struct bk_tables *ts, const uint8_t *pt, size_t len)
 static int backup_load(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
 		       struct bk_loaded *l, const char **error_r)
 {
-	char dir[4096], path[4096], *mjson = NULL;
+	char dir[128], path[160], *mjson = NULL;
 	uint8_t *buf = NULL, salt[BACKUP_SALT_LEN], dek[CRYPTO_KEY_LEN], key[CRYPTO_KEY_LEN];
 	size_t len;
 	uint32_t version, got_version;
@@ -599,13 +633,21 @@ static int backup_load(const struct backup_ctx *c, const char *tenant_id, const 
 
 	memset(l, 0, sizeof *l);
 	snprintf(l->backup_id, sizeof l->backup_id, "%s", backup_id);
-	if (PATHF(dir, "%s/%s/%s", c->conf->dir, tenant_id, backup_id))
-		dir[0] = '\0'; /* an empty path fails to open */
-	if (PATHF(path, "%s/manifest", dir))
-		path[0] = '\0'; /* an empty path fails to open */
-	if (backup_file_read(path, BACKUP_MANIFEST_MAX + 4096, &buf, &len) < 0) {
-		*error_r = "the backup's manifest is missing or unreadable";
+	if (PATHF(dir, "%s/%s", tenant_id, backup_id) || PATHF(path, "%s/manifest", dir)) {
+		*error_r = "bad backup id";
 		return -1;
+	}
+	{
+		const char *gerr = NULL;
+		int g = backup_target_get(c->target, path, BACKUP_MANIFEST_MAX + 4096, &buf, &len,
+					  &gerr);
+
+		if (g != 0) {
+			*error_r = g > 0 ? "the backup's manifest is missing"
+					 : job_error("the backup's manifest is unreadable: %s",
+						     gerr ? gerr : "?");
+			return -1;
+		}
 	}
 	if (backup_manifest_header(buf, len, salt, &version) < 0) {
 		*error_r = "the backup's manifest is truncated or not a Ward backup";
@@ -644,12 +686,26 @@ static int backup_load(const struct backup_ctx *c, const char *tenant_id, const 
 
 		free(buf);
 		buf = NULL;
-		if (PATHF(path, "%s/chunk-%06zu", dir, i))
-			path[0] = '\0'; /* an empty path fails to open */
-		if (backup_file_read(path, BACKUP_CHUNK_MAX + CRYPTO_SEAL_OVERHEAD, &buf, &len) <
-		    0) {
-			*error_r = job_error("chunk %s of the backup is missing", path + strlen(dir) + 1);
+		if (atomic_load(&backup_cancel)) {
+			*error_r = "ward-backup is shutting down";
 			goto out;
+		}
+		if (PATHF(path, "%s/chunk-%06zu", dir, i))
+			path[0] = '\0'; /* an empty key is refused */
+		{
+			const char *gerr = NULL;
+			int g = backup_target_get(c->target, path,
+						  BACKUP_CHUNK_MAX + CRYPTO_SEAL_OVERHEAD, &buf,
+						  &len, &gerr);
+
+			if (g != 0) {
+				*error_r = g > 0 ? job_error("chunk %s of the backup is missing",
+							     path + strlen(dir) + 1)
+						 : job_error("chunk %s of the backup is unreadable: %s",
+							     path + strlen(dir) + 1,
+							     gerr ? gerr : "?");
+				goto out;
+			}
 		}
 		if (crypto_sha256(buf, len, md) < 0 || (crypto_hex(md, 32, hex), sha == NULL) ||
 		    strcmp(hex, sha) != 0) {
@@ -891,17 +947,31 @@ int backup_job_list(const struct backup_ctx *c, const char *tenant_id, json_t **
 	return *out_r != NULL ? 0 : -1;
 }
 
-/* Purge one backup: its files, its catalog status, an audit event. */
+/* Purge one backup: its objects on the target, its catalog status, an audit event. */
 static int purge_one(const struct backup_ctx *c, const char *id, const char *tenant_id,
 		     const char *why, const char **error_r)
 {
 	const char *p[1] = { id };
-	char dir[4096];
 	PGresult *res;
 
-	if (PATHF(dir, "%s/%s/%s", c->conf->dir, tenant_id, id))
-		dir[0] = '\0'; /* an empty path fails to open */
-	dir_remove(dir);
+	if (backup_objects_remove(c->target, tenant_id, id, error_r) < 0)
+		return -1; /* the catalog still names it: tried again next time */
+	/* A closed tenant's purge takes everything under its prefix, orphan chunks of
+	 * failed runs included. */
+	if (strcmp(why, "tenant closed") == 0) {
+		char prefix[64], **keys = NULL;
+		size_t n = 0;
+
+		if (PATHF(prefix, "%s/", tenant_id) ||
+		    backup_target_list(c->target, prefix, &keys, &n, error_r) < 0)
+			return -1;
+		for (size_t i = 0; i < n; i++)
+			if (backup_target_delete(c->target, keys[i], error_r) < 0) {
+				backup_keys_free(keys, n);
+				return -1;
+			}
+		backup_keys_free(keys, n);
+	}
 	if (db_begin(c->db, NULL, error_r) < 0)
 		return -1;
 	res = db_exec(c->db, "UPDATE backup.backups SET status = 'purged' WHERE id = $1", 1, p,
@@ -909,7 +979,10 @@ static int purge_one(const struct backup_ctx *c, const char *id, const char *ten
 	if (res == NULL)
 		goto fail;
 	PQclear(res);
-	if (job_audit(c, tenant_id, "purge", id, json_pack("{s:s}", "reason", why), error_r) < 0 ||
+	if (job_audit(c, tenant_id, "purge", id,
+		      json_pack("{s:s, s:s}", "reason", why, "target",
+				backup_target_name(c->target)),
+		      error_r) < 0 ||
 	    db_commit(c->db, error_r) < 0)
 		goto fail;
 	return 0;
@@ -918,46 +991,66 @@ fail:
 	return -1;
 }
 
-int backup_job_expire(const struct backup_ctx *c, json_t **out_r, const char **error_r)
+int backup_job_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r,
+		      const char **error_r)
 {
-	char rd[16], cd[16];
-	const char *p[2] = { rd, cd };
+	char rd[16], cd[16], now[32];
+	const char *p[4] = { rd, cd, now, backup_target_name(c->target) };
 	PGresult *res;
-	json_t *arr = json_array();
+	json_t *arr = json_array(), *failed = json_array();
 	int ret = -1;
 
 	snprintf(rd, sizeof rd, "%d", c->conf->retention_days);
 	snprintf(cd, sizeof cd, "%d", c->conf->closed_days);
-	/* A closed tenant's keys go after closed_days: then all its backups. */
-	res = db_exec(c->db, "SELECT tenant.lifecycle_expire($1::int)", 1, p + 1, error_r);
+	snprintf(now, sizeof now, "%lld", (long long)now_ms);
+	if (arr == NULL || failed == NULL)
+		goto out;
+	/* The clock: now, or the operator's --now (to apply retention as of a date). */
+	res = db_exec(c->db,
+		      "SELECT tenant.lifecycle_expire_at($1::int, CASE WHEN $2::bigint = 0 THEN "
+		      "now() ELSE to_timestamp($2::bigint / 1000.0) END)",
+		      2, p + 1, error_r);
 	if (res == NULL)
 		goto out;
 	PQclear(res);
 	res = db_exec(c->db,
+		      "WITH clock AS (SELECT CASE WHEN $3::bigint = 0 THEN now() ELSE "
+		      " to_timestamp($3::bigint / 1000.0) END AS now) "
 		      "SELECT b.id, b.tenant_id, CASE WHEN t.status = 'closed' AND "
-		      " t.closed_at < now() - make_interval(days => $2::int) THEN 'tenant closed' "
-		      " ELSE 'retention' END FROM backup.backups b "
+		      " t.closed_at < clock.now - make_interval(days => $2::int) THEN 'tenant closed' "
+		      " ELSE 'retention' END FROM clock, backup.backups b "
 		      "LEFT JOIN backup.tenants() t ON t.id = b.tenant_id "
-		      "WHERE b.status = 'done' AND ("
-		      " (t.status = 'closed' AND t.closed_at < now() - make_interval(days => $2::int))"
-		      " OR (b.started_at < now() - make_interval(days => $1::int) AND b.id <> ("
+		      "WHERE b.status = 'done' AND (b.target = $4 OR (b.target IS NULL AND "
+		      " $4 LIKE 'local:%')) AND ("
+		      " (t.status = 'closed' AND t.closed_at < clock.now - make_interval(days => $2::int))"
+		      " OR (t.id IS NULL AND b.started_at < clock.now - make_interval(days => $2::int))"
+		      " OR (b.started_at < clock.now - make_interval(days => $1::int) AND b.id <> ("
 		      "  SELECT n.id FROM backup.backups n WHERE n.tenant_id = b.tenant_id AND"
 		      "  n.status = 'done' ORDER BY n.started_at DESC LIMIT 1)))",
-		      2, p, error_r);
+		      4, p, error_r);
 	if (res == NULL)
 		goto out;
 	for (int i = 0; i < PQntuples(res); i++) {
+		const char *perr = NULL;
+
 		if (purge_one(c, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-			      PQgetvalue(res, i, 2), error_r) < 0) {
-			PQclear(res);
-			goto out;
+			      PQgetvalue(res, i, 2), &perr) < 0) {
+			log_warn("purge of backup %s failed: %s", PQgetvalue(res, i, 0),
+				 perr ? perr : "?");
+			json_array_append_new(failed,
+					      json_pack("{s:s, s:s}", "backup_id",
+							PQgetvalue(res, i, 0), "error",
+							perr ? perr : "failed"));
+			continue;
 		}
 		json_array_append_new(arr, json_string(PQgetvalue(res, i, 0)));
 	}
 	PQclear(res);
-	*out_r = json_pack("{s:O}", "purged", arr);
+	*out_r = json_pack("{s:s, s:O, s:O}", "region", c->region, "purged", arr, "failed",
+			   failed);
 	ret = *out_r != NULL ? 0 : -1;
 out:
 	json_decref(arr);
+	json_decref(failed);
 	return ret;
 }

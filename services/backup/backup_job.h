@@ -6,12 +6,22 @@
 #define WARD_BACKUP_JOB_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
+#include "backup.h"
+#include "config.h"
 #include "db.h"
 
 struct backup_conf {
 	char *dir;	    /* local target: <dir>/<tenant_id>/<backup_id>/ */
+	char *s3_endpoint;  /* off-site target (instead of dir): S3-compatible store */
+	char *s3_bucket;    /* this region's bucket */
+	char *s3_region;
+	char *s3_access_key;
+	struct conf_secret s3_secret_key;
+	char *s3_ca_file;
+	int s3_retries;
 	char *daily_at;	    /* "HH:MM", UTC */
 	int chunk_kib;	    /* plaintext per chunk */
 	int retention_days; /* daily copies */
@@ -20,12 +30,16 @@ struct backup_conf {
 	char *pg_bin;	    /* pg_basebackup, pg_ctl */
 };
 
+/* Set on SIGTERM: a job stops at its next chunk with an error. */
+extern atomic_int backup_cancel;
+
 struct backup_ctx {
 	db_t *db;
 	const struct backup_conf *conf;
 	const char *region;
 	const uint8_t *kek;
 	const char *actor; /* "operator:<name>" or "service:backup" */
+	struct backup_target *target; /* where the objects are (backup.h) */
 };
 
 int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
@@ -37,7 +51,9 @@ int backup_job_verify(const struct backup_ctx *c, const char *tenant_id, const c
 int backup_job_restore(const struct backup_ctx *c, const char *tenant_id, const char *backup_id,
 		       int64_t to_ms, json_t **out_r, const char **error_r);
 /* Retention: backups past retention_days (keeping each tenant's newest), and every
- * backup of a tenant closed for closed_days (its keys go too). */
-int backup_job_expire(const struct backup_ctx *c, json_t **out_r, const char **error_r);
+ * backup of a tenant closed for closed_days (its keys go too), as of now_ms (unix ms;
+ * 0 = now). Each purge removes the objects from the target, then is audited. */
+int backup_job_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r,
+		      const char **error_r);
 
 #endif

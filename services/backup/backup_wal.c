@@ -22,7 +22,6 @@
  * removes the scratch directory: nothing is half-restored.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -67,156 +66,139 @@ static const char *wal_error(const char *fmt, ...)
 
 /* ------------------------------------------------------------------ storage */
 
-/* conf->dir/key, refusing keys that could leave the target. */
-static int wal_path(const struct backup_conf *conf, const char *key, char *out, size_t size)
+/* The target of conf: the S3 bucket when backup.s3 is set, else the local directory
+ * (the daemon and the short-lived wal-push/wal-fetch build it the same way). */
+struct backup_target *backup_wal_target(const struct backup_conf *conf, const char **error_r)
 {
-	if (conf->dir == NULL || key == NULL || key[0] == '/' || strstr(key, "..") != NULL)
-		return -1;
-	return snprintf(out, size, "%s/%s", conf->dir, key) >= (int)size ? -1 : 0;
-}
+	struct backup_target_conf tc = {0};
 
-/* mkdir -p of the directories above path (mode 0700). */
-static int wal_mkdirs(const char *path)
-{
-	char p[4096];
-
-	if (WAL_PATHF(p, "%s", path))
-		return -1;
-	for (char *s = strchr(p + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
-		*s = '\0';
-		if (mkdir(p, 0700) < 0 && errno != EEXIST)
-			return -1;
-		*s = '/';
+	if (conf->dir != NULL && conf->s3_endpoint != NULL) {
+		*error_r = "backup.dir and backup.s3 are exclusive: one target per cell";
+		return NULL;
 	}
-	return 0;
+	if (conf->dir == NULL && conf->s3_endpoint == NULL) {
+		*error_r = "no backup target configured (backup.dir or backup.s3)";
+		return NULL;
+	}
+	tc.dir = conf->dir;
+	tc.s3_endpoint = conf->s3_endpoint;
+	tc.s3_bucket = conf->s3_bucket;
+	tc.s3_region = conf->s3_region;
+	tc.s3_access_key = conf->s3_access_key;
+	tc.s3_secret_key = (const char *)conf->s3_secret_key.data;
+	tc.s3_ca_file = conf->s3_ca_file;
+	tc.retries = conf->s3_retries;
+	return backup_target_new(&tc, error_r);
 }
 
-int backup_wal_store(const struct backup_conf *conf, const char *key, const void *buf, size_t len,
+int backup_wal_store(struct backup_target *t, const char *key, const void *buf, size_t len,
 		     const char **error_r)
 {
-	char path[4096], tmp[4200], dir[4096], *slash;
-	const uint8_t *p = buf;
-	int fd = -1, dfd;
-	size_t off = 0;
-
-	if (wal_path(conf, key, path, sizeof path) < 0 || wal_mkdirs(path) < 0) {
-		*error_r = wal_error("cannot create the directories of %s", key);
+	if (t == NULL) {
+		*error_r = "no backup target configured";
 		return -1;
 	}
-	if (WAL_PATHF(tmp, "%s.tmp-%ld", path, (long)getpid()))
-		return -1;
-	(void)unlink(tmp); /* a leftover of a crashed attempt by a recycled pid */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		*error_r = wal_error("cannot create %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	while (off < len) {
-		ssize_t n = write(fd, p + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto fail;
-		off += (size_t)n;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0)
-		goto fail;
-	/* The rename itself must survive a crash before PostgreSQL drops the segment. */
-	snprintf(dir, sizeof dir, "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash != NULL)
-		*slash = '\0';
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0) {
-		if (dfd >= 0)
-			close(dfd);
-		*error_r = wal_error("cannot sync %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	close(dfd);
-	return 0;
-fail:
-	*error_r = wal_error("cannot write %s: %s", tmp, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	(void)unlink(tmp);
-	return -1;
+	return backup_target_put(t, key, buf, len, error_r);
 }
 
-int backup_wal_fetch(const struct backup_conf *conf, const char *key, size_t max, uint8_t **buf_r,
+int backup_wal_fetch(struct backup_target *t, const char *key, size_t max, uint8_t **buf_r,
 		     size_t *len_r, const char **error_r)
 {
-	char path[4096];
-	struct stat st;
-
-	if (wal_path(conf, key, path, sizeof path) < 0) {
-		*error_r = "bad storage key";
+	if (t == NULL) {
+		*error_r = "no backup target configured";
 		return -1;
 	}
-	if (stat(path, &st) < 0 && errno == ENOENT)
-		return 1;
-	if (backup_file_read(path, max, buf_r, len_r) < 0) {
-		*error_r = wal_error("cannot read %s (missing, too large or not a file)", key);
-		return -1;
-	}
-	return 0;
+	return backup_target_get(t, key, max, buf_r, len_r, error_r);
 }
 
-/* qsort comparison of two JSON strings. */
+/* qsort comparison of two C strings. */
 static int wal_cmp_names(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int backup_wal_list(const struct backup_conf *conf, const char *prefix, json_t **names_r,
+int backup_wal_list(struct backup_target *t, const char *prefix, json_t **names_r,
 		    const char **error_r)
 {
-	char path[4096];
-	char **v = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *e;
-	DIR *d;
+	char p[256];
+	char **keys = NULL;
+	size_t n = 0, plen;
 	json_t *arr;
+	const char *last = NULL;
 
-	if (wal_path(conf, prefix, path, sizeof path) < 0) {
-		*error_r = "bad storage key";
+	*names_r = NULL;
+	if (t == NULL || WAL_PATHF(p, "%s/", prefix)) {
+		*error_r = t == NULL ? "no backup target configured" : "bad storage key";
 		return -1;
 	}
+	if (backup_target_list(t, p, &keys, &n, error_r) < 0)
+		return -1;
 	*names_r = arr = json_array();
-	if (arr == NULL)
+	if (arr == NULL) {
+		backup_keys_free(keys, n);
+		*error_r = "out of memory";
 		return -1;
-	d = opendir(path);
-	if (d == NULL)
-		return errno == ENOENT ? 0 : (*error_r = wal_error("cannot list %s", prefix), -1);
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp-") != NULL)
-			continue;
-		if (n == cap) {
-			char **nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
-
-			if (nv == NULL)
-				break;
-			v = nv;
-		}
-		if ((v[n] = strdup(e->d_name)) == NULL)
-			break;
-		n++;
 	}
-	closedir(d);
-	if (n > 0)
-		qsort(v, n, sizeof *v, wal_cmp_names);
+	/* One level below prefix: "cell/base/<id>/chunk-…" names <id>, once. */
+	plen = strlen(p);
 	for (size_t i = 0; i < n; i++) {
-		json_array_append_new(arr, json_string(v[i]));
-		free(v[i]);
+		char *slash = strchr(keys[i] + plen, '/');
+
+		if (slash != NULL)
+			*slash = '\0';
 	}
-	free(v);
+	if (n > 0)
+		qsort(keys, n, sizeof *keys, wal_cmp_names);
+	for (size_t i = 0; i < n; i++) {
+		const char *name = keys[i] + plen;
+
+		if (name[0] == '\0' || (last != NULL && strcmp(last, name) == 0))
+			continue;
+		if (json_array_append_new(arr, json_string(name)) < 0) {
+			backup_keys_free(keys, n);
+			*error_r = "out of memory";
+			return -1;
+		}
+		last = name;
+	}
+	backup_keys_free(keys, n);
 	return 0;
+}
+
+/* qsort: "…/manifest" first, so a base backup being removed stops counting as
+ * complete before its chunks go. */
+static int wal_cmp_manifest_first(const void *a, const void *b)
+{
+	const char *x = *(char *const *)a, *y = *(char *const *)b;
+	size_t xl = strlen(x), yl = strlen(y);
+	int xm = xl >= 9 && strcmp(x + xl - 9, "/manifest") == 0;
+	int ym = yl >= 9 && strcmp(y + yl - 9, "/manifest") == 0;
+
+	return xm != ym ? ym - xm : strcmp(x, y);
+}
+
+int backup_wal_remove(struct backup_target *t, const char *key, const char **error_r)
+{
+	char p[256];
+	char **keys = NULL;
+	size_t n = 0;
+	int ret = 0;
+
+	if (t == NULL || WAL_PATHF(p, "%s/", key)) {
+		*error_r = t == NULL ? "no backup target configured" : "bad storage key";
+		return -1;
+	}
+	if (backup_target_list(t, p, &keys, &n, error_r) < 0)
+		return -1;
+	if (n == 0) { /* one object */
+		backup_keys_free(keys, n);
+		return backup_target_delete(t, key, error_r);
+	}
+	qsort(keys, n, sizeof *keys, wal_cmp_manifest_first);
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = backup_target_delete(t, keys[i], error_r);
+	backup_keys_free(keys, n);
+	return ret;
 }
 
 /* nftw callback: remove one entry (depth first). */
@@ -227,7 +209,7 @@ static int wal_rm_one(const char *p, const struct stat *st, int flag, struct FTW
 	return flag == FTW_DP ? rmdir(p) : unlink(p);
 }
 
-/* rm -rf path (no symlink followed); 0 if gone. */
+/* rm -rf path (no symlink followed); 0 if gone. Scratch directories only. */
 static int wal_rmtree(const char *path)
 {
 	struct stat st;
@@ -237,17 +219,6 @@ static int wal_rmtree(const char *path)
 	if (!S_ISDIR(st.st_mode))
 		return unlink(path);
 	return nftw(path, wal_rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-int backup_wal_remove(const struct backup_conf *conf, const char *key, const char **error_r)
-{
-	char path[4096];
-
-	if (wal_path(conf, key, path, sizeof path) < 0 || wal_rmtree(path) < 0) {
-		*error_r = wal_error("cannot remove %s", key);
-		return -1;
-	}
-	return 0;
 }
 
 /* ------------------------------------------------------------------ format */
@@ -437,7 +408,7 @@ static int wal_base_load(const struct backup_ctx *c, const char *id, struct wal_
 
 	memset(b, 0, sizeof *b);
 	snprintf(k, sizeof k, "cell/base/%s/manifest", id);
-	r = backup_wal_fetch(c->conf, k, BACKUP_MANIFEST_MAX, &buf, &len, error_r);
+	r = backup_wal_fetch(c->target, k, BACKUP_MANIFEST_MAX, &buf, &len, error_r);
 	if (r != 0) {
 		if (r > 0)
 			*error_r = wal_error("base backup %s has no manifest (incomplete)", id);
@@ -497,7 +468,7 @@ static int wal_bases(const struct backup_ctx *c, struct wal_base **v_r, size_t *
 	struct wal_base *v;
 	size_t i, n = 0;
 
-	if (backup_wal_list(c->conf, "cell/base", &names, error_r) < 0) {
+	if (backup_wal_list(c->target, "cell/base", &names, error_r) < 0) {
 		json_decref(names);
 		return -1;
 	}
@@ -562,7 +533,7 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	pid_t pid = -1;
 	PGresult *res;
 
-	if (chunks == NULL || c->conf->dir == NULL || c->kek == NULL)
+	if (chunks == NULL || c->target == NULL || c->kek == NULL)
 		goto out;
 	/* Segment names follow from LSNs only with the cluster's segment size. */
 	res = db_exec(c->db,
@@ -622,7 +593,7 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 		snprintf(k, sizeof k, "cell/base/%s/chunk-%06u", id, index);
 		if (backup_chunk_seal(key, 1, tenant, id, index, buf, fill, &sealed, &slen) < 0 ||
 		    crypto_sha256(sealed, slen, sha) < 0 ||
-		    backup_wal_store(c->conf, k, sealed, slen, error_r) < 0) {
+		    backup_wal_store(c->target, k, sealed, slen, error_r) < 0) {
 			free(sealed);
 			if (*error_r == NULL)
 				*error_r = "cannot seal a chunk";
@@ -658,7 +629,7 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	snprintf(k, sizeof k, "cell/base/%s/manifest", id);
 	if (mjson == NULL ||
 	    backup_manifest_seal(key, 1, salt, tenant, id, mjson, &mf, &mlen) < 0 ||
-	    backup_wal_store(c->conf, k, mf, mlen, error_r) < 0) {
+	    backup_wal_store(c->target, k, mf, mlen, error_r) < 0) {
 		if (*error_r == NULL)
 			*error_r = "cannot write the base backup manifest";
 		goto out;
@@ -677,11 +648,11 @@ out:
 	}
 	if (pipefd[0] >= 0)
 		close(pipefd[0]);
-	if (ret < 0 && c->conf->dir != NULL && id[0] != '\0') {
+	if (ret < 0 && c->target != NULL && id[0] != '\0') {
 		const char *ignored = NULL;
 
 		snprintf(k, sizeof k, "cell/base/%s", id);
-		(void)backup_wal_remove(c->conf, k, &ignored);
+		(void)backup_wal_remove(c->target, k, &ignored);
 	}
 	if (buf != NULL)
 		crypto_wipe(buf, chunk);
@@ -696,6 +667,42 @@ out:
 
 /* ------------------------------------------------------------------ retention */
 
+/* A cell purge as an audit event of the platform (no tenant), committed on its own
+ * after the objects are gone; detail is taken over. */
+static int wal_audit_purge(const struct backup_ctx *c, const char *target, json_t *detail,
+			   const char **error_r)
+{
+	Ward__AuditEvent ev = WARD__AUDIT_EVENT__INIT;
+	char *dj = NULL;
+	int ret = -1;
+
+	if (detail == NULL || json_object_set_new(detail, "reason", json_string("retention")) < 0 ||
+	    json_object_set_new(detail, "region", json_string(c->region)) < 0 ||
+	    json_object_set_new(detail, "target", json_string(backup_target_name(c->target))) <
+		0 ||
+	    (dj = json_dumps(detail, JSON_COMPACT)) == NULL) {
+		*error_r = "out of memory";
+		goto out;
+	}
+	ev.tenant_id = "";
+	ev.type = "backup";
+	ev.action = "purge";
+	ev.actor = (char *)c->actor;
+	ev.target = (char *)target;
+	ev.detail_json = dj;
+	if (db_begin(c->db, NULL, error_r) < 0)
+		goto out;
+	if (auditlog_record(c->db, "backup", &ev, error_r) < 0 || db_commit(c->db, error_r) < 0) {
+		db_rollback(c->db);
+		goto out;
+	}
+	ret = 0;
+out:
+	free(dj);
+	json_decref(detail);
+	return ret;
+}
+
 int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r,
 		      const char **error_r)
 {
@@ -704,6 +711,7 @@ int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 	size_t n = 0, keep = 0, i;
 	json_t *gone_b = json_array(), *gone_w = json_array(), *names = NULL, *name;
 	char k[160];
+	int rmfail = 0;
 
 	if (gone_b == NULL || gone_w == NULL || wal_bases(c, &v, &n, error_r) < 0)
 		goto fail;
@@ -714,7 +722,11 @@ int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 			keep = i;
 	for (i = 0; i < keep; i++) {
 		snprintf(k, sizeof k, "cell/base/%s", v[i].id);
-		if (backup_wal_remove(c->conf, k, error_r) < 0)
+		if (backup_wal_remove(c->target, k, error_r) < 0 ||
+		    wal_audit_purge(c, v[i].id,
+				    json_pack("{s:s, s:I}", "kind", "cell-base", "finished_ms",
+					      (json_int_t)v[i].finished_ms),
+				    error_r) < 0)
 			goto fail;
 		json_array_append_new(gone_b, json_string(v[i].id));
 		log_info("retention: base backup %s of cell %s purged", v[i].id, c->region);
@@ -722,7 +734,7 @@ int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 	/* WAL before the oldest kept base backup's start reaches no time kept. With no
 	 * base backup at all, nothing goes: the WAL may be all there is. */
 	if (n > 0) {
-		if (backup_wal_list(c->conf, "cell/wal", &names, error_r) < 0)
+		if (backup_wal_list(c->target, "cell/wal", &names, error_r) < 0)
 			goto fail;
 		json_array_foreach(names, i, name)
 		{
@@ -732,12 +744,28 @@ int backup_wal_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 			    strncmp(w, v[keep].start_wal, 24) >= 0)
 				continue; /* timeline histories stay: they are tiny */
 			snprintf(k, sizeof k, "cell/wal/%s", w);
-			if (backup_wal_remove(c->conf, k, error_r) < 0)
-				goto fail;
+			if (backup_wal_remove(c->target, k, error_r) < 0) {
+				rmfail = 1;
+				break;
+			}
 			json_array_append_new(gone_w, json_string(w));
 		}
 		json_decref(names);
 		names = NULL;
+		/* The segments purged (in order), one event: also when a removal failed
+		 * half-way, so what is gone is on record. */
+		if (json_array_size(gone_w) > 0 &&
+		    wal_audit_purge(
+			c, "cell/wal",
+			json_pack("{s:s, s:I, s:s, s:s}", "kind", "cell-wal", "segments",
+				  (json_int_t)json_array_size(gone_w), "first",
+				  json_string_value(json_array_get(gone_w, 0)), "last",
+				  json_string_value(
+				      json_array_get(gone_w, json_array_size(gone_w) - 1))),
+			error_r) < 0)
+			goto fail;
+		if (rmfail)
+			goto fail;
 	}
 	*out_r =
 	    json_pack("{s:s, s:I, s:s, s:o, s:I, s:i}", "region", c->region, "cutoff_ms",
@@ -800,7 +828,7 @@ static int wal_unpack(const struct backup_ctx *c, const struct wal_base *b, cons
 	char *argv[] = {"/bin/tar", "-x", "-f", "-", "-C", (char *)data, NULL};
 
 	snprintf(k, sizeof k, "cell/base/%s/manifest", b->id);
-	if (backup_wal_fetch(c->conf, k, BACKUP_MANIFEST_MAX, &mbuf, &mlen, error_r) != 0 ||
+	if (backup_wal_fetch(c->target, k, BACKUP_MANIFEST_MAX, &mbuf, &mlen, error_r) != 0 ||
 	    backup_manifest_header(mbuf, mlen, salt, &ver) < 0 ||
 	    wal_base_key(c, salt, b->id, tenant, key) < 0) {
 		*error_r = wal_error("base backup %s: cannot read its manifest", b->id);
@@ -825,7 +853,7 @@ static int wal_unpack(const struct backup_ctx *c, const struct wal_base *b, cons
 		int r;
 
 		snprintf(k, sizeof k, "cell/base/%s/chunk-%06zu", b->id, i);
-		r = backup_wal_fetch(c->conf, k, BACKUP_CHUNK_MAX + 4096, &in, &in_len, error_r);
+		r = backup_wal_fetch(c->target, k, BACKUP_CHUNK_MAX + 4096, &in, &in_len, error_r);
 		if (r != 0) {
 			*error_r = wal_error("base backup %s: chunk %zu %s", b->id, i,
 					     r > 0 ? "is missing" : "cannot be read");
@@ -1316,7 +1344,7 @@ static int wal_write_to(const char *path, const uint8_t *buf, size_t len)
 
 /* Archive one segment: seal, store. A segment already archived with the same content
  * is success (PostgreSQL retries after a crash); with other content, failure. */
-static int wal_push(const struct backup_conf *conf, const char *region,
+static int wal_push(struct backup_target *t, const char *region,
 		    const uint8_t key[CRYPTO_KEY_LEN], const char *path, const char *name)
 {
 	uint8_t *pt = NULL, *sealed = NULL, *old = NULL, *oldpt = NULL;
@@ -1330,7 +1358,7 @@ static int wal_push(const struct backup_conf *conf, const char *region,
 		return 1;
 	}
 	snprintf(k, sizeof k, "cell/wal/%s", name);
-	r = backup_wal_fetch(conf, k, BACKUP_WAL_MAX + 4096, &old, &olen, &err);
+	r = backup_wal_fetch(t, k, BACKUP_WAL_MAX + 4096, &old, &olen, &err);
 	if (r == 0) {
 		if (backup_wal_open(key, region, name, old, olen, &oldpt, &optlen) == 0 &&
 		    optlen == len && memcmp(oldpt, pt, len) == 0)
@@ -1350,7 +1378,7 @@ static int wal_push(const struct backup_conf *conf, const char *region,
 		fprintf(stderr, "ward-backup wal-push: cannot seal %s\n", name);
 		goto out;
 	}
-	if (backup_wal_store(conf, k, sealed, slen, &err) < 0) {
+	if (backup_wal_store(t, k, sealed, slen, &err) < 0) {
 		fprintf(stderr, "ward-backup wal-push: %s\n", err);
 		goto out;
 	}
@@ -1368,7 +1396,7 @@ out:
 }
 
 /* Restore one segment to path; 1 if absent (normal at the end of the archive). */
-static int wal_fetch_one(const struct backup_conf *conf, const char *region,
+static int wal_fetch_one(struct backup_target *t, const char *region,
 			 const uint8_t key[CRYPTO_KEY_LEN], const char *name, const char *path,
 			 const char *notes)
 {
@@ -1379,7 +1407,7 @@ static int wal_fetch_one(const struct backup_conf *conf, const char *region,
 	int r, ret = 1;
 
 	snprintf(k, sizeof k, "cell/wal/%s", name);
-	r = backup_wal_fetch(conf, k, BACKUP_WAL_MAX + 4096, &in, &len, &err);
+	r = backup_wal_fetch(t, k, BACKUP_WAL_MAX + 4096, &in, &len, &err);
 	if (r > 0) {
 		wal_note(notes, "missing", name);
 		return 1;
@@ -1417,6 +1445,7 @@ int backup_wal_main(int argc, char **argv, const struct conf_entry *entries, siz
 	};
 	const char *mode = argv[1], *config = NULL, *notes = NULL, *err = NULL;
 	uint8_t kek[CRYPTO_KEY_LEN], key[CRYPTO_KEY_LEN];
+	struct backup_target *t = NULL;
 	char *cerr = NULL;
 	int ret = 1;
 
@@ -1451,18 +1480,19 @@ int backup_wal_main(int argc, char **argv, const struct conf_entry *entries, siz
 		free(cerr);
 		return 1;
 	}
-	if (conf->dir == NULL || dc.kek.path == NULL ||
-	    crypto_key_load(dc.kek.path, kek, &err) < 0 ||
-	    backup_wal_cell_key(kek, dc.region, key) < 0) {
+	if (dc.kek.path == NULL || crypto_key_load(dc.kek.path, kek, &err) < 0 ||
+	    backup_wal_cell_key(kek, dc.region, key) < 0 ||
+	    (t = backup_wal_target(conf, &err)) == NULL) {
 		fprintf(stderr, "ward-backup %s: %s\n", mode,
-			err != NULL ? err : "needs backup.dir and kek_file");
+			err != NULL ? err : "needs a backup target and kek_file");
 		goto out;
 	}
 	if (strcmp(mode, "wal-push") == 0)
-		ret = wal_push(conf, dc.region, key, argv[2], argv[3]);
+		ret = wal_push(t, dc.region, key, argv[2], argv[3]);
 	else
-		ret = wal_fetch_one(conf, dc.region, key, argv[2], argv[3], notes);
+		ret = wal_fetch_one(t, dc.region, key, argv[2], argv[3], notes);
 out:
+	backup_target_free(t);
 	crypto_wipe(kek, sizeof kek);
 	crypto_wipe(key, sizeof key);
 	conf_free(sec, 2);

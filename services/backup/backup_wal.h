@@ -13,9 +13,9 @@
  * backup_id). A segment renamed, truncated, moved to another cell or swapped fails
  * its tag. Nothing is written in clear.
  *
- * Storage goes through backup_wal_store/fetch/list/remove only, over the
- * local-directory target today (backup.dir); switching to the S3 target
- * (backup_target.c) is a change of those four functions.
+ * Storage goes through backup_wal_store/fetch/list/remove only, over the cell's
+ * backup target (backup_target.c): the S3 bucket when backup.s3 is configured, the
+ * local directory (backup.dir) otherwise; keys are "cell/…".
  */
 #ifndef WARD_BACKUP_WAL_H
 #define WARD_BACKUP_WAL_H
@@ -32,17 +32,20 @@
 #define BACKUP_WAL_MAX (64 * 1024 * 1024) /* largest segment accepted */
 
 /* ---- storage: the only place the target is touched (key = relative path) ---- */
-/* Write key atomically (temporary name, fsync, rename); 0 or -1. */
-int backup_wal_store(const struct backup_conf *conf, const char *key, const void *buf, size_t len,
+/* The target of conf (S3 if backup.s3.endpoint is set, else backup.dir); NULL with a
+ * message if none or both. Free with backup_target_free. */
+struct backup_target *backup_wal_target(const struct backup_conf *conf, const char **error_r);
+/* Write key, whole or not at all, verified by the target; 0 or -1. */
+int backup_wal_store(struct backup_target *t, const char *key, const void *buf, size_t len,
 		     const char **error_r);
 /* Read key: 0, 1 if absent, -1 on error; *buf_r malloc'd. */
-int backup_wal_fetch(const struct backup_conf *conf, const char *key, size_t max, uint8_t **buf_r,
+int backup_wal_fetch(struct backup_target *t, const char *key, size_t max, uint8_t **buf_r,
 		     size_t *len_r, const char **error_r);
-/* The names under prefix (one level), sorted; a JSON array of strings. */
-int backup_wal_list(const struct backup_conf *conf, const char *prefix, json_t **names_r,
+/* The names one level below prefix, sorted and unique; a JSON array of strings. */
+int backup_wal_list(struct backup_target *t, const char *prefix, json_t **names_r,
 		    const char **error_r);
-/* Remove key (a file, or a directory of files); 0 if gone. */
-int backup_wal_remove(const struct backup_conf *conf, const char *key, const char **error_r);
+/* Remove key: one object, or every object under key/ (a manifest first); 0 if gone. */
+int backup_wal_remove(struct backup_target *t, const char *key, const char **error_r);
 
 /* ---- the format ---- */
 /* The cell backup key of region. */

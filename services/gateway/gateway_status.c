@@ -143,6 +143,8 @@ static void status_on_get(redisAsyncContext *ac, void *r, void *priv)
 			c->cur.audit_backlog_degraded = true;
 		if (g->kind == GET_BACKUP && json_is_integer(json_object_get(o, "at_ms")))
 			c->cur.backup_verified_ms = json_integer_value(json_object_get(o, "at_ms"));
+		if (g->kind == GET_BACKUP && json_is_false(json_object_get(o, "ok")))
+			c->cur.backup_verify_failed = true;
 		json_decref(o);
 		break;
 	}

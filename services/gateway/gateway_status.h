@@ -75,6 +75,7 @@ struct status_cell {
 	struct status_svc svc[STATUS_SERVICES];
 	bool audit_backlog_degraded;
 	long long backup_verified_ms; /* 0: never reported */
+	bool backup_verify_failed;    /* the latest verify of the cell failed */
 };
 
 struct status_thresholds {

@@ -122,6 +122,8 @@ void status_evaluate(const struct status_cell *c, const struct status_thresholds
 	if (c->reachable && c->backup_verified_ms > 0 && t->backup_max_age_ms > 0 &&
 	    now_ms - c->backup_verified_ms > t->backup_max_age_ms)
 		out[CO_BACKUPS] = state_max(out[CO_BACKUPS], STATUS_DEGRADED);
+	if (c->reachable && c->backup_verify_failed)
+		out[CO_BACKUPS] = state_max(out[CO_BACKUPS], STATUS_DEGRADED);
 }
 
 /*
@@ -731,7 +733,19 @@ static json_t *json_component(const struct status_view *v, size_t cell, int comp
 	jset(o, "updated_at", jtime(v->now_ms), ok);
 	jset(o, "position", json_integer((json_int_t)(cell * (STATUS_COMPONENTS + 1) + comp + 1)),
 	     ok);
-	jset(o, "description", json_null(), ok);
+	if (comp == CO_BACKUPS && v->cells[cell].backup_verified_ms > 0) {
+		/* The last verified backup of the region, and whether the latest check failed. */
+		char desc[96];
+		json_t *at = jtime(v->cells[cell].backup_verified_ms);
+
+		snprintf(desc, sizeof desc, "last verified backup %s%s",
+			 json_string_value(at) ? json_string_value(at) : "?",
+			 v->cells[cell].backup_verify_failed ? "; the latest verify failed" : "");
+		json_decref(at);
+		jset(o, "description", json_string(desc), ok);
+	} else {
+		jset(o, "description", json_null(), ok);
+	}
 	jset(o, "showcase", json_true(), ok);
 	jset(o, "start_date", json_null(), ok);
 	jset(o, "page_id", json_string("ward"), ok);

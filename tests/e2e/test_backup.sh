@@ -57,6 +57,12 @@ PW=$(jget "$out" admin_password)
 T=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$S'")
 reset_limits
 check "login as the tenant's admin" is "$(login "$S" "$TMP/jar" "admin@$S.example" "$PW")" 200
+# The one-time password first (a must-change session may only change it).
+NEWPW='Sturdy-Passphrase-2026!'
+out=$(api "$S" "$TMP/jar" POST /api/v1/auth/password "{\"current_password\":\"$PW\",\"new_password\":\"$NEWPW\"}")
+check "the admin changes the one-time password" is "${out%% *}" 204
+PW=$NEWPW
+check "login with the new password" is "$(login "$S" "$TMP/jar" "admin@$S.example" "$PW")" 200
 out=$(api "$S" "$TMP/jar" POST /api/v1/tickets "{\"subject\":\"subject $M\",\"body\":\"body $M\"}")
 TK=$(jget "$out" id)
 check "a ticket with the marker" is "${out%% *}" 201

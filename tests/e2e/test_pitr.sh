@@ -8,7 +8,8 @@
 # `--tenant S --to T` puts one tenant back to T in the live cell while another
 # tenant's later writes stay; a missing or corrupted WAL segment gives a clear error
 # and nothing restored; wal-push fails (non-zero) rather than lose or overwrite a
-# segment; retention keeps what 35 days need and drops the rest.
+# segment; retention keeps what 35 days need and drops the rest, each purge an audit
+# event of the platform.
 # shellcheck disable=SC1091
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_api.sh"
@@ -235,4 +236,8 @@ check "... its files gone, the newer kept" bash -c "! test -e '$BK/cell/base/$BA
 check "... WAL before the kept base backup purged" test "$(j "$out" purged_wal_segments)" -ge 1
 check "... none older than its start left" bash -c "for f in '$BK'/cell/wal/0000*; do n=\$(basename \"\$f\"); [[ \"\${n:0:24}\" < '$START2' ]] && exit 1; done; exit 0"
 check "... the WAL from its start is kept" test -f "$BK/cell/wal/$START2"
+check "the base backup purge is an audit event of the platform (no tenant)" wait_for 20 bash -c \
+	"[ \"\$(psql -X -tA '$WARD_EU_PG' -c \"SELECT count(*) FROM audit.events WHERE tenant_id IS NULL AND type = 'backup' AND action = 'purge' AND target = '$BASE'\")\" = 1 ]"
+check "the WAL purge too" wait_for 20 bash -c \
+	"[ \"\$(psql -X -tA '$WARD_EU_PG' -c \"SELECT count(*) FROM audit.events WHERE tenant_id IS NULL AND action = 'purge' AND target = 'cell/wal'\")\" -ge 1 ]"
 exit 0

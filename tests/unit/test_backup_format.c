@@ -2,7 +2,10 @@
  * test_backup_format — the encrypted backup format (services/backup/backup_format.c,
  * included here: it has no database): key derivation bound to tenant and backup,
  * chunks bound to their index and backup, the authenticated manifest, and refusal of
- * every tampering, truncation, swap and wrong key; careful file I/O.
+ * every tampering, truncation, swap and wrong key; careful file I/O. The targets
+ * (services/backup/backup_target.c): object keys, the local directory target, S3
+ * configuration errors and an unreachable store (the S3 protocol itself is tested
+ * against s3rver in tests/e2e/test_backup_s3.sh).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +15,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "../../services/backup/backup_format.c"
+#include "../../services/backup/backup_target.c"
 
 static const char *T1 = "11111111-1111-4111-8111-111111111111";
 static const char *T2 = "22222222-2222-4222-8222-222222222222";
@@ -138,6 +145,121 @@ static void test_files(void **state)
 	rmdir(dir);
 }
 
+static void test_target_keys(void **state)
+{
+	(void)state;
+	assert_true(backup_key_ok("t/b/chunk-000000"));
+	assert_true(backup_key_ok("wal/000000010000000000000001"));
+	assert_false(backup_key_ok(""));
+	assert_false(backup_key_ok("/abs"));
+	assert_false(backup_key_ok("a//b"));
+	assert_false(backup_key_ok("a/"));
+	assert_false(backup_key_ok("a/../b"));
+	assert_false(backup_key_ok(".."));
+	assert_false(backup_key_ok("a/./b"));
+	assert_false(backup_key_ok("a b"));
+	assert_false(backup_key_ok("a?b"));
+	assert_false(backup_key_ok("a%2Fb"));
+}
+
+static void test_target_local(void **state)
+{
+	char dir[] = "/tmp/ward-target-XXXXXX", path[256];
+	struct backup_target_conf tc = { 0 };
+	struct backup_target *t;
+	const char *err = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0, n = 0;
+	char **keys = NULL;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	tc.dir = "relative/dir";
+	assert_null(backup_target_new(&tc, &err));
+	assert_non_null(strstr(err, "absolute"));
+	tc.dir = dir;
+	t = backup_target_new(&tc, &err);
+	assert_non_null(t);
+	assert_int_equal(strncmp(backup_target_name(t), "local:/tmp/", 11), 0);
+	assert_int_equal(backup_target_put(t, "t1/b1/chunk-000000", "hello", 5, &err), 0);
+	assert_int_equal(backup_target_put(t, "t1/b1/manifest", "m1", 2, &err), 0);
+	assert_int_equal(backup_target_put(t, "t1/b2/manifest", "m2", 2, &err), 0);
+	assert_int_equal(backup_target_put(t, "t2/b3/manifest", "m3", 2, &err), 0);
+	/* Replaced whole, private, no temporary left behind. */
+	assert_int_equal(backup_target_put(t, "t1/b1/manifest", "m1bis", 5, &err), 0);
+	snprintf(path, sizeof path, "%s/t1/b1/manifest", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(backup_target_get(t, "t1/b1/manifest", 100, &buf, &len, &err), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(buf, "m1bis", 5);
+	free(buf);
+	/* Too large for the caller's limit: an error, not a truncation. */
+	assert_int_equal(backup_target_get(t, "t1/b1/chunk-000000", 3, &buf, &len, &err), -1);
+	assert_int_equal(backup_target_get(t, "t1/b9/manifest", 100, &buf, &len, &err), 1);
+	assert_null(buf);
+	assert_int_equal(backup_target_put(t, "../escape", "x", 1, &err), -1);
+	assert_int_equal(backup_target_get(t, "t1/../../etc/passwd", 100, &buf, &len, &err), -1);
+	assert_int_equal(backup_target_list(t, "t1/", &keys, &n, &err), 0);
+	assert_int_equal(n, 3);
+	backup_keys_free(keys, n);
+	assert_int_equal(backup_target_list(t, "t1/b1/", &keys, &n, &err), 0);
+	assert_int_equal(n, 2);
+	backup_keys_free(keys, n);
+	assert_int_equal(backup_target_list(t, "", &keys, &n, &err), 0);
+	assert_int_equal(n, 4);
+	backup_keys_free(keys, n);
+	assert_int_equal(backup_target_list(t, "nobody/", &keys, &n, &err), 0);
+	assert_int_equal(n, 0);
+	backup_keys_free(keys, n);
+	/* Delete: the object, then its emptied directories; a missing one is fine. */
+	assert_int_equal(backup_target_delete(t, "t2/b3/manifest", &err), 0);
+	snprintf(path, sizeof path, "%s/t2", dir);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(backup_target_delete(t, "t2/b3/manifest", &err), 0);
+	assert_int_equal(backup_target_list(t, "t1/", &keys, &n, &err), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(backup_target_delete(t, keys[i], &err), 0);
+	backup_keys_free(keys, n);
+	assert_int_equal(rmdir(dir), 0); /* everything went */
+	backup_target_free(t);
+}
+
+static void test_target_s3_config(void **state)
+{
+	struct backup_target_conf tc = { .s3_endpoint = "http://127.0.0.1:1", .s3_bucket = "b",
+					  .s3_region = "eu-west-2", .s3_access_key = "k",
+					  .s3_secret_key = "s", .retries = 1, .timeout_s = 5 };
+	struct backup_target *t;
+	const char *err = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	(void)state;
+	tc.s3_bucket = NULL;
+	assert_null(backup_target_new(&tc, &err));
+	tc.s3_bucket = "b";
+	tc.s3_endpoint = "ftp://127.0.0.1";
+	assert_null(backup_target_new(&tc, &err));
+	tc.s3_endpoint = "http://127.0.0.1:1";
+	tc.s3_bucket = "a/b";
+	assert_null(backup_target_new(&tc, &err));
+	tc.s3_bucket = "b";
+	tc.s3_region = "EU WEST";
+	assert_null(backup_target_new(&tc, &err));
+	tc.s3_region = "eu-west-2";
+	t = backup_target_new(&tc, &err);
+	assert_non_null(t);
+	assert_string_equal(backup_target_name(t), "s3://b");
+	/* Nothing listens on port 1: retried once, then a message naming the store. */
+	assert_int_equal(backup_target_put(t, "t/b/manifest", "x", 1, &err), -1);
+	assert_non_null(strstr(err, "s3://b"));
+	assert_int_equal(backup_target_get(t, "t/b/manifest", 10, &buf, &len, &err), -1);
+	assert_null(buf);
+	backup_target_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -145,6 +267,9 @@ int main(void)
 		cmocka_unit_test(test_chunk_round_trip_and_tamper),
 		cmocka_unit_test(test_manifest),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_target_keys),
+		cmocka_unit_test(test_target_local),
+		cmocka_unit_test(test_target_s3_config),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

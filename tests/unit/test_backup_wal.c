@@ -3,7 +3,8 @@
  * (services/backup/backup_wal.c, included here with backup_format.c): the cell key
  * bound to the region, segments bound to name, size and region and refused on any
  * tampering, the names PostgreSQL may archive, LSN → segment names, the storage
- * functions over a directory, and `ward-backup wal-push|wal-fetch` end to end on
+ * functions over the local-directory target (one level of names, removal of a
+ * base backup's objects, a target from the configuration: exclusive, required), and `ward-backup wal-push|wal-fetch` end to end on
  * files (idempotent re-push, refusal to overwrite, notes of missing/corrupt segments).
  */
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <cmocka.h>
 
 #include "../../services/backup/backup_format.c"
+#include "../../services/backup/backup_target.c"
 #include "../../services/backup/backup_wal.c"
 
 #define SEG "000000010000000000000002"
@@ -124,6 +126,7 @@ static char *tmpdir(void)
 static void test_storage(void **state)
 {
 	struct backup_conf conf = {0};
+	struct backup_target *t;
 	const char *err = NULL;
 	uint8_t *buf = NULL;
 	size_t len;
@@ -132,38 +135,68 @@ static void test_storage(void **state)
 	struct stat st;
 
 	(void)state;
+	/* no target, or two: refused */
+	assert_null(backup_wal_target(&conf, &err));
+	assert_non_null(strstr(err, "no backup target"));
+	conf.s3_endpoint = "http://127.0.0.1:1";
+	conf.dir = "/tmp";
+	assert_null(backup_wal_target(&conf, &err));
+	assert_non_null(strstr(err, "exclusive"));
+	conf.s3_endpoint = NULL;
 	conf.dir = tmpdir();
-	assert_int_equal(backup_wal_store(&conf, "cell/wal/" SEG2, "bbb", 3, &err), 0);
-	assert_int_equal(backup_wal_store(&conf, "cell/wal/" SEG, "aaaa", 4, &err), 0);
+	t = backup_wal_target(&conf, &err);
+	assert_non_null(t);
+	assert_int_equal(backup_wal_store(t, "cell/wal/" SEG2, "bbb", 3, &err), 0);
+	assert_int_equal(backup_wal_store(t, "cell/wal/" SEG, "aaaa", 4, &err), 0);
 	snprintf(path, sizeof path, "%s/cell/wal/" SEG, conf.dir);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	assert_int_equal(backup_wal_fetch(&conf, "cell/wal/" SEG, 100, &buf, &len, &err), 0);
+	assert_int_equal(backup_wal_fetch(t, "cell/wal/" SEG, 100, &buf, &len, &err), 0);
 	assert_int_equal(len, 4);
 	assert_memory_equal(buf, "aaaa", 4);
 	free(buf);
 	buf = NULL;
-	assert_int_equal(backup_wal_fetch(&conf, "cell/wal/" SEG, 2, &buf, &len, &err), -1);
-	assert_int_equal(backup_wal_fetch(&conf, "cell/wal/nothing", 100, &buf, &len, &err), 1);
-	assert_int_equal(backup_wal_fetch(&conf, "../etc/passwd", 100, &buf, &len, &err), -1);
-	assert_int_equal(backup_wal_store(&conf, "/etc/x", "a", 1, &err), -1);
-	assert_int_equal(backup_wal_store(&conf, "cell/../../x", "a", 1, &err), -1);
+	assert_int_equal(backup_wal_fetch(t, "cell/wal/" SEG, 2, &buf, &len, &err), -1);
+	assert_int_equal(backup_wal_fetch(t, "cell/wal/nothing", 100, &buf, &len, &err), 1);
+	assert_int_equal(backup_wal_fetch(t, "../etc/passwd", 100, &buf, &len, &err), -1);
+	assert_int_equal(backup_wal_store(t, "/etc/x", "a", 1, &err), -1);
+	assert_int_equal(backup_wal_store(t, "cell/../../x", "a", 1, &err), -1);
+	assert_int_equal(backup_wal_fetch(NULL, "cell/wal/" SEG, 100, &buf, &len, &err), -1);
 	/* sorted, no temporary or hidden file */
 	snprintf(path, sizeof path, "%s/cell/wal/.hidden", conf.dir);
 	assert_int_equal(backup_file_write(path, "x", 1), 0);
-	assert_int_equal(backup_wal_list(&conf, "cell/wal", &names, &err), 0);
+	assert_int_equal(backup_wal_list(t, "cell/wal", &names, &err), 0);
 	assert_int_equal(json_array_size(names), 2);
 	assert_string_equal(json_string_value(json_array_get(names, 0)), SEG);
 	assert_string_equal(json_string_value(json_array_get(names, 1)), SEG2);
 	json_decref(names);
-	assert_int_equal(backup_wal_list(&conf, "cell/none", &names, &err), 0);
+	assert_int_equal(backup_wal_list(t, "cell/none", &names, &err), 0);
 	assert_int_equal(json_array_size(names), 0);
 	json_decref(names);
-	assert_int_equal(backup_wal_remove(&conf, "cell/wal/" SEG, &err), 0);
-	assert_int_equal(backup_wal_fetch(&conf, "cell/wal/" SEG, 100, &buf, &len, &err), 1);
-	assert_int_equal(backup_wal_remove(&conf, "cell/wal/" SEG, &err), 0); /* already gone */
-	assert_int_equal(backup_wal_remove(&conf, "cell", &err), 0);
-	assert_int_equal(rmdir(conf.dir), 0);
+	/* one level: a base backup's objects name it once */
+	assert_int_equal(backup_wal_store(t, "cell/base/b2/chunk-000000", "c", 1, &err), 0);
+	assert_int_equal(backup_wal_store(t, "cell/base/b1/chunk-000000", "c", 1, &err), 0);
+	assert_int_equal(backup_wal_store(t, "cell/base/b1/chunk-000001", "c", 1, &err), 0);
+	assert_int_equal(backup_wal_store(t, "cell/base/b1/manifest", "m", 1, &err), 0);
+	assert_int_equal(backup_wal_list(t, "cell/base", &names, &err), 0);
+	assert_int_equal(json_array_size(names), 2);
+	assert_string_equal(json_string_value(json_array_get(names, 0)), "b1");
+	assert_string_equal(json_string_value(json_array_get(names, 1)), "b2");
+	json_decref(names);
+	assert_int_equal(backup_wal_remove(t, "cell/base/b1", &err), 0);
+	assert_int_equal(backup_wal_fetch(t, "cell/base/b1/manifest", 100, &buf, &len, &err), 1);
+	assert_int_equal(backup_wal_fetch(t, "cell/base/b1/chunk-000001", 100, &buf, &len, &err),
+			 1);
+	assert_int_equal(backup_wal_list(t, "cell/base", &names, &err), 0);
+	assert_int_equal(json_array_size(names), 1);
+	json_decref(names);
+	assert_int_equal(backup_wal_remove(t, "cell/wal/" SEG, &err), 0);
+	assert_int_equal(backup_wal_fetch(t, "cell/wal/" SEG, 100, &buf, &len, &err), 1);
+	assert_int_equal(backup_wal_remove(t, "cell/wal/" SEG, &err), 0); /* already gone */
+	assert_int_equal(backup_wal_remove(t, "cell", &err), 0);
+	assert_int_equal(unlink(path), 0); /* the hidden file is not the target's */
+	assert_int_equal(wal_rmtree(conf.dir), 0);
+	backup_target_free(t);
 	free(conf.dir);
 }
 
@@ -228,6 +261,8 @@ static void test_push_fetch(void **state)
 			 d, d, d, d);
 		write_file(cfg, y, strlen(y));
 	}
+	snprintf(p, sizeof p, "%s/target", d);
+	assert_int_equal(mkdir(p, 0700), 0);
 	snprintf(p, sizeof p, "%s/pg_wal_seg", d);
 	write_file(p, seg, sizeof seg);
 	snprintf(notes, sizeof notes, "%s/notes", d);
