@@ -953,6 +953,7 @@ static int wal_recovery_conf(const struct backup_ctx *c, const char *scratch, co
 static const char *wal_why(const char *scratch, const char *when)
 {
 	char path[4200], line[512], missing[64] = "", corrupt[512] = "", fatal[320] = "";
+	char unreadable[80] = "";
 	FILE *f;
 	int not_reached = 0;
 
@@ -960,7 +961,9 @@ static const char *wal_why(const char *scratch, const char *when)
 	if ((f = fopen(path, "re")) != NULL) {
 		while (fgets(line, sizeof line, f) != NULL) {
 			line[strcspn(line, "\n")] = '\0';
-			if (strncmp(line, "corrupt ", 8) == 0 && corrupt[0] == '\0')
+			if (strncmp(line, "unreadable ", 11) == 0 && unreadable[0] == '\0')
+				snprintf(unreadable, sizeof unreadable, "%.64s", line + 11);
+			else if (strncmp(line, "corrupt ", 8) == 0 && corrupt[0] == '\0')
 				snprintf(corrupt, sizeof corrupt, "%.64s", line + 8);
 			else if (strncmp(line, "missing ", 8) == 0 && missing[0] == '\0' &&
 				 strlen(line + 8) == 24)
@@ -985,6 +988,10 @@ static const char *wal_why(const char *scratch, const char *when)
 		}
 		fclose(f);
 	}
+	if (unreadable[0] != '\0')
+		return wal_error("cannot restore to %s: WAL segment %s could not be read from "
+				 "the backup target (unreachable or refused); nothing was restored",
+				 when, unreadable);
 	if (corrupt[0] != '\0')
 		return wal_error("cannot restore to %s: WAL segment %s fails authentication "
 				 "(corrupted or tampered); nothing was restored",
@@ -1412,7 +1419,12 @@ static int wal_fetch_one(struct backup_target *t, const char *region,
 		wal_note(notes, "missing", name);
 		return 1;
 	}
-	if (r < 0 || backup_wal_open(key, region, name, in, len, &pt, &plen) < 0) {
+	if (r < 0) { /* the target failed (unreachable, refused): not the segment's fault */
+		fprintf(stderr, "ward-backup wal-fetch: %s: %s\n", name, err ? err : "cannot read");
+		wal_note(notes, "unreadable", name);
+		goto out;
+	}
+	if (backup_wal_open(key, region, name, in, len, &pt, &plen) < 0) {
 		fprintf(stderr,
 			"ward-backup wal-fetch: %s fails authentication (corrupted or "
 			"tampered)\n",

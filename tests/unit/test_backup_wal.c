@@ -208,6 +208,18 @@ static const struct conf_entry tentries[] = {
      NULL},
     {"backup.scratch_dir", CONF_STR, offsetof(struct backup_conf, scratch_dir), false, NULL, 0, 0,
      NULL},
+    {"backup.s3.endpoint", CONF_STR, offsetof(struct backup_conf, s3_endpoint), false, NULL, 0, 0,
+     NULL},
+    {"backup.s3.bucket", CONF_STR, offsetof(struct backup_conf, s3_bucket), false, NULL, 0, 0,
+     NULL},
+    {"backup.s3.region", CONF_STR, offsetof(struct backup_conf, s3_region), false, NULL, 0, 0,
+     NULL},
+    {"backup.s3.access_key", CONF_STR, offsetof(struct backup_conf, s3_access_key), false, NULL,
+     0, 0, NULL},
+    {"backup.s3.secret_key_file", CONF_SECRET_FILE, offsetof(struct backup_conf, s3_secret_key),
+     false, NULL, 0, 0, NULL},
+    {"backup.s3.retries", CONF_INT, offsetof(struct backup_conf, s3_retries), false, "0", 0, 20,
+     NULL},
 };
 
 static int run(const char *mode, const char *a, const char *b, const char *config,
@@ -223,7 +235,8 @@ static int run(const char *mode, const char *a, const char *b, const char *confi
 			(char *)notes,
 			NULL};
 
-	return backup_wal_main(notes ? 8 : 6, argv, tentries, 3, &tconf);
+	return backup_wal_main(notes ? 8 : 6, argv, tentries, sizeof tentries / sizeof tentries[0],
+			       &tconf);
 }
 
 static void write_file(const char *path, const void *buf, size_t len)
@@ -299,6 +312,7 @@ static void test_push_fetch(void **state)
 	assert_int_equal(run("wal-fetch", SEG, q, cfg, notes), 1);
 	assert_int_equal(access(q, F_OK), -1);
 	assert_int_equal(backup_file_read(notes, 4096, (uint8_t **)&text, &len), 0);
+	text[len] = '\0'; /* backup_file_read leaves room for it */
 	assert_non_null(strstr(text, "ok " SEG "\n"));
 	assert_non_null(strstr(text, "missing " SEG2 "\n"));
 	assert_non_null(strstr(text, "corrupt " SEG "\n"));
@@ -308,6 +322,40 @@ static void test_push_fetch(void **state)
 	assert_int_not_equal(run("wal-push", "/nonexistent", SEG2, cfg, NULL), 0);
 	snprintf(q, sizeof q, "%s/none.yaml", d);
 	assert_int_not_equal(run("wal-push", p, SEG2, q, NULL), 0);
+	/* both targets configured: refused */
+	{
+		char y[2048];
+
+		snprintf(y, sizeof y,
+			 "service: backup\nregion: eu\nredis:\n  port: 6379\n  user: backup\n"
+			 "  password_file: %s/secret\nqueue:\n  route_keys_file: %s/secret\n"
+			 "kek_file: %s/kek\nbackup:\n  dir: %s/target\n  s3:\n"
+			 "    endpoint: http://127.0.0.1:1\n",
+			 d, d, d, d);
+		snprintf(q, sizeof q, "%s/both.yaml", d);
+		write_file(q, y, strlen(y));
+		assert_int_not_equal(run("wal-push", p, SEG2, q, NULL), 0);
+		/* an S3 target that cannot be reached: the segment is not fetched, and
+		 * the restore's notes say unreadable (not corrupt, not missing) */
+		snprintf(y, sizeof y,
+			 "service: backup\nregion: eu\nredis:\n  port: 6379\n  user: backup\n"
+			 "  password_file: %s/secret\nqueue:\n  route_keys_file: %s/secret\n"
+			 "kek_file: %s/kek\nbackup:\n  s3:\n    endpoint: http://127.0.0.1:1\n"
+			 "    bucket: b\n    region: eu-west-1\n    access_key: k\n"
+			 "    secret_key_file: %s/secret\n    retries: 0\n",
+			 d, d, d, d);
+		snprintf(q, sizeof q, "%s/s3.yaml", d);
+		write_file(q, y, strlen(y));
+		snprintf(notes, sizeof notes, "%s/notes2", d);
+		snprintf(y, sizeof y, "%s/restored3", d);
+		assert_int_equal(run("wal-fetch", SEG, y, q, notes), 1);
+		assert_int_equal(access(y, F_OK), -1);
+		assert_int_not_equal(run("wal-push", p, SEG2, q, NULL), 0);
+		assert_int_equal(backup_file_read(notes, 4096, (uint8_t **)&text, &len), 0);
+	text[len] = '\0'; /* backup_file_read leaves room for it */
+		assert_string_equal(text, "unreadable " SEG "\n");
+		free(text);
+	}
 	assert_int_equal(wal_rmtree(d), 0);
 	assert_int_equal(access(d, F_OK), -1);
 	free(d);
