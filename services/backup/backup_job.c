@@ -29,7 +29,7 @@
 #include "envelope.h"
 #include "log.h"
 
-#define FETCH_ROWS "500"
+#define FETCH_ROWS "5000"
 #define TABLE_NAME_MAX 128
 /* snprintf into an array; true if the text did not fit. */
 #define PATHF(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__) >= (int)sizeof buf)
