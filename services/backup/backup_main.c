@@ -7,7 +7,8 @@
  * backup.restore, backup.prune; principal kind "operator" only); a timer runs the
  * daily backup of every active tenant at backup.daily_at (UTC), then verifies each
  * new backup, publishes the outcome (hb:backup:last-verified, read by the status
- * page) and applies retention. The jobs themselves are in backup_job.c, the format
+ * page) and applies retention; then, as a job of its own, the cell's base backup and
+ * point-in-time retention. The jobs themselves are in backup_job.c, the format
  * in backup_format.c, the targets (local directory or S3) in backup_target.c.
  * Point-in-time recovery of the cell (backup.base, backup.pitr,
  * backup.pitr_expire, backup.scratch_drop, the daily base backup and the
@@ -291,7 +292,7 @@ static void backup_job_exec(struct backup_job *j)
 			return;
 		}
 	}
-	if (j->req == NULL) { /* the daily run: back up, verify, retention */
+	if (j->req == NULL && j->method[0] == '\0') { /* daily: back up, verify, retention */
 		json_t *pr = NULL;
 
 		log_info("daily backup of %s starts", c.region);
@@ -301,6 +302,8 @@ static void backup_job_exec(struct backup_job *j)
 		if (backup_job_expire(&c, 0, &pr, &err) < 0)
 			log_warn("retention: %s", err ? err : "failed");
 		json_decref(pr);
+	} else if (strcmp(j->method, "daily.cell") == 0) {
+		j->r = 0;
 		backup_daily_cell(&c);
 	} else if (strcmp(j->method, "backup.run") == 0) {
 		j->r = backup_all(&c, j->tenant_id, &j->out, &err);
@@ -402,7 +405,9 @@ static void backup_job_finish(struct backup_job *j)
 {
 	if (j->verified > 0)
 		backup_publish_verified(j->verify_failed == 0 && (j->req != NULL || j->r == 0));
-	if (j->req == NULL) {
+	if (j->req == NULL && j->method[0] != '\0') {
+		log_info("daily base backup and point-in-time retention done");
+	} else if (j->req == NULL) {
 		if (j->r < 0)
 			log_warn("daily backup: %s", j->err);
 		else
@@ -587,6 +592,16 @@ static void backup_tick(evutil_socket_t fd, short what, void *arg)
 		log_warn("daily backup: out of memory");
 		return;
 	}
+	snprintf(j->actor, sizeof j->actor, "service:backup");
+	backup_job_submit(j);
+	/* Then the cell's base backup and point-in-time retention, a job of its own:
+	 * the tenants' outcome is published without waiting for it. */
+	j = calloc(1, sizeof *j);
+	if (j == NULL) {
+		log_warn("daily base backup: out of memory");
+		return;
+	}
+	snprintf(j->method, sizeof j->method, "daily.cell");
 	snprintf(j->actor, sizeof j->actor, "service:backup");
 	backup_job_submit(j);
 }

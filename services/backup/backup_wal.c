@@ -319,11 +319,27 @@ int backup_wal_segment_of(const char *lsn, unsigned tli, unsigned seg_mib, char 
 static pid_t wal_spawn(char *const argv[], int in_fd, int out_fd, const char *errfile,
 		       const char *pgpassword)
 {
-	pid_t pid = fork();
+	/* The child's environment is built before fork: jobs run on a worker thread,
+	 * and between fork and exec only async-signal-safe calls are made. */
+	size_t n = 0, k = 0;
+	char **envp, *pw = NULL;
+	pid_t pid;
 
-	if (pid != 0)
-		return pid;
-	{
+	while (environ != NULL && environ[n] != NULL)
+		n++;
+	envp = calloc(n + 2, sizeof *envp);
+	if (envp == NULL || (pgpassword != NULL && asprintf(&pw, "PGPASSWORD=%s", pgpassword) < 0)) {
+		free(envp);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "PGPASSWORD=", 11) != 0)
+			envp[k++] = environ[i];
+	if (pw != NULL)
+		envp[k++] = pw;
+	envp[k] = NULL;
+	pid = fork();
+	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
 		int err =
 		    errfile != NULL ? open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600) : null;
@@ -333,13 +349,15 @@ static pid_t wal_spawn(char *const argv[], int in_fd, int out_fd, const char *er
 			_exit(127);
 		closefrom(3);
 		signal(SIGPIPE, SIG_DFL);
-		if (pgpassword != NULL)
-			setenv("PGPASSWORD", pgpassword, 1);
-		else
-			unsetenv("PGPASSWORD");
-		execv(argv[0], argv);
+		execve(argv[0], argv, envp);
 		_exit(127);
 	}
+	if (pw != NULL) {
+		crypto_wipe(pw, strlen(pw));
+		free(pw);
+	}
+	free(envp);
+	return pid;
 }
 
 /* Wait for pid; 0 if it exited 0. */
@@ -523,7 +541,10 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	char id[33] = "", tenant[64], k[160], logfile[4200], label[64], pgbb[1024], start[25] = "";
 	char hex[65];
 	uint8_t salt[BACKUP_SALT_LEN], key[CRYPTO_KEY_LEN], sha[32], *buf = NULL, *mf = NULL;
-	size_t chunk = (size_t)c->conf->chunk_kib * 1024, fill = 0, mlen;
+	/* A cell's physical backup is large: chunks of at least 1 MiB whatever
+	 * backup.chunk_kib says for tenant backups (1 KiB would be a request per KiB). */
+	size_t chunk = (size_t)(c->conf->chunk_kib < 1024 ? 1024 : c->conf->chunk_kib) * 1024;
+	size_t fill = 0, mlen;
 	int64_t started = wal_now_ms(), bytes = 0;
 	json_t *chunks = json_array(), *manifest = NULL;
 	char *mjson = NULL;
@@ -590,6 +611,10 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 			continue;
 		if (fill == 0)
 			break;
+		if (atomic_load(&backup_cancel)) { /* SIGTERM: stop at this chunk */
+			*error_r = "ward-backup is shutting down";
+			goto out;
+		}
 		snprintf(k, sizeof k, "cell/base/%s/chunk-%06u", id, index);
 		if (backup_chunk_seal(key, 1, tenant, id, index, buf, fill, &sealed, &slen) < 0 ||
 		    crypto_sha256(sealed, slen, sha) < 0 ||

@@ -19,6 +19,8 @@
 #include "../../services/backup/backup_target.c"
 #include "../../services/backup/backup_wal.c"
 
+atomic_int backup_cancel; /* defined by backup_main.c in the daemon */
+
 #define SEG "000000010000000000000002"
 #define SEG2 "000000010000000000000003"
 
