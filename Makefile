@@ -84,6 +84,7 @@ $(foreach s,$(SERVICES),$(eval $(call daemon_rule,$(s))))
 bin/ward-backup: LDLIBS += $(shell pkg-config --libs libcurl 2>/dev/null)
 $(BUILD)/services/backup/%.o: CFLAGS += $(shell pkg-config --cflags libcurl 2>/dev/null)
 bin/tests/test_backup_format: LDLIBS += $(shell pkg-config --libs libcurl 2>/dev/null)
+bin/tests/test_backup_wal: LDLIBS += $(shell pkg-config --libs libcurl 2>/dev/null)
 
 bin/wardctl: $(patsubst %.c,$(BUILD)/%.o,$(wildcard ops/wardctl/*.c)) $(LIBWARD) $(FLAVOR)
 	@mkdir -p bin

@@ -35,8 +35,21 @@ const char wardctl_backup_usage[] =
 	"keeping each tenant's newest; every backup of a tenant closed for\n"
 	"backup.closed_days, and its kept keys), or as of --now TIME (operators, tests);\n"
 	"each purge is an audit event. TIME: RFC 3339 UTC (2024-05-01T12:00:00Z) or unix milliseconds.\n"
-	"Point-in-time restore of a whole cell (restore without --tenant) is not\n"
-	"implemented yet.\n";
+	"\n"
+	"Point-in-time recovery of a cell (WAL archive + daily base backups, 35 days):\n"
+	"       wardctl backup base --region R\n"
+	"       wardctl backup restore --region R --to TIME\n"
+	"       wardctl backup restore --region R --tenant SLUG --to TIME\n"
+	"       wardctl backup scratch-drop --region R --id SCRATCH_ID\n"
+	"       wardctl backup pitr-expire --region R [--now TIME]\n"
+	"base: a physical base backup of the cell now, encrypted (also taken daily).\n"
+	"restore --to without --tenant: rebuild the cell as it was at TIME in a scratch\n"
+	"cluster on a free loopback port and print where it runs (the live cell is not\n"
+	"touched); remove it with scratch-drop. restore --tenant S --to TIME with S\n"
+	"active: replace S's data in the live cell by its data at TIME, other tenants\n"
+	"untouched (a closed S is restored from its logical backups as above).\n"
+	"pitr-expire: drop base backups and WAL no longer needed for any time in the\n"
+	"retention window before TIME (default now); each purge is an audit event.\n";
 
 struct backup_call {
 	struct event_base *base;
@@ -229,6 +242,8 @@ static int backup_parse_time(const char *s, int64_t *ms_r)
 	return 0;
 }
 
+int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled);
+
 int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 {
 	static const struct option opts[] = { { "region", required_argument, NULL, 'r' },
@@ -246,6 +261,10 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 		fputs(wardctl_backup_usage, stderr);
 		return 2;
 	}
+	/* Point-in-time recovery of the cell: wardctl_pitr.c. */
+	c = wardctl_pitr(conf, argc, argv, &r);
+	if (r)
+		return c;
 	cmd = argv[1];
 	argc--;
 	argv++;

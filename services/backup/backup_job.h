@@ -28,6 +28,8 @@ struct backup_conf {
 	int chunk_kib;	    /* plaintext per chunk */
 	int retention_days; /* daily copies */
 	int closed_days;    /* a closed tenant's keys and backups */
+	char *scratch_dir;  /* point-in-time restores build clusters here (backup_wal.c) */
+	char *pg_bin;	    /* pg_basebackup, pg_ctl */
 };
 
 /* Set on SIGTERM: a job stops at its next chunk with an error. */

@@ -7,8 +7,12 @@
  * backup.restore, backup.prune; principal kind "operator" only); a timer runs the
  * daily backup of every active tenant at backup.daily_at (UTC), then verifies each
  * new backup, publishes the outcome (hb:backup:last-verified, read by the status
- * page) and applies retention. The jobs themselves are in backup_job.c, the format
+ * page) and applies retention; then, as a job of its own, the cell's base backup and
+ * point-in-time retention. The jobs themselves are in backup_job.c, the format
  * in backup_format.c, the targets (local directory or S3) in backup_target.c.
+ * Point-in-time recovery of the cell (backup.base, backup.pitr,
+ * backup.pitr_expire, backup.scratch_drop, the daily base backup and the
+ * `ward-backup wal-push|wal-fetch` modes PostgreSQL runs) is in backup_wal.c.
  *
  * Jobs run off the event loop, one at a time, in a worker thread with its own
  * PostgreSQL connection and target: the handler queues the job and defers its
@@ -31,6 +35,7 @@
 
 #include "backup.pb-c.h"
 #include "backup_job.h"
+#include "backup_wal.h"
 #include "auditlog.h"
 #include "daemon.h"
 #include "log.h"
@@ -62,6 +67,8 @@ static const struct conf_entry backup_conf_entries[] = {
 	{ "backup.chunk_kib", CONF_INT, BC(chunk_kib), false, "1024", 1, 65536, NULL },
 	{ "backup.retention_days", CONF_INT, BC(retention_days), false, "35", 1, 3650, NULL },
 	{ "backup.closed_days", CONF_INT, BC(closed_days), false, "60", 1, 3650, NULL },
+	{ "backup.scratch_dir", CONF_STR, BC(scratch_dir), false, "/tmp", 0, 0, NULL },
+	{ "backup.pg_bin", CONF_STR, BC(pg_bin), false, "/usr/lib/postgresql/15/bin", 0, 0, NULL },
 	/* Off-site target instead of dir: an S3-compatible store, this region's bucket. */
 	{ "backup.s3.endpoint", CONF_STR, BC(s3_endpoint), false, NULL, 0, 0, NULL },
 	{ "backup.s3.bucket", CONF_STR, BC(s3_bucket), false, NULL, 0, 0, NULL },
@@ -248,17 +255,37 @@ static void backup_daily_verify(const struct backup_ctx *c, json_t *out, struct 
 	}
 }
 
+/* The daily part of point-in-time recovery: the cell's base backup, then its
+ * retention (each purge audited). Failures are logged; the next day tries again. */
+static void backup_daily_cell(const struct backup_ctx *c)
+{
+	const struct daemon_config *cfg = daemon_config(W.d);
+	json_t *out = NULL;
+	const char *err = NULL;
+
+	if (atomic_load(&backup_cancel))
+		return;
+	if (backup_wal_base(c, cfg->pg_conninfo, (const char *)cfg->pg_password.data, &out,
+			    &err) < 0)
+		log_warn("base backup: %s", err ? err : "failed");
+	json_decref(out);
+	out = NULL;
+	err = NULL;
+	if (backup_wal_expire(c, (int64_t)time(NULL) * 1000, &out, &err) < 0)
+		log_warn("point-in-time retention: %s", err ? err : "failed");
+	json_decref(out);
+}
+
 /* Run one job on the worker thread. */
 static void backup_job_exec(struct backup_job *j)
 {
+	const struct daemon_config *cfg = daemon_config(W.d);
 	struct backup_ctx c;
 	const char *err = NULL;
 
 	backup_ctx_init(W.d, W.db, j->actor, &c);
 	j->r = -1;
 	if (W.db == NULL) {
-		const struct daemon_config *cfg = daemon_config(W.d);
-
 		W.db = db_connect(cfg->pg_conninfo, (const char *)cfg->pg_password.data, &err);
 		c.db = W.db;
 		if (W.db == NULL) {
@@ -266,7 +293,7 @@ static void backup_job_exec(struct backup_job *j)
 			return;
 		}
 	}
-	if (j->req == NULL) { /* the daily run: back up, verify, retention */
+	if (j->req == NULL && j->method[0] == '\0') { /* daily: back up, verify, retention */
 		json_t *pr = NULL;
 
 		log_info("daily backup of %s starts", c.region);
@@ -276,6 +303,9 @@ static void backup_job_exec(struct backup_job *j)
 		if (backup_job_expire(&c, 0, &pr, &err) < 0)
 			log_warn("retention: %s", err ? err : "failed");
 		json_decref(pr);
+	} else if (strcmp(j->method, "daily.cell") == 0) {
+		j->r = 0;
+		backup_daily_cell(&c);
 	} else if (strcmp(j->method, "backup.run") == 0) {
 		j->r = backup_all(&c, j->tenant_id, &j->out, &err);
 	} else if (strcmp(j->method, "backup.verify") == 0) {
@@ -288,6 +318,17 @@ static void backup_job_exec(struct backup_job *j)
 					  j->to_ms, &j->out, &err);
 	} else if (strcmp(j->method, "backup.prune") == 0) {
 		j->r = backup_job_expire(&c, j->now_ms, &j->out, &err);
+	} else if (strcmp(j->method, "backup.base") == 0) {
+		j->r = backup_wal_base(&c, cfg->pg_conninfo, (const char *)cfg->pg_password.data,
+				       &j->out, &err);
+	} else if (strcmp(j->method, "backup.pitr") == 0) {
+		j->r = backup_wal_restore(&c, cfg->pg_conninfo, (const char *)cfg->pg_password.data,
+					  j->tenant_id, j->to_ms, &j->out, &err);
+	} else if (strcmp(j->method, "backup.pitr_expire") == 0) {
+		j->r = backup_wal_expire(&c, j->now_ms > 0 ? j->now_ms : (int64_t)time(NULL) * 1000,
+					 &j->out, &err);
+	} else if (strcmp(j->method, "backup.scratch_drop") == 0) {
+		j->r = backup_wal_scratch_drop(&c, j->backup_id, &j->out, &err);
 	} else {
 		err = "unknown method";
 	}
@@ -365,7 +406,9 @@ static void backup_job_finish(struct backup_job *j)
 {
 	if (j->verified > 0)
 		backup_publish_verified(j->verify_failed == 0 && (j->req != NULL || j->r == 0));
-	if (j->req == NULL) {
+	if (j->req == NULL && j->method[0] != '\0') {
+		log_info("daily base backup and point-in-time retention done");
+	} else if (j->req == NULL) {
 		if (j->r < 0)
 			log_warn("daily backup: %s", j->err);
 		else
@@ -552,12 +595,21 @@ static void backup_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	snprintf(j->actor, sizeof j->actor, "service:backup");
 	backup_job_submit(j);
+	/* Then the cell's base backup and point-in-time retention, a job of its own:
+	 * the tenants' outcome is published without waiting for it. */
+	j = calloc(1, sizeof *j);
+	if (j == NULL) {
+		log_warn("daily base backup: out of memory");
+		return;
+	}
+	snprintf(j->method, sizeof j->method, "daily.cell");
+	snprintf(j->actor, sizeof j->actor, "service:backup");
+	backup_job_submit(j);
 }
 
 static int backup_init(struct daemon *d, const char **error_r)
 {
 	struct timeval tv = { BACKUP_TICK_S, 0 };
-	struct backup_target_conf tc = { 0 };
 	PGresult *res;
 	const char *err = NULL;
 
@@ -567,15 +619,8 @@ static int backup_init(struct daemon *d, const char **error_r)
 		return -1;
 	}
 	if (backup_has_target()) {
-		tc.dir = backup_conf.dir;
-		tc.s3_endpoint = backup_conf.s3_endpoint;
-		tc.s3_bucket = backup_conf.s3_bucket;
-		tc.s3_region = backup_conf.s3_region;
-		tc.s3_access_key = backup_conf.s3_access_key;
-		tc.s3_secret_key = (const char *)backup_conf.s3_secret_key.data;
-		tc.s3_ca_file = backup_conf.s3_ca_file;
-		tc.retries = backup_conf.s3_retries;
-		W.target = backup_target_new(&tc, error_r);
+		/* The same construction as wal-push/wal-fetch (backup_wal.c). */
+		W.target = backup_wal_target(&backup_conf, error_r);
 		if (W.target == NULL)
 			return -1;
 		log_info("backup target: %s%s%s", backup_target_name(W.target),
@@ -666,6 +711,10 @@ static const struct daemon_method backup_methods[] = {
 	{ "backup.verify", backup_handle, "operator", 4096, NULL },
 	{ "backup.restore", backup_handle, "operator", 4096, NULL },
 	{ "backup.prune", backup_handle, "operator", 4096, NULL },
+	{ "backup.base", backup_handle, "operator", 4096, NULL },
+	{ "backup.pitr", backup_handle, "operator", 4096, NULL },
+	{ "backup.pitr_expire", backup_handle, "operator", 4096, NULL },
+	{ "backup.scratch_drop", backup_handle, "operator", 4096, NULL },
 };
 
 static const struct daemon_service backup_service = {
@@ -687,5 +736,14 @@ static const struct daemon_service backup_service = {
 
 int main(int argc, char **argv)
 {
+	/* PostgreSQL's archive_command / restore_command: a short-lived mode. */
+	if (argc > 1 && (strcmp(argv[1], "wal-push") == 0 || strcmp(argv[1], "wal-fetch") == 0))
+		return backup_wal_main(argc, argv, backup_conf_entries,
+				       sizeof backup_conf_entries / sizeof backup_conf_entries[0],
+				       &backup_conf);
+	/* restore_command names this binary and its configuration file. */
+	for (int i = 1; i + 1 < argc; i++)
+		if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0)
+			backup_wal_set_self(argv[i + 1]);
 	return daemon_main(argc, argv, &backup_service);
 }
