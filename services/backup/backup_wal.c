@@ -254,15 +254,16 @@ static void wal_aad(char *out, size_t size, const char *region, const char *name
 	snprintf(out, size, "ward-wal/1|%s|%s|%zu", region, name, len);
 }
 
-int backup_wal_seal(const uint8_t key[CRYPTO_KEY_LEN], const char *region, const char *name,
-		    const void *pt, size_t len, uint8_t **out_r, size_t *out_len_r)
+int backup_wal_seal(const uint8_t key[CRYPTO_KEY_LEN], uint32_t kek_version, const char *region,
+		    const char *name, const void *pt, size_t len, uint8_t **out_r,
+		    size_t *out_len_r)
 {
 	char aad[160];
 	uint8_t *sealed = NULL, *out;
 	size_t slen;
 
 	wal_aad(aad, sizeof aad, region, name, len);
-	if (crypto_seal(key, 1, aad, strlen(aad), pt, len, &sealed, &slen) < 0)
+	if (crypto_seal(key, kek_version, aad, strlen(aad), pt, len, &sealed, &slen) < 0)
 		return -1;
 	out = malloc(BACKUP_MAGIC_LEN + slen);
 	if (out == NULL) {
@@ -275,6 +276,15 @@ int backup_wal_seal(const uint8_t key[CRYPTO_KEY_LEN], const char *region, const
 	*out_r = out;
 	*out_len_r = BACKUP_MAGIC_LEN + slen;
 	return 0;
+}
+
+int backup_wal_kek_version(const uint8_t *in, size_t in_len, uint32_t *version_r)
+{
+	if (in_len < BACKUP_MAGIC_LEN + CRYPTO_SEAL_OVERHEAD ||
+	    memcmp(in, BACKUP_WAL_MAGIC, BACKUP_MAGIC_LEN) != 0)
+		return -1;
+	return crypto_sealed_key_version(in + BACKUP_MAGIC_LEN, in_len - BACKUP_MAGIC_LEN,
+					 version_r);
 }
 
 int backup_wal_open(const uint8_t key[CRYPTO_KEY_LEN], const char *region, const char *name,
@@ -397,15 +407,20 @@ static int64_t wal_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The key of one base backup (salt from its manifest or new). */
-static int wal_base_key(const struct backup_ctx *c, const uint8_t salt[BACKUP_SALT_LEN],
-			const char *id, char tenant[64], uint8_t key[CRYPTO_KEY_LEN])
+/* The key of one base backup (salt from its manifest or new) under the cell key of
+ * KEK version kek_version (the manifest header records it; 0: the daemon's KEK). */
+static int wal_base_key(const struct backup_ctx *c, uint32_t kek_version,
+			const uint8_t salt[BACKUP_SALT_LEN], const char *id, char tenant[64],
+			uint8_t key[CRYPTO_KEY_LEN])
 {
 	uint8_t cell[CRYPTO_KEY_LEN];
+	const uint8_t *kek = c->kek;
 	int r;
 
 	snprintf(tenant, 64, "cell-%s", c->region);
-	if (backup_wal_cell_key(c->kek, c->region, cell) < 0)
+	if (kek_version != 0 && c->d != NULL)
+		kek = daemon_kek_version(c->d, kek_version);
+	if (kek == NULL || backup_wal_cell_key(kek, c->region, cell) < 0)
 		return -1;
 	r = backup_key_derive(cell, salt, tenant, id, key);
 	crypto_wipe(cell, sizeof cell);
@@ -434,7 +449,7 @@ static int wal_base_load(const struct backup_ctx *c, const char *id, struct wal_
 	}
 	r = -1;
 	if (backup_manifest_header(buf, len, salt, &ver) < 0 ||
-	    wal_base_key(c, salt, id, tenant, key) < 0 ||
+	    wal_base_key(c, ver, salt, id, tenant, key) < 0 ||
 	    backup_manifest_open(key, tenant, id, buf, len, &json) < 0) {
 		*error_r = wal_error("base backup %s: the manifest does not authenticate", id);
 		goto out;
@@ -548,7 +563,7 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	int64_t started = wal_now_ms(), bytes = 0;
 	json_t *chunks = json_array(), *manifest = NULL;
 	char *mjson = NULL;
-	uint32_t index = 0;
+	uint32_t index = 0, kek_version;
 	int pipefd[2] = {-1, -1}, ret = -1, eof = 0;
 	unsigned seg_mib;
 	pid_t pid = -1;
@@ -568,8 +583,9 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 		goto out;
 	}
 	PQclear(res);
+	kek_version = c->d != NULL ? daemon_kek_current(c->d) : 0;
 	if (crypto_random_id(id) < 0 || crypto_random(salt, sizeof salt) < 0 ||
-	    wal_base_key(c, salt, id, tenant, key) < 0) {
+	    wal_base_key(c, kek_version, salt, id, tenant, key) < 0) {
 		*error_r = "cannot derive the base backup key";
 		goto out;
 	}
@@ -653,7 +669,8 @@ int backup_wal_base(const struct backup_ctx *c, const char *conninfo, const char
 	mjson = manifest != NULL ? json_dumps(manifest, JSON_COMPACT) : NULL;
 	snprintf(k, sizeof k, "cell/base/%s/manifest", id);
 	if (mjson == NULL ||
-	    backup_manifest_seal(key, 1, salt, tenant, id, mjson, &mf, &mlen) < 0 ||
+	    backup_manifest_seal(key, kek_version != 0 ? kek_version : 1, salt, tenant, id, mjson,
+				 &mf, &mlen) < 0 ||
 	    backup_wal_store(c->target, k, mf, mlen, error_r) < 0) {
 		if (*error_r == NULL)
 			*error_r = "cannot write the base backup manifest";
@@ -855,7 +872,7 @@ static int wal_unpack(const struct backup_ctx *c, const struct wal_base *b, cons
 	snprintf(k, sizeof k, "cell/base/%s/manifest", b->id);
 	if (backup_wal_fetch(c->target, k, BACKUP_MANIFEST_MAX, &mbuf, &mlen, error_r) != 0 ||
 	    backup_manifest_header(mbuf, mlen, salt, &ver) < 0 ||
-	    wal_base_key(c, salt, b->id, tenant, key) < 0) {
+	    wal_base_key(c, ver, salt, b->id, tenant, key) < 0) {
 		*error_r = wal_error("base backup %s: cannot read its manifest", b->id);
 		goto out;
 	}
@@ -1374,13 +1391,46 @@ static int wal_write_to(const char *path, const uint8_t *buf, size_t len)
 	return close(fd);
 }
 
-/* Archive one segment: seal, store. A segment already archived with the same content
- * is success (PostgreSQL retries after a crash); with other content, failure. */
-static int wal_push(struct backup_target *t, const char *region,
-		    const uint8_t key[CRYPTO_KEY_LEN], const char *path, const char *name)
+/* The cell key for a segment sealed under the ring's KEK version (0: the current
+ * one, whose version is then stored in *version_r); -1 if the ring lacks it. */
+static int wal_ring_key(const struct crypto_keyring *ring, const char *region, uint32_t version,
+			uint8_t key[CRYPTO_KEY_LEN], uint32_t *version_r)
 {
-	uint8_t *pt = NULL, *sealed = NULL, *old = NULL, *oldpt = NULL;
+	const uint8_t *kek;
+
+	kek = version == 0 ? crypto_keyring_current(ring, &version) :
+			     crypto_keyring_find(ring, version);
+	if (kek == NULL || backup_wal_cell_key(kek, region, key) < 0)
+		return -1;
+	if (version_r != NULL)
+		*version_r = version;
+	return 0;
+}
+
+/* Open a sealed segment with the cell key of the KEK version its header names. */
+static int wal_open_ring(const struct crypto_keyring *ring, const char *region, const char *name,
+			 const uint8_t *in, size_t len, uint8_t **out_r, size_t *out_len_r)
+{
+	uint8_t key[CRYPTO_KEY_LEN];
+	uint32_t version;
+	int r = -1;
+
+	if (backup_wal_kek_version(in, len, &version) == 0 &&
+	    wal_ring_key(ring, region, version, key, NULL) == 0)
+		r = backup_wal_open(key, region, name, in, len, out_r, out_len_r);
+	crypto_wipe(key, sizeof key);
+	return r;
+}
+
+/* Archive one segment: seal under the current KEK's cell key, store. A segment
+ * already archived with the same content is success (PostgreSQL retries after a
+ * crash); with other content, failure. */
+static int wal_push(struct backup_target *t, const char *region,
+		    const struct crypto_keyring *ring, const char *path, const char *name)
+{
+	uint8_t *pt = NULL, *sealed = NULL, *old = NULL, *oldpt = NULL, key[CRYPTO_KEY_LEN];
 	size_t len, slen, olen, optlen;
+	uint32_t version = 0;
 	char k[128];
 	const char *err = NULL;
 	int r, ret = 1;
@@ -1392,7 +1442,7 @@ static int wal_push(struct backup_target *t, const char *region,
 	snprintf(k, sizeof k, "cell/wal/%s", name);
 	r = backup_wal_fetch(t, k, BACKUP_WAL_MAX + 4096, &old, &olen, &err);
 	if (r == 0) {
-		if (backup_wal_open(key, region, name, old, olen, &oldpt, &optlen) == 0 &&
+		if (wal_open_ring(ring, region, name, old, olen, &oldpt, &optlen) == 0 &&
 		    optlen == len && memcmp(oldpt, pt, len) == 0)
 			ret = 0;
 		else
@@ -1406,7 +1456,8 @@ static int wal_push(struct backup_target *t, const char *region,
 		fprintf(stderr, "ward-backup wal-push: %s\n", err);
 		goto out;
 	}
-	if (backup_wal_seal(key, region, name, pt, len, &sealed, &slen) < 0) {
+	if (wal_ring_key(ring, region, 0, key, &version) < 0 ||
+	    backup_wal_seal(key, version, region, name, pt, len, &sealed, &slen) < 0) {
 		fprintf(stderr, "ward-backup wal-push: cannot seal %s\n", name);
 		goto out;
 	}
@@ -1416,6 +1467,7 @@ static int wal_push(struct backup_target *t, const char *region,
 	}
 	ret = 0;
 out:
+	crypto_wipe(key, sizeof key);
 	if (pt != NULL)
 		crypto_wipe(pt, len);
 	if (oldpt != NULL)
@@ -1429,7 +1481,7 @@ out:
 
 /* Restore one segment to path; 1 if absent (normal at the end of the archive). */
 static int wal_fetch_one(struct backup_target *t, const char *region,
-			 const uint8_t key[CRYPTO_KEY_LEN], const char *name, const char *path,
+			 const struct crypto_keyring *ring, const char *name, const char *path,
 			 const char *notes)
 {
 	uint8_t *in = NULL, *pt = NULL;
@@ -1449,10 +1501,10 @@ static int wal_fetch_one(struct backup_target *t, const char *region,
 		wal_note(notes, "unreadable", name);
 		goto out;
 	}
-	if (backup_wal_open(key, region, name, in, len, &pt, &plen) < 0) {
+	if (wal_open_ring(ring, region, name, in, len, &pt, &plen) < 0) {
 		fprintf(stderr,
-			"ward-backup wal-fetch: %s fails authentication (corrupted or "
-			"tampered)\n",
+			"ward-backup wal-fetch: %s fails authentication (corrupted, tampered, "
+			"or sealed under a KEK version no longer in the ring)\n",
 			name);
 		wal_note(notes, "corrupt", name);
 		goto out;
@@ -1481,7 +1533,7 @@ int backup_wal_main(int argc, char **argv, const struct conf_entry *entries, siz
 	    {entries, n, conf},
 	};
 	const char *mode = argv[1], *config = NULL, *notes = NULL, *err = NULL;
-	uint8_t kek[CRYPTO_KEY_LEN], key[CRYPTO_KEY_LEN];
+	struct crypto_keyring ring;
 	struct backup_target *t = NULL;
 	char *cerr = NULL;
 	int ret = 1;
@@ -1512,26 +1564,25 @@ int backup_wal_main(int argc, char **argv, const struct conf_entry *entries, siz
 		}
 	}
 	memset(&dc, 0, sizeof dc);
+	memset(&ring, 0, sizeof ring);
 	if (conf_load(config, sec, 2, &cerr) < 0) {
 		fprintf(stderr, "ward-backup %s: %s\n", mode, cerr != NULL ? cerr : "bad config");
 		free(cerr);
 		return 1;
 	}
-	if (dc.kek.path == NULL || crypto_key_load(dc.kek.path, kek, &err) < 0 ||
-	    backup_wal_cell_key(kek, dc.region, key) < 0 ||
+	if (dc.kek.path == NULL || crypto_keyring_load(dc.kek.path, &ring, &err) < 0 ||
 	    (t = backup_wal_target(conf, &err)) == NULL) {
 		fprintf(stderr, "ward-backup %s: %s\n", mode,
 			err != NULL ? err : "needs a backup target and kek_file");
 		goto out;
 	}
 	if (strcmp(mode, "wal-push") == 0)
-		ret = wal_push(t, dc.region, key, argv[2], argv[3]);
+		ret = wal_push(t, dc.region, &ring, argv[2], argv[3]);
 	else
-		ret = wal_fetch_one(t, dc.region, key, argv[2], argv[3], notes);
+		ret = wal_fetch_one(t, dc.region, &ring, argv[2], argv[3], notes);
 out:
 	backup_target_free(t);
-	crypto_wipe(kek, sizeof kek);
-	crypto_wipe(key, sizeof key);
+	crypto_keyring_wipe(&ring);
 	conf_free(sec, 2);
 	return ret;
 }

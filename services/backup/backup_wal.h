@@ -53,9 +53,13 @@ int backup_wal_cell_key(const uint8_t kek[CRYPTO_KEY_LEN], const char *region,
 			uint8_t key[CRYPTO_KEY_LEN]);
 /* 1 if name is one PostgreSQL may archive (segment, .history, .backup, .partial). */
 int backup_wal_name_ok(const char *name);
-/* Seal a segment; *out_r malloc'd. */
-int backup_wal_seal(const uint8_t key[CRYPTO_KEY_LEN], const char *region, const char *name,
-		    const void *pt, size_t len, uint8_t **out_r, size_t *out_len_r);
+/* Seal a segment under the cell key of KEK version kek_version (recorded in the
+ * sealed header, so that the segment opens after a KEK rotation); *out_r malloc'd. */
+int backup_wal_seal(const uint8_t key[CRYPTO_KEY_LEN], uint32_t kek_version, const char *region,
+		    const char *name, const void *pt, size_t len, uint8_t **out_r,
+		    size_t *out_len_r);
+/* The KEK version a sealed segment's cell key comes from; 0 or -1 (not a segment). */
+int backup_wal_kek_version(const uint8_t *in, size_t in_len, uint32_t *version_r);
 /* Open a sealed segment; -1 on any tampering; *out_r malloc'd. */
 int backup_wal_open(const uint8_t key[CRYPTO_KEY_LEN], const char *region, const char *name,
 		    const uint8_t *in, size_t in_len, uint8_t **out_r, size_t *out_len_r);

@@ -218,6 +218,54 @@ out=$(wctl backup restore --region $R --tenant "$S3" --to "$T" 2>&1)
 check "a tenant that did not exist at T: a clear error" has "$out" "did not exist at that time"
 check "... and it is untouched" is "$(tid "$S3" | wc -l)" 1
 
+# ------------------------------------------------------------------ across a KEK rotation
+# The cell key comes from the region KEK: segments and base backups record the KEK
+# version they were sealed under, wal-push/wal-fetch read the key ring, so archiving
+# goes on after `wardctl key rotate-kek` and a restore replays WAL of both versions.
+FAILED0=$(pg_super $R "SELECT failed_count FROM pg_stat_archiver")
+out=$(wctl key rotate-kek --region $R 2>&1)
+KV=$(j "$out" kek_version)
+check "rotate-kek of the cell's region" test -n "$KV"
+D1=$(ticket "$S2" "$TMP/j2" "write D after the KEK rotation")
+check "ticket D after the rotation" test -n "$D1"
+SEG2=$(switch_wal)
+check "archiving goes on after rotate-kek (wal-push reads the key ring)" test -n "$SEG2"
+check "... with no failed archive attempt since" is "$(pg_super $R "SELECT failed_count FROM pg_stat_archiver")" "$FAILED0"
+sleep 1.2
+T2=$(now_iso)
+sleep 1.2
+E1=$(ticket "$S2" "$TMP/j2" "write E after T2")
+check "ticket E after T2" test -n "$E1"
+SEGE=$(switch_wal)
+check "E's segment archived" test -n "$SEGE"
+out=$(wctl backup restore --region $R --to "$T2" 2>&1)
+SCRATCH=$(j "$out" scratch_id)
+SPORT=$(j "$out" port)
+check "restore to T2 from the base backup of KEK version 1 and WAL of both versions" test -n "$SCRATCH" -a -n "$SPORT"
+[ -z "$SCRATCH" ] && echo "# $out"
+check "scratch at T2: ticket D (after the rotation) present, E absent" \
+	is "$(scratch_sql "SELECT count(*) FROM ticket.tickets WHERE id = '$D1'")/$(scratch_sql "SELECT count(*) FROM ticket.tickets WHERE id = '$E1'")" "1/0"
+out=$(wctl backup scratch-drop --region $R --id "$SCRATCH" 2>&1)
+SCRATCH=""
+out=$(wctl backup base --region $R 2>&1)
+BASEV=$(j "$out" base_backup_id)
+check "a base backup after the rotation" test -n "$BASEV"
+F1=$(ticket "$S2" "$TMP/j2" "write F after the new base backup")
+sleep 1.2
+T3=$(now_iso)
+sleep 1.2
+G1=$(ticket "$S2" "$TMP/j2" "write G after T3") # a commit past T3 ends the replay there
+SEGF=$(switch_wal)
+out=$(wctl backup restore --region $R --to "$T3" 2>&1)
+SCRATCH=$(j "$out" scratch_id)
+SPORT=$(j "$out" port)
+check "restore to T3 from the base backup sealed under the new KEK version" is "$(j "$out" base_backup_id)" "$BASEV"
+[ -z "$SCRATCH" ] && echo "# $out"
+check "scratch at T3: tickets D, E and F present, G absent" \
+	is "$(scratch_sql "SELECT count(*) FROM ticket.tickets WHERE id IN ('$D1', '$E1', '$F1')")/$(scratch_sql "SELECT count(*) FROM ticket.tickets WHERE id = '$G1'")" 3/0
+wctl backup scratch-drop --region $R --id "$SCRATCH" >/dev/null 2>&1
+SCRATCH=""
+
 # ------------------------------------------------------------------ retention
 out=$(wctl backup base --region $R 2>&1)
 BASE2=$(j "$out" base_backup_id)

@@ -29,7 +29,7 @@ assert t != s, "no change"
 open(p, "w").write(t)
 PY
 	out=$(policy "$tmp/tf" "$tmp/regions.yaml")
-	if echo "$out" | grep -q "^not ok - terraform: $rule"; then
+	if grep -q "^not ok - terraform: $rule" <<<"$out"; then
 		ok "terraform: a copy with $name fails \"$rule…\""
 	else
 		not_ok "terraform: a copy with $name passes \"$rule…\""

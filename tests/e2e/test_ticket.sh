@@ -337,7 +337,12 @@ LAST=$(api "$B" "$TMP/agb" GET '/api/v1/tickets?limit=2')
 p1=$(ids "$LAST")
 c1=$(jget "$LAST" next_cursor)
 # Inserts run while the later pages are read.
-for i in 1 2 3 4 5 6; do api "$B" "$TMP/agb" POST /api/v1/tickets "{\"subject\":\"meanwhile $i\",\"body\":\"x\"}" >"$TMP/ins.$i" & done
+# Each insert has its own scratch files and a copy of the session's cookie jar (api
+# writes both), so that the concurrent requests do not read each other's answers.
+for i in 1 2 3 4 5 6; do
+	mkdir -p "$TMP/i$i" && cp "$TMP/agb" "$TMP/i$i/agb" && cp "$TMP/agb.csrf" "$TMP/i$i/agb.csrf"
+	TMP=$TMP/i$i api "$B" "$TMP/i$i/agb" POST /api/v1/tickets "{\"subject\":\"meanwhile $i\",\"body\":\"x\"}" >"$TMP/ins.$i" &
+done
 LAST=$(api "$B" "$TMP/agb" GET "/api/v1/tickets?limit=2&cursor=$c1")
 p2=$(ids "$LAST")
 c2=$(jget "$LAST" next_cursor)

@@ -49,7 +49,7 @@ static void test_seal_open(void **state)
 	memset(other, 2, sizeof other);
 	memset(pt, 'x', sizeof pt);
 	memcpy(pt + 100, marker, strlen(marker));
-	assert_int_equal(backup_wal_seal(key, "eu", SEG, pt, sizeof pt, &s, &slen), 0);
+	assert_int_equal(backup_wal_seal(key, 1, "eu", SEG, pt, sizeof pt, &s, &slen), 0);
 	assert_int_equal(slen, sizeof pt + 8 + CRYPTO_SEAL_OVERHEAD);
 	assert_memory_equal(s, "WARDWAL1", 8);
 	assert_null(memmem(s, slen, marker, strlen(marker)));
