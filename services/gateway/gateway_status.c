@@ -22,6 +22,8 @@
  * Listener: TLS with the status certificate (the gateway's TLS policy and caps,
  * through a shadow struct gateway), GET/HEAD only, documents rendered on request
  * from the last snapshot. Its own headers: a CSP allowing only its stylesheet.
+ * The gateway's request guard (gateway_guard_tls) stands in front of it, so what
+ * libevent would refuse with its own page gets a problem document with these headers.
  */
 #include <errno.h>
 #include <stdio.h>

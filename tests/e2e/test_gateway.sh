@@ -329,5 +329,7 @@ check "http redirector: a garbage line arriving a byte at a time → 400 problem
 	"DRIP=1 plain_refused p11 400 'garbage\\r\\n\\r\\n'"
 check "http redirector: a connection that sends nothing and closes is harmless" \
 	python3 -c "import socket; socket.create_connection(('127.0.0.1', $PH), timeout=5).close()"
+check "http redirector: a connection that sends half a head and closes is harmless" \
+	python3 -c "import socket; s = socket.create_connection(('127.0.0.1', $PH), timeout=5); s.sendall(b'GET / HTTP/1.1\\r\\nHost: x'); s.close()"
 check "http redirector: still answering after all of the above" bash -c \
 	"plain p10 'GET / HTTP/1.0\\r\\n\\r\\n' && head -1 $T/p10.h | grep -q ' 308 '"
