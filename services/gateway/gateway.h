@@ -3,7 +3,8 @@
  *
  * gateway_main.c	config table, daemon hooks, main()
  * gateway_tls.c	OpenSSL server context, per-connection TLS bufferevents, connection cap
- * gateway_http.c	evhttp servers, routing, security headers, problem responses, access log
+ * gateway_http.c	evhttp servers, routing, security headers, problem responses, access log,
+ *		the request guard (also in front of the redirector and the status page)
  * gateway_healthz.c	GET /healthz: ping auth and ticket through their queues
  * gateway_util.c	pure helpers (no libevent, no OpenSSL): parsing and validation
  *
@@ -178,6 +179,13 @@ void gateway_http_reply(struct evhttp_request *req, const struct gateway_reqinfo
 void gateway_http_problem(struct evhttp_request *req, const struct gateway_reqinfo *info,
 			  int status, const char *title, const char *detail);
 const char *gateway_http_method(enum evhttp_cmd_type cmd);
+/* The request guard (see gateway_http.c): in front of the API listener, the plain
+ * redirector and the status page. gateway_guard_tls from a bevcb, after
+ * gateway_http_start; the listener's callback asks gateway_guard_refused first. */
+struct bufferevent;
+void gateway_guard_tls(struct bufferevent *bev, size_t max_head, uint64_t max_body);
+bool gateway_guard_refused(struct evhttp_request *req, int *status_r, const char **title_r,
+			   const char **detail_r);
 
 /* gateway_api.c */
 void gateway_api_start(struct gateway *gw, struct evhttp_request *req,

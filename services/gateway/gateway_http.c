@@ -23,7 +23,10 @@
  * answers with a problem document, every header, and Connection: close. evhttp's
  * own limits are set looser than the guard's. Output is untouched (a filtering
  * bufferevent would let evhttp close the socket before a last answer is sent).
- * The plain-HTTP redirector has no guard: its error pages carry no data.
+ * The same guard stands in front of the plain-HTTP redirector (a socket bufferevent:
+ * the guard is made at its first bytes and freed by the connection's close callback)
+ * and the status page (gateway_status.c, through gateway_guard_tls); each listener's
+ * callback answers the stand-in with its own headers (gateway_guard_refused).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -321,6 +324,29 @@ enum {
 /* Only the guard writes a request line with this target: it refuses any client's. */
 #define GATEWAY_REFUSED_PREFIX "/.ward-refused/"
 
+/*
+ * Whether req is the guard's stand-in for a request it refused (no client can send
+ * one: the guard refuses that target). If so, the answer to give: *status_r, its
+ * reason phrase as *title_r and *detail_r. Any listener with a guard calls this first.
+ */
+bool gateway_guard_refused(struct evhttp_request *req, int *status_r, const char **title_r,
+			   const char **detail_r)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	unsigned long why;
+
+	if (path == NULL || strncmp(path, GATEWAY_REFUSED_PREFIX, strlen(GATEWAY_REFUSED_PREFIX)) != 0)
+		return false;
+	why = strtoul(path + strlen(GATEWAY_REFUSED_PREFIX), NULL, 10);
+	if (why >= sizeof gateway_http_refusals / sizeof gateway_http_refusals[0])
+		why = GW_REFUSE_LINE;
+	*status_r = gateway_http_refusals[why].status;
+	*title_r = gateway_http_reason(*status_r);
+	*detail_r = gateway_http_refusals[why].detail;
+	return true;
+}
+
 
 /*
  * The checks every HTTPS request gets before routing: target length, header
@@ -373,20 +399,13 @@ static void gateway_http_dispatch(struct evhttp_request *req, void *arg)
 	struct gateway *gw = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-	const char *detail = NULL;
+	const char *detail = NULL, *title = NULL;
 	struct gateway_reqinfo info;
 	int status;
 
 	gateway_reqinfo_init(&info, req);
-	if (path != NULL && strncmp(path, GATEWAY_REFUSED_PREFIX, strlen(GATEWAY_REFUSED_PREFIX)) == 0) {
-		/* The guard's stand-in for a request it refused (no client can send this). */
-		unsigned long why = strtoul(path + strlen(GATEWAY_REFUSED_PREFIX), NULL, 10);
-
-		if (why >= sizeof gateway_http_refusals / sizeof gateway_http_refusals[0])
-			why = GW_REFUSE_LINE;
-		status = gateway_http_refusals[why].status;
-		gateway_http_problem(req, &info, status, gateway_http_reason(status),
-				     gateway_http_refusals[why].detail);
+	if (gateway_guard_refused(req, &status, &title, &detail)) {
+		gateway_http_problem(req, &info, status, title, detail);
 		return;
 	}
 	if (gw->stopping) {
@@ -423,8 +442,18 @@ static void gateway_http_redirect(struct evhttp_request *req, void *arg)
 	char location[2048 + GATEWAY_HOST_MAX + 16];
 	struct gateway_reqinfo info;
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	const char *title, *detail;
+	int status;
 
 	gateway_reqinfo_init(&info, req);
+	if (gateway_guard_refused(req, &status, &title, &detail)) {
+		char *body = gateway_problem_json(status, title, detail);
+
+		gateway_http_send(req, &info, status, "application/problem+json", body,
+				  body != NULL ? strlen(body) : 0, false);
+		free(body);
+		return;
+	}
 	if (!gateway_host_in_domain(host, gw->cfg->domain, name, sizeof name))
 		snprintf(name, sizeof name, "%s", gw->cfg->domain);
 	if (gateway_redirect_location(location, sizeof location, name, gw->https_port,
@@ -790,21 +819,91 @@ static void gateway_http_guard_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
 	free(g);
 }
 
+/* A new guard on input, passing heads up to max_head bytes and bodies up to max_body. */
+static struct gateway_guard *gw_guard_new(struct evbuffer *input, size_t max_head,
+					  uint64_t max_body)
+{
+	struct gateway_guard *g = calloc(1, sizeof *g);
+
+	if (g == NULL || (g->hold = evbuffer_new()) == NULL || (g->tmp = evbuffer_new()) == NULL)
+		log_fatal("out of memory");
+	g->input = input;
+	g->max_head = max_head;
+	g->max_body = max_body;
+	if ((g->ent = evbuffer_add_cb(input, gateway_http_guard_cb, g)) == NULL)
+		log_fatal("cannot guard a connection");
+	return g;
+}
+
+/*
+ * Put a guard in front of a TLS bufferevent that evhttp will read (from any bevcb):
+ * it lives as long as the connection's SSL. Its refusals reach the listener's
+ * callback as stand-in requests: see gateway_guard_refused.
+ */
+void gateway_guard_tls(struct bufferevent *bev, size_t max_head, uint64_t max_body)
+{
+	struct gateway_guard *g = gw_guard_new(bufferevent_get_input(bev), max_head, max_body);
+
+	if (gateway_http_guard_idx < 0 ||
+	    SSL_set_ex_data(bufferevent_openssl_get_ssl(bev), gateway_http_guard_idx, g) != 1)
+		log_fatal("cannot guard a connection");
+}
+
 /* evhttp's bevcb for HTTPS: the TLS bufferevent (gateway_tls.c) with its guard. */
 static struct bufferevent *gateway_http_bevcb(struct event_base *base, void *arg)
 {
 	struct gateway *gw = arg;
 	struct bufferevent *bev = gateway_tls_bevcb(base, arg);
-	struct gateway_guard *g = calloc(1, sizeof *g);
 
-	if (g == NULL || (g->hold = evbuffer_new()) == NULL || (g->tmp = evbuffer_new()) == NULL)
-		log_fatal("out of memory");
-	g->input = bufferevent_get_input(bev);
-	g->max_head = (size_t)gw->cfg->max_header_bytes;
-	g->max_body = (uint64_t)gateway_http_max_body(gw->cfg);
-	if ((g->ent = evbuffer_add_cb(g->input, gateway_http_guard_cb, g)) == NULL ||
-	    SSL_set_ex_data(bufferevent_openssl_get_ssl(bev), gateway_http_guard_idx, g) != 1)
+	gateway_guard_tls(bev, (size_t)gw->cfg->max_header_bytes,
+			  (uint64_t)gateway_http_max_body(gw->cfg));
+	return bev;
+}
+
+/* evhttp frees a plain connection: its guard goes first (the input is still there). */
+static void gw_plain_close(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	gateway_http_guard_free(NULL, arg, NULL, 0, 0, NULL);
+}
+
+/*
+ * A plain connection's first bytes. A socket bufferevent has no SSL to hang the
+ * guard on, and libevent 2.1 tells of a connection's end only through the
+ * evhttp_connection's close callback; the connection exists once evhttp has set the
+ * bufferevent's callbacks (their argument), that is before any byte is read. So the
+ * guard is made here, freed by that close callback, and takes these first bytes.
+ * A connection that never sends anything costs no guard.
+ */
+static void gw_plain_first_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+			      void *arg)
+{
+	struct bufferevent *bev = arg;
+	void *cbarg = NULL;
+	struct gateway_guard *g;
+
+	if (info->n_added == 0)
+		return;
+	bufferevent_getcb(bev, NULL, NULL, NULL, &cbarg);
+	if (cbarg == NULL || gateway_http_gw == NULL)
+		log_fatal("plain connection without evhttp");
+	/* Not run again in this round: libevent saved the next entry before calling us. */
+	if (evbuffer_remove_cb(buf, gw_plain_first_cb, bev) != 0)
 		log_fatal("cannot guard a connection");
+	g = gw_guard_new(buf, (size_t)gateway_http_gw->cfg->max_header_bytes, 0);
+	evhttp_connection_set_closecb(cbarg, gw_plain_close, g);
+	gateway_http_guard_cb(buf, info, g); /* nothing was passed yet: all of buf is new */
+}
+
+/* evhttp's bevcb for the plain redirector: a socket bufferevent whose input is guarded
+ * (no body is taken: the redirector needs none). */
+static struct bufferevent *gateway_http_plain_bevcb(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+
+	(void)arg;
+	if (bev == NULL || evbuffer_add_cb(bufferevent_get_input(bev), gw_plain_first_cb, bev) == NULL)
+		log_fatal("cannot create a plain bufferevent");
 	return bev;
 }
 
@@ -861,6 +960,7 @@ int gateway_http_start(struct gateway *gw, const char **error_r)
 					       &gw->http_sock, &port, error_r);
 		if (gw->http == NULL)
 			goto fail;
+		evhttp_set_bevcb(gw->http, gateway_http_plain_bevcb, gw);
 		evhttp_set_gencb(gw->http, gateway_http_redirect, gw);
 		gateway_http_limits(gw->http, gw->cfg, 0);
 	}

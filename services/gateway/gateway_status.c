@@ -22,6 +22,8 @@
  * Listener: TLS with the status certificate (the gateway's TLS policy and caps,
  * through a shadow struct gateway), GET/HEAD only, documents rendered on request
  * from the last snapshot. Its own headers: a CSP allowing only its stylesheet.
+ * The gateway's request guard (gateway_guard_tls) stands in front of it, so what
+ * libevent would refuse with its own page gets a problem document with these headers.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -612,6 +614,19 @@ static void status_send(struct evhttp_request *req, int code, const char *reason
 		evbuffer_free(buf);
 }
 
+/* Head bytes the status page takes; it takes no body (a larger one is refused). */
+#define STATUS_MAX_HEAD 8192
+
+/* evhttp's bevcb for the status page: the gateway's TLS bufferevent with the status
+ * certificate (arg: the shadow gateway), behind the request guard. */
+static struct bufferevent *status_bevcb(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev = gateway_tls_bevcb(base, arg);
+
+	gateway_guard_tls(bev, STATUS_MAX_HEAD, 0);
+	return bev;
+}
+
 /* Route a request on the status host. */
 static void status_dispatch(struct evhttp_request *req, void *arg)
 {
@@ -632,7 +647,16 @@ static void status_dispatch(struct evhttp_request *req, void *arg)
 	    {"/api/v2/scheduled-maintenances.json", "scheduled"},
 	};
 	char *body = NULL;
+	const char *title, *detail;
+	int code;
 
+	if (gateway_guard_refused(req, &code, &title, &detail)) {
+		/* The guard refused what evhttp would have answered with its own page. */
+		body = gateway_problem_json(code, title, detail);
+		status_send(req, code, title, "application/problem+json", body, false);
+		free(body);
+		return;
+	}
 	if (sp->gw->stopping) {
 		status_send(req, 503, "Service Unavailable", "text/plain", "shutting down\n", false);
 		return;
@@ -821,14 +845,17 @@ int gateway_status_start(struct gateway *gw, const char **error_r)
 		*error_r = err;
 		goto fail;
 	}
-	evhttp_set_bevcb(sp->http, gateway_tls_bevcb, &sp->shadow);
+	evhttp_set_bevcb(sp->http, status_bevcb, &sp->shadow);
 	evhttp_set_gencb(sp->http, status_dispatch, sp);
-	evhttp_set_max_headers_size(sp->http, 8192);
-	evhttp_set_max_body_size(sp->http, 0);
+	/* Looser than the guard's (status_bevcb), which refuses first with a problem
+	 * document; every method reaches status_dispatch, which answers 405 itself. */
+	evhttp_set_max_headers_size(sp->http, 2 * STATUS_MAX_HEAD + 1024);
+	evhttp_set_max_body_size(sp->http, 1);
 	evhttp_set_timeout(sp->http, 10);
 	evhttp_set_allowed_methods(sp->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
 						 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-						 EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+						 EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+						 EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
 	if ((sp->tick = event_new(gw->base, -1, EV_PERSIST, status_tick, sp)) == NULL) {
 		*error_r = "cannot create the status timer";
 		goto fail;

@@ -255,3 +255,81 @@ check "ratelimit: another tenant from the same source is still served" expect 40
 
 # ---- the gateway survived everything above.
 check "gateway: still healthy" bash -c "https eu /healthz | grep -q '\"status\":\"ok\"'"
+
+# ==== the plain-HTTP redirector behind the same request guard (issue 3): what libevent
+# would refuse with its own page gets a problem document with the security headers
+# (no HSTS over plain HTTP, RFC 6797 7.2) and Connection: close; a sane request still
+# gets its 308 to HTTPS.
+PH=$(port_of eu HTTP)
+export PH
+# plain NAME BYTES: sent over plain TCP to the redirector; $T/NAME.{h,b,all} as raw() does.
+plain() {
+	python3 - "$PH" "$1" "$T" "$2" <<'PY'
+import os, socket, sys, time
+port, name, tdir, data = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+raw = data.encode("latin-1").decode("unicode_escape").encode("latin-1")
+if os.environ.get("DRIP"):  # one byte per segment: the guard must wait for the whole head
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(raw)):
+        s.send(raw[i:i + 1]); time.sleep(0.005)
+else:
+    s.sendall(raw)
+out = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+except (socket.timeout, ConnectionError):
+    pass
+head, _, body = out.partition(b"\r\n\r\n")
+open(f"{tdir}/{name}.h", "wb").write(head + b"\r\n")
+open(f"{tdir}/{name}.b", "wb").write(body)
+open(f"{tdir}/{name}.all", "wb").write(out)
+PY
+}
+plain_headers() { # the redirector's headers: every SPEC §4 one but HSTS
+	local n=$1 h
+	for h in Content-Security-Policy X-Content-Type-Options Referrer-Policy X-Frame-Options Cache-Control X-Request-Id; do
+		has_hdr "$n" "$h" || { echo "$n: missing $h"; cat "$T/$n.h"; return 1; }
+	done
+	hdr "$n" Content-Security-Policy | grep -q "default-src 'none'" &&
+		! has_hdr "$n" Strict-Transport-Security
+}
+plain_refused() { # plain_refused NAME STATUS BYTES: that status, problem+json, headers, no libevent page
+	plain "$1" "$3"
+	head -1 "$T/$1.h" | grep -q "^HTTP/1.[01] $2 " || { echo "status: $(head -1 "$T/$1.h")"; return 1; }
+	plain_headers "$1" && hdr "$1" Content-Type | grep -q 'application/problem+json' &&
+		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["status"]==int(sys.argv[2]) and d["detail"]' "$T/$1.b" "$2" &&
+		hdr "$1" Connection | grep -qi close && ! grep -aqi '<html\|<title' "$T/$1.all"
+}
+export -f plain plain_headers plain_refused
+check "http redirector: a sane request still gets 308 to https with the headers" bash -c \
+	"plain p0 'GET /api/v1/x?y=1 HTTP/1.1\\r\\nHost: $H\\r\\nConnection: close\\r\\n\\r\\n' && head -1 $T/p0.h | grep -q ' 308 ' && [ \"\$(hdr p0 Location)\" = 'https://$H:$P/api/v1/x?y=1' ] && plain_headers p0"
+check "http redirector: a garbage request line → 400 problem, headers, no libevent page" \
+	plain_refused p1 400 'garbage\r\n\r\n'
+check "http redirector: a header block over max_header_bytes → 431 problem" \
+	plain_refused p2 431 "GET / HTTP/1.1\\r\\nHost: $H\\r\\nX-Big: $(head -c 20000 /dev/zero | tr '\0' a)\\r\\n\\r\\n"
+check "http redirector: an unknown method → 501 problem" \
+	plain_refused p3 501 "BREW / HTTP/1.1\\r\\nHost: $H\\r\\n\\r\\n"
+check "http redirector: a bad Content-Length → 400 problem" \
+	plain_refused p4 400 "POST / HTTP/1.1\\r\\nHost: $H\\r\\nContent-Length: 12x\\r\\n\\r\\n"
+check "http redirector: Transfer-Encoding → 411 problem" \
+	plain_refused p5 411 "POST / HTTP/1.1\\r\\nHost: $H\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n"
+check "http redirector: a body (it takes none) → 413 problem" \
+	plain_refused p6 413 "POST / HTTP/1.1\\r\\nHost: $H\\r\\nContent-Length: 5\\r\\n\\r\\nhello"
+check "http redirector: HTTP/2.0 → 505 problem" \
+	plain_refused p7 505 "GET / HTTP/2.0\\r\\nHost: $H\\r\\n\\r\\n"
+check "http redirector: a request after a refused one on the same connection is not served" bash -c \
+	"plain p8 'garbage\\r\\n\\r\\nGET / HTTP/1.1\\r\\nHost: $H\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $T/p8.all | tr '\\n' ' ')\" = 'HTTP/1.1 400 ' ]"
+check "http redirector: a sane request arriving a byte at a time is redirected once, whole" bash -c \
+	"DRIP=1 plain p9 'GET /drip?q=1 HTTP/1.1\\r\\nHost: $H\\r\\nConnection: close\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $T/p9.all | tr '\\n' ' ')\" = 'HTTP/1.1 308 ' ] && [ \"\$(hdr p9 Location)\" = 'https://$H:$P/drip?q=1' ]"
+check "http redirector: a garbage line arriving a byte at a time → 400 problem" bash -c \
+	"DRIP=1 plain_refused p11 400 'garbage\\r\\n\\r\\n'"
+check "http redirector: a connection that sends nothing and closes is harmless" \
+	python3 -c "import socket; socket.create_connection(('127.0.0.1', $PH), timeout=5).close()"
+check "http redirector: a connection that sends half a head and closes is harmless" \
+	python3 -c "import socket; s = socket.create_connection(('127.0.0.1', $PH), timeout=5); s.sendall(b'GET / HTTP/1.1\\r\\nHost: x'); s.close()"
+check "http redirector: still answering after all of the above" bash -c \
+	"plain p10 'GET / HTTP/1.0\\r\\n\\r\\n' && head -1 $T/p10.h | grep -q ' 308 '"

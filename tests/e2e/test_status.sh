@@ -145,3 +145,71 @@ if command -v chromium >/dev/null; then
 else
 	not_ok "chromium is not installed (ops/deps installs it)"
 fi
+
+# ==== the status host behind the gateway's request guard (issue 3): what libevent
+# would refuse with its own page (no security headers) gets a problem document with
+# the status page's own strict header set and Connection: close.
+ST=$(mktemp -d)
+export ST
+# sraw NAME BYTES: sent as is over TLS (SNI status.<domain>); $ST/NAME.{h,b,all}.
+sraw() {
+	python3 - "$SP" "status.$WARD_DOMAIN" "$1" "$ST" "$2" <<'PY'
+import socket, ssl, sys
+port, host, name, tdir, data = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=host)
+t.sendall(data.encode("latin-1").decode("unicode_escape").encode("latin-1"))
+out = b""
+try:
+    while True:
+        b = t.recv(65536)
+        if not b: break
+        out += b
+except (socket.timeout, ssl.SSLError, ConnectionError):
+    pass
+head, _, body = out.partition(b"\r\n\r\n")
+open(f"{tdir}/{name}.h", "wb").write(head + b"\r\n")
+open(f"{tdir}/{name}.b", "wb").write(body)
+open(f"{tdir}/{name}.all", "wb").write(out)
+PY
+}
+shdr() { grep -i "^$2:" "$ST/$1.h" | head -1 | cut -d: -f2- | tr -d '\r' | sed 's/^ //'; }
+status_headers() { # the status page's set: HSTS, its strict CSP, nosniff, …
+	local n=$1 h
+	for h in Strict-Transport-Security Content-Security-Policy X-Content-Type-Options Referrer-Policy X-Frame-Options Cache-Control X-Request-Id; do
+		grep -qi "^$h:" "$ST/$n.h" || { echo "$n: missing $h"; cat "$ST/$n.h"; return 1; }
+	done
+	shdr "$n" Content-Security-Policy | grep -q "^default-src 'none'; style-src 'self';.*frame-ancestors 'none'" &&
+		shdr "$n" X-Content-Type-Options | grep -q nosniff
+}
+status_refused() { # status_refused NAME STATUS BYTES: that status, problem+json, headers, no libevent page
+	sraw "$1" "$3"
+	head -1 "$ST/$1.h" | grep -q "^HTTP/1.[01] $2 " || { echo "status: $(head -1 "$ST/$1.h")"; return 1; }
+	status_headers "$1" && shdr "$1" Content-Type | grep -q 'application/problem+json' &&
+		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["status"]==int(sys.argv[2]) and d["detail"]' "$ST/$1.b" "$2" &&
+		shdr "$1" Connection | grep -qi close && ! grep -aqi '<html\|<title' "$ST/$1.all"
+}
+export -f sraw shdr status_headers status_refused
+SH=status.$WARD_DOMAIN
+check "status guard: a sane raw request is served (200, the page's headers)" bash -c \
+	"sraw s0 'GET /api/v2/status.json HTTP/1.1\\r\\nHost: $SH\\r\\nConnection: close\\r\\n\\r\\n' && head -1 $ST/s0.h | grep -q ' 200 ' && status_headers s0 && grep -q indicator $ST/s0.b"
+check "status guard: a garbage request line → 400 problem, strict headers, no libevent page" \
+	status_refused s1 400 'garbage\r\n\r\n'
+check "status guard: a header block over the status page's limit → 431 problem" \
+	status_refused s2 431 "GET / HTTP/1.1\\r\\nHost: $SH\\r\\nX-Big: $(head -c 10000 /dev/zero | tr '\0' a)\\r\\n\\r\\n"
+check "status guard: an unknown method → 501 problem" \
+	status_refused s3 501 "BREW / HTTP/1.1\\r\\nHost: $SH\\r\\n\\r\\n"
+check "status guard: a bad Content-Length → 400 problem" \
+	status_refused s4 400 "GET / HTTP/1.1\\r\\nHost: $SH\\r\\nContent-Length: -1\\r\\n\\r\\n"
+check "status guard: Transfer-Encoding → 411 problem" \
+	status_refused s5 411 "POST / HTTP/1.1\\r\\nHost: $SH\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n"
+check "status guard: a body (the page takes none) → 413 problem" \
+	status_refused s6 413 "POST / HTTP/1.1\\r\\nHost: $SH\\r\\nContent-Length: 4\\r\\n\\r\\nabcd"
+check "status guard: a header line without a colon → 400 problem" \
+	status_refused s7 400 "GET / HTTP/1.1\\r\\nHost: $SH\\r\\nBad Header\\r\\n\\r\\n"
+check "status guard: TRACE reaches the page's own 405 (headers, no libevent page)" bash -c \
+	"sraw s8 'TRACE / HTTP/1.1\\r\\nHost: $SH\\r\\nConnection: close\\r\\n\\r\\n' && head -1 $ST/s8.h | grep -q ' 405 ' && status_headers s8 && ! grep -aqi '<html' $ST/s8.all"
+check "status guard: a request after a refused one on the same connection is not served" bash -c \
+	"sraw s9 'garbage\\r\\n\\r\\nGET / HTTP/1.1\\r\\nHost: $SH\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $ST/s9.all | tr '\\n' ' ')\" = 'HTTP/1.1 400 ' ]"
+check "status guard: the page still answers" bash -c 'st /api/v2/status.json | jq -e .status.indicator'
+rm -rf "$ST"
