@@ -78,6 +78,7 @@ const char *mail_loop_reason(const char *envelope_from, const char *from_addr,
 struct daemon;
 struct smtp_conn;
 struct mail_job;
+struct mail_syncer;
 
 /* ward-mail-ingest's own configuration keys. */
 struct mail_config {
@@ -97,6 +98,7 @@ struct mail_config {
 	int max_attempts;	/* spool.max_attempts: refusals by ward-ticket before dead letter */
 	int max_transport_failures; /* spool.max_transport_failures: timeouts before dead letter */
 	int max_inflight;	    /* spool.max_inflight: deliveries at once */
+	int sync_threads;	    /* spool.sync_threads: threads writing + fsyncing the spool */
 	int resolve_timeout_ms;	    /* queue.resolve_timeout_ms */
 	int deliver_timeout_ms;	    /* queue.deliver_timeout_ms */
 };
@@ -118,14 +120,37 @@ struct mail_ingest {
 	int inflight;
 	struct event *spool_timer;
 	int spool_dirfd;
+	struct mail_syncer *syncer; /* the spool's writer threads (mail_spool.c) */
 	struct mail_stats stats;
 	bool stopping;
 };
 
-/* mail_spool.c: durable spool; put = file + fsync + rename + directory fsync. */
+/* mail_spool.c: durable spool; put = file + fsync + rename + directory fsync,
+ * done off the event loop by spool.sync_threads writer threads, which group the
+ * directory fsync of every file committed meanwhile (group commit). */
+struct mail_put;
+#define MAIL_PUT_MAX_FILES 8
+/* Called on the event loop once every file of the put is durable (rc 0; id is
+ * the last spool id) or failed (rc -1, error; files already committed stay and
+ * are delivered: ticket takes a Message-ID once per tenant). rc -2: the daemon is
+ * closing and the outcome is unknown to the caller (the files that made it are
+ * in queue/ for the next start). */
+typedef void mail_put_cb(void *arg, int rc, const char *id, const char *error);
 int mail_spool_open(struct mail_ingest *mi, const char **error_r);
-int mail_spool_put(struct mail_ingest *mi, const char *tenant, const Ward__MailIngestRequest *req,
-		   char id_r[64], const char **error_r);
+/* A new put (several files, one per recipient tenant); NULL when out of memory. */
+struct mail_put *mail_put_new(void);
+/* Add the spool file of req for tenant to the put; 0 or -1 (*error_r). */
+int mail_put_add(struct mail_ingest *mi, struct mail_put *put, const char *tenant,
+		 const Ward__MailIngestRequest *req, const char **error_r);
+/* Hand the put to the writer threads: cb(arg, ...) runs later on the event loop,
+ * never from inside this call. Takes the put in every case; 0, or -1 when it
+ * could not be queued (cb not called; nothing was written). */
+int mail_put_submit(struct mail_ingest *mi, struct mail_put *put, mail_put_cb *cb, void *arg);
+void mail_put_free(struct mail_put *put);
+/* Wait (blocking the loop: SIGTERM only) until the writers wrote everything they
+ * were given, and run those puts' callbacks now. */
+void mail_spool_settle(struct mail_ingest *mi);
+/* Stop the writer threads once what is queued is written, then close the spool. */
 void mail_spool_close(struct mail_ingest *mi);
 /* The spool file format, shared with wardctl: "WARDSPOOL1\n<tenant id>\n" + packed
  * MailIngestRequest. Parses a file's bytes; 0 or -1. */
@@ -135,4 +160,8 @@ int mail_spool_parse(const uint8_t *data, size_t len, char tenant[37], const uin
 
 /* mail_smtp.c: the listener. */
 int mail_smtp_start(struct mail_ingest *mi, const char **error_r);
+/* SIGTERM: stop listening; idle sessions get 421; a session waiting for its spool
+ * fsyncs gets its answer, then 421. */
 void mail_smtp_stop(struct mail_ingest *mi);
+/* Free every session (deinit, after the spool's writers were stopped). */
+void mail_smtp_close(struct mail_ingest *mi);

@@ -10,8 +10,10 @@
  * durable spool and its delivery mail_spool.c.
  *
  * Lifecycle: init opens the spool (resuming what a previous run left), then
- * listens; stop (SIGTERM) closes the listener and every session; deinit closes
- * the spool (files not yet delivered stay for the next start).
+ * listens; stop (SIGTERM) closes the listener and tells every session 421 (one
+ * waiting for its spool fsyncs first gets its answer); deinit frees the sessions,
+ * lets the spool's writer threads finish what they were given, and closes the
+ * spool (files not yet delivered stay for the next start).
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -35,6 +37,7 @@ static const struct conf_entry mail_conf_entries[] = {
     {"spool.max_transport_failures", CONF_INT, MC(max_transport_failures), false, "50", 1,
      10000, NULL},
     {"spool.max_inflight", CONF_INT, MC(max_inflight), false, "32", 1, 1024, NULL},
+    {"spool.sync_threads", CONF_INT, MC(sync_threads), false, "4", 1, 64, NULL},
     /* text + attachments travel in one envelope (1 MiB): the size limit stays below */
     {"limits.message_bytes", CONF_INT, MC(max_message_bytes), false, "1000000", 1024, 1000000,
      NULL},
@@ -77,11 +80,14 @@ static int mail_init(struct daemon *d, const char **error_r)
 	return 0;
 }
 
-/* SIGTERM: no new sessions; deliveries in flight finish while the queue drains. */
+/* SIGTERM: no new sessions; pending spool writes finish and are answered, every
+ * session gets 421; deliveries in flight finish while the queue drains. */
 static void mail_stop(struct daemon *d)
 {
 	(void)d;
 	mail_state.stopping = true;
+	/* messages being fsynced get their answer (then 421), the others 421 */
+	mail_spool_settle(&mail_state);
 	mail_smtp_stop(&mail_state);
 }
 
@@ -90,7 +96,9 @@ static void mail_deinit(struct daemon *d)
 	struct mail_stats *s = &mail_state.stats;
 
 	(void)d;
-	mail_smtp_stop(&mail_state);
+	/* sessions first (one waiting for its fsyncs is only marked), then the
+	 * writers: what they were given is written, and those sessions freed */
+	mail_smtp_close(&mail_state);
 	mail_spool_close(&mail_state);
 	log_event(LOG_INFO, "mail-ingest stopped", LF_INT("accepted", s->accepted),
 		  LF_INT("ignored", s->ignored), LF_INT("refused", s->refused),

@@ -78,6 +78,8 @@ struct smtp_conn {
 	bool data_too_big, data_long_line, in_long_line;
 	bool cmd_skip; /* inside an over-long command line: dropped up to its end */
 	struct event *linger; /* closing over TLS: waits for the socket side to flush */
+	int spool_tenants;	     /* the message being spooled: for the log line */
+	long long spool_attachments;
 };
 
 static void smtp_read(struct bufferevent *bev, void *arg);
@@ -390,6 +392,11 @@ static void smtp_on_resolve(void *arg, int status, const Ward__Envelope *reply,
 	ward__mail_recipient_reply__free_unpacked(r, NULL);
 	smtp_reply(c, "250 2.1.5 Ok");
 next:
+	if (c->mi->stopping) {
+		smtp_reply(c, "421 4.3.2 %s Service shutting down, closing", c->mi->cfg->hostname);
+		smtp_close_after_flush(c);
+		return;
+	}
 	smtp_process(c);
 }
 
@@ -506,14 +513,47 @@ static void smtp_starttls(struct smtp_conn *c, const char *arg)
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-/* End of DATA: parse, then spool per tenant, then answer. */
+/* The spool's writers are done with c's message: answer it now. */
+static void smtp_on_spooled(void *arg, int rc, const char *id, const char *error)
+{
+	struct smtp_conn *c = arg;
+	struct mail_ingest *mi = c->mi;
+
+	c->busy = false;
+	if (c->dead) {
+		smtp_free(c);
+		return;
+	}
+	if (rc == 0) {
+		mi->stats.accepted++;
+		log_event(LOG_INFO, "mail accepted", LF_STR("spool_id", id), LF_STR("peer", c->peer),
+			  LF_INT("tenants", c->spool_tenants),
+			  LF_INT("attachments", c->spool_attachments));
+		smtp_reply(c, "250 2.0.0 Ok: queued as %s", id);
+	} else {
+		/* nothing acknowledged: the client retries (spool files already
+		 * committed for other tenants are idempotent by Message-ID) */
+		log_event(LOG_ERROR, "spool write failed", LF_STR("error", error));
+		smtp_reply(c, "451 4.3.0 Local error in processing, try again later");
+	}
+	if (mi->stopping) {
+		smtp_reply(c, "421 4.3.2 %s Service shutting down, closing", mi->cfg->hostname);
+		smtp_close_after_flush(c);
+		return;
+	}
+	smtp_process(c);
+}
+
+/* End of DATA: parse, then spool per tenant; the answer comes once the files are
+ * durable (smtp_on_spooled), the session waiting meanwhile (busy). */
 static void smtp_data_end(struct smtp_conn *c)
 {
 	struct mail_ingest *mi = c->mi;
 	size_t len = evbuffer_get_length(c->data);
 	const char *data, *reason, *code, *err = NULL;
 	Ward__MailIngestRequest *req = NULL;
-	char done[SMTP_MAX_TENANTS][37], id[64] = "";
+	struct mail_put *put = NULL;
+	char done[SMTP_MAX_TENANTS][37];
 	int n_done = 0;
 	enum mail_verdict v;
 
@@ -546,6 +586,10 @@ static void smtp_data_end(struct smtp_conn *c)
 		smtp_reply(c, "250 2.0.0 Ok: accepted, not a ticket (%s)", reason);
 		goto out;
 	}
+	if ((put = mail_put_new()) == NULL) {
+		err = "out of memory";
+		goto fail;
+	}
 	for (int i = 0; i < c->n_rcpts; i++) {
 		bool seen = false;
 
@@ -557,19 +601,28 @@ static void smtp_data_end(struct smtp_conn *c)
 			break;
 		free(req->recipient);
 		req->recipient = strdup(c->rcpts[i].addr);
-		if (req->recipient == NULL || mail_spool_put(mi, c->rcpts[i].tenant, req, id, &err) < 0) {
-			/* nothing acknowledged: the client retries (spool files already
-			 * written for other tenants are idempotent by Message-ID) */
-			log_event(LOG_ERROR, "spool write failed", LF_STR("error", err ? err : "oom"));
-			smtp_reply(c, "451 4.3.0 Local error in processing, try again later");
-			goto out;
+		if (req->recipient == NULL) {
+			err = "out of memory";
+			goto fail;
 		}
+		if (mail_put_add(mi, put, c->rcpts[i].tenant, req, &err) < 0)
+			goto fail;
 		snprintf(done[n_done++], 37, "%s", c->rcpts[i].tenant);
 	}
-	mi->stats.accepted++;
-	log_event(LOG_INFO, "mail accepted", LF_STR("spool_id", id), LF_STR("peer", c->peer),
-		  LF_INT("tenants", n_done), LF_INT("attachments", (long long)req->n_attachments));
-	smtp_reply(c, "250 2.0.0 Ok: queued as %s", id);
+	c->spool_tenants = n_done;
+	c->spool_attachments = (long long)req->n_attachments;
+	c->busy = true;
+	if (mail_put_submit(mi, put, smtp_on_spooled, c) < 0) {
+		c->busy = false;
+		put = NULL; /* taken */
+		err = "spool closing";
+		goto fail;
+	}
+	goto out;
+fail:
+	mail_put_free(put);
+	log_event(LOG_ERROR, "spool write failed", LF_STR("error", err ? err : "oom"));
+	smtp_reply(c, "451 4.3.0 Local error in processing, try again later");
 out:
 	mail_request_free(req);
 	smtp_reset(c);
@@ -886,11 +939,34 @@ int mail_smtp_start(struct mail_ingest *mi, const char **error_r)
 
 void mail_smtp_stop(struct mail_ingest *mi)
 {
+	struct smtp_conn *c;
+
 	if (mi->listener != NULL)
 		evconnlistener_free(mi->listener);
 	mi->listener = NULL;
-	while (mi->conns != NULL)
-		smtp_free(mi->conns);
+	for (c = mi->conns; c != NULL; c = c->next) {
+		if (c->busy || c->state == S_CLOSING || c->bev == NULL)
+			continue; /* a lookup or the spool answers first (then 421) */
+		smtp_reply(c, "421 4.3.2 %s Service shutting down, closing", mi->cfg->hostname);
+		smtp_close_after_flush(c);
+	}
+}
+
+void mail_smtp_close(struct mail_ingest *mi)
+{
+	if (mi->listener != NULL)
+		evconnlistener_free(mi->listener);
+	mi->listener = NULL;
+	while (mi->conns != NULL) {
+		struct smtp_conn *c = mi->conns;
+
+		/* last chance for a plain session's last replies (421) if the loop
+		 * stopped before they were flushed: the socket is non-blocking */
+		if (c->bev != NULL && !c->tls &&
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+			(void)evbuffer_write(bufferevent_get_output(c->bev), bufferevent_getfd(c->bev));
+		smtp_free(c);
+	}
 	SSL_CTX_free(mi->tls);
 	mi->tls = NULL;
 }

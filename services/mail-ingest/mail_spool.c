@@ -11,6 +11,13 @@
  *
  * put: write tmp/<id>, fsync it, rename to queue/<id>, fsync queue/. Only then
  * does the SMTP side answer 250: a crash after 250 finds the file on restart.
+ * These syscalls never run on the event loop (one session's fsyncs would hold
+ * every other session): spool.sync_threads writer threads take every put queued
+ * meanwhile as one batch, write and fsync its files, rename them, and fsync
+ * queue/ once for the whole batch (group commit); the finished batch goes back to
+ * the event loop through a pipe, which only then adds the jobs and lets the
+ * sessions answer. The threads touch nothing but the files and their own lists
+ * (no log, no libevent, no Redis). On close they finish what they were given.
  * Delivery, two requests (principal service/mail-ingest, the recipient tenant):
  *   1. auth.mail_customer on q:auth: the sender's account, created as a customer
  *      when the tenant has none (idempotent in ward-auth: same address, same
@@ -31,6 +38,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +56,37 @@
 
 #define MAIL_SPOOL_SCAN_MS 2000
 #define MAIL_SPOOL_FILE_MAX (ENVELOPE_MAX_PAYLOAD + 4096)
+
+/* One put: the spool files of one accepted message (one per recipient tenant). */
+struct mail_put {
+	struct mail_put *next;
+	int n, committed;     /* files; how many reached queue/ (set by a writer) */
+	int rc;		      /* 0, or -1 with error (set by a writer) */
+	const char *error;    /* static */
+	mail_put_cb *cb;
+	void *arg;
+	struct {
+		char id[64];
+		uint8_t *buf;
+		size_t len;
+	} f[MAIL_PUT_MAX_FILES];
+};
+
+/* The writer threads and their two lists (under mu). */
+struct mail_syncer {
+	struct mail_ingest *mi;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;   /* writers: something to write, or quit */
+	pthread_cond_t idle; /* mail_spool_settle: a writer finished a batch */
+	int writing;	     /* batches being written */
+	struct mail_put *todo, **todo_tail; /* submitted, not taken yet */
+	struct mail_put *done, **done_tail; /* written (or failed), for the loop */
+	bool quit;
+	int pipe[2];	    /* writers → loop: "done has something" */
+	struct event *ev;   /* the loop's end of the pipe */
+	pthread_t *threads;
+	int n_threads;
+};
 
 struct mail_job {
 	struct mail_job *next;
@@ -557,6 +597,356 @@ static void mail_spool_tick(evutil_socket_t fd, short what, void *arg)
 	mail_spool_kick(mi);
 }
 
+/* =========================== writer threads ============================= */
+
+/* Write, fsync and close tmp/<id> of file k of put; 0 or -1. (writer thread) */
+static int mail_put_write_file(int dirfd, struct mail_put *put, int k)
+{
+	char tmp[128];
+	int fd;
+
+	snprintf(tmp, sizeof tmp, "tmp/%s", put->f[k].id);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		put->error = "cannot create a spool file";
+		return -1;
+	}
+	if (mail_write_all(fd, put->f[k].buf, put->f[k].len) < 0 || fsync(fd) < 0) {
+		close(fd);
+		unlinkat(dirfd, tmp, 0);
+		put->error = "cannot write the spool file";
+		return -1;
+	}
+	if (close(fd) < 0) {
+		unlinkat(dirfd, tmp, 0);
+		put->error = "cannot write the spool file";
+		return -1;
+	}
+	return 0;
+}
+
+/* One batch: every file written and fsynced, renamed into queue/, then one fsync
+ * of queue/ for all of them. A put is good only if all its files are. (writer) */
+static void mail_syncer_batch(int dirfd, struct mail_put *batch)
+{
+	char tmp[128], dst[128];
+	bool renamed = false;
+	struct mail_put *p;
+
+	for (p = batch; p != NULL; p = p->next) {
+		p->rc = 0;
+		p->committed = 0;
+		for (int k = 0; k < p->n && p->rc == 0; k++)
+			if (mail_put_write_file(dirfd, p, k) < 0) {
+				p->rc = -1;
+				/* the files before it stay in tmp/: never queued, removed */
+				for (int i = 0; i < k; i++) {
+					snprintf(tmp, sizeof tmp, "tmp/%s", p->f[i].id);
+					unlinkat(dirfd, tmp, 0);
+				}
+			}
+	}
+	for (p = batch; p != NULL; p = p->next) {
+		for (int k = 0; k < p->n && p->rc == 0; k++) {
+			snprintf(tmp, sizeof tmp, "tmp/%s", p->f[k].id);
+			snprintf(dst, sizeof dst, "queue/%s", p->f[k].id);
+			if (renameat(dirfd, tmp, dirfd, dst) < 0) {
+				p->rc = -1;
+				p->error = "cannot commit the spool file";
+				for (int i = k; i < p->n; i++) {
+					snprintf(tmp, sizeof tmp, "tmp/%s", p->f[i].id);
+					unlinkat(dirfd, tmp, 0);
+				}
+				break;
+			}
+			p->committed++;
+			renamed = true;
+		}
+	}
+	if (!renamed)
+		return;
+	{
+		int fd = openat(dirfd, "queue", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int r = fd < 0 ? -1 : fsync(fd);
+
+		if (fd >= 0)
+			close(fd);
+		if (r < 0)
+			for (p = batch; p != NULL; p = p->next)
+				if (p->committed > 0 && p->rc == 0) {
+					/* renamed but not known durable: no 250 (the files
+					 * stay and are delivered; a retry is a duplicate) */
+					p->rc = -1;
+					p->error = "cannot commit the spool file";
+				}
+	}
+}
+
+/* A writer thread: take every queued put, write the batch, hand it back. */
+static void *mail_syncer_main(void *arg)
+{
+	struct mail_syncer *sy = arg;
+	int dirfd = sy->mi->spool_dirfd;
+
+	pthread_mutex_lock(&sy->mu);
+	for (;;) {
+		struct mail_put *batch, *last;
+		bool wake;
+
+		while (sy->todo == NULL && !sy->quit)
+			pthread_cond_wait(&sy->cv, &sy->mu);
+		if (sy->todo == NULL)
+			break; /* quit, and nothing left to write */
+		batch = sy->todo;
+		sy->todo = NULL;
+		sy->todo_tail = &sy->todo;
+		sy->writing++;
+		pthread_mutex_unlock(&sy->mu);
+
+		mail_syncer_batch(dirfd, batch);
+
+		for (last = batch; last->next != NULL; last = last->next)
+			;
+		pthread_mutex_lock(&sy->mu);
+		sy->writing--;
+		pthread_cond_broadcast(&sy->idle);
+		wake = sy->done == NULL;
+		*sy->done_tail = batch;
+		sy->done_tail = &last->next;
+		if (wake) {
+			char b = 1;
+			ssize_t n;
+
+			/* the pipe is non-blocking: full means the loop is woken already */
+			do
+				n = write(sy->pipe[1], &b, 1);
+			while (n < 0 && errno == EINTR);
+		}
+	}
+	pthread_mutex_unlock(&sy->mu);
+	return NULL;
+}
+
+/* Take the finished puts (loop side). */
+static struct mail_put *mail_syncer_take_done(struct mail_syncer *sy)
+{
+	struct mail_put *l;
+
+	pthread_mutex_lock(&sy->mu);
+	l = sy->done;
+	sy->done = NULL;
+	sy->done_tail = &sy->done;
+	pthread_mutex_unlock(&sy->mu);
+	return l;
+}
+
+/* Finish every put the writers handed back (loop side). */
+static void mail_syncer_finish(struct mail_ingest *mi)
+{
+	struct mail_put *p, *next;
+
+	for (p = mail_syncer_take_done(mi->syncer); p != NULL; p = next) {
+		next = p->next;
+		for (int k = 0; k < p->committed; k++)
+			mail_job_add(mi, p->f[k].id);
+		p->cb(p->arg, p->rc, p->n > 0 ? p->f[p->n - 1].id : "", p->error);
+		mail_put_free(p);
+	}
+	if (!mi->stopping)
+		mail_spool_kick(mi);
+}
+
+/* The pipe is readable: the writers handed puts back. */
+static void mail_syncer_on_done(evutil_socket_t fd, short what, void *arg)
+{
+	char b[64];
+
+	(void)what;
+	while (read(fd, b, sizeof b) > 0)
+		;
+	mail_syncer_finish(arg);
+}
+
+void mail_spool_settle(struct mail_ingest *mi)
+{
+	struct mail_syncer *sy = mi->syncer;
+
+	if (sy == NULL || sy->n_threads == 0)
+		return;
+	pthread_mutex_lock(&sy->mu);
+	while (sy->todo != NULL || sy->writing > 0)
+		pthread_cond_wait(&sy->idle, &sy->mu);
+	pthread_mutex_unlock(&sy->mu);
+	mail_syncer_finish(mi);
+}
+
+/* Start the writer threads. 0 or -1. */
+static int mail_syncer_start(struct mail_ingest *mi, const char **error_r)
+{
+	struct mail_syncer *sy = calloc(1, sizeof *sy);
+
+	if (sy == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	sy->mi = mi;
+	sy->pipe[0] = sy->pipe[1] = -1;
+	sy->todo_tail = &sy->todo;
+	sy->done_tail = &sy->done;
+	pthread_mutex_init(&sy->mu, NULL);
+	pthread_cond_init(&sy->cv, NULL);
+	pthread_cond_init(&sy->idle, NULL);
+	mi->syncer = sy;
+	if (pipe2(sy->pipe, O_NONBLOCK | O_CLOEXEC) < 0 ||
+	    (sy->ev = event_new(daemon_base(mi->d), sy->pipe[0], EV_READ | EV_PERSIST,
+				mail_syncer_on_done, mi)) == NULL ||
+	    event_add(sy->ev, NULL) < 0) {
+		*error_r = "spool: cannot set up the writers' pipe";
+		return -1;
+	}
+	sy->threads = calloc((size_t)mi->cfg->sync_threads, sizeof *sy->threads);
+	if (sy->threads == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	{
+		/* the writers take no signal: the event loop's thread handles them */
+		sigset_t all, old;
+		int rc = 0;
+
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		for (int i = 0; i < mi->cfg->sync_threads && rc == 0; i++) {
+			rc = pthread_create(&sy->threads[i], NULL, mail_syncer_main, sy);
+			if (rc == 0)
+				sy->n_threads++;
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (rc != 0) {
+			*error_r = "spool: cannot start the writer threads";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Let the writers finish what they were given, join them, and tell every put's
+ * owner (rc -2: closing); then free it all. */
+static void mail_syncer_stop(struct mail_ingest *mi)
+{
+	struct mail_syncer *sy = mi->syncer;
+	struct mail_put *p, *next;
+
+	if (sy == NULL)
+		return;
+	pthread_mutex_lock(&sy->mu);
+	sy->quit = true;
+	pthread_cond_broadcast(&sy->cv);
+	pthread_mutex_unlock(&sy->mu);
+	for (int i = 0; i < sy->n_threads; i++)
+		pthread_join(sy->threads[i], NULL);
+	/* all written now (todo is empty unless no thread ever ran) */
+	for (p = mail_syncer_take_done(sy); p != NULL; p = next) {
+		next = p->next;
+		p->cb(p->arg, -2, "", "closing");
+		mail_put_free(p);
+	}
+	for (p = sy->todo; p != NULL; p = next) {
+		next = p->next;
+		p->cb(p->arg, -2, "", "closing");
+		mail_put_free(p);
+	}
+	if (sy->ev != NULL)
+		event_free(sy->ev);
+	for (int i = 0; i < 2; i++)
+		if (sy->pipe[i] >= 0)
+			close(sy->pipe[i]);
+	pthread_cond_destroy(&sy->cv);
+	pthread_cond_destroy(&sy->idle);
+	pthread_mutex_destroy(&sy->mu);
+	free(sy->threads);
+	free(sy);
+	mi->syncer = NULL;
+}
+
+struct mail_put *mail_put_new(void)
+{
+	return calloc(1, sizeof(struct mail_put));
+}
+
+void mail_put_free(struct mail_put *put)
+{
+	if (put == NULL)
+		return;
+	for (int k = 0; k < put->n; k++) {
+		crypto_wipe(put->f[k].buf, put->f[k].len);
+		free(put->f[k].buf);
+	}
+	free(put);
+}
+
+int mail_put_add(struct mail_ingest *mi, struct mail_put *put, const char *tenant,
+		 const Ward__MailIngestRequest *req, const char **error_r)
+{
+	size_t plen = ward__mail_ingest_request__get_packed_size(req);
+	size_t hlen = sizeof MAIL_SPOOL_MAGIC - 1 + 37, len = hlen + plen;
+	uint8_t rnd[6], *buf;
+
+	(void)mi;
+	if (put->n >= MAIL_PUT_MAX_FILES) {
+		*error_r = "too many spool files for one message";
+		return -1;
+	}
+	if (strlen(tenant) != 36) {
+		*error_r = "bad tenant";
+		return -1;
+	}
+	if (len > MAIL_SPOOL_FILE_MAX) {
+		*error_r = "too large";
+		return -1;
+	}
+	if (crypto_random(rnd, sizeof rnd) < 0) {
+		*error_r = "no random bytes";
+		return -1;
+	}
+	if ((buf = malloc(len)) == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	snprintf(put->f[put->n].id, sizeof put->f[0].id, "%016llx-%02x%02x%02x%02x%02x%02x",
+		 (unsigned long long)envelope_now_ms() * 1000ULL, rnd[0], rnd[1], rnd[2], rnd[3],
+		 rnd[4], rnd[5]);
+	memcpy(buf, MAIL_SPOOL_MAGIC, sizeof MAIL_SPOOL_MAGIC - 1);
+	memcpy(buf + sizeof MAIL_SPOOL_MAGIC - 1, tenant, 36);
+	buf[hlen - 1] = '\n';
+	ward__mail_ingest_request__pack(req, buf + hlen);
+	put->f[put->n].buf = buf;
+	put->f[put->n].len = len;
+	put->n++;
+	return 0;
+}
+
+int mail_put_submit(struct mail_ingest *mi, struct mail_put *put, mail_put_cb *cb, void *arg)
+{
+	struct mail_syncer *sy = mi->syncer;
+
+	if (sy == NULL || sy->quit || put->n == 0) {
+		mail_put_free(put);
+		return -1;
+	}
+	put->cb = cb;
+	put->arg = arg;
+	put->next = NULL;
+	pthread_mutex_lock(&sy->mu);
+	*sy->todo_tail = put;
+	sy->todo_tail = &put->next;
+	pthread_cond_signal(&sy->cv);
+	pthread_mutex_unlock(&sy->mu);
+	return 0;
+}
+
+/* ============================== open/close ============================== */
+
 int mail_spool_open(struct mail_ingest *mi, const char **error_r)
 {
 	static const char *const subs[] = {"tmp", "queue", "dead", "state"};
@@ -581,76 +971,19 @@ int mail_spool_open(struct mail_ingest *mi, const char **error_r)
 		*error_r = "spool timer";
 		return -1;
 	}
+	if (mail_syncer_start(mi, error_r) < 0)
+		return -1;
 	/* Whatever a previous run left: resumed now. */
 	mail_spool_scan(mi);
 	return 0;
 }
 
-int mail_spool_put(struct mail_ingest *mi, const char *tenant, const Ward__MailIngestRequest *req,
-		   char id_r[64], const char **error_r)
-{
-	size_t plen = ward__mail_ingest_request__get_packed_size(req);
-	size_t hlen = sizeof MAIL_SPOOL_MAGIC - 1 + 37, len = hlen + plen;
-	char tmp[128], dst[128];
-	uint8_t rnd[6], *buf;
-	int fd, rc = -1;
-
-	if (strlen(tenant) != 36) {
-		*error_r = "bad tenant";
-		return -1;
-	}
-	if (len > MAIL_SPOOL_FILE_MAX) {
-		*error_r = "too large";
-		return -1;
-	}
-	if (crypto_random(rnd, sizeof rnd) < 0) {
-		*error_r = "no random bytes";
-		return -1;
-	}
-	snprintf(id_r, 64, "%016llx-%02x%02x%02x%02x%02x%02x",
-		 (unsigned long long)envelope_now_ms() * 1000ULL, rnd[0], rnd[1], rnd[2], rnd[3],
-		 rnd[4], rnd[5]);
-	if ((buf = malloc(len)) == NULL) {
-		*error_r = "out of memory";
-		return -1;
-	}
-	memcpy(buf, MAIL_SPOOL_MAGIC, sizeof MAIL_SPOOL_MAGIC - 1);
-	memcpy(buf + sizeof MAIL_SPOOL_MAGIC - 1, tenant, 36);
-	buf[hlen - 1] = '\n';
-	ward__mail_ingest_request__pack(req, buf + hlen);
-	snprintf(tmp, sizeof tmp, "tmp/%s", id_r);
-	snprintf(dst, sizeof dst, "queue/%s", id_r);
-	fd = openat(mi->spool_dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		*error_r = "cannot create a spool file";
-		goto out;
-	}
-	if (mail_write_all(fd, buf, len) < 0 || fsync(fd) < 0) {
-		close(fd);
-		unlinkat(mi->spool_dirfd, tmp, 0);
-		*error_r = "cannot write the spool file";
-		goto out;
-	}
-	close(fd);
-	if (renameat(mi->spool_dirfd, tmp, mi->spool_dirfd, dst) < 0 ||
-	    mail_spool_sync_dir(mi, "queue") < 0) {
-		unlinkat(mi->spool_dirfd, tmp, 0);
-		*error_r = "cannot commit the spool file";
-		goto out;
-	}
-	mail_job_add(mi, id_r);
-	mail_spool_kick(mi);
-	rc = 0;
-out:
-	crypto_wipe(buf, len);
-	free(buf);
-	return rc;
-}
-
 void mail_spool_close(struct mail_ingest *mi)
 {
-	struct mail_job *j = mi->jobs, *next;
+	struct mail_job *j, *next;
 
+	mail_syncer_stop(mi);
+	j = mi->jobs;
 	if (mi->spool_timer != NULL)
 		event_free(mi->spool_timer);
 	mi->spool_timer = NULL;
