@@ -24,19 +24,8 @@ set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$TOP"
 N=${BENCH_BACKUP_TICKETS:-100000}
-OWN=0
-if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
-	. "$TOP/tests/stack.sh"
-	stack_up || { echo "bench: the dev stack did not start" >&2; exit 1; }
-	OWN=1
-fi
-set -a
-. "$WARD_VAR/devstack.env"
-set +a
-export WARD_CONFIG=$WARD_VAR/wardctl.yaml
-. "$TOP/ops/lib.sh"
-WUSER=${WARD_USER:-ward}
-[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+. "$TOP/tests/bench/lib.sh"
+bench_stack
 
 P=${WARD_EU_HTTPS##*:}
 PG=$WARD_EU_PG

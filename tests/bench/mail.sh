@@ -34,21 +34,10 @@ N=${BENCH_MAIL_N:-2000}
 WORKERS=${BENCH_WORKERS:-4}
 S=${BENCH_MAIL_SENDERS:-10}
 L=${BENCH_MAIL_BYTES:-4096}
-OWN=0
 command -v smtp-source >/dev/null && command -v smtp-sink >/dev/null ||
 	{ echo "bench: smtp-source and smtp-sink needed (postfix, ops/deps)" >&2; exit 1; }
-if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
-	. "$TOP/tests/stack.sh"
-	stack_up || { stack_down; echo "bench: the dev stack did not start" >&2; exit 1; }
-	OWN=1
-fi
-set -a
-. "$WARD_VAR/devstack.env"
-set +a
-export WARD_CONFIG=$WARD_VAR/wardctl.yaml
-. "$TOP/ops/lib.sh"
-WUSER=${WARD_USER:-ward}
-[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+. "$TOP/tests/bench/lib.sh"
+bench_stack
 SINK_PID=
 W=$(mktemp -d /tmp/ward-bench-mail.XXXXXX)
 chmod 755 "$W"

@@ -25,19 +25,8 @@ cd "$TOP"
 DUR=${BENCH_TICKET_SECONDS:-10}
 C=${BENCH_TICKET_CONNECTIONS:-32}
 WORKERS=${BENCH_WORKERS:-4}
-OWN=0
-if [ -z "${WARD_VAR:-}" ] || [ ! -f "$WARD_VAR/devstack.env" ]; then
-	. "$TOP/tests/stack.sh"
-	stack_up || { echo "bench: the dev stack did not start" >&2; exit 1; }
-	OWN=1
-fi
-set -a
-. "$WARD_VAR/devstack.env"
-set +a
-export WARD_CONFIG=$WARD_VAR/wardctl.yaml
-. "$TOP/ops/lib.sh"
-WUSER=${WARD_USER:-ward}
-[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+. "$TOP/tests/bench/lib.sh"
+bench_stack
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "bench: wrk and nginx needed (ops/deps)" >&2; exit 1; }
 
 P=${WARD_EU_HTTPS##*:}
