@@ -10,6 +10,7 @@
 #                           ward/<region>/<daemon>/<name> in AWS Secrets Manager)
 #          --dry-run        print every step, run nothing
 #          --check          validate the arguments and the region entry, then exit
+#          --render NAME    print the rendered config NAME (a service, or redis-tls), then exit
 #
 # The region's settings come from its entry in deploy/regions.yaml (or
 # $WARD_REGIONS_FILE). Steps (each printed):
@@ -20,9 +21,19 @@
 #      that daemon's user only, and only that daemon's own secrets
 #   5. migrations of deploy/sql/ not yet applied (as the migration role), then the
 #      roles and grants of the policy (ward-policy sql)
-#   6. restart the daemons one at a time; after each, wait for a fresh heartbeat of the
+#   6. (redis_tls) start or reload the Redis TLS tunnel and check it reaches Redis; then
+#      restart the daemons one at a time; after each, wait for a fresh heartbeat of the
 #      new process (and the gateway's /healthz); on failure put the previous binary and
 #      config back, restart that daemon, check it again, and stop with status 1.
+#
+# Redis over TLS (regions.yaml redis_tls: yes, the default in host mode): ElastiCache
+# requires TLS in transit and the daemons' hiredis 0.14 has none, so each host runs
+# stunnel4 (ward-redis-tls.service, deploy/templates/redis-tls*.conf.in) as a client-side
+# tunnel: the daemons connect to 127.0.0.1:redis_tunnel_port (default 6380), stunnel to
+# redis_host:redis_port with TLS 1.2+, the chain verified against redis_ca (default the
+# system bundle, which has Amazon's roots) and the name against redis_host. The status
+# page's gateway host gets one more tunnel per other region (redis_tunnel_port+1+index).
+# Local mode talks to the dev stack's plaintext Redis (redis_tls: no, its default there).
 #
 # Host mode runs the aws CLI on H with H's instance role: terraform gives each daemon's
 # role its own ward/<region>/<daemon>/* secrets only, so deploy a daemon host with
@@ -33,13 +44,13 @@
 # PREFIX/run) as $WARD_USER (default "ward" when root); `--local PREFIX --stop` stops them.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-REGION="" HOST="" PREFIX="" SECRETS="" BINDIR=$TOP/bin DRY=0 CHECK=0 STOP=0
+REGION="" HOST="" PREFIX="" SECRETS="" BINDIR=$TOP/bin DRY=0 CHECK=0 STOP=0 RENDER=""
 ALL="audit auth ticket backup mail-ingest gateway" # consumers before senders
 SERVICES=$ALL
 HEALTH_TIMEOUT=${WARD_DEPLOY_HEALTH_TIMEOUT:-30}
 usage() {
 	echo "usage: deploy/deploy.sh --region R (--host H | --local PREFIX [--secrets DIR] [--stop])" >&2
-	echo "                        [--services LIST] [--bin DIR] [--dry-run | --check]" >&2
+	echo "                        [--services LIST] [--bin DIR] [--dry-run | --check | --render NAME]" >&2
 	exit 2
 }
 die() { echo "deploy: $*" >&2; exit 2; }
@@ -54,6 +65,7 @@ while [ $# -gt 0 ]; do
 	--dry-run) DRY=1; shift ;;
 	--check) CHECK=1; shift ;;
 	--stop) STOP=1; shift ;;
+	--render) RENDER=${2:-}; shift 2 || usage ;;
 	*) usage ;;
 	esac
 done
@@ -90,10 +102,17 @@ SMTP_LISTEN=$(rget smtp_listen)
 SMTP_LISTEN=${SMTP_LISTEN:-0.0.0.0:25}
 STATUS_LISTEN=$(rget status_listen)
 STATUS_LISTEN=${STATUS_LISTEN:-0.0.0.0:8443}
+REDIS_TLS=$(rget redis_tls)
+REDIS_CA=$(rget redis_ca)
+REDIS_CA=${REDIS_CA:-/etc/ssl/certs/ca-certificates.crt}
+REDIS_TUNNEL_PORT=$(rget redis_tunnel_port)
+REDIS_TUNNEL_PORT=${REDIS_TUNNEL_PORT:-6380}
 for v in DOMAIN AWS_REGION REDIS_HOST REDIS_PORT PG_HOST SECRET_PREFIX; do
 	[ -n "${!v}" ] || die "region $REGION: no ${v,,} in $WARD_REGIONS_FILE"
 done
-[[ $REDIS_PORT =~ ^[0-9]{1,5}$ && $PG_PORT =~ ^[0-9]{1,5}$ ]] || die "region $REGION: bad port"
+[[ $REDIS_PORT =~ ^[0-9]{1,5}$ && $PG_PORT =~ ^[0-9]{1,5}$ && $REDIS_TUNNEL_PORT =~ ^[0-9]{1,5}$ ]] || die "region $REGION: bad port"
+[[ $REDIS_HOST =~ ^[A-Za-z0-9.-]{1,253}$ ]] || die "region $REGION: bad redis_host"
+[[ $REDIS_CA =~ ^/[A-Za-z0-9._/-]+$ ]] || die "region $REGION: redis_ca must be an absolute path of [A-Za-z0-9._/-]"
 if [ -n "$PREFIX" ]; then
 	ETC=$PREFIX/etc/ward OPT=$PREFIX/opt/ward STATE=$PREFIX/var/lib LOG=$PREFIX/var/log/ward RUN=$PREFIX/run
 	HOST=${WARD_DEPLOY_INSTANCE:-$(hostname -s)}
@@ -102,9 +121,13 @@ if [ -n "$PREFIX" ]; then
 	[ -z "$SECRETS" ] || [ -d "$SECRETS" ] || die "no secret store $SECRETS"
 	WUSER=${WARD_USER:-ward}
 	[ "$(id -u)" -eq 0 ] || WUSER=$(id -un)
+	REDIS_TLS=${REDIS_TLS:-no}
+	[ "$REDIS_TLS" = no ] || [ -n "$RENDER" ] || die "region $REGION: local mode reaches Redis directly; set redis_tls: no (a tunnel runs as ward-redis-tls.service on hosts)"
 else
 	ETC=/etc/ward OPT=/opt/ward STATE=/var/lib LOG=/var/log/ward RUN=/run
 fi
+REDIS_TLS=${REDIS_TLS:-yes}
+case $REDIS_TLS in yes | no) ;; *) die "region $REGION: redis_tls must be yes or no" ;; esac
 [ -d "$BINDIR" ] || die "no binaries in $BINDIR"
 [ $CHECK = 1 ] && { echo "deploy: --region $REGION ${PREFIX:+--local $PREFIX}${PREFIX:---host $HOST}: arguments ok (services: $SERVICES)"; exit 0; }
 
@@ -144,10 +167,24 @@ if [ -n "$PREFIX" ] && [ $STOP = 1 ]; then
 	exit 0
 fi
 
+tunnel_port() { # tunnel_port R: the loopback port of region R's Redis tunnel on this host
+	local r i=0
+	[ "$1" = "$REGION" ] && { echo "$REDIS_TUNNEL_PORT"; return 0; }
+	for r in $(regions_list); do
+		[ "$r" = "$1" ] && { echo $((REDIS_TUNNEL_PORT + 1 + i)); return 0; }
+		i=$((i + 1))
+	done
+	return 1
+}
+redis_addr() { # redis_addr R: "host port" the daemons here use for region R's Redis
+	if [ "$REDIS_TLS" = yes ]; then echo "127.0.0.1 $(tunnel_port "$1")"; else echo "$(regions_get "$1" redis_host) $(regions_get "$1" redis_port)"; fi
+}
+if [ "$REDIS_TLS" = yes ]; then DREDIS_HOST=127.0.0.1 DREDIS_PORT=$REDIS_TUNNEL_PORT; else DREDIS_HOST=$REDIS_HOST DREDIS_PORT=$REDIS_PORT; fi
+
 sub() { # sub FILE: the template with the region's values
 	local s=$SVC us=${SVC//-/_}
 	sed -e "s|@SERVICE@|$s|g" -e "s|@SERVICE_US@|$us|g" -e "s|@REGION@|$REGION|g" -e "s|@HOST@|${HOST%%.*}|g" \
-		-e "s|@REDIS_HOST@|$REDIS_HOST|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" -e "s|@DOMAIN@|$DOMAIN|g" \
+		-e "s|@REDIS_HOST@|$DREDIS_HOST|g" -e "s|@REDIS_PORT@|$DREDIS_PORT|g" -e "s|@DOMAIN@|$DOMAIN|g" \
 		-e "s|@PG_HOST@|$PG_HOST|g" -e "s|@PG_PORT@|$PG_PORT|g" -e "s|@PG_TLS@|$PG_TLS|g" \
 		-e "s|@ETC@|$ETC|g" -e "s|@STATE@|$STATE|g" -e "s|@LOG@|$LOG|g" \
 		-e "s|@HTTPS_LISTEN@|$HTTPS_LISTEN|g" -e "s|@SMTP_LISTEN@|$SMTP_LISTEN|g" \
@@ -174,7 +211,7 @@ render() { # render SERVICE: its whole config on stdout
 		sub "$TOP/deploy/templates/gateway-status.yaml.in" | while IFS= read -r line; do
 			if [ "$line" = @STATUS_CELLS@ ]; then
 				for r in $(regions_list); do
-					echo "    - \"$r $(regions_get "$r" redis_host) $(regions_get "$r" redis_port) $ETC/secrets/gateway/redis-status-$r\""
+					echo "    - \"$r $(redis_addr "$r") $ETC/secrets/gateway/redis-status-$r\""
 				done
 			else
 				echo "$line"
@@ -182,6 +219,32 @@ render() { # render SERVICE: its whole config on stdout
 		done
 	fi
 }
+
+tunnel_regions() { # the regions whose Redis this host reaches (the status gateway: all)
+	if [ "$STATUS_REGION" = "$REGION" ] && [[ " $SERVICES " == *" gateway "* ]]; then regions_list; else echo "$REGION"; fi
+}
+render_tunnel() { # render_tunnel: the stunnel config of this host's Redis TLS tunnels on stdout
+	local line r
+	while IFS= read -r line; do
+		if [ "$line" = @TUNNELS@ ]; then
+			for r in $(tunnel_regions); do
+				sed -e "s|@TUNNEL_REGION@|$r|g" -e "s|@TUNNEL_PORT@|$(tunnel_port "$r")|g" \
+					-e "s|@TUNNEL_HOST@|$(regions_get "$r" redis_host)|g" \
+					-e "s|@TUNNEL_REDIS_PORT@|$(regions_get "$r" redis_port)|g" \
+					-e "s|@REDIS_CA@|$REDIS_CA|g" -e '1{/^;/d}' "$TOP/deploy/templates/redis-tls-tunnel.conf.in"
+			done
+		else
+			echo "$line" | sed -e "s|@ETC@|$ETC|g"
+		fi
+	done <"$TOP/deploy/templates/redis-tls.conf.in"
+}
+if [ -n "$RENDER" ]; then
+	case $RENDER in
+	redis-tls) [ "$REDIS_TLS" = yes ] || die "region $REGION: redis_tls is no, no tunnel"; render_tunnel ;;
+	*) case " $ALL " in *" $RENDER "*) render "$RENDER" ;; *) die "--render: unknown config $RENDER" ;; esac ;;
+	esac
+	exit 0
+fi
 
 secrets_of() { # the secret store names a daemon needs (never another daemon's)
 	local s=$1 r
@@ -204,6 +267,10 @@ for s in $SERVICES; do
 	render "$s" >"$STAGE/$s.yaml"
 	echo "  $s.yaml ($(wc -l <"$STAGE/$s.yaml") lines)"
 done
+if [ "$REDIS_TLS" = yes ]; then
+	render_tunnel >"$STAGE/redis-tls.conf"
+	echo "  redis-tls.conf (tunnels: $(tunnel_regions | tr '\n' ' ')→ $REDIS_HOST:$REDIS_PORT from 127.0.0.1:$REDIS_TUNNEL_PORT)"
+fi
 
 step "2/6 install binaries, units and configs (previous release kept for rollback)"
 run "install -d -m 0755 $RSTAGE"
@@ -216,6 +283,11 @@ for s in $SERVICES; do
 	run "$SUDO install -m 0755 $RSTAGE/ward-$s $OPT/bin/ward-$s.new && $SUDO mv -f $OPT/bin/ward-$s.new $OPT/bin/ward-$s && $SUDO install -m 0640 $RSTAGE/$s.yaml $ETC/$s.yaml"
 	[ -n "$PREFIX" ] || run "sudo install -m 0644 $RSTAGE/ward-$s.service /etc/systemd/system/ward-$s.service"
 done
+if [ "$REDIS_TLS" = yes ]; then # host mode only (local mode refuses redis_tls: yes)
+	copy "$STAGE/redis-tls.conf" "$TOP/deploy/systemd/ward-redis-tls.service" "$RSTAGE/"
+	run "dpkg-query -W -f='\${Status}' stunnel4 2>/dev/null | grep -q 'install ok installed' || sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stunnel4"
+	run "if [ -e $ETC/redis-tls.conf ]; then sudo cp -a $ETC/redis-tls.conf $OPT/previous/; fi; sudo install -m 0644 $RSTAGE/redis-tls.conf $ETC/redis-tls.conf && sudo install -m 0644 $RSTAGE/ward-redis-tls.service /etc/systemd/system/ward-redis-tls.service"
+fi
 copy "$BINDIR/ward-policy" "$TOP/deploy/policy.yaml" "$RSTAGE/"
 run "$SUDO install -m 0755 $RSTAGE/ward-policy $OPT/bin/ward-policy && $SUDO install -m 0644 $RSTAGE/policy.yaml $ETC/policy.yaml"
 [ -n "$PREFIX" ] || run "sudo systemctl daemon-reload"
@@ -287,6 +359,24 @@ run "$SUDO $OPT/bin/ward-policy --policy $ETC/policy.yaml sql --dir $POLDIR | $M
 run "rm -rf $RSTAGE"
 
 step "6/6 restart one daemon at a time with health checks"
+if [ "$REDIS_TLS" = yes ]; then
+	# The tunnel first: reload keeps the running daemons' connections; then every tunnel
+	# must reach its Redis through verified TLS (an unauthenticated PING answers NOAUTH).
+	tunnel_ok() {
+		local r checks=""
+		for r in $(tunnel_regions); do
+			checks="$checks && redis-cli -h 127.0.0.1 -p $(tunnel_port "$r") PING 2>&1 | grep -qE '^(PONG|NOAUTH)'"
+		done
+		run "for i in \$(seq $HEALTH_TIMEOUT); do systemctl is-active --quiet ward-redis-tls $checks && exit 0; sleep 1; done; exit 1"
+	}
+	run "sudo systemctl enable --quiet ward-redis-tls && sudo systemctl reload-or-restart ward-redis-tls"
+	if ! tunnel_ok; then
+		step "ward-redis-tls does not reach Redis: putting the previous tunnel config back; no daemon was touched"
+		run "if [ -e $OPT/previous/redis-tls.conf ]; then sudo install -m 0644 $OPT/previous/redis-tls.conf $ETC/redis-tls.conf && sudo systemctl restart ward-redis-tls; fi"
+		exit 1
+	fi
+	step "ward-redis-tls healthy"
+fi
 pid_of() { # the running pid of ward-S on the target (local: pid file; host: systemd)
 	if [ -n "$PREFIX" ]; then cat "$RUN/ward-$1.pid" 2>/dev/null || true; fi
 }
@@ -334,7 +424,7 @@ healthy() { # healthy S: the new process runs and its own heartbeat is fresh (ga
 		echo "  ward-$s: no fresh heartbeat of pid $pid within ${HEALTH_TIMEOUT}s"
 		return 1
 	fi
-	run "for i in \$(seq $HEALTH_TIMEOUT); do systemctl is-active --quiet ward-$s && pid=\$(systemctl show -p MainPID --value ward-$s) && REDISCLI_AUTH=\"\$(sudo cat /etc/ward/secrets/ops/redis-ops)\" redis-cli --no-auth-warning --tls -h $REDIS_HOST -p $REDIS_PORT --user ops GET $key | grep -q \"\\\"pid\\\":\$pid,\" && exit 0; sleep 1; done; exit 1" || return 1
+	run "for i in \$(seq $HEALTH_TIMEOUT); do systemctl is-active --quiet ward-$s && pid=\$(systemctl show -p MainPID --value ward-$s) && REDISCLI_AUTH=\"\$(sudo cat /etc/ward/secrets/ops/redis-ops)\" redis-cli --no-auth-warning -h $DREDIS_HOST -p $DREDIS_PORT --user ops GET $key | grep -q \"\\\"pid\\\":\$pid,\" && exit 0; sleep 1; done; exit 1" || return 1
 	if [ "$s" = gateway ]; then
 		run "curl -fsS --max-time 5 --resolve $REGION.$DOMAIN:${HTTPS_LISTEN##*:}:127.0.0.1 https://$REGION.$DOMAIN:${HTTPS_LISTEN##*:}/healthz >/dev/null" || return 1
 	fi

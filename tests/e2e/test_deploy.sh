@@ -22,6 +22,15 @@ for s in gateway auth ticket mail-ingest audit backup; do
 	*) check "ward-$s.service: no capability" grep -qx 'CapabilityBoundingSet=' "$u" ;;
 	esac
 done
+# The Redis TLS tunnel (stunnel4, DynamicUser): same checks, no capability at all.
+u=$units/ward-redis-tls.service
+cp "$u" "$tmp/"
+check "ward-redis-tls.service: systemd-analyze verify is clean" bash -c "[ -z \"\$(systemd-analyze verify '$tmp/ward-redis-tls.service' 2>&1)\" ]"
+score=$(systemd-analyze security --offline=true "$tmp/ward-redis-tls.service" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+echo "# ward-redis-tls.service exposure $score"
+check "ward-redis-tls.service: exposure $score below 2.0" awk -v s="$score" 'BEGIN { exit !(s != "" && s < 2.0) }'
+check "ward-redis-tls.service: no capability, its own dynamic user, no secrets" bash -c \
+	"grep -qx 'CapabilityBoundingSet=' $u && grep -qx 'DynamicUser=yes' $u && grep -q '^InaccessiblePaths=.*/etc/ward/secrets' $u"
 rm -rf "$tmp"
 
 out=$("$TOP/deploy/deploy.sh" --region eu --host app1.eu.example --dry-run)
