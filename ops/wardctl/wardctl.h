@@ -61,6 +61,12 @@ int wardctl_tenant(const struct wardctl_conf *conf, int argc, char **argv);
 int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv);
 int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv);
 int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv);
+/* wardctl_backup.c, shared with wardctl_pitr.c: a request to ward-backup (prints
+ * its JSON answer; exit status), and TIME (RFC 3339 UTC or unix ms) to unix ms. */
+typedef struct Ward__BackupRequest Ward__BackupRequest;
+int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
+			const Ward__BackupRequest *req, int timeout_ms);
+int wardctl_parse_time(const char *s, int64_t *ms_r);
 
 /* Record an operator action in region's audit log (q:audit, ops route), confirmed
  * by Redis; 0 or -1 with *error_r. tenant_id NULL or "" for cell-wide actions. */

@@ -96,9 +96,10 @@ static const char *backup_operator(void)
 	return user;
 }
 
-/* Send method with req to q:backup of region; print the JSON answer. Exit status. */
-static int backup_call(const struct wardctl_conf *conf, int region, const char *method,
-		       const Ward__BackupRequest *req)
+/* Send method with req to q:backup of region, wait at most timeout_ms; print the JSON
+ * answer. Exit status. (Also wardctl_pitr.c's.) */
+int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
+			const Ward__BackupRequest *req, int timeout_ms)
 {
 	const struct wardctl_cell *cell = &conf->cell[region];
 	struct queue_opts qo = { 0 };
@@ -152,7 +153,7 @@ static int backup_call(const struct wardctl_conf *conf, int region, const char *
 	msg.tenant = req->tenant_id;
 	msg.principal = &principal;
 	msg.request_id = request_id;
-	msg.timeout_ms = BACKUP_TIMEOUT_MS;
+	msg.timeout_ms = timeout_ms;
 	msg.payload = payload;
 	msg.len = len;
 	c.status = -1;
@@ -219,26 +220,33 @@ static void backup_directory_readd(const struct wardctl_conf *conf, int home, co
 	}
 }
 
-/* TIME as RFC 3339 UTC ("…Z") or unix milliseconds; -1 if neither. */
-static int backup_parse_time(const char *s, int64_t *ms_r)
+/* TIME as RFC 3339 UTC ("…Z", fractions kept to the millisecond) or unix
+ * milliseconds; -1 if neither. (Also wardctl_pitr.c's.) */
+int wardctl_parse_time(const char *s, int64_t *ms_r)
 {
 	struct tm tm = { 0 };
 	char *end;
-	long long v;
+	int64_t frac = 0;
 
-	if (strspn(s, "0123456789") == strlen(s) && strlen(s) <= 15 && s[0] != '\0') {
-		v = strtoll(s, &end, 10);
-		*ms_r = v;
+	if (s[0] != '\0' && strlen(s) <= 15 && strspn(s, "0123456789") == strlen(s)) {
+		*ms_r = strtoll(s, NULL, 10);
 		return 0;
 	}
 	end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
 	if (end == NULL)
 		return -1;
-	if (*end == '.') /* fractions are dropped */
-		end += 1 + strspn(end + 1, "0123456789");
+	if (*end == '.') {
+		int digits = 0;
+
+		for (end++; *end >= '0' && *end <= '9'; end++, digits++)
+			if (digits < 3)
+				frac = frac * 10 + (*end - '0');
+		for (; digits < 3; digits++)
+			frac *= 10;
+	}
 	if (strcmp(end, "Z") != 0)
 		return -1;
-	*ms_r = (int64_t)timegm(&tm) * 1000;
+	*ms_r = (int64_t)timegm(&tm) * 1000 + frac;
 	return 0;
 }
 
@@ -285,13 +293,13 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 			snprintf(backup_id, sizeof backup_id, "%s", optarg);
 			break;
 		case 'T':
-			if (backup_parse_time(optarg, &req.to_ms) < 0) {
+			if (wardctl_parse_time(optarg, &req.to_ms) < 0) {
 				wardctl_error("--to: expected RFC 3339 UTC time or unix ms");
 				return 2;
 			}
 			break;
 		case 'N':
-			if (backup_parse_time(optarg, &req.now_ms) < 0 || req.now_ms <= 0) {
+			if (wardctl_parse_time(optarg, &req.now_ms) < 0 || req.now_ms <= 0) {
 				wardctl_error("--now: expected RFC 3339 UTC time or unix ms");
 				return 2;
 			}
@@ -340,7 +348,7 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 		return 1;
 	req.tenant_id = tenant_id;
 	req.backup_id = backup_id;
-	c = backup_call(conf, r, method, &req);
+	c = wardctl_backup_call(conf, r, method, &req, BACKUP_TIMEOUT_MS);
 	if (c == 0 && strcmp(cmd, "restore") == 0)
 		backup_directory_readd(conf, r, slug);
 	return c;
