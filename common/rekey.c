@@ -11,6 +11,8 @@
 
 #include <libpq-fe.h>
 
+#include "log.h"
+
 /* One sealed column. */
 struct rekey_col {
 	char table[64], column[64];
@@ -202,4 +204,33 @@ int rekey_schema(db_t *db, const char *schema, const char *tenant, const struct 
 	ret = 0;
 out:
 	return ret;
+}
+
+queue_result_t rekey_answer(const char *method, const char *tenant, Ward__RekeyRequest *req,
+			    const char *err, uint32_t dek_version, long done, long remaining,
+			    struct queue_reply *reply, const char **error_r)
+{
+	static char errbuf[300];
+	Ward__RekeyReply out = WARD__REKEY_REPLY__INIT;
+
+	ward__rekey_request__free_unpacked(req, NULL);
+	if (err != NULL) {
+		snprintf(errbuf, sizeof errbuf, "%s: %s", method, err);
+		log_warn("%s (tenant %s)", errbuf, tenant);
+		reply->status = 422;
+		reply->error = errbuf;
+		return QUEUE_DONE;
+	}
+	out.dek_version = dek_version;
+	out.done = done;
+	out.remaining = remaining;
+	reply->len = ward__rekey_reply__get_packed_size(&out);
+	if ((reply->data = malloc(reply->len ? reply->len : 1)) == NULL) {
+		*error_r = "out of memory";
+		return QUEUE_RETRY;
+	}
+	ward__rekey_reply__pack(&out, reply->data);
+	log_info("%s tenant %s: %ld re-sealed under DEK version %u, %ld remaining", method, tenant,
+		 done, dek_version, remaining);
+	return QUEUE_DONE;
 }

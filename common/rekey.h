@@ -19,6 +19,8 @@
 
 #include "crypto.h"
 #include "db.h"
+#include "keys.pb-c.h"
+#include "queue.h"
 
 struct rekey_keys {
 	/* The tenant's DEK of version into dek; 0, or -1 with *error_r. */
@@ -35,5 +37,12 @@ struct rekey_keys {
  * whole batch with a message naming the table, column and version. */
 int rekey_schema(db_t *db, const char *schema, const char *tenant, const struct rekey_keys *keys,
 		 long batch, long *done_r, long *remaining_r, const char **error_r);
+
+/* The end of a service's <method> handler (ticket.rekey, auth.rekey): frees req; with
+ * err NULL packs the RekeyReply (dek_version, done, remaining) into reply, else a
+ * 422 naming method and err. Logged either way. */
+queue_result_t rekey_answer(const char *method, const char *tenant, Ward__RekeyRequest *req,
+			    const char *err, uint32_t dek_version, long done, long remaining,
+			    struct queue_reply *reply, const char **error_r);
 
 #endif

@@ -90,7 +90,6 @@ static int auth_rekey_dek(void *arg, uint32_t version, uint8_t dek[CRYPTO_KEY_LE
 queue_result_t auth_rekey(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
 			  size_t len, struct queue_reply *reply, const char **error_r)
 {
-	static char errbuf[300];
 	Ward__RekeyRequest *req = ward__rekey_request__unpack(NULL, len, payload);
 	Ward__RekeyReply out = WARD__REKEY_REPLY__INIT;
 	struct auth_req r;
@@ -127,23 +126,9 @@ queue_result_t auth_rekey(struct daemon *d, const Ward__Envelope *env, const uin
 	}
 	if (auth_commit(&r, &err) < 0)
 		goto fail;
-	ward__rekey_request__free_unpacked(req, NULL);
-	out.done = done;
-	out.remaining = remaining;
-	reply->len = ward__rekey_reply__get_packed_size(&out);
-	if ((reply->data = malloc(reply->len ? reply->len : 1)) == NULL) {
-		*error_r = "out of memory";
-		return QUEUE_RETRY;
-	}
-	ward__rekey_reply__pack(&out, reply->data);
-	log_info("auth.rekey tenant %s: %ld re-sealed under DEK version %u, %ld remaining",
-		 env->tenant, done, out.dek_version, remaining);
-	return QUEUE_DONE;
+	return rekey_answer("auth.rekey", env->tenant, req, NULL, out.dek_version, done, remaining,
+			    reply, error_r);
 fail:
-	ward__rekey_request__free_unpacked(req, NULL);
-	snprintf(errbuf, sizeof errbuf, "auth.rekey: %s", err != NULL ? err : "failed");
-	log_warn("%s (tenant %s)", errbuf, env->tenant);
-	reply->status = 422;
-	reply->error = errbuf;
-	return QUEUE_DONE;
+	return rekey_answer("auth.rekey", env->tenant, req, err != NULL ? err : "failed", 0, 0, 0,
+			    reply, error_r);
 }

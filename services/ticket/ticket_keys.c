@@ -328,7 +328,6 @@ static int ticket_rekey_dek(void *arg, uint32_t version, uint8_t dek[CRYPTO_KEY_
 queue_result_t ticket_rekey(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
 			    size_t len, struct queue_reply *reply, const char **error_r)
 {
-	static char errbuf[300];
 	Ward__RekeyRequest *req = ward__rekey_request__unpack(NULL, len, payload);
 	Ward__RekeyReply out = WARD__REKEY_REPLY__INIT;
 	struct ticket_rekey_arg arg = { d, env->tenant };
@@ -365,23 +364,9 @@ queue_result_t ticket_rekey(struct daemon *d, const Ward__Envelope *env, const u
 		goto fail;
 	}
 	crypto_wipe(dek, sizeof dek);
-	ward__rekey_request__free_unpacked(req, NULL);
-	out.done = done;
-	out.remaining = remaining;
-	reply->len = ward__rekey_reply__get_packed_size(&out);
-	if ((reply->data = malloc(reply->len ? reply->len : 1)) == NULL) {
-		*error_r = "out of memory";
-		return QUEUE_RETRY;
-	}
-	ward__rekey_reply__pack(&out, reply->data);
-	log_info("ticket.rekey tenant %s: %ld re-sealed under DEK version %u, %ld remaining",
-		 env->tenant, done, out.dek_version, remaining);
-	return QUEUE_DONE;
+	return rekey_answer("ticket.rekey", env->tenant, req, NULL, out.dek_version, done, remaining,
+			    reply, error_r);
 fail:
-	ward__rekey_request__free_unpacked(req, NULL);
-	snprintf(errbuf, sizeof errbuf, "ticket.rekey: %s", err != NULL ? err : "failed");
-	log_warn("%s (tenant %s)", errbuf, env->tenant);
-	reply->status = 422;
-	reply->error = errbuf;
-	return QUEUE_DONE;
+	return rekey_answer("ticket.rekey", env->tenant, req, err != NULL ? err : "failed", 0, 0, 0,
+			    reply, error_r);
 }
