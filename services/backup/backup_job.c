@@ -2,14 +2,15 @@
  * backup_job — per-tenant logical backups and their verification and restore.
  *
  * run: one REPEATABLE READ, read-only transaction under the tenant's row-level
- * security reads every tenant table (backup.dump_rows, through a cursor) into a
- * stream of lines cut into sealed chunks, written under a temporary name and
- * renamed into place once the authenticated manifest is on disk; the catalog row
+ * security reads every tenant table (the rows and order of backup.dump_rows, through
+ * a cursor, sorted in memory) into a stream of lines cut into sealed chunks, written
+ * under a temporary name and renamed into place once the authenticated manifest is on disk; the catalog row
  * and the audit event are committed together.
  * verify/restore: the manifest and every chunk are read, hashed, opened and parsed
  * completely before anything is written (nothing half-restored); verify loads each
  * table into a scratch temporary table and compares counts and checksums with the
- * manifest; restore puts the rows back in one transaction (tenant.lifecycle_*).
+ * manifest; restore puts the rows back in one transaction (tenant.lifecycle_*;
+ * lifecycle_restore_rows reads each table's rows once, deploy/sql/057).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,6 +32,7 @@
 #include "log.h"
 
 #define FETCH_ROWS "5000"
+#define DUMP_WORK_MEM "256MB" /* per sort; a tenant table sorts in memory */
 #define TABLE_NAME_MAX 128
 /* snprintf into an array; true if the text did not fit. */
 #define PATHF(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__) >= (int)sizeof buf)
@@ -335,6 +337,37 @@ static int job_audit(const struct backup_ctx *c, const char *tenant_id, const ch
 	return ret;
 }
 
+/* Declare cursor bk over every row of sch.tbl visible under the tenant's row-level
+ * security, as JSON text sorted bytewise: exactly what backup.dump_rows returns. The
+ * names come from backup.tenant_tables() (the catalog) and are quoted anyway. */
+static int dump_cursor(const struct backup_ctx *c, const char *sch, const char *tbl,
+		       const char **error_r)
+{
+	PGconn *conn = db_conn(c->db);
+	char *qs = PQescapeIdentifier(conn, sch, strlen(sch));
+	char *qt = PQescapeIdentifier(conn, tbl, strlen(tbl));
+	char sql[512];
+	PGresult *r = NULL;
+	int ret = -1;
+
+	if (qs == NULL || qt == NULL ||
+	    PATHF(sql, "DECLARE bk NO SCROLL CURSOR FOR SELECT r FROM (SELECT "
+		       "row_to_json(t)::text AS r FROM %s.%s t) x ORDER BY r COLLATE \"C\"",
+		       qs, qt)) {
+		*error_r = "bad table name";
+		goto out;
+	}
+	r = db_exec(c->db, sql, 0, NULL, error_r);
+	if (r == NULL)
+		goto out;
+	ret = 0;
+out:
+	PQclear(r);
+	PQfreemem(qs);
+	PQfreemem(qt);
+	return ret;
+}
+
 /* Dump every tenant table through the writer, hashing rows per table. */
 static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_tables *ts,
 		    const char **error_r)
@@ -354,12 +387,11 @@ static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_t
 		if (tables_add(ts, name) < 0)
 			goto fail;
 		t = &ts->t[ts->n - 1];
-		r = db_exec(c->db, "DECLARE bk NO SCROLL CURSOR FOR "
-				   "SELECT r FROM backup.dump_rows($1, $2) r",
-			    2, params, error_r);
-		if (r == NULL)
+		/* The same rows, text and order as backup.dump_rows (which verify_rows
+		 * checksums against), read straight through the cursor: a set-returning
+		 * function would first copy the whole sorted table into a tuplestore. */
+		if (dump_cursor(c, params[0], params[1], error_r) < 0)
 			goto fail;
-		PQclear(r);
 		for (;;) {
 			int n;
 
@@ -432,6 +464,12 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 	if (res == NULL)
 		goto out;
 	snprintf(schema_version, sizeof schema_version, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	/* Each table is sorted whole (the checksum's order): in memory, not in
+	 * temporary files, for this transaction only. */
+	res = db_exec(c->db, "SET LOCAL work_mem = '" DUMP_WORK_MEM "'", 0, NULL, error_r);
+	if (res == NULL)
+		goto out;
 	PQclear(res);
 	if (tenant_dek(c, tenant_id, 0, dek, &w.dek_version, error_r) < 0)
 		goto out;
