@@ -106,6 +106,15 @@ refuse "ward_ticket cannot close a tenant" pg_as $R ward_ticket "SELECT tenant.l
 refuse "ward_backup cannot close a tenant" pg_as $R ward_backup "SELECT tenant.lifecycle_close('$T')"
 refuse "ward_ops cannot restore rows itself" pg_as $R ward_ops "SELECT tenant.lifecycle_restore_begin('$T')"
 refuse "ward_auth cannot list every tenant" pg_as $R ward_auth "SELECT * FROM backup.tenants()"
+# A restore puts back only the tenant's own rows: a backup naming another tenant's row
+# fails whole (the row is not inserted, even briefly), with the error saying so.
+OTHER=$(python3 -c 'import uuid; print(uuid.uuid4())')
+out=$(pg_as $R ward_backup "SELECT tenant.lifecycle_restore_rows('$T', 'ticket', 'departments',
+	'[{\"id\": \"$(python3 -c 'import uuid; print(uuid.uuid4())')\", \"tenant_id\": \"$OTHER\"}]'::jsonb)" 2>&1)
+check "restore rows: another tenant's row fails the restore, named as such" \
+	bash -c "grep -q 'rows of another tenant' <<<\"\$1\"" _ "$out"
+check "... and nothing of it was inserted" is \
+	"$(pg_super $R "SELECT count(*) FROM ticket.departments WHERE tenant_id = '$OTHER'")" 0
 refuse "restore of an active tenant is refused" wctl backup restore --region $R --tenant "$S"
 check "the gateway cannot send to q:backup (Redis ACL)" \
 	bash -c "rcli $R gateway XADD q:backup '*' e x 2>&1 | grep -q NOPERM"
