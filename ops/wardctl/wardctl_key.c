@@ -323,7 +323,7 @@ static int key_rotate_kek(const struct wardctl_conf *conf, int region, bool reti
 			wardctl_error("audit event not recorded: %s", err);
 			goto out;
 		}
-		o = json_pack("{s:s, s:i, s:b}", "region", wardctl_regions[region], "kek_version",
+		o = json_pack("{s:s, s:I, s:b}", "region", wardctl_regions[region], "kek_version",
 			      (json_int_t)next, "staged", 1);
 		if (o != NULL && wardctl_print(o) == 0)
 			ret = 0;
@@ -372,7 +372,7 @@ static int key_rotate_kek(const struct wardctl_conf *conf, int region, bool reti
 			json_array_append_new(retired, json_integer(v));
 		}
 	}
-	o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:O}", "region", wardctl_regions[region],
+	o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:O}", "region", wardctl_regions[region],
 		      "from_kek_version", (json_int_t)cur, "kek_version", (json_int_t)next,
 		      "tenants", (json_int_t)tenants, "rewrapped", (json_int_t)rw.rewrapped,
 		      "retired", retired);
@@ -403,7 +403,7 @@ static int key_retire_kek(const struct wardctl_conf *conf, int region, uint32_t 
 	}
 	if ((db = wardctl_db(conf, region)) != NULL &&
 	    key_retire(conf, region, db, &ring, version) == 0) {
-		o = json_pack("{s:s, s:i}", "region", wardctl_regions[region], "retired",
+		o = json_pack("{s:s, s:I}", "region", wardctl_regions[region], "retired",
 			      (json_int_t)version);
 		if (o != NULL && wardctl_print(o) == 0)
 			ret = 0;
@@ -450,7 +450,7 @@ static int key_status(const struct wardctl_conf *conf, int region)
 	}
 	if (other > 0)
 		json_object_set_new(wr, "other", json_integer(other));
-	o = json_pack("{s:s, s:i, s:O, s:O}", "region", wardctl_regions[region], "kek_version",
+	o = json_pack("{s:s, s:I, s:O, s:O}", "region", wardctl_regions[region], "kek_version",
 		      (json_int_t)cur, "ring", vs, "wrapped_by_version", wr);
 	if (o != NULL && wardctl_print(o) == 0)
 		ret = 0;
@@ -546,7 +546,9 @@ static int key_q_open(const struct wardctl_conf *conf, int region, struct key_q 
 	qo.service = cell->redis_user;
 	qo.instance = instance;
 	qo.region = wardctl_regions[region];
-	if ((k->q = queue_new(k->base, &qo, k->keys, &err)) == NULL) {
+	k->q = queue_new(k->base, &qo, k->keys, &err);
+	k->keys = NULL; /* queue_new took them over (and freed them if it failed) */
+	if (k->q == NULL) {
 		wardctl_error("region %s: %s", wardctl_regions[region], err ? err : "no Redis");
 		key_q_free(k);
 		return -1;
@@ -843,7 +845,7 @@ static int key_rotate_dek(const struct wardctl_conf *conf, const char *slug, int
 			goto out;
 		}
 	}
-	o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i}", "tenant", slug, "id", tenant,
+	o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "tenant", slug, "id", tenant,
 		      "region", wardctl_regions[region], "from_dek_version", (json_int_t)from,
 		      "dek_version", (json_int_t)to, "resealed", (json_int_t)done, "destroyed",
 		      (json_int_t)destroyed);
