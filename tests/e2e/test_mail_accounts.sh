@@ -193,7 +193,8 @@ check "the status page shows the $DR email component degraded" wait_for 30 bash 
 check "wardctl mail dead-letters lists it" bash -c \
 	"'$BIN/wardctl' mail dead-letters --region $DR | jq -e 'select(.id == \"$bad\") | .tenant == \"$DTID\" and .refusals == 5'"
 check "wardctl mail dead-letters --replay queues it with fresh counters" bash -c \
-	"'$BIN/wardctl' mail dead-letters --region $DR --replay $bad | jq -e '.replayed == \"queued\"' && [ ! -f '$dl/state/$bad' ]"
+	"'$BIN/wardctl' mail dead-letters --region $DR --replay $bad | jq -e '.replayed == \"queued\"' &&
+	 { [ ! -f '$dl/state/$bad' ] || [ \"\$(cut -d' ' -f1 '$dl/state/$bad')\" -lt 5 ]; }"
 check "…and it is retried (5 refusals again, then dead again)" wait_for 90 bash -c "[ -f '$dl/dead/$bad.err' ] && jq -e '.refusals == 5' '$dl/dead/$bad.err'"
 rm -f "$dl/dead/$bad" "$dl/dead/$bad.err"
 
