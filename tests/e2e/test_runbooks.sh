@@ -19,6 +19,8 @@ for h in "Reporting a vulnerability" "Supported versions" "Scope" "Safe harbour"
 done
 check "SECURITY.md names a contact address" grep -qE 'security@[a-z.]+' "$TOP/SECURITY.md"
 
+# (Here-strings, not `echo | grep -q`: under pipefail grep -q's early exit can kill
+# echo with SIGPIPE and fail the pipeline.)
 # Command lines: in fenced blocks, and inline `wardctl …` spans.
 lines=$(
 	awk '/^ *```/ { inb = !inb; next } inb && /^ *(wardctl|deploy\/deploy\.sh) / { sub(/^ */, ""); print }' "$RB"/*.md
@@ -41,8 +43,8 @@ while IFS= read -r line; do
 	wardctl)
 		cmd=${w[1]} sub=${w[2]:-}
 		[[ $sub == --* ]] && sub=""
-		help=$("$BIN/wardctl" "$cmd" --help 2>&1) && echo "$help" | grep -q "wardctl $cmd" || help=""
-		if [ -n "$sub" ] && ! echo "$help" | grep -qE "wardctl $cmd ([a-z|-]*\|)?$sub\b"; then help=""; fi
+		help=$("$BIN/wardctl" "$cmd" --help 2>&1) && grep -q "wardctl $cmd" <<<"$help" || help=""
+		if [ -n "$sub" ] && ! grep -qE "wardctl $cmd ([a-z|-]*\|)?$sub\b" <<<"$help"; then help=""; fi
 		if [ -z "$help" ]; then
 			case $PENDING in *" $cmd:$sub "*)
 				ok "runbook: '$line' # SKIP wardctl $cmd $sub is not in this build (pending, SPEC name)"; continue ;;
@@ -53,7 +55,7 @@ while IFS= read -r line; do
 		bad=""
 		for a in "${w[@]}"; do
 			[[ $a == --* ]] || continue
-			echo "$help" | grep -q -- "${a%%=*}\b" || bad="$bad $a"
+			grep -q -- "${a%%=*}\b" <<<"$help" || bad="$bad $a"
 		done
 		if [ -z "$bad" ]; then ok "runbook: '$line' parses (wardctl $cmd${sub:+ $sub}, options in its help)"
 		else not_ok "runbook: '$line': options not in 'wardctl $cmd --help':$bad"; fi
