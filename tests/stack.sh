@@ -8,7 +8,10 @@ stack_free_base() {
 	local b i p clash used
 	used=$(ss -Htan 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u)
 	for i in $(seq 50); do
-		b=$((20000 + (RANDOM % 400) * 100))
+		# Below the kernel's ephemeral range (ip_local_port_range, 32768 up on
+		# Debian), where a client connection of the tests themselves could hold a
+		# port between this check and the daemon's bind.
+		b=$((20000 + (RANDOM % 127) * 100))
 		clash=0
 		for p in $(seq "$b" $((b + 59))); do
 			if echo "$used" | grep -qx "$p"; then clash=1; break; fi
