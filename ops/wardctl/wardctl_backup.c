@@ -329,11 +329,8 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 		return 2;
 	}
 	if (slug == NULL && (strcmp(cmd, "verify") == 0 || strcmp(cmd, "restore") == 0)) {
-		wardctl_error("backup %s: %s", cmd,
-			      strcmp(cmd, "restore") == 0 && req.to_ms != 0
-				      ? "point-in-time restore of a whole cell is not implemented "
-					"yet; give --tenant"
-				      : "needs --tenant");
+		/* (restore --to without --tenant, the cell's, went to wardctl_pitr.c) */
+		wardctl_error("backup %s: needs --tenant", cmd);
 		return 2;
 	}
 	if (req.now_ms != 0 && strcmp(cmd, "prune") != 0) {

@@ -149,4 +149,4 @@ refuse "verify of a shredded tenant's backup fails" wctl backup verify --region 
 check "nothing half-restored" is "$(pg_super $R "SELECT count(*) FROM auth.users WHERE tenant_id='$T'")" 0
 check "a shred audit event" wait_for 10 bash -c "[ \$(psql -X -tA '$WARD_EU_PG' -c \"SELECT count(*) FROM audit.events WHERE tenant_id='$T' AND action='shred'\") -ge 1 ]"
 refuse "backup verify without --tenant" wctl backup verify --region $R
-refuse "cell point-in-time restore: not implemented, says so" wctl backup restore --region $R --to 2030-01-01T00:00:00Z
+refuse "cell point-in-time restore to a time past the archive is refused" wctl backup restore --region $R --to 2030-01-01T00:00:00Z
