@@ -136,7 +136,18 @@ chmod 600 "$CONF"
 check "ward-backup restarts with the S3 target" backup_restart "$CONF"
 check "PostgreSQL archives through ward-backup with the S3 configuration" archive_to "$CONF"
 check "... as SHOW archive_command says" has "$(pg_super $R "SHOW archive_command")" "$CONF"
-SEGS=$(switch_wal)
+# pg_reload_conf() returns before the archiver has read the new archive_command: a
+# segment closed at once may still go to the local directory. Switch (after a WAL
+# record, or the switch is a no-op) until one lands in the bucket.
+to_bucket() {
+	local seg i
+	for i in 1 2 3 4 5 6; do
+		seg=$(pg_super $R "SELECT pg_logical_emit_message(false, 'ward-test', 'switch'); SELECT pg_walfile_name(pg_switch_wal())" | tail -1)
+		wait_for 20 test -f "$(obj "cell/wal/$seg")" && { echo "$seg"; return 0; }
+	done
+	return 1
+}
+SEGS=$(to_bucket)
 check "a WAL switch lands in the bucket" test -n "$SEGS"
 refuse "... and not in the local directory" test -e "$BK/cell/wal/$SEGS"
 
