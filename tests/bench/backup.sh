@@ -71,20 +71,8 @@ restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
 SLUG=benchbk$$
 HOST=$SLUG.eu.$WARD_DOMAIN
 URL=https://$HOST:$P
-PW=$(bin/wardctl tenant create --slug "$SLUG" --region eu --name "Bench Backup" --admin-email "admin@$SLUG.example" 2>/dev/null |
-	sed -n 's/.*"admin_password": *"\([^"]*\)".*/\1/p')
-NEWPW='Bench-Passphrase-2026!'
 cu() { curl -sS --max-time 20 --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" -H "Origin: $URL" "$@"; }
-csrf_of() { sed -n 's/.*"csrf_token":"\([^"]*\)".*/\1/p'; }
-CSRF=$(cu -c "$W/jar" -H 'Content-Type: application/json' \
-	-d "{\"email\":\"admin@$SLUG.example\",\"password\":\"$PW\"}" "$URL/api/v1/auth/login" | csrf_of)
-cu -o /dev/null -b "$W/jar" -c "$W/jar" -H "X-CSRF-Token: $CSRF" -H 'Content-Type: application/json' \
-	-d "{\"current_password\":\"$PW\",\"new_password\":\"$NEWPW\"}" "$URL/api/v1/auth/password"
-CSRF=$(cu -c "$W/jar" -H 'Content-Type: application/json' \
-	-d "{\"email\":\"admin@$SLUG.example\",\"password\":\"$NEWPW\"}" "$URL/api/v1/auth/login" | csrf_of)
-KEY=$(cu -b "$W/jar" -H "X-CSRF-Token: $CSRF" -H 'Content-Type: application/json' \
-	-d '{"name":"bench","scopes":["tickets:read","tickets:write"]}' "$URL/api/v1/api-keys" |
-	sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+KEY=$(bench_api_key "$SLUG" "Bench Backup" "$W/jar")
 [ -n "$KEY" ] || { echo "bench: no API key (login, password change or api-keys failed)" >&2; exit 1; }
 T=$(psql_ "SELECT id FROM tenant.tenants WHERE slug = '$SLUG'")
 

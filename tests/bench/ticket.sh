@@ -102,16 +102,9 @@ fi
 SLUG=benchtk$$
 HOST=$SLUG.eu.$WARD_DOMAIN
 URL=https://$HOST:$P
-PW=$(bin/wardctl tenant create --slug "$SLUG" --region eu --name "Bench Ticket" --admin-email "admin@$SLUG.example" 2>/dev/null |
-	sed -n 's/.*"admin_password": *"\([^"]*\)".*/\1/p')
 cu() { curl -sS --max-time 20 --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" -H "Origin: $URL" "$@"; }
-login=$(cu -c "$W/jar" -H 'Content-Type: application/json' \
-	-d "{\"email\":\"admin@$SLUG.example\",\"password\":\"$PW\"}" "$URL/api/v1/auth/login")
-CSRF=$(echo "$login" | sed -n 's/.*"csrf_token":"\([^"]*\)".*/\1/p')
-KEY=$(cu -b "$W/jar" -H "X-CSRF-Token: $CSRF" -H 'Content-Type: application/json' \
-	-d '{"name":"bench","scopes":["tickets:read","tickets:write"]}' "$URL/api/v1/api-keys" |
-	sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
-[ -n "$KEY" ] || { echo "bench: no API key (login or api-keys failed)" >&2; exit 1; }
+KEY=$(bench_api_key "$SLUG" "Bench Ticket" "$W/jar")
+[ -n "$KEY" ] || { echo "bench: no API key (login, password change or api-keys failed)" >&2; exit 1; }
 TID=$(cu -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
 	-d '{"subject":"bench seed","body":"seed"}' "$URL/api/v1/tickets" | sed -n 's/^{"id":"\([^"]*\)".*/\1/p')
 [ -n "$TID" ] || { echo "bench: ticket create failed" >&2; exit 1; }
