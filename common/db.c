@@ -11,9 +11,14 @@
  * DB_STMT_MAX texts are kept; others run unprepared with PQexecParams. Prepared
  * statements live as long as the session (a rollback keeps them); the cache is
  * forgotten when the connection is reset.
+ *
+ * db_begin is lazy: it only records the tenant, and the transaction's first statement
+ * travels with BEGIN and the tenant setting in one pipeline (one round trip instead
+ * of two). A transaction that runs no statement never reaches the server.
  */
 #include "db.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +38,10 @@ struct db {
 	char errbuf[512]; /* last error, for error_r */
 	struct db_stmt stmts[DB_STMT_MAX];
 	size_t n_stmts;
+	bool pending;	       /* db_begin called, BEGIN not yet sent */
+	bool pending_tenant;   /* ... with a tenant setting */
+	bool begin_failed;     /* a forced BEGIN failed: db_commit must fail */
+	char tenant[64];       /* the pending tenant id */
 };
 
 /* Keep a one-line copy of libpq's message: error_r must outlive PQclear. */
@@ -56,8 +65,16 @@ static void db_notice(void *arg, const char *message)
 
 db_t *db_connect(const char *conninfo, const char *password, const char **error_r)
 {
-	const char *keys[] = { "dbname", "password", "connect_timeout", "application_name", NULL };
-	const char *vals[] = { conninfo, password, "5", "ward", NULL };
+	return db_connect_opts(conninfo, password, NULL, error_r);
+}
+
+db_t *db_connect_opts(const char *conninfo, const char *password, const char *options,
+		      const char **error_r)
+{
+	/* A NULL value (no password, no options) is ignored by libpq. */
+	const char *keys[] = { "dbname", "password", "connect_timeout", "application_name",
+			       "options", NULL };
+	const char *vals[] = { conninfo, password, "5", "ward", options, NULL };
 	static char err[512];
 	db_t *db;
 
@@ -101,10 +118,10 @@ static unsigned long db_stmt_hash(const char *sql)
 	return h;
 }
 
-/* Run sql as a prepared statement of this session, preparing it on first use; a
- * full cache (or no memory) runs it unprepared. The result as libpq gives it. */
-static PGresult *db_run_params(db_t *db, const char *sql, int nparams, const char *const *params,
-			       const int *lengths, const int *formats)
+/* The cache slot of sql, prepared on first use: >= 0; -1 when it is to run
+ * unprepared (full cache, no memory); -2 when the server refused to prepare it
+ * (*res_r then holds its answer, or NULL). */
+static int db_stmt_slot(db_t *db, const char *sql, int nparams, PGresult **res_r)
 {
 	unsigned long h = db_stmt_hash(sql);
 	char name[16];
@@ -113,23 +130,49 @@ static PGresult *db_run_params(db_t *db, const char *sql, int nparams, const cha
 
 	for (i = 0; i < db->n_stmts; i++)
 		if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
-			break;
-	if (i == db->n_stmts) {
-		if (i == DB_STMT_MAX || (db->stmts[i].sql = strdup(sql)) == NULL)
-			return PQexecParams(db->conn, sql, nparams, NULL, params, lengths,
-					    formats, 0);
-		snprintf(name, sizeof name, "ward_%zu", i);
-		res = PQprepare(db->conn, name, sql, nparams, NULL);
-		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-			free(db->stmts[i].sql);
-			db->stmts[i].sql = NULL;
-			return res; /* the caller reports the error */
-		}
-		PQclear(res);
-		db->stmts[i].hash = h;
-		db->n_stmts++;
-	}
+			return (int)i;
+	if (i == DB_STMT_MAX || (db->stmts[i].sql = strdup(sql)) == NULL)
+		return -1;
 	snprintf(name, sizeof name, "ward_%zu", i);
+	res = PQprepare(db->conn, name, sql, nparams, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		free(db->stmts[i].sql);
+		db->stmts[i].sql = NULL;
+		*res_r = res; /* the caller reports the error */
+		return -2;
+	}
+	PQclear(res);
+	db->stmts[i].hash = h;
+	db->n_stmts++;
+	return (int)i;
+}
+
+/* Send (pipeline) or run statement slot (-1: unprepared text sql). */
+static int db_send_slot(db_t *db, int slot, const char *sql, int nparams,
+			const char *const *params, const int *lengths, const int *formats)
+{
+	char name[16];
+
+	if (slot < 0)
+		return PQsendQueryParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
+	snprintf(name, sizeof name, "ward_%d", slot);
+	return PQsendQueryPrepared(db->conn, name, nparams, params, lengths, formats, 0);
+}
+
+/* Run sql as a prepared statement of this session, preparing it on first use; a
+ * full cache (or no memory) runs it unprepared. The result as libpq gives it. */
+static PGresult *db_run_params(db_t *db, const char *sql, int nparams, const char *const *params,
+			       const int *lengths, const int *formats)
+{
+	PGresult *res = NULL;
+	char name[16];
+	int slot = db_stmt_slot(db, sql, nparams, &res);
+
+	if (slot == -2)
+		return res;
+	if (slot == -1)
+		return PQexecParams(db->conn, sql, nparams, NULL, params, lengths, formats, 0);
+	snprintf(name, sizeof name, "ward_%d", slot);
 	return PQexecPrepared(db->conn, name, nparams, params, lengths, formats, 0);
 }
 
@@ -144,8 +187,19 @@ void db_free(db_t *db)
 	free(db);
 }
 
+static int db_begin_now(db_t *db, const char **error_r);
+static PGresult *db_exec_first(db_t *db, const char *sql, int nparams, const char *const *params,
+			       const int *lengths, const int *formats, const char **error_r);
+
 PGconn *db_conn(db_t *db)
 {
+	const char *err = NULL;
+
+	/* Whoever takes the raw connection runs statements the lazy BEGIN cannot ride
+	 * on: send it now. On failure the caller's statements fail or run outside the
+	 * tenant (RLS then shows nothing), and db_commit reports the error. */
+	if (db->pending && db_begin_now(db, &err) < 0)
+		log_event(LOG_ERROR, "database begin failed", LF_STR("error", err));
 	return db->conn;
 }
 
@@ -156,6 +210,8 @@ PGresult *db_exec_bin(db_t *db, const char *sql, int nparams, const char *const 
 	ExecStatusType st;
 	int attempt;
 
+	if (db->pending)
+		return db_exec_first(db, sql, nparams, params, lengths, formats, error_r);
 	for (attempt = 0; attempt < 2; attempt++) {
 		/* A connection lost between statements is reset once, but only outside a
 		 * transaction: inside one, the transaction is gone and the caller must know. */
@@ -201,25 +257,52 @@ static int db_run(db_t *db, const char *sql, int nparams, const char *const *par
 
 #define DB_SET_TENANT "SELECT set_config('app.tenant_id', $1, true)"
 
-/* BEGIN and set the tenant in one round trip (libpq pipeline mode). 0 when both
- * succeeded; 1 when the pipeline could not be used (nothing was sent); -1 on error
- * (the transaction, if any, rolled back). */
-static int db_begin_pipelined(db_t *db, const char *tenant_id, const char **error_r)
+/* A statement to send after BEGIN in one pipeline. */
+struct db_first {
+	const char *sql;
+	int nparams;
+	const char *const *params;
+	const int *lengths;
+	const int *formats;
+};
+
+/* BEGIN, the pending tenant setting and (when first is not NULL) the transaction's
+ * first statement, in one round trip (libpq pipeline mode). 0 when all succeeded
+ * (*res_r: the statement's result); 1 when the pipeline could not be used (nothing
+ * was sent); -1 on error (a failed BEGIN or setting rolled back; a failed
+ * statement leaves the transaction to the caller's rollback, as db_exec does). */
+static int db_pipeline_begin(db_t *db, const struct db_first *first, PGresult **res_r,
+			     const char **error_r)
 {
-	const char *params[1] = { tenant_id };
-	PGresult *res;
-	int good = 0, failed = 0, nulls = 0;
+	const char *tparams[1] = { db->tenant };
+	PGresult *res = NULL, *last = NULL;
+	int sbegin, sset = -1, sfirst = -1, n = 0, want, nulls = 0, failed = 0, head_failed = 0;
 
 	if (PQstatus(db->conn) != CONNECTION_OK ||
-	    PQtransactionStatus(db->conn) != PQTRANS_IDLE || PQenterPipelineMode(db->conn) != 1)
+	    PQtransactionStatus(db->conn) != PQTRANS_IDLE)
 		return 1;
-	if (PQsendQueryParams(db->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
-	    PQsendQueryParams(db->conn, DB_SET_TENANT, 1, NULL, params, NULL, NULL, 0) != 1 ||
+	/* Prepare outside the pipeline (once per session). */
+	if ((sbegin = db_stmt_slot(db, "BEGIN", 0, &res)) == -2 ||
+	    (db->pending_tenant && (sset = db_stmt_slot(db, DB_SET_TENANT, 1, &res)) == -2) ||
+	    (first != NULL && (sfirst = db_stmt_slot(db, first->sql, first->nparams, &res)) == -2)) {
+		*error_r = db_error(db, first != NULL ? "query failed" : "begin failed",
+				    res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
+		PQclear(res);
+		return -1;
+	}
+	if (PQenterPipelineMode(db->conn) != 1)
+		return 1;
+	want = 1 + (db->pending_tenant ? 1 : 0) + (first != NULL ? 1 : 0);
+	if (db_send_slot(db, sbegin, "BEGIN", 0, NULL, NULL, NULL) != 1 ||
+	    (db->pending_tenant &&
+	     db_send_slot(db, sset, DB_SET_TENANT, 1, tparams, NULL, NULL) != 1) ||
+	    (first != NULL && db_send_slot(db, sfirst, first->sql, first->nparams, first->params,
+					   first->lengths, first->formats) != 1) ||
 	    PQpipelineSync(db->conn) != 1) {
 		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
-		failed = 1;
+		failed = head_failed = 1;
 	}
-	/* Results: BEGIN, NULL, set_config, NULL, then the sync. Two NULLs in a row:
+	/* Results in order, each followed by NULL, then the sync. Two NULLs in a row:
 	 * nothing more is coming (a send failed, or the connection broke). */
 	while ((res = PQgetResult(db->conn)) != NULL || ++nulls < 2) {
 		ExecStatusType st;
@@ -232,53 +315,126 @@ static int db_begin_pipelined(db_t *db, const char *tenant_id, const char **erro
 			PQclear(res);
 			break;
 		}
-		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-			good++;
-		} else if (!failed) {
-			*error_r = db_error(db, "begin failed", PQresultErrorMessage(res));
+		n++;
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !failed) {
+			bool head = first == NULL || n < want;
+
+			*error_r = db_error(db, head ? "begin failed" : "query failed",
+					    PQresultErrorMessage(res));
 			failed = 1;
+			head_failed = head;
+		}
+		if (first != NULL && n == want && !failed) {
+			last = res;
+			continue;
 		}
 		PQclear(res);
 	}
 	if (PQexitPipelineMode(db->conn) != 1) {
 		/* Results left unread: this session cannot be used any more. */
 		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
+		PQclear(last);
 		PQreset(db->conn);
 		db_stmts_forget(db);
 		return -1;
 	}
-	if (!failed && good == 2)
+	if (!failed && n == want) {
+		*res_r = last;
 		return 0;
-	if (!failed)
+	}
+	PQclear(last);
+	if (!failed) {
 		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
-	db_rollback(db);
+		head_failed = 1;
+	}
+	if (head_failed)
+		db_rollback(db);
 	return -1;
+}
+
+/* BEGIN and the pending tenant setting, now (one round trip when it can). */
+static int db_begin_now(db_t *db, const char **error_r)
+{
+	const char *params[1] = { db->tenant };
+	int r;
+
+	db->pending = false;
+	if ((r = db_pipeline_begin(db, NULL, NULL, error_r)) <= 0) {
+		db->begin_failed = r < 0;
+		return r;
+	}
+	if (db_run(db, "BEGIN", 0, NULL, error_r) < 0)
+		goto fail;
+	/* SET LOCAL takes no parameters; set_config(..., true) is its parameterised form. */
+	if (db->pending_tenant && db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) {
+		db_rollback(db);
+		goto fail;
+	}
+	return 0;
+fail:
+	db->begin_failed = true;
+	return -1;
+}
+
+/* The transaction's first statement, riding with its BEGIN. */
+static PGresult *db_exec_first(db_t *db, const char *sql, int nparams, const char *const *params,
+			       const int *lengths, const int *formats, const char **error_r)
+{
+	struct db_first first = { sql, nparams, params, lengths, formats };
+	PGresult *res = NULL;
+	int r;
+
+	db->pending = false;
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		/* Outside a transaction still: a lost connection may be reset. */
+		PQreset(db->conn);
+		db_stmts_forget(db);
+		if (PQstatus(db->conn) != CONNECTION_OK) {
+			*error_r = db_error(db, "connection lost", PQerrorMessage(db->conn));
+			db->begin_failed = true;
+			return NULL;
+		}
+	}
+	r = db_pipeline_begin(db, &first, &res, error_r);
+	if (r == 0)
+		return res;
+	if (r < 0)
+		return NULL;
+	db->pending = true; /* no pipeline: the long way */
+	if (db_begin_now(db, error_r) < 0)
+		return NULL;
+	return db_exec_bin(db, sql, nparams, params, lengths, formats, error_r);
 }
 
 int db_begin(db_t *db, const char *tenant_id, const char **error_r)
 {
-	const char *params[1] = { tenant_id };
-	int r;
-
-	if (tenant_id != NULL && (r = db_begin_pipelined(db, tenant_id, error_r)) <= 0)
-		return r;
-	if (db_run(db, "BEGIN", 0, NULL, error_r) < 0)
-		return -1;
-	if (tenant_id == NULL)
-		return 0;
-	/* SET LOCAL takes no parameters; set_config(..., true) is its parameterised form. */
-	if (db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) {
-		db_rollback(db);
+	if (tenant_id != NULL && strlen(tenant_id) >= sizeof db->tenant) {
+		*error_r = "tenant id too long";
 		return -1;
 	}
+	db->pending = true;
+	db->begin_failed = false;
+	db->pending_tenant = tenant_id != NULL;
+	snprintf(db->tenant, sizeof db->tenant, "%s", tenant_id != NULL ? tenant_id : "");
 	return 0;
 }
 
 int db_commit(db_t *db, const char **error_r)
 {
-	PGresult *res = db_exec(db, "COMMIT", 0, NULL, error_r);
+	PGresult *res;
 	int ok;
 
+	if (db->pending) { /* no statement ran: there is nothing to commit */
+		db->pending = false;
+		return 0;
+	}
+	if (db->begin_failed) {
+		db->begin_failed = false;
+		db_rollback(db);
+		*error_r = db_error(db, "commit failed", "the transaction never began");
+		return -1;
+	}
+	res = db_exec(db, "COMMIT", 0, NULL, error_r);
 	if (res == NULL)
 		return -1;
 	/* COMMIT of an aborted transaction "succeeds" with status ROLLBACK. */
@@ -295,6 +451,11 @@ void db_rollback(db_t *db)
 {
 	PGresult *res;
 
+	db->begin_failed = false;
+	if (db->pending) { /* BEGIN was never sent */
+		db->pending = false;
+		return;
+	}
 	if (PQstatus(db->conn) != CONNECTION_OK)
 		return;
 	res = PQexec(db->conn, "ROLLBACK");

@@ -13,6 +13,10 @@ typedef struct db db_t;
 
 /* Connect with conninfo (no password in it) and password (may be NULL). */
 db_t *db_connect(const char *conninfo, const char *password, const char **error_r);
+/* The same with server options for the session (libpq's "options", e.g. "-c
+ * plan_cache_mode=force_generic_plan"; NULL for none). */
+db_t *db_connect_opts(const char *conninfo, const char *password, const char *options,
+		      const char **error_r);
 void db_free(db_t *db);
 PGconn *db_conn(db_t *db);
 
@@ -26,7 +30,9 @@ PGresult *db_exec_bin(db_t *db, const char *sql, int nparams, const char *const 
 		      const int *lengths, const int *formats, const char **error_r);
 
 /* BEGIN; and if tenant_id is not NULL, set app.tenant_id for this transaction only
- * (set_config(..., true)), which every RLS policy reads. */
+ * (set_config(..., true)), which every RLS policy reads. Lazy: both are sent with
+ * the transaction's first statement (one round trip), so a failure to begin shows
+ * as that statement's error; db_conn() sends them at once. */
 int db_begin(db_t *db, const char *tenant_id, const char **error_r);
 /* COMMIT, and check the server really committed (an aborted transaction's COMMIT
  * answers ROLLBACK). 0 or -1. */
