@@ -749,7 +749,10 @@ int daemon_main(int argc, char **argv, const struct daemon_service *svc)
 		goto out;
 	}
 	if (d.cfg.pg_conninfo != NULL) {
-		d.db = db_connect(d.cfg.pg_conninfo, (const char *)d.cfg.pg_password.data, &error);
+		d.db = db_connect_opts(d.cfg.pg_conninfo, (const char *)d.cfg.pg_password.data,
+				       svc->generic_plans ? "-c plan_cache_mode=force_generic_plan"
+							  : NULL,
+				       &error);
 		if (d.db == NULL) {
 			log_error("%s", error);
 			goto out;

@@ -90,6 +90,11 @@ struct daemon_service {
 	 * handlers are safe to run concurrently (every effect in one PostgreSQL
 	 * transaction, exactly once by db_mark_processed). */
 	bool multi_worker;
+	/* Plan every prepared statement once (plan_cache_mode = force_generic_plan): for
+	 * services whose statements use their indexes whatever the values (no optional
+	 * filters written as "$1 IS NULL OR ..."); re-planning each execution was a
+	 * quarter of PostgreSQL's CPU per request. */
+	bool generic_plans;
 	/* Schema of the audit outbox ("auth", "ticket", "backup") for services with a
 	 * database: its relay (auditlog.h) runs from after init until shutdown. */
 	const char *outbox_schema;

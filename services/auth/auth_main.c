@@ -131,6 +131,7 @@ static const struct daemon_service auth_service = {
 	.n_methods = sizeof auth_methods / sizeof auth_methods[0],
 	.consumes = true,
 	.multi_worker = true, /* handlers are one transaction each, exactly once */
+	.generic_plans = true,
 	.needs_db = true,
 	.forbid_db = false,
 	.needs_kek = true,

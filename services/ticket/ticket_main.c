@@ -327,6 +327,7 @@ static const struct daemon_service ticket_service = {
     .n_methods = sizeof ticket_methods / sizeof ticket_methods[0],
     .consumes = true,
     .multi_worker = true, /* handlers are one transaction each, exactly once */
+    .generic_plans = true,
     .needs_db = true,
     .forbid_db = false,
     .needs_kek = true,

@@ -36,6 +36,7 @@
 	"coalesce(t.requester_id::text, ''), t.requester_email_enc, t.requester_name_enc, "        \
 	"coalesce(t.assignee_id::text, ''), coalesce(t.department_id::text, ''), " TS(             \
 	    "t.created_at") ", " TS("t.updated_at")
+#define TICKET_NCOLUMNS 12
 
 /* ============================ row <-> message ============================ */
 
@@ -139,15 +140,18 @@ static int ticket_load(struct daemon *d, const char *tenant, const struct ticket
 	uint8_t dek[CRYPTO_KEY_LEN];
 	uint32_t version;
 	char slug[48];
-	PGresult *res, *mres = NULL;
+	PGresult *res;
 	int found, rc = -1;
 
 	if (ticket_keys_current(d, tenant, dek, &version, slug, error_r) < 0)
 		return -1;
 	crypto_wipe(dek, sizeof dek);
+	/* The ticket and its first public message in one statement. */
 	res = db_exec(daemon_db(d),
-		      "SELECT " TICKET_COLUMNS " FROM ticket.tickets t WHERE t.id = $1 "
-		      "AND " TICKET_MINE("$2"),
+		      "SELECT " TICKET_COLUMNS ", m.id, m.body_enc FROM ticket.tickets t "
+		      "LEFT JOIN LATERAL (SELECT id, body_enc FROM ticket.messages "
+		      "WHERE ticket_id = t.id AND NOT internal ORDER BY seq LIMIT 1) m ON true "
+		      "WHERE t.id = $1 AND " TICKET_MINE("$2"),
 		      2, p, error_r);
 	if (res == NULL)
 		return -1;
@@ -158,22 +162,16 @@ static int ticket_load(struct daemon *d, const char *tenant, const struct ticket
 	}
 	if (ticket_fill(d, tenant, slug, res, 0, t, error_r) < 0)
 		goto fail;
-	mres = db_exec(daemon_db(d),
-		       "SELECT id, body_enc FROM ticket.messages WHERE ticket_id = $1 "
-		       "AND NOT internal ORDER BY seq LIMIT 1",
-		       1, p, error_r);
-	if (mres == NULL)
-		goto fail;
-	if (PQntuples(mres) == 1 &&
-	    ticket_set_open(d, tenant, "ticket.messages", "body_enc", PQgetvalue(mres, 0, 0), mres,
-			    0, 1, &t->body, error_r) < 0)
+	if (!PQgetisnull(res, 0, TICKET_NCOLUMNS) &&
+	    ticket_set_open(d, tenant, "ticket.messages", "body_enc",
+			    PQgetvalue(res, 0, TICKET_NCOLUMNS), res, 0, TICKET_NCOLUMNS + 1,
+			    &t->body, error_r) < 0)
 		goto fail;
 	rc = 1;
 	goto out;
 fail:
 	ticket_clear(t);
 out:
-	PQclear(mres);
 	PQclear(res);
 	return rc;
 }
@@ -543,6 +541,64 @@ out:
 
 /* ============================== ticket.list ============================= */
 
+/* The list's statement: fixed fragments for the filters present, each value a
+ * parameter, so that every combination is a statement of its own whose (generic)
+ * plan walks the index it needs: one statement with "$1 IS NULL OR ..." for every
+ * filter would be planned once for all and scan the whole tenant. */
+static PGresult *ticket_list_query(struct daemon *d, const Ward__TicketListRequest *req,
+				   const struct ticket_who *who, const char *cursor,
+				   const char *limit, const char **error_r)
+{
+	char sql[2048];
+	const char *p[8];
+	size_t len;
+	int n = 0;
+
+	len = (size_t)snprintf(sql, sizeof sql, "SELECT " TICKET_COLUMNS
+				" FROM ticket.tickets t WHERE true");
+#define TICKET_WHERE(...) \
+	(len += (size_t)snprintf(sql + len, sizeof sql - len, __VA_ARGS__))
+	if (req->status[0] != '\0') {
+		p[n++] = req->status;
+		TICKET_WHERE(" AND t.status = $%d", n);
+	}
+	if (strcmp(req->assignee, "none") == 0) {
+		TICKET_WHERE(" AND t.assignee_id IS NULL");
+	} else if (req->assignee[0] != '\0') {
+		p[n++] = req->assignee;
+		TICKET_WHERE(" AND t.assignee_id = $%d::uuid", n);
+	}
+	if (req->requester[0] != '\0') {
+		p[n++] = req->requester;
+		TICKET_WHERE(" AND (t.requester_id = $%d::uuid OR t.requester_email_bidx = "
+			     "(SELECT r.email_bidx FROM auth.users r WHERE r.id = $%d::uuid))",
+			     n, n);
+	}
+	if (req->updated_since[0] != '\0') {
+		p[n++] = req->updated_since;
+		TICKET_WHERE(" AND t.updated_at >= $%d::timestamptz", n);
+	}
+	if (cursor != NULL) {
+		p[n++] = cursor;
+		TICKET_WHERE(" AND t.number < $%d::bigint", n);
+	}
+	if (who->customer) {
+		p[n++] = who->id;
+		TICKET_WHERE(" AND (t.requester_id = $%d::uuid OR t.requester_email_bidx = "
+			     "(SELECT u.email_bidx FROM auth.users u WHERE u.id = $%d::uuid "
+			     "AND u.role = 'customer'))",
+			     n, n);
+	}
+	p[n++] = limit;
+	TICKET_WHERE(" ORDER BY t.number DESC LIMIT $%d::int", n);
+#undef TICKET_WHERE
+	if (len >= sizeof sql) {
+		*error_r = "list statement too long";
+		return NULL;
+	}
+	return db_exec(daemon_db(d), sql, n, p, error_r);
+}
+
 queue_result_t ticket_list(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
 			   size_t len, struct queue_reply *reply, const char **error_r)
 {
@@ -595,31 +651,7 @@ queue_result_t ticket_list(struct daemon *d, const Ward__Envelope *env, const ui
 		goto out;
 	}
 	crypto_wipe(dek, sizeof dek);
-	{
-		const char *p[7] = {
-		    req->status[0] ? req->status : NULL,
-		    req->assignee[0] ? req->assignee : NULL,
-		    req->requester[0] ? req->requester : NULL,
-		    req->updated_since[0] ? req->updated_since : NULL,
-		    cursor > 0 ? cursor_s : NULL,
-		    who.customer ? who.id : NULL,
-		    limit_s,
-		};
-
-		res = db_exec(daemon_db(d),
-			      "SELECT " TICKET_COLUMNS " FROM ticket.tickets t WHERE "
-			      "($1::text IS NULL OR t.status = $1) "
-			      "AND ($2::text IS NULL OR ($2 = 'none' AND t.assignee_id IS NULL) "
-			      "     OR t.assignee_id::text = $2) "
-			      "AND ($3::uuid IS NULL OR t.requester_id = $3::uuid "
-			      "     OR t.requester_email_bidx = (SELECT r.email_bidx FROM auth.users r "
-			      "     WHERE r.id = $3::uuid)) "
-			      "AND ($4::timestamptz IS NULL OR t.updated_at >= $4::timestamptz) "
-			      "AND ($5::bigint IS NULL OR t.number < $5::bigint) "
-			      "AND " TICKET_MINE("$6") " "
-			      "ORDER BY t.number DESC LIMIT $7::int",
-			      7, p, &err);
-	}
+	res = ticket_list_query(d, req, &who, cursor > 0 ? cursor_s : NULL, limit_s, &err);
 	if (res == NULL) {
 		qr = ticket_retry(d, "list", err, error_r);
 		goto out;
