@@ -34,7 +34,7 @@
 #define ACL_OWN_REPLY "+xread +xlen +del +expire"
 #define ACL_HEARTBEAT "+set +expire +del"
 /* Sliding-window counters (services/gateway/gateway_ratelimit.c): no EVAL, no SET. */
-#define ACL_RATELIMIT "+incr +pexpire +get"
+#define ACL_RATELIMIT "+incr +pexpire +get +mget"
 
 #define ACL_HEALTH_KEYS "+get +ttl +exists"
 #define ACL_HEALTH_STREAMS "+xlen +xpending"

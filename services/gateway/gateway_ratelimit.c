@@ -5,16 +5,18 @@
  * Algorithm: a sliding-window counter per bucket (per source address, per
  * credential, per source on login routes). Each window of w seconds has a counter
  * key rl:gateway:<bucket>:<hash>:<window number>; a request INCRs the current
- * one (PEXPIRE … NX to 2w on first use) and reads the previous one; the estimate
+ * one (and whoever INCRs it to 1 gives it a PEXPIRE of 2w) and reads the previous
+ * ones with one MGET; the estimate
  * prev × (share of the previous window still inside the sliding w) + current must
  * not exceed the limit. Like a token bucket refilled at limit/w, it bounds any w
  * seconds to about limit requests without a burst at window edges.
  *
  * Why not a Lua token bucket: that needs EVAL (or SCRIPT LOAD + EVALSHA), i.e.
- * arbitrary server-side code for the internet-facing daemon; with INCR, PEXPIRE
- * and GET on ~rl:gateway:* only (deploy/policy.yaml `ratelimit: true`) a
- * compromised gateway can do no more than count. Three commands per bucket are
- * pipelined: one round trip per request whatever the number of buckets.
+ * arbitrary server-side code for the internet-facing daemon; with INCR, PEXPIRE,
+ * GET and MGET on ~rl:gateway:* only (deploy/policy.yaml `ratelimit: true`) a
+ * compromised gateway can do no more than count. An INCR per bucket and one MGET
+ * are pipelined: one round trip per request whatever the number of buckets, n + 1
+ * commands (the expiry rides on a window's first request only).
  *
  * Keys hold hashes (gateway_key_hash), never an address or a credential.
  * The connection reconnects with backoff; while it is down, gateway_rl_check
@@ -56,7 +58,7 @@ struct rl_check {
 	struct gateway_rl *rl;
 	gateway_rl_fn cb;
 	void *arg;
-	size_t n, answers, expected;
+	size_t n, answers;
 	bool failed;
 	long long now_ms;
 	struct gateway_rl_bucket b[RL_MAX_BUCKETS];
@@ -269,25 +271,53 @@ void gateway_rl_verdict(const struct gateway_rl_bucket *b, long long prev, long 
 	}
 }
 
-/* Each reply of a check: count it; on the last one, decide and call back. */
+/* The counter key of bucket b in window win. */
+static void rl_key(char key[RL_KEY_MAX], const struct gateway_rl_bucket *b, long long win)
+{
+	snprintf(key, RL_KEY_MAX, "rl:gateway:%s:%.32s:%lld", b->name, b->id, win);
+}
+
+/* A window's first request gives its counter an expiry of two windows (a
+ * failure leaves a small key behind; nothing waits for the answer). */
+static void rl_expire(struct gateway_rl *rl, const struct gateway_rl_bucket *b, long long now_ms)
+{
+	long long w_ms = (long long)b->window_s * 1000;
+	char key[RL_KEY_MAX], ttl[24];
+	const char *argv[3] = {"PEXPIRE", key, ttl};
+
+	rl_key(key, b, now_ms / w_ms);
+	snprintf(ttl, sizeof ttl, "%lld", 2 * w_ms);
+	if (redisAsyncCommandArgv(rl->ac, NULL, NULL, 3, argv, NULL) != REDIS_OK)
+		log_event(LOG_WARN, "rate limit: cannot set an expiry");
+}
+
+/* Each reply of a check (n INCRs, then the MGET): count it; on the last one,
+ * decide and call back. */
 static void rl_on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct rl_check *c = priv;
 	redisReply *reply = r;
-	size_t idx = c->answers / 3, which = c->answers % 3;
+	size_t idx = c->answers;
 	struct gateway_rl_result res = {0}, worst = {0};
 
+	(void)ac;
 	c->answers++;
 	if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
 		if (reply != NULL && !c->failed)
 			log_event(LOG_ERROR, "rate limit: redis refused", LF_STR("error", reply->str));
 		c->failed = true;
-	} else if (which == 0 && reply->type == REDIS_REPLY_INTEGER) {
+	} else if (idx < c->n && reply->type == REDIS_REPLY_INTEGER) {
 		c->cur[idx] = reply->integer;
-	} else if (which == 2 && reply->type == REDIS_REPLY_STRING) {
-		c->prev[idx] = strtoll(reply->str, NULL, 10);
+		if (reply->integer == 1 && gateway_rl_up(c->rl))
+			rl_expire(c->rl, &c->b[idx], c->now_ms);
+	} else if (idx == c->n && reply->type == REDIS_REPLY_ARRAY && reply->elements == c->n) {
+		for (size_t i = 0; i < c->n; i++)
+			if (reply->element[i]->type == REDIS_REPLY_STRING)
+				c->prev[i] = strtoll(reply->element[i]->str, NULL, 10);
+	} else {
+		c->failed = true;
 	}
-	if (c->answers < c->expected)
+	if (c->answers < c->n + 1)
 		return;
 	if (c->failed) {
 		c->cb(c->arg, -1, NULL);
@@ -329,30 +359,29 @@ int gateway_rl_check(struct gateway_rl *rl, const struct gateway_rl_bucket *b, s
 	c->cb = cb;
 	c->arg = arg;
 	c->n = n;
-	c->expected = 3 * n;
 	c->now_ms = rl_now_ms();
 	memcpy(c->b, b, n * sizeof *b);
-	for (size_t i = 0; i < n; i++) {
-		long long w_ms = (long long)b[i].window_s * 1000, win = c->now_ms / w_ms;
-		char cur[RL_KEY_MAX], prev[RL_KEY_MAX], ttl[24];
-		const char *incr[2] = {"INCR", cur};
-		const char *pexpire[4] = {"PEXPIRE", cur, ttl, "NX"};
-		const char *get[2] = {"GET", prev};
+	{
+		char keys[RL_MAX_BUCKETS][RL_KEY_MAX], prev[RL_MAX_BUCKETS][RL_KEY_MAX];
+		const char *mget[RL_MAX_BUCKETS + 1] = {"MGET"};
 
-		snprintf(cur, sizeof cur, "rl:gateway:%s:%.32s:%lld", b[i].name, b[i].id, win);
-		snprintf(prev, sizeof prev, "rl:gateway:%s:%.32s:%lld", b[i].name, b[i].id,
-			 win - 1);
-		snprintf(ttl, sizeof ttl, "%lld", 2 * w_ms);
-		/* Only allocation failure can refuse a command on a live context. */
-		if (redisAsyncCommandArgv(rl->ac, rl_on_reply, c, 2, incr, NULL) != REDIS_OK) {
-			if (i == 0) {
-				free(c);
-				return -1;
+		for (size_t i = 0; i < n; i++) {
+			long long win = c->now_ms / ((long long)b[i].window_s * 1000);
+			const char *incr[2] = {"INCR", keys[i]};
+
+			rl_key(keys[i], &b[i], win);
+			rl_key(prev[i], &b[i], win - 1);
+			mget[i + 1] = prev[i];
+			/* Only allocation failure can refuse a command on a live context. */
+			if (redisAsyncCommandArgv(rl->ac, rl_on_reply, c, 2, incr, NULL) != REDIS_OK) {
+				if (i == 0) {
+					free(c);
+					return -1;
+				}
+				log_fatal("rate limit: out of memory");
 			}
-			log_fatal("rate limit: out of memory");
 		}
-		if (redisAsyncCommandArgv(rl->ac, rl_on_reply, c, 4, pexpire, NULL) != REDIS_OK ||
-		    redisAsyncCommandArgv(rl->ac, rl_on_reply, c, 2, get, NULL) != REDIS_OK)
+		if (redisAsyncCommandArgv(rl->ac, rl_on_reply, c, (int)n + 1, mget, NULL) != REDIS_OK)
 			log_fatal("rate limit: out of memory");
 	}
 	return 0;
