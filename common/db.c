@@ -40,6 +40,7 @@ struct db {
 	size_t n_stmts;
 	bool pending;	       /* db_begin called, BEGIN not yet sent */
 	bool pending_tenant;   /* ... with a tenant setting */
+	bool pending_async;    /* ... with synchronous_commit off */
 	bool begin_failed;     /* a forced BEGIN failed: db_commit must fail */
 	char tenant[64];       /* the pending tenant id */
 };
@@ -266,38 +267,52 @@ struct db_first {
 	const int *formats;
 };
 
-/* BEGIN, the pending tenant setting and (when first is not NULL) the transaction's
- * first statement, in one round trip (libpq pipeline mode). 0 when all succeeded
- * (*res_r: the statement's result); 1 when the pipeline could not be used (nothing
- * was sent); -1 on error (a failed BEGIN or setting rolled back; a failed
- * statement leaves the transaction to the caller's rollback, as db_exec does). */
-static int db_pipeline_begin(db_t *db, const struct db_first *first, PGresult **res_r,
-			     const char **error_r)
+#define DB_ASYNC_COMMIT "SELECT set_config('synchronous_commit', 'off', true)"
+
+/* One round trip (libpq pipeline mode) for: the pending BEGIN with its settings
+ * (tenant, asynchronous commit), then stmt (may be NULL), then COMMIT when commit is
+ * set. 0 when all succeeded (*res_r: stmt's result); 1 when the pipeline could not
+ * be used (nothing was sent); -1 on error: a failed BEGIN or setting, or a failed
+ * statement or COMMIT when commit is set, leave no transaction open; a failed
+ * statement without commit leaves it to the caller's rollback, as db_exec does. */
+static int db_pipeline(db_t *db, const struct db_first *stmt, bool commit, PGresult **res_r,
+		       const char **error_r)
 {
 	const char *tparams[1] = { db->tenant };
 	PGresult *res = NULL, *last = NULL;
-	int sbegin, sset = -1, sfirst = -1, n = 0, want, nulls = 0, failed = 0, head_failed = 0;
+	bool head = db->pending;
+	int sbegin = -1, sset = -1, sasync = -1, sstmt = -1, scommit = -1;
+	int n = 0, nhead, want, nulls = 0, failed = 0, head_failed = 0, committed = 0;
 
 	if (PQstatus(db->conn) != CONNECTION_OK ||
-	    PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+	    PQtransactionStatus(db->conn) != (head ? PQTRANS_IDLE : PQTRANS_INTRANS))
 		return 1;
 	/* Prepare outside the pipeline (once per session). */
-	if ((sbegin = db_stmt_slot(db, "BEGIN", 0, &res)) == -2 ||
-	    (db->pending_tenant && (sset = db_stmt_slot(db, DB_SET_TENANT, 1, &res)) == -2) ||
-	    (first != NULL && (sfirst = db_stmt_slot(db, first->sql, first->nparams, &res)) == -2)) {
-		*error_r = db_error(db, first != NULL ? "query failed" : "begin failed",
+	if ((head && (sbegin = db_stmt_slot(db, "BEGIN", 0, &res)) == -2) ||
+	    (head && db->pending_tenant && (sset = db_stmt_slot(db, DB_SET_TENANT, 1, &res)) == -2) ||
+	    (head && db->pending_async && (sasync = db_stmt_slot(db, DB_ASYNC_COMMIT, 0, &res)) == -2) ||
+	    (stmt != NULL && (sstmt = db_stmt_slot(db, stmt->sql, stmt->nparams, &res)) == -2) ||
+	    (commit && (scommit = db_stmt_slot(db, "COMMIT", 0, &res)) == -2)) {
+		*error_r = db_error(db, "query failed",
 				    res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
 		PQclear(res);
+		if (commit)
+			db_rollback(db);
 		return -1;
 	}
 	if (PQenterPipelineMode(db->conn) != 1)
 		return 1;
-	want = 1 + (db->pending_tenant ? 1 : 0) + (first != NULL ? 1 : 0);
-	if (db_send_slot(db, sbegin, "BEGIN", 0, NULL, NULL, NULL) != 1 ||
-	    (db->pending_tenant &&
+	db->pending = false;
+	nhead = head ? 1 + (db->pending_tenant ? 1 : 0) + (db->pending_async ? 1 : 0) : 0;
+	want = nhead + (stmt != NULL ? 1 : 0) + (commit ? 1 : 0);
+	if ((head && db_send_slot(db, sbegin, "BEGIN", 0, NULL, NULL, NULL) != 1) ||
+	    (head && db->pending_tenant &&
 	     db_send_slot(db, sset, DB_SET_TENANT, 1, tparams, NULL, NULL) != 1) ||
-	    (first != NULL && db_send_slot(db, sfirst, first->sql, first->nparams, first->params,
-					   first->lengths, first->formats) != 1) ||
+	    (head && db->pending_async &&
+	     db_send_slot(db, sasync, DB_ASYNC_COMMIT, 0, NULL, NULL, NULL) != 1) ||
+	    (stmt != NULL && db_send_slot(db, sstmt, stmt->sql, stmt->nparams, stmt->params,
+					  stmt->lengths, stmt->formats) != 1) ||
+	    (commit && db_send_slot(db, scommit, "COMMIT", 0, NULL, NULL, NULL) != 1) ||
 	    PQpipelineSync(db->conn) != 1) {
 		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
 		failed = head_failed = 1;
@@ -317,14 +332,14 @@ static int db_pipeline_begin(db_t *db, const struct db_first *first, PGresult **
 		}
 		n++;
 		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !failed) {
-			bool head = first == NULL || n < want;
-
-			*error_r = db_error(db, head ? "begin failed" : "query failed",
+			*error_r = db_error(db, n <= nhead ? "begin failed" : "query failed",
 					    PQresultErrorMessage(res));
 			failed = 1;
-			head_failed = head;
+			head_failed = n <= nhead;
 		}
-		if (first != NULL && n == want && !failed) {
+		if (!failed && commit && n == want)
+			committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
+		if (!failed && stmt != NULL && n == nhead + 1) {
 			last = res;
 			continue;
 		}
@@ -338,16 +353,20 @@ static int db_pipeline_begin(db_t *db, const struct db_first *first, PGresult **
 		db_stmts_forget(db);
 		return -1;
 	}
-	if (!failed && n == want) {
-		*res_r = last;
+	if (!failed && n == want && (!commit || committed)) {
+		if (res_r != NULL)
+			*res_r = last;
+		else
+			PQclear(last);
 		return 0;
 	}
 	PQclear(last);
 	if (!failed) {
-		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
+		*error_r = commit ? db_error(db, "commit failed", "the transaction was rolled back")
+				  : db_error(db, "begin failed", PQerrorMessage(db->conn));
 		head_failed = 1;
 	}
-	if (head_failed)
+	if (head_failed || commit)
 		db_rollback(db);
 	return -1;
 }
@@ -358,15 +377,17 @@ static int db_begin_now(db_t *db, const char **error_r)
 	const char *params[1] = { db->tenant };
 	int r;
 
-	db->pending = false;
-	if ((r = db_pipeline_begin(db, NULL, NULL, error_r)) <= 0) {
+	if ((r = db_pipeline(db, NULL, false, NULL, error_r)) <= 0) {
+		db->pending = false;
 		db->begin_failed = r < 0;
 		return r;
 	}
 	if (db_run(db, "BEGIN", 0, NULL, error_r) < 0)
 		goto fail;
+	db->pending = false;
 	/* SET LOCAL takes no parameters; set_config(..., true) is its parameterised form. */
-	if (db->pending_tenant && db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) {
+	if ((db->pending_tenant && db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) ||
+	    (db->pending_async && db_run(db, DB_ASYNC_COMMIT, 0, NULL, error_r) < 0)) {
 		db_rollback(db);
 		goto fail;
 	}
@@ -384,29 +405,31 @@ static PGresult *db_exec_first(db_t *db, const char *sql, int nparams, const cha
 	PGresult *res = NULL;
 	int r;
 
-	db->pending = false;
 	if (PQstatus(db->conn) != CONNECTION_OK) {
 		/* Outside a transaction still: a lost connection may be reset. */
 		PQreset(db->conn);
 		db_stmts_forget(db);
 		if (PQstatus(db->conn) != CONNECTION_OK) {
 			*error_r = db_error(db, "connection lost", PQerrorMessage(db->conn));
+			db->pending = false;
 			db->begin_failed = true;
 			return NULL;
 		}
 	}
-	r = db_pipeline_begin(db, &first, &res, error_r);
+	r = db_pipeline(db, &first, false, &res, error_r);
 	if (r == 0)
 		return res;
-	if (r < 0)
+	if (r < 0) {
+		db->pending = false;
 		return NULL;
-	db->pending = true; /* no pipeline: the long way */
-	if (db_begin_now(db, error_r) < 0)
+	}
+	if (db_begin_now(db, error_r) < 0) /* no pipeline: the long way */
 		return NULL;
 	return db_exec_bin(db, sql, nparams, params, lengths, formats, error_r);
 }
 
-int db_begin(db_t *db, const char *tenant_id, const char **error_r)
+/* Record a lazy BEGIN (sent with the first statement). */
+static int db_begin_lazy(db_t *db, const char *tenant_id, bool async, const char **error_r)
 {
 	if (tenant_id != NULL && strlen(tenant_id) >= sizeof db->tenant) {
 		*error_r = "tenant id too long";
@@ -415,8 +438,48 @@ int db_begin(db_t *db, const char *tenant_id, const char **error_r)
 	db->pending = true;
 	db->begin_failed = false;
 	db->pending_tenant = tenant_id != NULL;
+	db->pending_async = async;
 	snprintf(db->tenant, sizeof db->tenant, "%s", tenant_id != NULL ? tenant_id : "");
 	return 0;
+}
+
+int db_begin(db_t *db, const char *tenant_id, const char **error_r)
+{
+	return db_begin_lazy(db, tenant_id, false, error_r);
+}
+
+int db_begin_async(db_t *db, const char *tenant_id, const char **error_r)
+{
+	return db_begin_lazy(db, tenant_id, true, error_r);
+}
+
+PGresult *db_exec_commit(db_t *db, const char *sql, int nparams, const char *const *params,
+			 const char **error_r)
+{
+	struct db_first stmt = { sql, nparams, params, NULL, NULL };
+	PGresult *res = NULL;
+	int r;
+
+	if (db->begin_failed) {
+		db_rollback(db);
+		*error_r = db_error(db, "commit failed", "the transaction never began");
+		return NULL;
+	}
+	r = db_pipeline(db, &stmt, true, &res, error_r);
+	if (r == 0)
+		return res;
+	if (r < 0) {
+		db->pending = false;
+		return NULL;
+	}
+	/* No pipeline: the long way. */
+	if ((res = db_exec(db, sql, nparams, params, error_r)) == NULL)
+		return NULL;
+	if (db_commit(db, error_r) < 0) {
+		PQclear(res);
+		return NULL;
+	}
+	return res;
 }
 
 int db_commit(db_t *db, const char **error_r)

@@ -34,6 +34,14 @@ PGresult *db_exec_bin(db_t *db, const char *sql, int nparams, const char *const 
  * the transaction's first statement (one round trip), so a failure to begin shows
  * as that statement's error; db_conn() sends them at once. */
 int db_begin(db_t *db, const char *tenant_id, const char **error_r);
+/* The same with synchronous_commit off for this transaction: its COMMIT does not
+ * wait for the WAL flush (the next synchronous commit flushes it too). */
+int db_begin_async(db_t *db, const char *tenant_id, const char **error_r);
+/* Run sql, then COMMIT, in one round trip (with the BEGIN too if no statement ran
+ * yet). The statement's result when both succeeded; else NULL with *error_r and
+ * the transaction rolled back. Either way the transaction is over. */
+PGresult *db_exec_commit(db_t *db, const char *sql, int nparams, const char *const *params,
+			 const char **error_r);
 /* COMMIT, and check the server really committed (an aborted transaction's COMMIT
  * answers ROLLBACK). 0 or -1. */
 int db_commit(db_t *db, const char **error_r);

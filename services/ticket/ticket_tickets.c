@@ -132,10 +132,14 @@ static int ticket_fill(struct daemon *d, const char *tenant, const char *slug, P
 }
 
 /* Load ticket id as who may see it, with its first public message as body.
- * 1 found, 0 not visible, -1 error. t is filled only when 1 (ticket_clear it). */
+ * 1 found, 0 not visible, -1 error. t is filled only when 1 (ticket_clear it).
+ * commit: the statement ends the transaction (COMMIT in the same round trip),
+ * whatever it returns. */
 static int ticket_load(struct daemon *d, const char *tenant, const struct ticket_who *who,
-		       const char *id, Ward__Ticket *t, const char **error_r)
+		       const char *id, bool commit, Ward__Ticket *t, const char **error_r)
 {
+	PGresult *(*exec)(db_t *, const char *, int, const char *const *, const char **) =
+	    commit ? db_exec_commit : db_exec;
 	const char *p[2] = {id, who->customer ? who->id : NULL};
 	uint8_t dek[CRYPTO_KEY_LEN];
 	uint32_t version;
@@ -143,11 +147,14 @@ static int ticket_load(struct daemon *d, const char *tenant, const struct ticket
 	PGresult *res;
 	int found, rc = -1;
 
-	if (ticket_keys_current(d, tenant, dek, &version, slug, error_r) < 0)
+	if (ticket_keys_current(d, tenant, dek, &version, slug, error_r) < 0) {
+		if (commit)
+			db_rollback(daemon_db(d));
 		return -1;
+	}
 	crypto_wipe(dek, sizeof dek);
 	/* The ticket and its first public message in one statement. */
-	res = db_exec(daemon_db(d),
+	res = exec(daemon_db(d),
 		      "SELECT " TICKET_COLUMNS ", m.id, m.body_enc FROM ticket.tickets t "
 		      "LEFT JOIN LATERAL (SELECT id, body_enc FROM ticket.messages "
 		      "WHERE ticket_id = t.id AND NOT internal ORDER BY seq LIMIT 1) m ON true "
@@ -303,26 +310,19 @@ static int ticket_next_number(struct daemon *d, const char *tenant, long long *n
 	const char *p[1] = {tenant};
 	PGresult *res;
 
-	if (db_begin(daemon_db(d), tenant, error_r) < 0)
+	/* One round trip: BEGIN, tenant, asynchronous commit, the upsert, COMMIT. */
+	if (db_begin_async(daemon_db(d), tenant, error_r) < 0)
 		return -1;
-	res = db_exec(daemon_db(d), "SELECT set_config('synchronous_commit', 'off', true)", 0, NULL,
-		      error_r);
+	res = db_exec_commit(daemon_db(d),
+			     "INSERT INTO ticket.counters (tenant_id, last_number) VALUES ($1, 1001) "
+			     "ON CONFLICT (tenant_id) DO UPDATE "
+			     "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
+			     1, p, error_r);
 	if (res == NULL)
-		goto fail;
-	PQclear(res);
-	res = db_exec(daemon_db(d),
-		      "INSERT INTO ticket.counters (tenant_id, last_number) VALUES ($1, 1001) "
-		      "ON CONFLICT (tenant_id) DO UPDATE "
-		      "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
-		      1, p, error_r);
-	if (res == NULL)
-		goto fail;
+		return -1;
 	*number_r = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	return db_commit(daemon_db(d), error_r);
-fail:
-	db_rollback(daemon_db(d));
-	return -1;
+	return 0;
 }
 
 queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const uint8_t *payload,
@@ -374,8 +374,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 			qr = ticket_problem(reply, 422, "Idempotency-Key reused", NULL, &e);
 			goto out;
 		}
-		if (ticket_load(d, env->tenant, &who, result_id, &t, &err) != 1 ||
-		    db_commit(daemon_db(d), &err) < 0) {
+		if (ticket_load(d, env->tenant, &who, result_id, true, &t, &err) != 1) {
 			qr = ticket_retry(d, "replay", err != NULL ? err : "gone", error_r);
 			goto out;
 		}
@@ -476,14 +475,10 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		qr = ticket_retry(d, "record", err, error_r);
 		goto out;
 	}
-	/* The reply is read back inside the transaction: the same code as a replay. */
-	if (ticket_load(d, env->tenant, &who, id, &t, &err) != 1) {
-		qr = ticket_retry(d, "read back", err != NULL ? err : "gone", error_r);
-		goto out;
-	}
-	if (db_commit(daemon_db(d), &err) < 0) {
-		ticket_clear(&t);
-		qr = ticket_retry(d, "commit", err, error_r);
+	/* The reply is read back inside the transaction (the same code as a replay),
+	 * and COMMIT travels with it. */
+	if (ticket_load(d, env->tenant, &who, id, true, &t, &err) != 1) {
+		qr = ticket_retry(d, "read back and commit", err != NULL ? err : "gone", error_r);
 		goto out;
 	}
 	ticket_after_commit();
@@ -522,13 +517,12 @@ queue_result_t ticket_get(struct daemon *d, const Ward__Envelope *env, const uin
 		qr = ticket_retry(d, "begin", err, error_r);
 		goto out;
 	}
-	r = ticket_load(d, env->tenant, &who, req->id, &t, &err);
-	if (r < 0 || (r == 1 && db_commit(daemon_db(d), &err) < 0)) {
+	r = ticket_load(d, env->tenant, &who, req->id, true, &t, &err); /* and commits */
+	if (r < 0) {
 		qr = ticket_retry(d, "get", err, error_r);
 		goto out;
 	}
 	if (r == 0) {
-		db_rollback(daemon_db(d));
 		qr = ticket_problem(reply, 404, "Not found", NULL, NULL);
 		goto out;
 	}
@@ -840,7 +834,7 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 		goto out;
 	}
 answer:
-	r = ticket_load(d, env->tenant, &who, req->id, &t, &err);
+	r = ticket_load(d, env->tenant, &who, req->id, false, &t, &err);
 	if (r < 0) {
 		qr = ticket_retry(d, "read back", err, error_r);
 		goto out;
