@@ -39,3 +39,31 @@ bench_api_key() {
 		-d '{"name":"bench","scopes":["tickets:read","tickets:write"]}' "$url/api/v1/api-keys" |
 		sed -n 's/.*"key":"\([^"]*\)".*/\1/p'
 }
+
+# CPU time (user + system, clock ticks) of the eu cell's parts, one "name ticks" line
+# each: every daemon with its workers, Redis, and PostgreSQL (the postmaster and
+# every backend). bench_cpu_take > FILE before a run; bench_cpu_per FILE N PREFIX
+# UNIT SCALE after it prints a BENCH line per part: ticks → seconds × SCALE / N.
+bench_cpu_of() { # PID...: their and their children's ticks
+	local t=0 c q
+	for q in "$@" $(for p in "$@"; do pgrep -P "$p"; done); do
+		c=$(awk '{ print $14 + $15 }' "/proc/$q/stat" 2>/dev/null) && t=$((t + c))
+	done
+	echo $t
+}
+bench_cpu_take() {
+	local s
+	for s in gateway auth ticket audit mail-ingest backup; do
+		echo "${s//-/_} $(bench_cpu_of $(cat "$WARD_VAR/eu/run/$s.pid" 2>/dev/null))"
+	done
+	echo "redis $(bench_cpu_of $(cat "$WARD_VAR/eu/redis/redis.pid" 2>/dev/null))"
+	echo "postgres $(bench_cpu_of $(head -1 "$WARD_VAR/eu/pg/data/postmaster.pid" 2>/dev/null))"
+}
+bench_cpu_per() {
+	local hz
+	hz=$(getconf CLK_TCK)
+	join <(sort "$1") <(bench_cpu_take | sort) | while read -r name a b; do
+		echo "BENCH name=$3_$name value=$(awk -v a="$a" -v b="$b" -v n="$2" -v hz="$hz" -v k="$5" \
+			'BEGIN { printf "%.3f", (n > 0 ? (b - a) / hz * k / n : 0) }') unit=$4 baseline=none baseline_value=0 ratio=0"
+	done
+}

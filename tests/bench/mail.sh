@@ -10,8 +10,9 @@
 #                         the same smtp-source run (target ≥ 0.5)
 #   mail_smtp_accept_rps  messages/s until smtp-source finished (every 250 given,
 #                         each one durable in the spool), same baseline
-#   mail_cpu_ms_<daemon>  CPU time per mail of each daemon of the cell during the
-#                         end-to-end run (user + system, from /proc): where it goes
+#   mail_cpu_ms_<part>    CPU time per mail of each daemon of the cell, of Redis
+#                         and of PostgreSQL during the end-to-end run (user +
+#                         system, from /proc; tests/bench/lib.sh): where it goes
 # ward-ticket and ward-auth run BENCH_WORKERS worker processes each (default 4,
 # `workers:` in their configs, restored after the run; printed below), as in
 # tests/bench/ticket.sh: one PostgreSQL transaction at a time per process would
@@ -103,18 +104,7 @@ t=$(tickets)
 src "$SMTP" 20 >/dev/null
 wait_tickets $((t + 20)) || { echo "bench: warm-up mail did not become tickets" >&2; exit 1; }
 
-cpu_of() { # cpu_of DAEMON: its (and its workers') user + system CPU time so far, in clock ticks
-	local p t=0 c
-	p=$(cat "$WARD_VAR/eu/run/$1.pid" 2>/dev/null) || { echo 0; return; }
-	for q in $p $(pgrep -P "$p"); do
-		c=$(awk '{ print $14 + $15 }' "/proc/$q/stat" 2>/dev/null) && t=$((t + c))
-	done
-	echo $t
-}
-DAEMONS="mail-ingest auth ticket audit gateway"
-declare -A cpu0
-for s in $DAEMONS; do cpu0[$s]=$(cpu_of $s); done
-rcpu0=$(awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/redis/redis.pid")/stat" 2>/dev/null || echo 0)
+bench_cpu_take >"$W/cpu0"
 
 # Ward, end to end.
 t=$(tickets)
@@ -127,15 +117,7 @@ wait_tickets $((t + N)) || { echo "bench: only $(($(tickets) - t)) of $N mails b
 t2=$(now)
 [ "$(tickets)" -eq $((t + N)) ] || { echo "bench: $(($(tickets) - t)) tickets for $N mails" >&2; exit 1; }
 e2e=$(rate "$N" "$t0" "$t2")
-HZ=$(getconf CLK_TCK)
-cpu_lines=""
-for s in $DAEMONS; do
-	c=$(awk -v a="${cpu0[$s]}" -v b="$(cpu_of $s)" -v n="$N" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) * 1000 / hz / n }')
-	cpu_lines+="$(line "mail_cpu_ms_${s//-/_}" "$c" ms/mail none 0 0)"$'\n'
-done
-c=$(awk -v a="$rcpu0" -v b="$(awk '{ print $14 + $15 }' "/proc/$(cat "$WARD_VAR/eu/redis/redis.pid")/stat" 2>/dev/null || echo 0)" \
-	-v n="$N" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) * 1000 / hz / n }')
-cpu_lines+="$(line mail_cpu_ms_redis "$c" ms/mail none 0 0)"
+cpu_lines=$(bench_cpu_per "$W/cpu0" "$N" mail_cpu_ms ms/mail 1000)
 acc=$(rate "$N" "$t0" "$t1")
 
 # smtp-sink: the same smtp-source load against Postfix's test server (accepts and

@@ -14,6 +14,9 @@
 #                              < 64 MiB each)
 #   ticket_crypto_cpu_share    share of ward-ticket's CPU samples in OpenSSL/crypto
 #                              during the create run (perf, when it may record)
+#   ticket_{create,get}_cpu_us_<part>  CPU time per request of each daemon, Redis
+#                              and PostgreSQL during the create and get runs (µs):
+#                              where a request's cost goes
 # The eu gateway's rate limits are raised for the run (and restored), as in
 # tests/bench/gateway.sh: at their defaults they would cap the measurement.
 # ward-ticket runs BENCH_WORKERS worker processes (default 4, `workers:` in its
@@ -161,6 +164,7 @@ np99=$(p99_of "$W/nginx.out")
 # Create, with RSS sampled and (if perf may record) ward-ticket's CPU profiled midway.
 TPIDS=$(pids_of ticket | tr ' ' ',')
 before=$(psql_ "SELECT count(*) FROM ticket.tickets")
+bench_cpu_take >"$W/cpu.create"
 wrk -t2 -c"$C" -d"${DUR}s" --latency -s "$W/create.lua" "https://127.0.0.1:$P/api/v1/tickets" >"$W/create.out" 2>&1 &
 WRK=$!
 sleep $((DUR / 2))
@@ -176,14 +180,17 @@ if command -v perf >/dev/null && perf record -q -F 999 -g -p "$TPIDS" -o "$W/per
 fi
 wait $WRK
 after=$(psql_ "SELECT count(*) FROM ticket.tickets")
+ccpu=$(bench_cpu_per "$W/cpu.create" "$((after - before))" ticket_create_cpu_us us/request 1000000)
 crps=$(rps_of "$W/create.out")
 [ -n "$(non2xx "$W/create.out")" ] && echo "bench: $(non2xx "$W/create.out") non-2xx answers to create" >&2
 line ticket_create_rps "${crps:-0}" req/s pgbench_insert_c$C "${pgb:-0}" "$(ratio "${crps:-0}" "${pgb:-0}")"
 line ticket_create_p99 "$(p99_of "$W/create.out")" ms none 0 0
 line ticket_create_stored "$((after - before))" tickets none 0 0
 
+bench_cpu_take >"$W/cpu.get"
 wrk -t2 -c"$C" -d"${DUR}s" --latency "${HDR[@]}" "https://127.0.0.1:$P/api/v1/tickets/$TID" >"$W/get.out" 2>&1
 grps=$(rps_of "$W/get.out")
+gcpu=$(bench_cpu_per "$W/cpu.get" "$(awk '/requests in/ { print $1 }' "$W/get.out")" ticket_get_cpu_us us/request 1000000)
 [ -n "$(non2xx "$W/get.out")" ] && echo "bench: $(non2xx "$W/get.out") non-2xx answers to get" >&2
 line ticket_get_rps "${grps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${grps:-0}" "${nrps:-0}")"
 line ticket_get_p99 "$(p99_of "$W/get.out")" ms nginx_static_200_p99 "${np99:-0}" "$(ratio "$(p99_of "$W/get.out")" "${np99:-0}")"
@@ -204,4 +211,5 @@ if [ -n "$share" ]; then
 else
 	echo "bench: perf could not record ward-ticket (perf_event_paranoid?): no crypto share" >&2
 fi
+printf '%s\n%s\n' "$ccpu" "$gcpu"
 exit 0
