@@ -382,9 +382,9 @@ static int db_begin_now(db_t *db, const char **error_r)
 		db->begin_failed = r < 0;
 		return r;
 	}
+	db->pending = false; /* before db_run, which would otherwise come back here */
 	if (db_run(db, "BEGIN", 0, NULL, error_r) < 0)
 		goto fail;
-	db->pending = false;
 	/* SET LOCAL takes no parameters; set_config(..., true) is its parameterised form. */
 	if ((db->pending_tenant && db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) ||
 	    (db->pending_async && db_run(db, DB_ASYNC_COMMIT, 0, NULL, error_r) < 0)) {
