@@ -2,10 +2,11 @@
  * backup_job — per-tenant logical backups and their verification and restore.
  *
  * run: one REPEATABLE READ, read-only transaction under the tenant's row-level
- * security reads every tenant table (the rows and order of backup.dump_rows, through
- * a cursor, sorted in memory) into a stream of lines cut into sealed chunks, written
- * under a temporary name and renamed into place once the authenticated manifest is on disk; the catalog row
- * and the audit event are committed together.
+ * security reads every tenant table (the rows and order of backup.dump_rows: streamed
+ * by COPY in binary format, one table at a time, sorted here) into a stream of lines
+ * cut into sealed chunks, written under a temporary name and renamed into place once
+ * the authenticated manifest is on disk; the catalog row and the audit event are
+ * committed together.
  * verify/restore: the manifest and every chunk are read, hashed, opened and parsed
  * completely before anything is written (nothing half-restored); verify loads each
  * table into a scratch temporary table and compares counts and checksums with the
@@ -31,8 +32,6 @@
 #include "envelope.h"
 #include "log.h"
 
-#define FETCH_ROWS "5000"
-#define DUMP_WORK_MEM "256MB" /* per sort; a tenant table sorts in memory */
 #define TABLE_NAME_MAX 128
 /* snprintf into an array; true if the text did not fit. */
 #define PATHF(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__) >= (int)sizeof buf)
@@ -337,30 +336,146 @@ static int job_audit(const struct backup_ctx *c, const char *tenant_id, const ch
 	return ret;
 }
 
-/* Declare cursor bk over every row of sch.tbl visible under the tenant's row-level
- * security, as JSON text sorted bytewise: exactly what backup.dump_rows returns. The
- * names come from backup.tenant_tables() (the catalog) and are quoted anyway. */
-static int dump_cursor(const struct backup_ctx *c, const char *sch, const char *tbl,
-		       const char **error_r)
+/* The rows of one table as COPY … (FORMAT binary) sends them: the whole stream in one
+ * buffer, then each row's place in it, sorted. */
+struct bk_dump {
+	char *buf;
+	size_t len, cap;
+	struct bk_row {
+		const char *p;
+		size_t len;
+	} *rows;
+	size_t n;
+};
+
+static void dump_free(struct bk_dump *d)
+{
+	if (d->buf != NULL)
+		crypto_wipe(d->buf, d->len);
+	free(d->buf);
+	free(d->rows);
+	memset(d, 0, sizeof *d);
+}
+
+/* Bytewise order, a prefix first: ORDER BY r COLLATE "C". */
+static int row_cmp(const void *a, const void *b)
+{
+	const struct bk_row *x = a, *y = b;
+	int r = memcmp(x->p, y->p, x->len < y->len ? x->len : y->len);
+
+	return r != 0 ? r : (x->len > y->len) - (x->len < y->len);
+}
+
+static uint32_t be32(const char *p)
+{
+	const unsigned char *u = (const unsigned char *)p;
+
+	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+/* Split a binary COPY stream of one text column into rows and sort them. */
+static int dump_parse(struct bk_dump *d, const char **error_r)
+{
+	static const char sig[11] = "PGCOPY\n\377\r\n";
+	const char *p = d->buf, *end = d->buf + d->len;
+	size_t cap = 0;
+
+	*error_r = "the server sent a malformed COPY stream";
+	/* Header: signature, flags (no OIDs), extension area. */
+	if (d->len < 19 || memcmp(p, sig, sizeof sig) != 0 || (be32(p + 11) & 0xffff0000u) != 0 ||
+	    be32(p + 15) > d->len - 19)
+		return -1;
+	p += 19 + be32(p + 15);
+	for (;;) {
+		uint32_t len;
+
+		if (end - p < 2)
+			return -1;
+		if (p[0] == '\377' && p[1] == '\377') /* trailer: -1 */
+			break;
+		/* One field, not NULL (row_to_json of a row never is). */
+		if (p[0] != 0 || p[1] != 1 || end - p < 6 || (len = be32(p + 2)) > (size_t)(end - p - 6))
+			return -1;
+		if (d->n == cap) {
+			struct bk_row *nr;
+
+			cap = cap ? cap * 2 : 1024;
+			if ((nr = realloc(d->rows, cap * sizeof *nr)) == NULL) {
+				*error_r = "out of memory";
+				return -1;
+			}
+			d->rows = nr;
+		}
+		d->rows[d->n].p = p + 6;
+		d->rows[d->n].len = len;
+		d->n++;
+		p += 6 + len;
+	}
+	if (d->n > 0)
+		qsort(d->rows, d->n, sizeof *d->rows, row_cmp);
+	return 0;
+}
+
+/* Read every row of sch.tbl visible under the tenant's row-level security as JSON text,
+ * sorted bytewise: exactly what backup.dump_rows returns (which verify_rows checksums
+ * against). COPY streams the rows as the server makes them (no cursor round trips, no
+ * tuplestore or sort on the server, nothing escaped in binary format); the sort is
+ * done here. The names come from backup.tenant_tables() (the catalog) and are quoted
+ * anyway. */
+static int dump_table(const struct backup_ctx *c, const char *sch, const char *tbl,
+		      struct bk_dump *d, const char **error_r)
 {
 	PGconn *conn = db_conn(c->db);
 	char *qs = PQescapeIdentifier(conn, sch, strlen(sch));
 	char *qt = PQescapeIdentifier(conn, tbl, strlen(tbl));
-	char sql[512];
+	char sql[512], *data = NULL;
 	PGresult *r = NULL;
-	int ret = -1;
+	int n, ret = -1;
 
 	if (qs == NULL || qt == NULL ||
-	    PATHF(sql, "DECLARE bk NO SCROLL CURSOR FOR SELECT r FROM (SELECT "
-		       "row_to_json(t)::text AS r FROM %s.%s t) x ORDER BY r COLLATE \"C\"",
+	    PATHF(sql, "COPY (SELECT row_to_json(t)::text FROM %s.%s t) TO STDOUT "
+		       "(FORMAT binary)",
 		       qs, qt)) {
 		*error_r = "bad table name";
 		goto out;
 	}
-	r = db_exec(c->db, sql, 0, NULL, error_r);
-	if (r == NULL)
+	r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_COPY_OUT) {
+		*error_r = job_error("cannot read %s.%s: %s", sch, tbl,
+				     r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(conn));
 		goto out;
-	ret = 0;
+	}
+	PQclear(r);
+	r = NULL;
+	while ((n = PQgetCopyData(conn, &data, 0)) > 0) {
+		if (buf_reserve(&d->buf, &d->cap, d->len, (size_t)n) < 0) {
+			*error_r = "out of memory";
+			PQfreemem(data);
+			/* Drain the rest: the connection must be usable for the rollback. */
+			while ((n = PQgetCopyData(conn, &data, 0)) > 0)
+				PQfreemem(data);
+			goto drain;
+		}
+		memcpy(d->buf + d->len, data, (size_t)n);
+		d->len += (size_t)n;
+		PQfreemem(data);
+	}
+	if (n == -2) {
+		*error_r = job_error("cannot read %s.%s: %s", sch, tbl, PQerrorMessage(conn));
+		goto out;
+	}
+	r = PQgetResult(conn);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		*error_r = job_error("cannot read %s.%s: %s", sch, tbl,
+				     r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+		goto drain;
+	}
+	ret = dump_parse(d, error_r);
+drain:
+	/* The end of the COPY's results. */
+	PQclear(r);
+	while ((r = PQgetResult(conn)) != NULL)
+		PQclear(r);
 out:
 	PQclear(r);
 	PQfreemem(qs);
@@ -374,6 +489,7 @@ static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_t
 {
 	PGresult *res = db_exec(c->db, "SELECT sch, tbl FROM backup.tenant_tables()", 0, NULL,
 				error_r);
+	struct bk_dump d = { 0 };
 
 	if (res == NULL)
 		return -1;
@@ -381,48 +497,31 @@ static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_t
 		const char *params[2] = { PQgetvalue(res, i, 0), PQgetvalue(res, i, 1) };
 		char name[TABLE_NAME_MAX];
 		struct bk_table *t;
-		PGresult *r;
 
 		snprintf(name, sizeof name, "%s.%s", params[0], params[1]);
-		if (tables_add(ts, name) < 0)
+		if (tables_add(ts, name) < 0) {
+			*error_r = "out of memory";
 			goto fail;
-		t = &ts->t[ts->n - 1];
-		/* The same rows, text and order as backup.dump_rows (which verify_rows
-		 * checksums against), read straight through the cursor: a set-returning
-		 * function would first copy the whole sorted table into a tuplestore. */
-		if (dump_cursor(c, params[0], params[1], error_r) < 0)
-			goto fail;
-		for (;;) {
-			int n;
-
-			r = db_exec(c->db, "FETCH " FETCH_ROWS " FROM bk", 0, NULL, error_r);
-			if (r == NULL)
-				goto fail;
-			n = PQntuples(r);
-			for (int j = 0; j < n; j++) {
-				const char *row = PQgetvalue(r, j, 0);
-				size_t len = (size_t)PQgetlength(r, j, 0);
-
-				if (table_row(t, row, len, 0) < 0 ||
-				    writer_line(w, name, row, len) < 0) {
-					PQclear(r);
-					*error_r = w->error ? w->error
-							    : "cannot write a backup chunk";
-					goto fail;
-				}
-			}
-			PQclear(r);
-			if (n == 0)
-				break;
 		}
-		r = db_exec(c->db, "CLOSE bk", 0, NULL, error_r);
-		if (r == NULL || table_finish(t) < 0)
+		t = &ts->t[ts->n - 1];
+		if (dump_table(c, params[0], params[1], &d, error_r) < 0)
 			goto fail;
-		PQclear(r);
+		for (size_t j = 0; j < d.n; j++)
+			if (table_row(t, d.rows[j].p, d.rows[j].len, 0) < 0 ||
+			    writer_line(w, name, d.rows[j].p, d.rows[j].len) < 0) {
+				*error_r = w->error ? w->error : "cannot write a backup chunk";
+				goto fail;
+			}
+		dump_free(&d);
+		if (table_finish(t) < 0) {
+			*error_r = "cannot hash a table";
+			goto fail;
+		}
 	}
 	PQclear(res);
 	return writer_flush(w) < 0 ? (*error_r = w->error ? w->error : "cannot write a backup chunk", -1) : 0;
 fail:
+	dump_free(&d);
 	PQclear(res);
 	return -1;
 }
@@ -464,12 +563,6 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 	if (res == NULL)
 		goto out;
 	snprintf(schema_version, sizeof schema_version, "%s", PQgetvalue(res, 0, 1));
-	PQclear(res);
-	/* Each table is sorted whole (the checksum's order): in memory, not in
-	 * temporary files, for this transaction only. */
-	res = db_exec(c->db, "SET LOCAL work_mem = '" DUMP_WORK_MEM "'", 0, NULL, error_r);
-	if (res == NULL)
-		goto out;
 	PQclear(res);
 	if (tenant_dek(c, tenant_id, 0, dek, &w.dek_version, error_r) < 0)
 		goto out;
