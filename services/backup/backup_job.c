@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,7 +264,7 @@ static int writer_flush(struct bk_writer *w)
 		w->error = "cannot seal a backup chunk";
 		goto out;
 	}
-	if (backup_target_put(w->target, key, sealed, slen, &w->error) < 0)
+	if (backup_target_put_nosync(w->target, key, sealed, slen, &w->error) < 0)
 		goto out;
 	crypto_hex(md, 32, hex);
 	if (json_array_append_new(w->chunks, json_pack("{s:I, s:I, s:s}", "size", (json_int_t)slen,
@@ -345,7 +346,8 @@ struct bk_dump {
 		const char *p;
 		size_t len;
 	} *rows;
-	size_t n;
+	size_t n, next; /* rows; the next one to write */
+	size_t table;	/* its index in the bk_tables */
 };
 
 static void dump_free(struct bk_dump *d)
@@ -416,14 +418,36 @@ static int dump_parse(struct bk_dump *d, const char **error_r)
 	return 0;
 }
 
-/* Read every row of sch.tbl visible under the tenant's row-level security as JSON text,
- * sorted bytewise: exactly what backup.dump_rows returns (which verify_rows checksums
- * against). COPY streams the rows as the server makes them (no cursor round trips, no
- * tuplestore or sort on the server, nothing escaped in binary format); the sort is
- * done here. The names come from backup.tenant_tables() (the catalog) and are quoted
- * anyway. */
+/* Write the rows of a dumped table from d->next on through the writer, about max bytes
+ * of them (SIZE_MAX: all), hashing them into its table. */
+static int dump_write(struct bk_writer *w, struct bk_tables *ts, struct bk_dump *d, size_t max,
+		      const char **error_r)
+{
+	struct bk_table *t = &ts->t[d->table];
+	size_t done = 0;
+
+	while (d->next < d->n && done < max) {
+		const struct bk_row *r = &d->rows[d->next++];
+
+		if (table_row(t, r->p, r->len, 0) < 0 || writer_line(w, t->name, r->p, r->len) < 0) {
+			*error_r = w->error ? w->error : "cannot write a backup chunk";
+			return -1;
+		}
+		done += r->len;
+	}
+	return 0;
+}
+
+/* Read every row of sch.tbl visible under the tenant's row-level security as JSON text
+ * into d, sorted bytewise: exactly what backup.dump_rows returns (which verify_rows
+ * checksums against). COPY streams the rows as the server makes them (no cursor round
+ * trips, no tuplestore or sort on the server, nothing escaped in binary format); the
+ * sort is done here. While the server is busy making them, the rows of the previous
+ * table (prev, if not NULL) are sealed and written. The names come from
+ * backup.tenant_tables() (the catalog) and are quoted anyway. */
 static int dump_table(const struct backup_ctx *c, const char *sch, const char *tbl,
-		      struct bk_dump *d, const char **error_r)
+		      struct bk_dump *d, struct bk_writer *w, struct bk_tables *ts,
+		      struct bk_dump *prev, const char **error_r)
 {
 	PGconn *conn = db_conn(c->db);
 	char *qs = PQescapeIdentifier(conn, sch, strlen(sch));
@@ -447,18 +471,30 @@ static int dump_table(const struct backup_ctx *c, const char *sch, const char *t
 	}
 	PQclear(r);
 	r = NULL;
-	while ((n = PQgetCopyData(conn, &data, 0)) > 0) {
-		if (buf_reserve(&d->buf, &d->cap, d->len, (size_t)n) < 0) {
-			*error_r = "out of memory";
-			PQfreemem(data);
-			/* Drain the rest: the connection must be usable for the rollback. */
-			while ((n = PQgetCopyData(conn, &data, 0)) > 0)
+	for (;;) {
+		int busy = prev != NULL && prev->next < prev->n;
+
+		n = PQgetCopyData(conn, &data, busy);
+		if (n > 0) {
+			if (buf_reserve(&d->buf, &d->cap, d->len, (size_t)n) < 0) {
+				*error_r = "out of memory";
 				PQfreemem(data);
-			goto drain;
+				goto drain;
+			}
+			memcpy(d->buf + d->len, data, (size_t)n);
+			d->len += (size_t)n;
+			PQfreemem(data);
+			continue;
 		}
-		memcpy(d->buf + d->len, data, (size_t)n);
-		d->len += (size_t)n;
-		PQfreemem(data);
+		if (n < 0)
+			break;
+		/* Nothing has arrived yet: one chunk of the previous table meanwhile. */
+		if (dump_write(w, ts, prev, w->chunk_size, error_r) < 0)
+			goto drain;
+		if (PQconsumeInput(conn) == 0) {
+			*error_r = job_error("cannot read %s.%s: %s", sch, tbl, PQerrorMessage(conn));
+			goto out;
+		}
 	}
 	if (n == -2) {
 		*error_r = job_error("cannot read %s.%s: %s", sch, tbl, PQerrorMessage(conn));
@@ -472,7 +508,9 @@ static int dump_table(const struct backup_ctx *c, const char *sch, const char *t
 	}
 	ret = dump_parse(d, error_r);
 drain:
-	/* The end of the COPY's results. */
+	/* The rest of the COPY and its results: the connection must be usable after. */
+	while (ret < 0 && (n = PQgetCopyData(conn, &data, 0)) > 0)
+		PQfreemem(data);
 	PQclear(r);
 	while ((r = PQgetResult(conn)) != NULL)
 		PQclear(r);
@@ -483,47 +521,61 @@ out:
 	return ret;
 }
 
-/* Dump every tenant table through the writer, hashing rows per table. */
+/* Dump every tenant table through the writer, hashing rows per table: each table is
+ * read whole and sorted, then written while the next one is read. */
 static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_tables *ts,
 		    const char **error_r)
 {
 	PGresult *res = db_exec(c->db, "SELECT sch, tbl FROM backup.tenant_tables()", 0, NULL,
 				error_r);
-	struct bk_dump d = { 0 };
+	struct bk_dump dumps[2] = { { 0 }, { 0 } }, *cur = &dumps[0], *prev = NULL;
+	int ret = -1;
 
 	if (res == NULL)
 		return -1;
 	for (int i = 0; i < PQntuples(res); i++) {
-		const char *params[2] = { PQgetvalue(res, i, 0), PQgetvalue(res, i, 1) };
+		const char *sch = PQgetvalue(res, i, 0), *tbl = PQgetvalue(res, i, 1);
 		char name[TABLE_NAME_MAX];
-		struct bk_table *t;
 
-		snprintf(name, sizeof name, "%s.%s", params[0], params[1]);
+		snprintf(name, sizeof name, "%s.%s", sch, tbl);
 		if (tables_add(ts, name) < 0) {
 			*error_r = "out of memory";
-			goto fail;
+			goto out;
 		}
-		t = &ts->t[ts->n - 1];
-		if (dump_table(c, params[0], params[1], &d, error_r) < 0)
-			goto fail;
-		for (size_t j = 0; j < d.n; j++)
-			if (table_row(t, d.rows[j].p, d.rows[j].len, 0) < 0 ||
-			    writer_line(w, name, d.rows[j].p, d.rows[j].len) < 0) {
-				*error_r = w->error ? w->error : "cannot write a backup chunk";
-				goto fail;
+		cur->table = ts->n - 1;
+		if (dump_table(c, sch, tbl, cur, w, ts, prev, error_r) < 0)
+			goto out;
+		/* The previous table's last rows, then it is done. */
+		if (prev != NULL) {
+			if (dump_write(w, ts, prev, SIZE_MAX, error_r) < 0)
+				goto out;
+			if (table_finish(&ts->t[prev->table]) < 0) {
+				*error_r = "cannot hash a table";
+				goto out;
 			}
-		dump_free(&d);
-		if (table_finish(t) < 0) {
+			dump_free(prev);
+		}
+		prev = cur;
+		cur = cur == &dumps[0] ? &dumps[1] : &dumps[0];
+	}
+	if (prev != NULL) {
+		if (dump_write(w, ts, prev, SIZE_MAX, error_r) < 0)
+			goto out;
+		if (table_finish(&ts->t[prev->table]) < 0) {
 			*error_r = "cannot hash a table";
-			goto fail;
+			goto out;
 		}
 	}
+	if (writer_flush(w) < 0) {
+		*error_r = w->error ? w->error : "cannot write a backup chunk";
+		goto out;
+	}
+	ret = 0;
+out:
+	dump_free(&dumps[0]);
+	dump_free(&dumps[1]);
 	PQclear(res);
-	return writer_flush(w) < 0 ? (*error_r = w->error ? w->error : "cannot write a backup chunk", -1) : 0;
-fail:
-	dump_free(&d);
-	PQclear(res);
-	return -1;
+	return ret;
 }
 
 int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
@@ -602,9 +654,10 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 		*error_r = "cannot seal the backup manifest";
 		goto out;
 	}
-	/* Every chunk is stored (and checked by the target) before the manifest that
-	 * names it; the manifest is read back and compared before the backup counts. */
-	if (backup_target_put(c->target, mkey, mf, mlen, error_r) < 0)
+	/* Every chunk is stored durably (and checked by the target) before the manifest
+	 * that names it; the manifest is read back and compared before the backup counts. */
+	if (backup_target_sync(c->target, error_r) < 0 ||
+	    backup_target_put(c->target, mkey, mf, mlen, error_r) < 0)
 		goto out;
 	{
 		uint8_t *back = NULL;
@@ -669,6 +722,7 @@ out:
 		if (backup_objects_remove(c->target, tenant_id, backup_id, &rerr) < 0)
 			log_warn("backup %s: cannot remove its partial objects: %s", backup_id,
 				 rerr ? rerr : "?");
+		(void)backup_target_sync(c->target, &rerr); /* forgets what was removed */
 	}
 	crypto_wipe(dek, sizeof dek);
 	crypto_wipe(w.key, sizeof w.key);
