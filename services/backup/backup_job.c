@@ -357,6 +357,9 @@ struct bk_dump {
 	} *rows;
 	size_t n, next; /* rows; the next one to write */
 	size_t table;	/* its index in the bk_tables */
+	int stream;	/* rows come sorted: written as they arrive, not kept */
+	size_t pos;	/* stream: bytes of buf parsed */
+	int header, trailer; /* stream: seen */
 };
 
 static void dump_free(struct bk_dump *d)
@@ -384,29 +387,61 @@ static uint32_t be32(const char *p)
 	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
 }
 
-/* Split a binary COPY stream of one text column into rows and sort them. */
-static int dump_parse(struct bk_dump *d, const char **error_r)
+#define COPY_MALFORMED "the server sent a malformed COPY stream"
+
+/* The binary COPY header at p (avail bytes): its length, 0 if incomplete, -1 if bad. */
+static long copy_header(const char *p, size_t avail)
 {
 	static const char sig[11] = "PGCOPY\n\377\r\n";
+
+	if (avail < 19)
+		return 0;
+	/* Signature, flags (no OIDs), extension area. */
+	if (memcmp(p, sig, sizeof sig) != 0 || (be32(p + 11) & 0xffff0000u) != 0 ||
+	    be32(p + 15) > (1u << 20))
+		return -1;
+	return avail < 19 + (size_t)be32(p + 15) ? 0 : 19 + (long)be32(p + 15);
+}
+
+/* One tuple of one text column at p (avail bytes): its length with its 6-byte head
+ * (the row is at p + 6), 0 if incomplete, -1 if bad; *trailer_r set at the end mark. */
+static long copy_tuple(const char *p, size_t avail, int *trailer_r)
+{
+	uint32_t len;
+
+	*trailer_r = 0;
+	if (avail < 2)
+		return 0;
+	if (p[0] == '\377' && p[1] == '\377') { /* field count -1: the trailer */
+		*trailer_r = 1;
+		return 2;
+	}
+	/* One field, not NULL (row_to_json of a row never is). */
+	if (p[0] != 0 || p[1] != 1)
+		return -1;
+	if (avail < 6)
+		return 0;
+	if ((len = be32(p + 2)) > 0x7fffffffu)
+		return -1;
+	return avail - 6 < len ? 0 : 6 + (long)len;
+}
+
+/* Split the whole binary COPY stream of one text column into rows and sort them. */
+static int dump_parse(struct bk_dump *d, const char **error_r)
+{
 	const char *p = d->buf, *end = d->buf + d->len;
 	size_t cap = 0;
+	long h = copy_header(p, d->len);
+	int trailer = 0;
 
-	*error_r = "the server sent a malformed COPY stream";
-	/* Header: signature, flags (no OIDs), extension area. */
-	if (d->len < 19 || memcmp(p, sig, sizeof sig) != 0 || (be32(p + 11) & 0xffff0000u) != 0 ||
-	    be32(p + 15) > d->len - 19)
+	*error_r = COPY_MALFORMED;
+	if (h <= 0)
 		return -1;
-	p += 19 + be32(p + 15);
-	for (;;) {
-		uint32_t len;
-
-		if (end - p < 2)
+	for (p += h; !trailer; p += h) {
+		if ((h = copy_tuple(p, (size_t)(end - p), &trailer)) <= 0)
 			return -1;
-		if (p[0] == '\377' && p[1] == '\377') /* trailer: -1 */
+		if (trailer)
 			break;
-		/* One field, not NULL (row_to_json of a row never is). */
-		if (p[0] != 0 || p[1] != 1 || end - p < 6 || (len = be32(p + 2)) > (size_t)(end - p - 6))
-			return -1;
 		if (d->n == cap) {
 			struct bk_row *nr;
 
@@ -418,12 +453,51 @@ static int dump_parse(struct bk_dump *d, const char **error_r)
 			d->rows = nr;
 		}
 		d->rows[d->n].p = p + 6;
-		d->rows[d->n].len = len;
+		d->rows[d->n].len = (size_t)h - 6;
 		d->n++;
-		p += 6 + len;
 	}
 	if (d->n > 0)
 		qsort(d->rows, d->n, sizeof *d->rows, row_cmp);
+	return 0;
+}
+
+/* Stream mode: write the complete rows received so far (the server sorted them) and
+ * keep only an incomplete tail. */
+static int dump_stream(struct bk_writer *w, struct bk_tables *ts, struct bk_dump *d,
+		       const char **error_r)
+{
+	struct bk_table *t = &ts->t[d->table];
+	long h;
+
+	for (;;) {
+		if (!d->header) {
+			if ((h = copy_header(d->buf + d->pos, d->len - d->pos)) == 0)
+				break;
+			d->header = 1;
+		} else if (!d->trailer) {
+			if ((h = copy_tuple(d->buf + d->pos, d->len - d->pos, &d->trailer)) == 0)
+				break;
+			if (h > 0 && !d->trailer &&
+			    (table_row(t, d->buf + d->pos + 6, (size_t)h - 6, 0) < 0 ||
+			     writer_line(w, t->name, d->buf + d->pos + 6, (size_t)h - 6) < 0)) {
+				*error_r = w->error ? w->error : "cannot write a backup chunk";
+				return -1;
+			}
+		} else if (d->pos == d->len) {
+			break;
+		} else {
+			h = -1; /* nothing may follow the trailer */
+		}
+		if (h < 0) {
+			*error_r = COPY_MALFORMED;
+			return -1;
+		}
+		d->pos += (size_t)h;
+	}
+	rows_wipe(d->buf, d->pos);
+	memmove(d->buf, d->buf + d->pos, d->len - d->pos);
+	d->len -= d->pos;
+	d->pos = 0;
 	return 0;
 }
 
@@ -452,7 +526,8 @@ static int dump_write(struct bk_writer *w, struct bk_tables *ts, struct bk_dump 
  * checksums against). COPY streams the rows as the server makes them (no cursor round
  * trips, no tuplestore or sort on the server, nothing escaped in binary format); the
  * sort is done here. While the server is busy making them, the rows of the previous
- * table (prev, if not NULL) are sealed and written. The names come from
+ * table (prev, if not NULL) are sealed and written. A table too big to sort here
+ * (d->stream) is sorted by the server and written as it arrives. The names come from
  * backup.tenant_tables() (the catalog) and are quoted anyway. */
 static int dump_table(const struct backup_ctx *c, const char *sch, const char *tbl,
 		      struct bk_dump *d, struct bk_writer *w, struct bk_tables *ts,
@@ -466,9 +541,9 @@ static int dump_table(const struct backup_ctx *c, const char *sch, const char *t
 	int n, ret = -1;
 
 	if (qs == NULL || qt == NULL ||
-	    PATHF(sql, "COPY (SELECT row_to_json(t)::text FROM %s.%s t) TO STDOUT "
-		       "(FORMAT binary)",
-		       qs, qt)) {
+	    PATHF(sql, "COPY (SELECT r FROM (SELECT row_to_json(t)::text AS r FROM %s.%s t) x%s) "
+		       "TO STDOUT (FORMAT binary)",
+		       qs, qt, d->stream ? " ORDER BY r COLLATE \"C\"" : "")) {
 		*error_r = "bad table name";
 		goto out;
 	}
@@ -493,6 +568,8 @@ static int dump_table(const struct backup_ctx *c, const char *sch, const char *t
 			memcpy(d->buf + d->len, data, (size_t)n);
 			d->len += (size_t)n;
 			PQfreemem(data);
+			if (d->stream && dump_stream(w, ts, d, error_r) < 0)
+				goto drain;
 			continue;
 		}
 		if (n < 0)
@@ -515,7 +592,12 @@ static int dump_table(const struct backup_ctx *c, const char *sch, const char *t
 				     r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(conn));
 		goto drain;
 	}
-	ret = dump_parse(d, error_r);
+	if (!d->stream)
+		ret = dump_parse(d, error_r);
+	else if (!d->trailer || d->len != 0)
+		*error_r = COPY_MALFORMED;
+	else
+		ret = 0;
 drain:
 	/* The rest of the COPY and its results: the connection must be usable after. */
 	while (ret < 0 && (n = PQgetCopyData(conn, &data, 0)) > 0)
@@ -530,14 +612,32 @@ out:
 	return ret;
 }
 
+/* Write what is left of a dumped table, finish its hash, free it (left empty). */
+static int dump_finish(struct bk_writer *w, struct bk_tables *ts, struct bk_dump *d,
+		       const char **error_r)
+{
+	if (dump_write(w, ts, d, SIZE_MAX, error_r) < 0)
+		return -1;
+	if (table_finish(&ts->t[d->table]) < 0) {
+		*error_r = "cannot hash a table";
+		return -1;
+	}
+	dump_free(d);
+	return 0;
+}
+
 /* Dump every tenant table through the writer, hashing rows per table: each table is
- * read whole and sorted, then written while the next one is read. */
+ * read whole and sorted, then written while the next one is read; one bigger than
+ * backup.sort_mib on disk is sorted by the server and written as it comes. */
 static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_tables *ts,
 		    const char **error_r)
 {
-	PGresult *res = db_exec(c->db, "SELECT sch, tbl FROM backup.tenant_tables()", 0, NULL,
-				error_r);
+	PGresult *res = db_exec(c->db,
+				"SELECT sch, tbl, pg_relation_size(format('%I.%I', sch, tbl)::regclass)"
+				" FROM backup.tenant_tables()",
+				0, NULL, error_r);
 	struct bk_dump dumps[2] = { { 0 }, { 0 } }, *cur = &dumps[0], *prev = NULL;
+	long long sort_max = (long long)c->conf->sort_mib * 1024 * 1024;
 	int ret = -1;
 
 	if (res == NULL)
@@ -552,29 +652,33 @@ static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_t
 			goto out;
 		}
 		cur->table = ts->n - 1;
-		if (dump_table(c, sch, tbl, cur, w, ts, prev, error_r) < 0)
-			goto out;
-		/* The previous table's last rows, then it is done. */
-		if (prev != NULL) {
-			if (dump_write(w, ts, prev, SIZE_MAX, error_r) < 0)
+		/* The table's rows (all tenants') on disk against what may be sorted here:
+		 * the JSON text is bigger, and two tables are held at a time. */
+		cur->stream = atoll(PQgetvalue(res, i, 2)) > sort_max;
+		/* The previous table's rows come first in the stream: all of them before
+		 * this one's are streamed, the rest while this one is read. */
+		if (prev != NULL && cur->stream) {
+			if (dump_finish(w, ts, prev, error_r) < 0)
 				goto out;
-			if (table_finish(&ts->t[prev->table]) < 0) {
+			prev = NULL;
+		}
+		if (dump_table(c, sch, tbl, cur, w, ts, cur->stream ? NULL : prev, error_r) < 0)
+			goto out;
+		if (cur->stream) {
+			if (table_finish(&ts->t[cur->table]) < 0) {
 				*error_r = "cannot hash a table";
 				goto out;
 			}
-			dump_free(prev);
+			dump_free(cur);
+			continue;
 		}
+		if (prev != NULL && dump_finish(w, ts, prev, error_r) < 0)
+			goto out;
 		prev = cur;
 		cur = cur == &dumps[0] ? &dumps[1] : &dumps[0];
 	}
-	if (prev != NULL) {
-		if (dump_write(w, ts, prev, SIZE_MAX, error_r) < 0)
-			goto out;
-		if (table_finish(&ts->t[prev->table]) < 0) {
-			*error_r = "cannot hash a table";
-			goto out;
-		}
-	}
+	if (prev != NULL && dump_finish(w, ts, prev, error_r) < 0)
+		goto out;
 	if (writer_flush(w) < 0) {
 		*error_r = w->error ? w->error : "cannot write a backup chunk";
 		goto out;
