@@ -903,14 +903,19 @@ static int pick_backup(const struct backup_ctx *c, const char *tenant_id, const 
 static int load_lines(struct bk_tables *ts, const uint8_t *pt, size_t len)
 {
 	const char *p = (const char *)pt, *end = p + len;
+	struct bk_table *t = NULL;
 
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *tab = nl != NULL ? memchr(p, '\t', (size_t)(nl - p)) : NULL;
-		struct bk_table *t;
 
-		if (tab == NULL || (t = tables_find(ts, p, (size_t)(tab - p))) == NULL ||
-		    table_row(t, tab + 1, (size_t)(nl - tab - 1), 1) < 0)
+		if (tab == NULL)
+			return -1;
+		/* A table's lines come together: the last one found is most likely. */
+		if (t == NULL || strlen(t->name) != (size_t)(tab - p) ||
+		    memcmp(t->name, p, (size_t)(tab - p)) != 0)
+			t = tables_find(ts, p, (size_t)(tab - p));
+		if (t == NULL || table_row(t, tab + 1, (size_t)(nl - tab - 1), 1) < 0)
 			return -1;
 		p = nl + 1;
 	}
