@@ -494,8 +494,9 @@ static int dump_stream(struct bk_writer *w, struct bk_tables *ts, struct bk_dump
 		}
 		d->pos += (size_t)h;
 	}
-	rows_wipe(d->buf, d->pos);
+	/* The tail to the front, and nothing of the rows written left behind it. */
 	memmove(d->buf, d->buf + d->pos, d->len - d->pos);
+	rows_wipe(d->buf + d->len - d->pos, d->pos);
 	d->len -= d->pos;
 	d->pos = 0;
 	return 0;
