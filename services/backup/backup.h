@@ -95,6 +95,14 @@ const char *backup_target_name(const struct backup_target *t);
 /* Store buf under key (replacing it), durably and verified. */
 int backup_target_put(struct backup_target *t, const char *key, const void *buf, size_t len,
 		      const char **error_r);
+/* The same, except that a local target does not wait for the disk: the object is
+ * whole or absent, but durable only once backup_target_sync returns 0 (an S3 PUT is
+ * durable when it is answered). For many objects before one that names them. */
+int backup_target_put_nosync(struct backup_target *t, const char *key, const void *buf,
+			     size_t len, const char **error_r);
+/* Make every object put with put_nosync since the last sync durable (one removed
+ * since counts as done). */
+int backup_target_sync(struct backup_target *t, const char **error_r);
 /* Read key (at most max bytes); *buf_r malloc'd (caller frees). 1: no such object. */
 int backup_target_get(struct backup_target *t, const char *key, size_t max, uint8_t **buf_r,
 		      size_t *len_r, const char **error_r);

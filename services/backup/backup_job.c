@@ -2,10 +2,11 @@
  * backup_job — per-tenant logical backups and their verification and restore.
  *
  * run: one REPEATABLE READ, read-only transaction under the tenant's row-level
- * security reads every tenant table (the rows and order of backup.dump_rows, through
- * a cursor, sorted in memory) into a stream of lines cut into sealed chunks, written
- * under a temporary name and renamed into place once the authenticated manifest is on disk; the catalog row
- * and the audit event are committed together.
+ * security reads every tenant table (the rows and order of backup.dump_rows: streamed
+ * by COPY in binary format, one table at a time, sorted here) into a stream of lines
+ * cut into sealed chunks, written under a temporary name and renamed into place once
+ * the authenticated manifest is on disk; the catalog row and the audit event are
+ * committed together.
  * verify/restore: the manifest and every chunk are read, hashed, opened and parsed
  * completely before anything is written (nothing half-restored); verify loads each
  * table into a scratch temporary table and compares counts and checksums with the
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +33,6 @@
 #include "envelope.h"
 #include "log.h"
 
-#define FETCH_ROWS "5000"
-#define DUMP_WORK_MEM "256MB" /* per sort; a tenant table sorts in memory */
 #define TABLE_NAME_MAX 128
 /* snprintf into an array; true if the text did not fit. */
 #define PATHF(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__) >= (int)sizeof buf)
@@ -51,6 +51,15 @@ static const char *job_error(const char *fmt, ...)
 		job_err[0] = '\0';
 	va_end(ap);
 	return job_err;
+}
+
+/* Wipe rows of tenant data before their memory goes back (megabytes at a time:
+ * explicit_bzero is memset's speed, OPENSSL_cleanse a plain loop; keys keep
+ * crypto_wipe). */
+static void rows_wipe(void *p, size_t n)
+{
+	if (p != NULL && n > 0)
+		explicit_bzero(p, n);
 }
 
 /* ------------------------------------------------------------------ tables */
@@ -264,7 +273,7 @@ static int writer_flush(struct bk_writer *w)
 		w->error = "cannot seal a backup chunk";
 		goto out;
 	}
-	if (backup_target_put(w->target, key, sealed, slen, &w->error) < 0)
+	if (backup_target_put_nosync(w->target, key, sealed, slen, &w->error) < 0)
 		goto out;
 	crypto_hex(md, 32, hex);
 	if (json_array_append_new(w->chunks, json_pack("{s:I, s:I, s:s}", "size", (json_int_t)slen,
@@ -273,7 +282,7 @@ static int writer_flush(struct bk_writer *w)
 		goto out;
 	w->bytes += (long long)slen;
 	w->index++;
-	crypto_wipe(w->buf, w->len);
+	rows_wipe(w->buf, w->len);
 	w->len = 0;
 	ret = 0;
 out:
@@ -337,30 +346,266 @@ static int job_audit(const struct backup_ctx *c, const char *tenant_id, const ch
 	return ret;
 }
 
-/* Declare cursor bk over every row of sch.tbl visible under the tenant's row-level
- * security, as JSON text sorted bytewise: exactly what backup.dump_rows returns. The
- * names come from backup.tenant_tables() (the catalog) and are quoted anyway. */
-static int dump_cursor(const struct backup_ctx *c, const char *sch, const char *tbl,
+/* The rows of one table as COPY … (FORMAT binary) sends them: the whole stream in one
+ * buffer, then each row's place in it, sorted. */
+struct bk_dump {
+	char *buf;
+	size_t len, cap;
+	struct bk_row {
+		const char *p;
+		size_t len;
+	} *rows;
+	size_t n, next; /* rows; the next one to write */
+	size_t table;	/* its index in the bk_tables */
+	int stream;	/* rows come sorted: written as they arrive, not kept */
+	size_t pos;	/* stream: bytes of buf parsed */
+	int header, trailer; /* stream: seen */
+};
+
+static void dump_free(struct bk_dump *d)
+{
+	if (d->buf != NULL)
+		rows_wipe(d->buf, d->len);
+	free(d->buf);
+	free(d->rows);
+	memset(d, 0, sizeof *d);
+}
+
+/* Bytewise order, a prefix first: ORDER BY r COLLATE "C". */
+static int row_cmp(const void *a, const void *b)
+{
+	const struct bk_row *x = a, *y = b;
+	int r = memcmp(x->p, y->p, x->len < y->len ? x->len : y->len);
+
+	return r != 0 ? r : (x->len > y->len) - (x->len < y->len);
+}
+
+static uint32_t be32(const char *p)
+{
+	const unsigned char *u = (const unsigned char *)p;
+
+	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+#define COPY_MALFORMED "the server sent a malformed COPY stream"
+
+/* The binary COPY header at p (avail bytes): its length, 0 if incomplete, -1 if bad. */
+static long copy_header(const char *p, size_t avail)
+{
+	static const char sig[11] = "PGCOPY\n\377\r\n";
+
+	if (avail < 19)
+		return 0;
+	/* Signature, flags (no OIDs), extension area. */
+	if (memcmp(p, sig, sizeof sig) != 0 || (be32(p + 11) & 0xffff0000u) != 0 ||
+	    be32(p + 15) > (1u << 20))
+		return -1;
+	return avail < 19 + (size_t)be32(p + 15) ? 0 : 19 + (long)be32(p + 15);
+}
+
+/* One tuple of one text column at p (avail bytes): its length with its 6-byte head
+ * (the row is at p + 6), 0 if incomplete, -1 if bad; *trailer_r set at the end mark. */
+static long copy_tuple(const char *p, size_t avail, int *trailer_r)
+{
+	uint32_t len;
+
+	*trailer_r = 0;
+	if (avail < 2)
+		return 0;
+	if (p[0] == '\377' && p[1] == '\377') { /* field count -1: the trailer */
+		*trailer_r = 1;
+		return 2;
+	}
+	/* One field, not NULL (row_to_json of a row never is). */
+	if (p[0] != 0 || p[1] != 1)
+		return -1;
+	if (avail < 6)
+		return 0;
+	if ((len = be32(p + 2)) > 0x7fffffffu)
+		return -1;
+	return avail - 6 < len ? 0 : 6 + (long)len;
+}
+
+/* Split the whole binary COPY stream of one text column into rows and sort them. */
+static int dump_parse(struct bk_dump *d, const char **error_r)
+{
+	const char *p = d->buf, *end = d->buf + d->len;
+	size_t cap = 0;
+	long h = copy_header(p, d->len);
+	int trailer = 0;
+
+	*error_r = COPY_MALFORMED;
+	if (h <= 0)
+		return -1;
+	for (p += h; !trailer; p += h) {
+		if ((h = copy_tuple(p, (size_t)(end - p), &trailer)) <= 0)
+			return -1;
+		if (trailer)
+			break;
+		if (d->n == cap) {
+			struct bk_row *nr;
+
+			cap = cap ? cap * 2 : 1024;
+			if ((nr = realloc(d->rows, cap * sizeof *nr)) == NULL) {
+				*error_r = "out of memory";
+				return -1;
+			}
+			d->rows = nr;
+		}
+		d->rows[d->n].p = p + 6;
+		d->rows[d->n].len = (size_t)h - 6;
+		d->n++;
+	}
+	if (d->n > 0)
+		qsort(d->rows, d->n, sizeof *d->rows, row_cmp);
+	return 0;
+}
+
+/* Stream mode: write the complete rows received so far (the server sorted them) and
+ * keep only an incomplete tail. */
+static int dump_stream(struct bk_writer *w, struct bk_tables *ts, struct bk_dump *d,
 		       const char **error_r)
+{
+	struct bk_table *t = &ts->t[d->table];
+	long h;
+
+	for (;;) {
+		if (!d->header) {
+			if ((h = copy_header(d->buf + d->pos, d->len - d->pos)) == 0)
+				break;
+			d->header = 1;
+		} else if (!d->trailer) {
+			if ((h = copy_tuple(d->buf + d->pos, d->len - d->pos, &d->trailer)) == 0)
+				break;
+			if (h > 0 && !d->trailer &&
+			    (table_row(t, d->buf + d->pos + 6, (size_t)h - 6, 0) < 0 ||
+			     writer_line(w, t->name, d->buf + d->pos + 6, (size_t)h - 6) < 0)) {
+				*error_r = w->error ? w->error : "cannot write a backup chunk";
+				return -1;
+			}
+		} else if (d->pos == d->len) {
+			break;
+		} else {
+			h = -1; /* nothing may follow the trailer */
+		}
+		if (h < 0) {
+			*error_r = COPY_MALFORMED;
+			return -1;
+		}
+		d->pos += (size_t)h;
+	}
+	/* The tail to the front, and nothing of the rows written left behind it. */
+	memmove(d->buf, d->buf + d->pos, d->len - d->pos);
+	rows_wipe(d->buf + d->len - d->pos, d->pos);
+	d->len -= d->pos;
+	d->pos = 0;
+	return 0;
+}
+
+/* Write the rows of a dumped table from d->next on through the writer, about max bytes
+ * of them (SIZE_MAX: all), hashing them into its table. */
+static int dump_write(struct bk_writer *w, struct bk_tables *ts, struct bk_dump *d, size_t max,
+		      const char **error_r)
+{
+	struct bk_table *t = &ts->t[d->table];
+	size_t done = 0;
+
+	while (d->next < d->n && done < max) {
+		const struct bk_row *r = &d->rows[d->next++];
+
+		if (table_row(t, r->p, r->len, 0) < 0 || writer_line(w, t->name, r->p, r->len) < 0) {
+			*error_r = w->error ? w->error : "cannot write a backup chunk";
+			return -1;
+		}
+		done += r->len;
+	}
+	return 0;
+}
+
+/* Read every row of sch.tbl visible under the tenant's row-level security as JSON text
+ * into d, sorted bytewise: exactly what backup.dump_rows returns (which verify_rows
+ * checksums against). COPY streams the rows as the server makes them (no cursor round
+ * trips, no tuplestore or sort on the server, nothing escaped in binary format); the
+ * sort is done here. While the server is busy making them, the rows of the previous
+ * table (prev, if not NULL) are sealed and written. A table too big to sort here
+ * (d->stream) is sorted by the server and written as it arrives. The names come from
+ * backup.tenant_tables() (the catalog) and are quoted anyway. */
+static int dump_table(const struct backup_ctx *c, const char *sch, const char *tbl,
+		      struct bk_dump *d, struct bk_writer *w, struct bk_tables *ts,
+		      struct bk_dump *prev, const char **error_r)
 {
 	PGconn *conn = db_conn(c->db);
 	char *qs = PQescapeIdentifier(conn, sch, strlen(sch));
 	char *qt = PQescapeIdentifier(conn, tbl, strlen(tbl));
-	char sql[512];
+	char sql[512], *data = NULL;
 	PGresult *r = NULL;
-	int ret = -1;
+	int n, ret = -1;
 
 	if (qs == NULL || qt == NULL ||
-	    PATHF(sql, "DECLARE bk NO SCROLL CURSOR FOR SELECT r FROM (SELECT "
-		       "row_to_json(t)::text AS r FROM %s.%s t) x ORDER BY r COLLATE \"C\"",
-		       qs, qt)) {
+	    PATHF(sql, "COPY (SELECT r FROM (SELECT row_to_json(t)::text AS r FROM %s.%s t) x%s) "
+		       "TO STDOUT (FORMAT binary)",
+		       qs, qt, d->stream ? " ORDER BY r COLLATE \"C\"" : "")) {
 		*error_r = "bad table name";
 		goto out;
 	}
-	r = db_exec(c->db, sql, 0, NULL, error_r);
-	if (r == NULL)
+	r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_COPY_OUT) {
+		*error_r = job_error("cannot read %s.%s: %s", sch, tbl,
+				     r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(conn));
 		goto out;
-	ret = 0;
+	}
+	PQclear(r);
+	r = NULL;
+	for (;;) {
+		int busy = prev != NULL && prev->next < prev->n;
+
+		n = PQgetCopyData(conn, &data, busy);
+		if (n > 0) {
+			if (buf_reserve(&d->buf, &d->cap, d->len, (size_t)n) < 0) {
+				*error_r = "out of memory";
+				PQfreemem(data);
+				goto drain;
+			}
+			memcpy(d->buf + d->len, data, (size_t)n);
+			d->len += (size_t)n;
+			PQfreemem(data);
+			if (d->stream && dump_stream(w, ts, d, error_r) < 0)
+				goto drain;
+			continue;
+		}
+		if (n < 0)
+			break;
+		/* Nothing has arrived yet: one chunk of the previous table meanwhile. */
+		if (dump_write(w, ts, prev, w->chunk_size, error_r) < 0)
+			goto drain;
+		if (PQconsumeInput(conn) == 0) {
+			*error_r = job_error("cannot read %s.%s: %s", sch, tbl, PQerrorMessage(conn));
+			goto out;
+		}
+	}
+	if (n == -2) {
+		*error_r = job_error("cannot read %s.%s: %s", sch, tbl, PQerrorMessage(conn));
+		goto out;
+	}
+	r = PQgetResult(conn);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		*error_r = job_error("cannot read %s.%s: %s", sch, tbl,
+				     r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+		goto drain;
+	}
+	if (!d->stream)
+		ret = dump_parse(d, error_r);
+	else if (!d->trailer || d->len != 0)
+		*error_r = COPY_MALFORMED;
+	else
+		ret = 0;
+drain:
+	/* The rest of the COPY and its results: the connection must be usable after. */
+	while (ret < 0 && (n = PQgetCopyData(conn, &data, 0)) > 0)
+		PQfreemem(data);
+	PQclear(r);
+	while ((r = PQgetResult(conn)) != NULL)
+		PQclear(r);
 out:
 	PQclear(r);
 	PQfreemem(qs);
@@ -368,63 +613,83 @@ out:
 	return ret;
 }
 
-/* Dump every tenant table through the writer, hashing rows per table. */
+/* Write what is left of a dumped table, finish its hash, free it (left empty). */
+static int dump_finish(struct bk_writer *w, struct bk_tables *ts, struct bk_dump *d,
+		       const char **error_r)
+{
+	if (dump_write(w, ts, d, SIZE_MAX, error_r) < 0)
+		return -1;
+	if (table_finish(&ts->t[d->table]) < 0) {
+		*error_r = "cannot hash a table";
+		return -1;
+	}
+	dump_free(d);
+	return 0;
+}
+
+/* Dump every tenant table through the writer, hashing rows per table: each table is
+ * read whole and sorted, then written while the next one is read; one bigger than
+ * backup.sort_mib on disk is sorted by the server and written as it comes. */
 static int run_dump(const struct backup_ctx *c, struct bk_writer *w, struct bk_tables *ts,
 		    const char **error_r)
 {
-	PGresult *res = db_exec(c->db, "SELECT sch, tbl FROM backup.tenant_tables()", 0, NULL,
-				error_r);
+	PGresult *res = db_exec(c->db,
+				"SELECT sch, tbl, pg_relation_size(format('%I.%I', sch, tbl)::regclass)"
+				" FROM backup.tenant_tables()",
+				0, NULL, error_r);
+	struct bk_dump dumps[2] = { { 0 }, { 0 } }, *cur = &dumps[0], *prev = NULL;
+	long long sort_max = (long long)c->conf->sort_mib * 1024 * 1024;
+	int ret = -1;
 
 	if (res == NULL)
 		return -1;
 	for (int i = 0; i < PQntuples(res); i++) {
-		const char *params[2] = { PQgetvalue(res, i, 0), PQgetvalue(res, i, 1) };
+		const char *sch = PQgetvalue(res, i, 0), *tbl = PQgetvalue(res, i, 1);
 		char name[TABLE_NAME_MAX];
-		struct bk_table *t;
-		PGresult *r;
 
-		snprintf(name, sizeof name, "%s.%s", params[0], params[1]);
-		if (tables_add(ts, name) < 0)
-			goto fail;
-		t = &ts->t[ts->n - 1];
-		/* The same rows, text and order as backup.dump_rows (which verify_rows
-		 * checksums against), read straight through the cursor: a set-returning
-		 * function would first copy the whole sorted table into a tuplestore. */
-		if (dump_cursor(c, params[0], params[1], error_r) < 0)
-			goto fail;
-		for (;;) {
-			int n;
-
-			r = db_exec(c->db, "FETCH " FETCH_ROWS " FROM bk", 0, NULL, error_r);
-			if (r == NULL)
-				goto fail;
-			n = PQntuples(r);
-			for (int j = 0; j < n; j++) {
-				const char *row = PQgetvalue(r, j, 0);
-				size_t len = (size_t)PQgetlength(r, j, 0);
-
-				if (table_row(t, row, len, 0) < 0 ||
-				    writer_line(w, name, row, len) < 0) {
-					PQclear(r);
-					*error_r = w->error ? w->error
-							    : "cannot write a backup chunk";
-					goto fail;
-				}
-			}
-			PQclear(r);
-			if (n == 0)
-				break;
+		snprintf(name, sizeof name, "%s.%s", sch, tbl);
+		if (tables_add(ts, name) < 0) {
+			*error_r = "out of memory";
+			goto out;
 		}
-		r = db_exec(c->db, "CLOSE bk", 0, NULL, error_r);
-		if (r == NULL || table_finish(t) < 0)
-			goto fail;
-		PQclear(r);
+		cur->table = ts->n - 1;
+		/* The table's rows (all tenants') on disk against what may be sorted here:
+		 * the JSON text is bigger, and two tables are held at a time. */
+		cur->stream = atoll(PQgetvalue(res, i, 2)) > sort_max;
+		/* The previous table's rows come first in the stream: all of them before
+		 * this one's are streamed, the rest while this one is read. */
+		if (prev != NULL && cur->stream) {
+			if (dump_finish(w, ts, prev, error_r) < 0)
+				goto out;
+			prev = NULL;
+		}
+		if (dump_table(c, sch, tbl, cur, w, ts, cur->stream ? NULL : prev, error_r) < 0)
+			goto out;
+		if (cur->stream) {
+			if (table_finish(&ts->t[cur->table]) < 0) {
+				*error_r = "cannot hash a table";
+				goto out;
+			}
+			dump_free(cur);
+			continue;
+		}
+		if (prev != NULL && dump_finish(w, ts, prev, error_r) < 0)
+			goto out;
+		prev = cur;
+		cur = cur == &dumps[0] ? &dumps[1] : &dumps[0];
 	}
+	if (prev != NULL && dump_finish(w, ts, prev, error_r) < 0)
+		goto out;
+	if (writer_flush(w) < 0) {
+		*error_r = w->error ? w->error : "cannot write a backup chunk";
+		goto out;
+	}
+	ret = 0;
+out:
+	dump_free(&dumps[0]);
+	dump_free(&dumps[1]);
 	PQclear(res);
-	return writer_flush(w) < 0 ? (*error_r = w->error ? w->error : "cannot write a backup chunk", -1) : 0;
-fail:
-	PQclear(res);
-	return -1;
+	return ret;
 }
 
 int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
@@ -465,12 +730,6 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 		goto out;
 	snprintf(schema_version, sizeof schema_version, "%s", PQgetvalue(res, 0, 1));
 	PQclear(res);
-	/* Each table is sorted whole (the checksum's order): in memory, not in
-	 * temporary files, for this transaction only. */
-	res = db_exec(c->db, "SET LOCAL work_mem = '" DUMP_WORK_MEM "'", 0, NULL, error_r);
-	if (res == NULL)
-		goto out;
-	PQclear(res);
 	if (tenant_dek(c, tenant_id, 0, dek, &w.dek_version, error_r) < 0)
 		goto out;
 	w.target = c->target;
@@ -509,9 +768,10 @@ int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char
 		*error_r = "cannot seal the backup manifest";
 		goto out;
 	}
-	/* Every chunk is stored (and checked by the target) before the manifest that
-	 * names it; the manifest is read back and compared before the backup counts. */
-	if (backup_target_put(c->target, mkey, mf, mlen, error_r) < 0)
+	/* Every chunk is stored durably (and checked by the target) before the manifest
+	 * that names it; the manifest is read back and compared before the backup counts. */
+	if (backup_target_sync(c->target, error_r) < 0 ||
+	    backup_target_put(c->target, mkey, mf, mlen, error_r) < 0)
 		goto out;
 	{
 		uint8_t *back = NULL;
@@ -576,11 +836,12 @@ out:
 		if (backup_objects_remove(c->target, tenant_id, backup_id, &rerr) < 0)
 			log_warn("backup %s: cannot remove its partial objects: %s", backup_id,
 				 rerr ? rerr : "?");
+		(void)backup_target_sync(c->target, &rerr); /* forgets what was removed */
 	}
 	crypto_wipe(dek, sizeof dek);
 	crypto_wipe(w.key, sizeof w.key);
 	if (w.buf != NULL)
-		crypto_wipe(w.buf, w.cap);
+		rows_wipe(w.buf, w.cap);
 	free(w.buf);
 	free(mf);
 	free(mjson);
@@ -643,14 +904,19 @@ static int pick_backup(const struct backup_ctx *c, const char *tenant_id, const 
 static int load_lines(struct bk_tables *ts, const uint8_t *pt, size_t len)
 {
 	const char *p = (const char *)pt, *end = p + len;
+	struct bk_table *t = NULL;
 
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *tab = nl != NULL ? memchr(p, '\t', (size_t)(nl - p)) : NULL;
-		struct bk_table *t;
 
-		if (tab == NULL || (t = tables_find(ts, p, (size_t)(tab - p))) == NULL ||
-		    table_row(t, tab + 1, (size_t)(nl - tab - 1), 1) < 0)
+		if (tab == NULL)
+			return -1;
+		/* A table's lines come together: the last one found is most likely. */
+		if (t == NULL || strlen(t->name) != (size_t)(tab - p) ||
+		    memcmp(t->name, p, (size_t)(tab - p)) != 0)
+			t = tables_find(ts, p, (size_t)(tab - p));
+		if (t == NULL || table_row(t, tab + 1, (size_t)(nl - tab - 1), 1) < 0)
 			return -1;
 		p = nl + 1;
 	}
@@ -759,12 +1025,12 @@ static int backup_load(const struct backup_ctx *c, const char *tenant_id, const 
 			goto out;
 		}
 		if (load_lines(&l->ts, pt, pt_len) < 0) {
-			crypto_wipe(pt, pt_len);
+			rows_wipe(pt, pt_len);
 			free(pt);
 			*error_r = "a chunk holds a malformed line or an unknown table";
 			goto out;
 		}
-		crypto_wipe(pt, pt_len);
+		rows_wipe(pt, pt_len);
 		free(pt);
 	}
 	json_array_foreach(tables, i, v) {

@@ -26,6 +26,7 @@ struct backup_conf {
 	int s3_retries;
 	char *daily_at;	    /* "HH:MM", UTC */
 	int chunk_kib;	    /* plaintext per chunk */
+	int sort_mib;	    /* a table up to this size on disk is sorted in memory here */
 	int retention_days; /* daily copies */
 	int closed_days;    /* a closed tenant's keys and backups */
 	char *scratch_dir;  /* point-in-time restores build clusters here (backup_wal.c) */

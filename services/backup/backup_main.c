@@ -65,6 +65,8 @@ static const struct conf_entry backup_conf_entries[] = {
 	{ "backup.dir", CONF_STR, BC(dir), false, NULL, 0, 0, NULL },
 	{ "backup.daily_at", CONF_STR, BC(daily_at), false, "03:00", 0, 0, backup_valid_time },
 	{ "backup.chunk_kib", CONF_INT, BC(chunk_kib), false, "1024", 1, 65536, NULL },
+	/* Bigger tables are sorted by PostgreSQL (temporary files past work_mem). */
+	{ "backup.sort_mib", CONF_INT, BC(sort_mib), false, "256", 0, 65536, NULL },
 	{ "backup.retention_days", CONF_INT, BC(retention_days), false, "35", 1, 3650, NULL },
 	{ "backup.closed_days", CONF_INT, BC(closed_days), false, "60", 1, 3650, NULL },
 	{ "backup.scratch_dir", CONF_STR, BC(scratch_dir), false, "/tmp", 0, 0, NULL },

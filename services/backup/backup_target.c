@@ -8,7 +8,9 @@
  *
  * local: <dir>/<key>, parents created 0700, objects written under a temporary name
  * (0600, exclusive, fsynced) and renamed into place, so a reader sees a whole object
- * or none.
+ * or none. put_nosync starts the object's writeback and renames it into place without
+ * waiting; sync then fsyncs each such object and its directory (one wait for many
+ * chunks instead of two per chunk).
  * s3: path-style URLs <endpoint>/<bucket>/<key>, signed with AWS SigV4 by libcurl
  * (CURLOPT_AWS_SIGV4, the payload hash signed too). A PUT carries Content-MD5 (the
  * store refuses a body that does not match it) and its answer's ETag must be the
@@ -44,6 +46,8 @@ struct backup_target {
 	int retries, timeout_s;
 	char name[256];
 	char err[512];
+	char **pending; /* local: paths put without waiting for the disk */
+	size_t npending, cappending;
 };
 
 /* Format a message into the target's error buffer and return it. */
@@ -113,11 +117,57 @@ static int local_mkparents(const char *root, char *path)
 	return 0;
 }
 
+/* Write buf to a new file path (0600, exclusive); durable: fsynced, else only its
+ * writeback started. */
+static int local_write(const char *path, const void *buf, size_t len, int durable)
+{
+	const uint8_t *p = buf;
+	size_t done = 0;
+	int fd;
+
+	if (durable)
+		return backup_file_write(path, buf, len);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -1;
+	while (done < len) {
+		ssize_t w = write(fd, p + done, len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			close(fd);
+			return -1;
+		}
+		done += (size_t)w;
+	}
+	/* Only a hint: sync waits for it (and does it, if this failed). */
+	(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	return close(fd);
+}
+
+/* fsync a file or directory by path; a file gone since counts as done. */
+static int local_fsync_path(struct backup_target *t, const char *path, int dir,
+			    const char **error_r)
+{
+	int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0 && errno == ENOENT)
+		return 0;
+	if (fd < 0 || fsync(fd) < 0) {
+		*error_r = target_error(t, "cannot fsync %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 static int local_put(struct backup_target *t, const char *key, const void *buf, size_t len,
-		     const char **error_r)
+		     int durable, const char **error_r)
 {
 	char path[TARGET_PATH_MAX], tmp[TARGET_PATH_MAX + 64], rnd[33];
-	int fd;
 
 	if (snprintf(path, sizeof path, "%s/%s", t->dir, key) >= (int)sizeof path ||
 	    crypto_random_id(rnd) < 0 ||
@@ -125,7 +175,18 @@ static int local_put(struct backup_target *t, const char *key, const void *buf, 
 		*error_r = "backup object path too long";
 		return -1;
 	}
-	if (local_mkparents(t->dir, path) < 0 || backup_file_write(tmp, buf, len) < 0) {
+	if (!durable && t->npending == t->cappending) {
+		size_t ncap = t->cappending ? t->cappending * 2 : 64;
+		char **np = realloc(t->pending, ncap * sizeof *np);
+
+		if (np == NULL) {
+			*error_r = "out of memory";
+			return -1;
+		}
+		t->pending = np;
+		t->cappending = ncap;
+	}
+	if (local_mkparents(t->dir, path) < 0 || local_write(tmp, buf, len, durable) < 0) {
 		*error_r = target_error(t, "cannot write %s: %s", path, strerror(errno));
 		(void)unlink(tmp);
 		return -1;
@@ -135,17 +196,42 @@ static int local_put(struct backup_target *t, const char *key, const void *buf, 
 		(void)unlink(tmp);
 		return -1;
 	}
+	if (!durable) {
+		if ((t->pending[t->npending] = strdup(path)) == NULL) {
+			*error_r = "out of memory";
+			return -1;
+		}
+		t->npending++;
+		return 0;
+	}
 	/* The rename itself made durable. */
 	*strrchr(path, '/') = '\0';
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		*error_r = target_error(t, "cannot fsync %s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
+	return local_fsync_path(t, path, 1, error_r);
+}
+
+/* Make every object put without waiting durable: the files, then their directories
+ * (each once: put_nosync's objects of one backup share one). */
+static int local_sync(struct backup_target *t, const char **error_r)
+{
+	char last[TARGET_PATH_MAX] = "";
+	int ret = 0;
+
+	for (size_t i = 0; i < t->npending; i++)
+		if (ret == 0 && local_fsync_path(t, t->pending[i], 0, error_r) < 0)
+			ret = -1;
+	for (size_t i = 0; i < t->npending; i++) {
+		char *slash = strrchr(t->pending[i], '/');
+
+		*slash = '\0';
+		if (ret == 0 && strcmp(t->pending[i], last) != 0) {
+			if (local_fsync_path(t, t->pending[i], 1, error_r) < 0)
+				ret = -1;
+			snprintf(last, sizeof last, "%s", t->pending[i]);
+		}
+		free(t->pending[i]);
 	}
-	close(fd);
-	return 0;
+	t->npending = 0;
+	return ret;
 }
 
 static int local_get(struct backup_target *t, const char *key, size_t max, uint8_t **buf_r,
@@ -749,6 +835,9 @@ void backup_target_free(struct backup_target *t)
 	free(t->region);
 	free(t->ca_file);
 	free(t->sigv4);
+	for (size_t i = 0; i < t->npending; i++)
+		free(t->pending[i]);
+	free(t->pending);
 	if (t->userpwd != NULL) {
 		OPENSSL_cleanse(t->userpwd, strlen(t->userpwd));
 		free(t->userpwd);
@@ -768,8 +857,24 @@ int backup_target_put(struct backup_target *t, const char *key, const void *buf,
 		*error_r = "bad backup object key";
 		return -1;
 	}
-	return t->kind == 0 ? local_put(t, key, buf, len, error_r)
+	return t->kind == 0 ? local_put(t, key, buf, len, 1, error_r)
 			    : s3_put(t, key, buf, len, error_r);
+}
+
+int backup_target_put_nosync(struct backup_target *t, const char *key, const void *buf,
+			     size_t len, const char **error_r)
+{
+	if (!backup_key_ok(key)) {
+		*error_r = "bad backup object key";
+		return -1;
+	}
+	return t->kind == 0 ? local_put(t, key, buf, len, 0, error_r)
+			    : s3_put(t, key, buf, len, error_r);
+}
+
+int backup_target_sync(struct backup_target *t, const char **error_r)
+{
+	return t->kind == 0 ? local_sync(t, error_r) : 0;
 }
 
 int backup_target_get(struct backup_target *t, const char *key, size_t max, uint8_t **buf_r,

@@ -159,6 +159,7 @@ s3_config() { # FILE ENDPOINT ACCESS_KEY RETRIES [DAILY_AT]
 	cat >>"$1" <<EOF
   daily_at: "${5:-23:59}"
   chunk_kib: 1
+  sort_mib: 0 # every table sorted by PostgreSQL, its rows streamed (the big-table path)
   s3:
     endpoint: $2
     bucket: $BUCKET
