@@ -482,6 +482,11 @@ PGresult *db_exec_commit(db_t *db, const char *sql, int nparams, const char *con
 	return res;
 }
 
+bool db_in_transaction(db_t *db)
+{
+	return db->pending || PQtransactionStatus(db->conn) != PQTRANS_IDLE;
+}
+
 int db_commit(db_t *db, const char **error_r)
 {
 	PGresult *res;

@@ -7,6 +7,8 @@
 #ifndef WARD_DB_H
 #define WARD_DB_H
 
+#include <stdbool.h>
+
 #include <libpq-fe.h>
 
 typedef struct db db_t;
@@ -45,6 +47,8 @@ PGresult *db_exec_commit(db_t *db, const char *sql, int nparams, const char *con
 /* COMMIT, and check the server really committed (an aborted transaction's COMMIT
  * answers ROLLBACK). 0 or -1. */
 int db_commit(db_t *db, const char **error_r);
+/* Inside a transaction (begun, even if BEGIN has not been sent yet)? */
+bool db_in_transaction(db_t *db);
 /* ROLLBACK, errors ignored (the connection may be gone). */
 void db_rollback(db_t *db);
 

@@ -98,17 +98,24 @@ static int ticket_keys_load(struct daemon *d, const char *tenant, const char **e
 	PGresult *res;
 	int rows, i, rc = -1;
 	int64_t now = envelope_now_ms();
+	bool own;
 
 	if (kek == NULL) {
 		*error_r = "no region key";
 		return -1;
 	}
-	res = db_exec(daemon_db(d),
-		      "SELECT k.version, k.wrapped, t.slug FROM tenant.keys k "
-		      "JOIN tenant.tenants t ON t.id = k.tenant_id "
-		      "WHERE k.tenant_id = $1 AND k.wrapped IS NOT NULL AND t.status = 'active' "
-		      "ORDER BY k.version DESC LIMIT 9",
-		      1, params, error_r);
+	/* Row-level security needs the tenant's transaction: outside one (a value read
+	 * after its COMMIT rode with the query) the keys get one of their own. */
+	own = !db_in_transaction(daemon_db(d));
+	if (own && db_begin(daemon_db(d), tenant, error_r) < 0)
+		return -1;
+	res = (own ? db_exec_commit : db_exec)(
+	    daemon_db(d),
+	    "SELECT k.version, k.wrapped, t.slug FROM tenant.keys k "
+	    "JOIN tenant.tenants t ON t.id = k.tenant_id "
+	    "WHERE k.tenant_id = $1 AND k.wrapped IS NOT NULL AND t.status = 'active' "
+	    "ORDER BY k.version DESC LIMIT 9",
+	    1, params, error_r);
 	if (res == NULL)
 		return -1;
 	rows = PQntuples(res);
