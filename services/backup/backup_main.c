@@ -103,7 +103,7 @@ static struct {
 	int started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct backup_job *todo, *done; /* FIFO, LIFO */
+	struct backup_job *pending, *done; /* FIFO, LIFO */
 	int stopping;
 	int pipe[2];
 	struct event *ev_done;
@@ -351,12 +351,12 @@ static void *backup_worker(void *arg)
 	for (;;) {
 		struct backup_job *j;
 
-		while (W.todo == NULL && !W.stopping)
+		while (W.pending == NULL && !W.stopping)
 			pthread_cond_wait(&W.cv, &W.mu);
-		if (W.todo == NULL)
+		if (W.pending == NULL)
 			break;
-		j = W.todo;
-		W.todo = j->next;
+		j = W.pending;
+		W.pending = j->next;
 		pthread_mutex_unlock(&W.mu);
 		backup_job_exec(j);
 		pthread_mutex_lock(&W.mu);
@@ -459,7 +459,7 @@ static void backup_job_submit(struct backup_job *j)
 	struct backup_job **p;
 
 	pthread_mutex_lock(&W.mu);
-	for (p = &W.todo; *p != NULL; p = &(*p)->next)
+	for (p = &W.pending; *p != NULL; p = &(*p)->next)
 		;
 	j->next = NULL;
 	*p = j;
@@ -666,7 +666,7 @@ static int backup_init(struct daemon *d, const char **error_r)
  * every reply is written before the queue drains. */
 static void backup_stop(struct daemon *d)
 {
-	struct backup_job *todo;
+	struct backup_job *pending;
 
 	(void)d;
 	if (!W.started)
@@ -674,16 +674,16 @@ static void backup_stop(struct daemon *d)
 	atomic_store(&backup_cancel, 1);
 	pthread_mutex_lock(&W.mu);
 	W.stopping = 1;
-	todo = W.todo;
-	W.todo = NULL;
+	pending = W.pending;
+	W.pending = NULL;
 	pthread_cond_signal(&W.cv);
 	pthread_mutex_unlock(&W.mu);
-	for (struct backup_job *next; todo != NULL; todo = next) {
-		next = todo->next;
-		if (todo->req != NULL)
-			queue_reply_later(daemon_queue(d), todo->req, 503,
+	for (struct backup_job *next; pending != NULL; pending = next) {
+		next = pending->next;
+		if (pending->req != NULL)
+			queue_reply_later(daemon_queue(d), pending->req, 503,
 					  "ward-backup is shutting down", NULL, 0);
-		backup_job_free(todo);
+		backup_job_free(pending);
 	}
 	pthread_join(W.thread, NULL);
 	W.started = 0;
