@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "db.h"
@@ -67,6 +68,43 @@ typedef struct Ward__BackupRequest Ward__BackupRequest;
 int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
 			const Ward__BackupRequest *req, int timeout_ms);
 int wardctl_parse_time(const char *s, int64_t *ms_r);
+
+/* wardctl_request.c: requests to a cell's services over their queues. */
+/* The operator's name: $USER if it looks like a name, else "ops". */
+const char *wardctl_operator(void);
+
+/* A queue connection to one cell as the operator ("ops" user, its route keys). */
+struct wardctl_queue {
+	struct event_base *base;
+	struct queue *q;
+};
+
+/* One request and what its reply may be. */
+struct wardctl_call {
+	const char *dest;     /* the service's stream, "q:audit" */
+	const char *method;   /* also the prefix of every error printed */
+	const char *tenant;   /* tenant id, or NULL / "" */
+	const uint8_t *payload;
+	size_t len;
+	int timeout_ms;
+	size_t reply_max;     /* a longer reply is malformed */
+	const char *service;  /* in "timed out (is SERVICE running?)" */
+	bool error_status;    /* "error STATUS: reason" for the service's errors */
+};
+
+/* Connect to region's Redis; with dest, first check that the route keys may seal to
+ * it. 0, or -1 after printing. */
+int wardctl_queue_open(const struct wardctl_conf *conf, int region, const char *dest,
+		       struct wardctl_queue *wq);
+/* Close what wardctl_queue_open opened (also after it failed). */
+void wardctl_queue_close(struct wardctl_queue *wq);
+/* Send call as the operator and wait for its reply: 0 with *reply_r (malloc'd, the
+ * caller frees) and *reply_len_r, or -1 after printing why. */
+int wardctl_queue_call(struct wardctl_queue *wq, const struct wardctl_call *call,
+		       uint8_t **reply_r, size_t *reply_len_r);
+/* The same on a connection of its own to region. */
+int wardctl_request(const struct wardctl_conf *conf, int region, const struct wardctl_call *call,
+		    uint8_t **reply_r, size_t *reply_len_r);
 
 /* Record an operator action in region's audit log (q:audit, ops route), confirmed
  * by Redis; 0 or -1 with *error_r. tenant_id NULL or "" for cell-wide actions. */

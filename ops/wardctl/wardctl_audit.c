@@ -13,19 +13,16 @@
  * recorded: a blocking XADD to q:audit on the ops route, confirmed by Redis
  * before the command reports success (the caller undoes the action otherwise).
  */
-#include <event2/event.h>
 #include <getopt.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "audit.pb-c.h"
 #include "auditlog.h"
 #include "crypto.h"
 #include "envelope.h"
-#include "queue.h"
 #include "wardctl.h"
 
 #define AUDIT_REPLY_MAX (ENVELOPE_MAX_PAYLOAD)
@@ -47,18 +44,6 @@ const char wardctl_audit_usage[] =
 	"in audit.purges and as an audit event; the chain still verifies. Both run as\n"
 	"the ward_audit_purge role.\n";
 
-/* The operator's name: $USER if it looks like a name, else "ops". */
-static const char *audit_operator(void)
-{
-	const char *user = getenv("USER");
-
-	if (user == NULL || user[0] == '\0' || strlen(user) > 64 ||
-	    strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(user))
-		return "ops";
-	return user;
-}
-
 int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char *tenant_id,
 			 const char *type, const char *action, const char *target,
 			 const char *detail_json, const char **error_r)
@@ -73,7 +58,7 @@ int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char
 	size_t len;
 	int ret = -1;
 
-	snprintf(actor, sizeof actor, "operator:%s", audit_operator());
+	snprintf(actor, sizeof actor, "operator:%s", wardctl_operator());
 	if (crypto_random_id(id) < 0) {
 		*error_r = "no random bytes";
 		return -1;
@@ -102,7 +87,7 @@ int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char
 	}
 	ward__audit_event__pack(&ev, buf);
 	principal.kind = "operator";
-	principal.id = (char *)audit_operator();
+	principal.id = (char *)wardctl_operator();
 	ret = auditlog_xadd(rc, keys, cell->redis_user, wardctl_regions[region], "audit.record",
 			    ev.tenant_id, &principal, buf, len, error_r);
 out:
@@ -114,103 +99,23 @@ out:
 
 /* ----------------------------------------------------------- request/reply */
 
-struct audit_call {
-	struct event_base *base;
-	int status;
-	char error[256];
-	uint8_t *reply;
-	size_t len;
-};
-
-static void audit_call_done(void *arg, int status, const Ward__Envelope *env,
-			    const uint8_t *payload, size_t len)
-{
-	struct audit_call *c = arg;
-
-	c->status = status;
-	if (status < 0)
-		snprintf(c->error, sizeof c->error, "%s",
-			 status == QUEUE_ETIMEDOUT ? "timed out (is ward-audit running?)"
-						   : "Redis connection down");
-	else if (env->status != 0)
-		snprintf(c->error, sizeof c->error, "error %d: %s", env->status,
-			 env->error != NULL ? env->error : "");
-	else if (len <= AUDIT_REPLY_MAX && (c->reply = malloc(len ? len : 1)) != NULL) {
-		memcpy(c->reply, payload, len);
-		c->len = len;
-	}
-	if (status >= 0 && env->status != 0)
-		c->status = env->status;
-	event_base_loopbreak(c->base);
-}
-
-/* Send method to q:audit of region for tenant_id and wait for the reply. */
+/* Send method to q:audit of region for tenant_id and wait for the reply (malloc'd
+ * into *reply_r); -1 after printing. */
 static int audit_call(const struct wardctl_conf *conf, int region, const char *tenant_id,
 		      const char *method, const uint8_t *payload, size_t len, uint8_t **reply_r,
 		      size_t *reply_len_r)
 {
-	const struct wardctl_cell *cell = &conf->cell[region];
-	struct queue_opts qo = { 0 };
-	struct queue_msg msg = { 0 };
-	struct audit_call c = { 0 };
-	Ward__Principal principal = WARD__PRINCIPAL__INIT;
-	envelope_keys_t *keys;
-	queue_t *q;
-	char instance[48], request_id[33];
-	const char *err = NULL;
+	const struct wardctl_call call = { .dest = "q:audit",
+					   .method = method,
+					   .tenant = tenant_id,
+					   .payload = payload,
+					   .len = len,
+					   .timeout_ms = 60000,
+					   .reply_max = AUDIT_REPLY_MAX,
+					   .service = "ward-audit",
+					   .error_status = true };
 
-	keys = envelope_keys_parse(cell->route_keys.data, cell->route_keys.len, &err);
-	if (keys == NULL) {
-		wardctl_error("%s: %s", cell->route_keys.path, err);
-		return -1;
-	}
-	c.base = event_base_new();
-	if (c.base == NULL) {
-		envelope_keys_free(keys);
-		return -1;
-	}
-	snprintf(instance, sizeof instance, "wardctl-%ld", (long)getpid());
-	qo.host = cell->redis_host;
-	qo.port = cell->redis_port;
-	qo.user = cell->redis_user;
-	qo.password = (const char *)cell->redis_password.data;
-	qo.service = cell->redis_user;
-	qo.instance = instance;
-	qo.region = wardctl_regions[region];
-	q = queue_new(c.base, &qo, keys, &err);
-	if (q == NULL) {
-		wardctl_error("region %s: %s", wardctl_regions[region], err ? err : "no Redis");
-		event_base_free(c.base);
-		return -1;
-	}
-	principal.kind = "operator";
-	principal.id = (char *)audit_operator();
-	(void)crypto_random_id(request_id);
-	msg.dest = "q:audit";
-	msg.method = method;
-	msg.tenant = tenant_id;
-	msg.principal = &principal;
-	msg.request_id = request_id;
-	msg.timeout_ms = 60000;
-	msg.payload = payload;
-	msg.len = len;
-	c.status = -1;
-	if (queue_request(q, &msg, audit_call_done, &c, &err) < 0) {
-		wardctl_error("%s: %s", method, err ? err : "cannot send");
-	} else {
-		event_base_dispatch(c.base);
-		if (c.status != 0)
-			wardctl_error("%s: %s", method, c.error);
-	}
-	queue_free(q);
-	event_base_free(c.base);
-	if (c.status != 0 || c.reply == NULL) {
-		free(c.reply);
-		return -1;
-	}
-	*reply_r = c.reply;
-	*reply_len_r = c.len;
-	return 0;
+	return wardctl_request(conf, region, &call, reply_r, reply_len_r);
 }
 
 /* The tenant id of slug in region ("" without a slug); -1 after printing. */

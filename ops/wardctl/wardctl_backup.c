@@ -2,18 +2,15 @@
  * wardctl_backup — `wardctl backup run|list|verify|restore|prune`: requests to ward-backup
  * on q:backup of one cell as the operator, printing its JSON answer.
  */
-#include <event2/event.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "backup.pb-c.h"
 #include "crypto.h"
 #include "envelope.h"
-#include "queue.h"
 #include "wardctl.h"
 
 #define BACKUP_REPLY_MAX (4 * 1024 * 1024)
@@ -51,125 +48,42 @@ const char wardctl_backup_usage[] =
 	"pitr-expire: drop base backups and WAL no longer needed for any time in the\n"
 	"retention window before TIME (default now); each purge is an audit event.\n";
 
-struct backup_call {
-	struct event_base *base;
-	int status;
-	char error[512];
-	char *json;
-};
-
-static void backup_call_done(void *arg, int status, const Ward__Envelope *env,
-			     const uint8_t *payload, size_t len)
-{
-	struct backup_call *c = arg;
-	Ward__BackupReply *r;
-
-	c->status = status;
-	if (status < 0) {
-		snprintf(c->error, sizeof c->error, "%s",
-			 status == QUEUE_ETIMEDOUT ? "timed out (is ward-backup running?)"
-						   : "Redis connection down");
-	} else if (env->status != 0) {
-		snprintf(c->error, sizeof c->error, "%s",
-			 env->error != NULL ? env->error : "failed");
-		c->status = env->status;
-	} else if (len > BACKUP_REPLY_MAX ||
-		   (r = ward__backup_reply__unpack(NULL, len, payload)) == NULL) {
-		snprintf(c->error, sizeof c->error, "malformed reply");
-		c->status = -1;
-	} else {
-		c->json = strdup(r->json);
-		ward__backup_reply__free_unpacked(r, NULL);
-	}
-	event_base_loopbreak(c->base);
-}
-
-/* The operator's name: $USER if it looks like a name, else "ops". */
-static const char *backup_operator(void)
-{
-	const char *user = getenv("USER");
-
-	if (user == NULL || user[0] == '\0' || strlen(user) > 64 ||
-	    strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(user))
-		return "ops";
-	return user;
-}
-
 /* Send method with req to q:backup of region, wait at most timeout_ms; print the JSON
  * answer. Exit status. (Also wardctl_pitr.c's.) */
 int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
 			const Ward__BackupRequest *req, int timeout_ms)
 {
-	const struct wardctl_cell *cell = &conf->cell[region];
-	struct queue_opts qo = { 0 };
-	struct queue_msg msg = { 0 };
-	struct backup_call c = { 0 };
-	Ward__Principal principal = WARD__PRINCIPAL__INIT;
-	envelope_keys_t *keys;
-	queue_t *q;
-	char instance[48], request_id[33];
-	const char *err = NULL;
-	uint8_t *payload;
-	size_t len = ward__backup_request__get_packed_size(req);
+	struct wardctl_call call = { .dest = "q:backup",
+				     .method = method,
+				     .tenant = req->tenant_id,
+				     .timeout_ms = timeout_ms,
+				     .reply_max = BACKUP_REPLY_MAX,
+				     .service = "ward-backup" };
+	Ward__BackupReply *r;
+	uint8_t *payload, *data = NULL;
+	size_t len = ward__backup_request__get_packed_size(req), dlen = 0;
 	int ret = 1;
 
 	payload = malloc(len ? len : 1);
 	if (payload == NULL)
 		return 1;
 	ward__backup_request__pack(req, payload);
-	keys = envelope_keys_parse(cell->route_keys.data, cell->route_keys.len, &err);
-	if (keys == NULL) {
-		wardctl_error("%s: %s", cell->route_keys.path, err);
+	call.payload = payload;
+	call.len = len;
+	if (wardctl_request(conf, region, &call, &data, &dlen) < 0) {
 		free(payload);
 		return 1;
 	}
-	c.base = event_base_new();
-	if (c.base == NULL) {
-		envelope_keys_free(keys);
-		free(payload);
-		return 1;
-	}
-	snprintf(instance, sizeof instance, "wardctl-%ld", (long)getpid());
-	qo.host = cell->redis_host;
-	qo.port = cell->redis_port;
-	qo.user = cell->redis_user;
-	qo.password = (const char *)cell->redis_password.data;
-	qo.service = cell->redis_user;
-	qo.instance = instance;
-	qo.region = wardctl_regions[region];
-	q = queue_new(c.base, &qo, keys, &err);
-	if (q == NULL) {
-		wardctl_error("region %s: %s", wardctl_regions[region], err ? err : "no Redis");
-		event_base_free(c.base);
-		free(payload);
-		return 1;
-	}
-	principal.kind = "operator";
-	principal.id = (char *)backup_operator();
-	(void)crypto_random_id(request_id);
-	msg.dest = "q:backup";
-	msg.method = method;
-	msg.tenant = req->tenant_id;
-	msg.principal = &principal;
-	msg.request_id = request_id;
-	msg.timeout_ms = timeout_ms;
-	msg.payload = payload;
-	msg.len = len;
-	c.status = -1;
-	if (queue_request(q, &msg, backup_call_done, &c, &err) < 0) {
-		wardctl_error("%s: %s", method, err ? err : "cannot send");
-	} else {
-		event_base_dispatch(c.base);
-		if (c.status != 0)
-			wardctl_error("%s: %s", method, c.error);
-		else if (c.json != NULL && puts(c.json) != EOF && fflush(stdout) == 0)
-			ret = 0;
-	}
-	queue_free(q);
-	event_base_free(c.base);
-	free(c.json);
 	free(payload);
+	r = ward__backup_reply__unpack(NULL, dlen, data);
+	free(data);
+	if (r == NULL) {
+		wardctl_error("%s: malformed reply", method);
+		return 1;
+	}
+	if (puts(r->json) != EOF && fflush(stdout) == 0)
+		ret = 0;
+	ward__backup_reply__free_unpacked(r, NULL);
 	return ret;
 }
 
