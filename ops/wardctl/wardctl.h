@@ -106,6 +106,16 @@ int wardctl_queue_call(struct wardctl_queue *wq, const struct wardctl_call *call
 int wardctl_request(const struct wardctl_conf *conf, int region, const struct wardctl_call *call,
 		    uint8_t **reply_r, size_t *reply_len_r);
 
+/* wardctl_tenant.c: the id (and with status, the status) of tenant slug homed in
+ * region, active or closed; 0, or -1 after printing. */
+int wardctl_tenant_find(const struct wardctl_conf *conf, int region, const char *slug,
+			char id[40], char status[16]);
+
+/* wardctl_key.c: insert a tenant's key (version; 0 = the blind-index root), wrapped
+ * under KEK kek_version, into tenant.keys in the caller's transaction; 0 or -1. */
+int wardctl_key_store(db_t *db, const char *tenant, uint32_t version, const uint8_t *wrapped,
+		      size_t wrapped_len, uint32_t kek_version, const char **error_r);
+
 /* Record an operator action in region's audit log (q:audit, ops route), confirmed
  * by Redis; 0 or -1 with *error_r. tenant_id NULL or "" for cell-wide actions. */
 int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char *tenant_id,

@@ -118,35 +118,6 @@ static int audit_call(const struct wardctl_conf *conf, int region, const char *t
 	return wardctl_request(conf, region, &call, reply_r, reply_len_r);
 }
 
-/* The tenant id of slug in region ("" without a slug); -1 after printing. */
-static int audit_tenant_id(const struct wardctl_conf *conf, int region, const char *slug,
-			   char out[40])
-{
-	const char *params[1] = { slug }, *err = NULL;
-	PGresult *res;
-	db_t *db;
-
-	out[0] = '\0';
-	if (slug == NULL)
-		return 0;
-	db = wardctl_db(conf, region);
-	if (db == NULL)
-		return -1;
-	res = db_exec(db, "SELECT id FROM tenant.tenants WHERE slug = $1", 1, params, &err);
-	if (res == NULL || PQntuples(res) != 1) {
-		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
-			      slug, err ? ": " : "", err ? err : "");
-		if (res != NULL)
-			PQclear(res);
-		db_free(db);
-		return -1;
-	}
-	snprintf(out, 40, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-	db_free(db);
-	return 0;
-}
-
 static int audit_verify_cmd(const struct wardctl_conf *conf, int region, const char *tenant)
 {
 	Ward__AuditVerifyRequest req = WARD__AUDIT_VERIFY_REQUEST__INIT;
@@ -234,7 +205,7 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 					      { NULL, 0, NULL, 0 } };
 	Ward__AuditListRequest req = WARD__AUDIT_LIST_REQUEST__INIT;
 	const char *region = NULL, *slug = NULL, *sub;
-	char tenant[40], *end;
+	char tenant[40] = "", *end;
 	const char *as_of = NULL;
 	long days = 0;
 	int c, ri;
@@ -282,7 +253,7 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("invalid region '%s': expected us, eu or uk", region);
 		return 1;
 	}
-	if (audit_tenant_id(conf, ri, slug, tenant) < 0)
+	if (slug != NULL && wardctl_tenant_find(conf, ri, slug, tenant, NULL) < 0)
 		return 1;
 	if (strcmp(sub, "verify") == 0)
 		return audit_verify_cmd(conf, ri, tenant);

@@ -87,31 +87,6 @@ int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char 
 	return ret;
 }
 
-/* The tenant id of slug in region (tenant.tenants: closed tenants too); -1 after
- * printing. */
-static int backup_tenant_id(const struct wardctl_conf *conf, int region, const char *slug,
-			    char out[40])
-{
-	const char *params[1] = { slug }, *err = NULL;
-	PGresult *res;
-	db_t *db = wardctl_db(conf, region);
-
-	if (db == NULL)
-		return -1;
-	res = db_exec(db, "SELECT id FROM tenant.tenants WHERE slug = $1", 1, params, &err);
-	if (res == NULL || PQntuples(res) != 1) {
-		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
-			      slug, err ? ": " : "", err ? err : "");
-		PQclear(res);
-		db_free(db);
-		return -1;
-	}
-	snprintf(out, 40, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-	db_free(db);
-	return 0;
-}
-
 /* After a restore: the other cells' directories know the slug again (the home
  * cell's is restored with the tenant). Failures are reported, not fatal. */
 static void backup_directory_readd(const struct wardctl_conf *conf, int home, const char *slug)
@@ -255,7 +230,7 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("backup prune applies to the whole cell (no --tenant)");
 		return 2;
 	}
-	if (slug != NULL && backup_tenant_id(conf, r, slug, tenant_id) < 0)
+	if (slug != NULL && wardctl_tenant_find(conf, r, slug, tenant_id, NULL) < 0)
 		return 1;
 	req.tenant_id = tenant_id;
 	req.backup_id = backup_id;

@@ -558,6 +558,26 @@ static int key_find_tenant(const struct wardctl_conf *conf, const char *slug, ch
 	return -1;
 }
 
+int wardctl_key_store(db_t *db, const char *tenant, uint32_t version, const uint8_t *wrapped,
+		      size_t wrapped_len, uint32_t kek_version, const char **error_r)
+{
+	char vbuf[16], kvbuf[16];
+	const char *p[4] = { tenant, vbuf, (const char *)wrapped, kvbuf };
+	const int l[4] = { 0, 0, (int)wrapped_len, 0 }, f[4] = { 0, 0, 1, 0 };
+	PGresult *res;
+
+	snprintf(vbuf, sizeof vbuf, "%u", version);
+	snprintf(kvbuf, sizeof kvbuf, "%u", kek_version);
+	res = db_exec_bin(db,
+			  "INSERT INTO tenant.keys (tenant_id, version, wrapped, kek_version) "
+			  "VALUES ($1, $2::int, $3, $4::int)",
+			  4, p, l, f, error_r);
+	if (res == NULL)
+		return -1;
+	PQclear(res);
+	return 0;
+}
+
 /* In the tenant's transaction: store the blind-index root if absent, then a new DEK
  * version; *from_r the newest version before, *to_r the new one. */
 static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *tenant,
@@ -573,7 +593,7 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 	uint32_t kv = 0, max = 0;
 	int rows, has_root = 0, ret = -1;
 	size_t wl = 0;
-	char ctx[96], vbuf[16], kvbuf[16];
+	char ctx[96];
 
 	if (res == NULL)
 		return -1;
@@ -590,7 +610,6 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 		*error_r = "the tenant has no live DEK";
 		goto out;
 	}
-	snprintf(kvbuf, sizeof kvbuf, "%u", kv);
 	if (!has_root) {
 		/* The root of the DEK the indexes were made with: before any rotation,
 		 * the only one (version 1). */
@@ -620,18 +639,8 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 			*error_r = "cannot derive or wrap the blind-index root";
 			goto out;
 		}
-		{
-			const char *ip[3] = { tenant, (const char *)w, kvbuf };
-			const int il[3] = { 0, (int)wl, 0 }, ifm[3] = { 0, 1, 0 };
-			PGresult *ins = db_exec_bin(db,
-						    "INSERT INTO tenant.keys (tenant_id, version, "
-						    "wrapped, kek_version) VALUES ($1, 0, $2, $3::int)",
-						    3, ip, il, ifm, error_r);
-
-			if (ins == NULL)
-				goto out;
-			PQclear(ins);
-		}
+		if (wardctl_key_store(db, tenant, 0, w, wl, kv, error_r) < 0)
+			goto out;
 		free(w);
 		w = NULL;
 	}
@@ -639,19 +648,8 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 		*error_r = "cannot make or wrap a DEK";
 		goto out;
 	}
-	snprintf(vbuf, sizeof vbuf, "%u", max + 1);
-	{
-		const char *ip[4] = { tenant, vbuf, (const char *)w, kvbuf };
-		const int il[4] = { 0, 0, (int)wl, 0 }, ifm[4] = { 0, 0, 1, 0 };
-		PGresult *ins = db_exec_bin(db,
-					    "INSERT INTO tenant.keys (tenant_id, version, wrapped, "
-					    "kek_version) VALUES ($1, $2::int, $3, $4::int)",
-					    4, ip, il, ifm, error_r);
-
-		if (ins == NULL)
-			goto out;
-		PQclear(ins);
-	}
+	if (wardctl_key_store(db, tenant, max + 1, w, wl, kv, error_r) < 0)
+		goto out;
 	*from_r = max;
 	*to_r = max + 1;
 	ret = 0;

@@ -23,31 +23,6 @@
 
 #define PITR_TIMEOUT_MS 900000
 
-/* The id and status of tenant slug homed in region; -1 after printing. */
-static int pitr_tenant(const struct wardctl_conf *conf, int region, const char *slug, char id[40],
-		       char status[16])
-{
-	const char *params[1] = {slug}, *err = NULL;
-	db_t *db = wardctl_db(conf, region);
-	PGresult *res;
-
-	if (db == NULL)
-		return -1;
-	res = db_exec(db, "SELECT id, status FROM tenant.tenants WHERE slug = $1", 1, params, &err);
-	if (res == NULL || PQntuples(res) != 1) {
-		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
-			      slug, err ? ": " : "", err ? err : "");
-		PQclear(res);
-		db_free(db);
-		return -1;
-	}
-	snprintf(id, 40, "%s", PQgetvalue(res, 0, 0));
-	snprintf(status, 16, "%s", PQgetvalue(res, 0, 1));
-	PQclear(res);
-	db_free(db);
-	return 0;
-}
-
 /* The commands above (their help is in wardctl_backup_usage); *handled = 0 leaves
  * the command to wardctl_backup.c. Returns the exit status. */
 int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled);
@@ -127,7 +102,7 @@ int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *ha
 	} else {
 		method = "backup.pitr";
 		if (slug != NULL) {
-			if (pitr_tenant(conf, r, slug, tenant_id, status) < 0)
+			if (wardctl_tenant_find(conf, r, slug, tenant_id, status) < 0)
 				return 1;
 			if (strcmp(status, "active") != 0) {
 				*handled = 0; /* a closed tenant: from its logical backups */
