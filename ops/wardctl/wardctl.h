@@ -8,6 +8,7 @@
 #define WARD_WARDCTL_H
 
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +47,8 @@ extern const char *wardctl_regions[WARDCTL_REGIONS_MAX];
 
 /* Index of a region name, or -1. */
 int wardctl_region_index(const char *name);
+/* *v_r = s if s is a decimal number from min to max; else -1. */
+int wardctl_number(const char *s, long min, long max, long *v_r);
 /* Load the configuration (--config, $WARD_CONFIG, var/wardctl.yaml). */
 int wardctl_conf_load(const char *path, struct wardctl_conf *conf);
 void wardctl_conf_free(struct wardctl_conf *conf);
@@ -79,15 +82,15 @@ struct wardctl_queue {
 	struct queue *q;
 };
 
-/* One request and what its reply may be. */
+/* One request: its message, where it goes, what its reply is. */
 struct wardctl_call {
 	const char *dest;     /* the service's stream, "q:audit" */
 	const char *method;   /* also the prefix of every error printed */
 	const char *tenant;   /* tenant id, or NULL / "" */
-	const uint8_t *payload;
-	size_t len;
-	int timeout_ms;
+	const ProtobufCMessage *request;
+	const ProtobufCMessageDescriptor *reply; /* what the reply unpacks to */
 	size_t reply_max;     /* a longer reply is malformed */
+	int timeout_ms;
 	const char *service;  /* in "timed out (is SERVICE running?)" */
 	bool error_status;    /* "error STATUS: reason" for the service's errors */
 };
@@ -98,13 +101,13 @@ int wardctl_queue_open(const struct wardctl_conf *conf, int region, const char *
 		       struct wardctl_queue *wq);
 /* Close what wardctl_queue_open opened (also after it failed). */
 void wardctl_queue_close(struct wardctl_queue *wq);
-/* Send call as the operator and wait for its reply: 0 with *reply_r (malloc'd, the
- * caller frees) and *reply_len_r, or -1 after printing why. */
+/* Send call as the operator and wait for its reply: 0 with *reply_r unpacked (the
+ * caller frees it with protobuf_c_message_free_unpacked), or -1 after printing why. */
 int wardctl_queue_call(struct wardctl_queue *wq, const struct wardctl_call *call,
-		       uint8_t **reply_r, size_t *reply_len_r);
+		       ProtobufCMessage **reply_r);
 /* The same on a connection of its own to region. */
 int wardctl_request(const struct wardctl_conf *conf, int region, const struct wardctl_call *call,
-		    uint8_t **reply_r, size_t *reply_len_r);
+		    ProtobufCMessage **reply_r);
 
 /* wardctl_tenant.c: the id (and with status, the status) of tenant slug homed in
  * region, active or closed; 0, or -1 after printing. */

@@ -14,6 +14,7 @@
  * before the command reports success (the caller undoes the action otherwise).
  */
 #include <getopt.h>
+#include <limits.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,42 +100,38 @@ out:
 
 /* ----------------------------------------------------------- request/reply */
 
-/* Send method to q:audit of region for tenant_id and wait for the reply (malloc'd
- * into *reply_r); -1 after printing. */
+/* Send req as method to q:audit of region for tenant_id and wait for the reply,
+ * unpacked as reply into *reply_r; -1 after printing. */
 static int audit_call(const struct wardctl_conf *conf, int region, const char *tenant_id,
-		      const char *method, const uint8_t *payload, size_t len, uint8_t **reply_r,
-		      size_t *reply_len_r)
+		      const char *method, const ProtobufCMessage *req,
+		      const ProtobufCMessageDescriptor *reply, ProtobufCMessage **reply_r)
 {
 	const struct wardctl_call call = { .dest = "q:audit",
 					   .method = method,
 					   .tenant = tenant_id,
-					   .payload = payload,
-					   .len = len,
-					   .timeout_ms = 60000,
+					   .request = req,
+					   .reply = reply,
 					   .reply_max = AUDIT_REPLY_MAX,
+					   .timeout_ms = 60000,
 					   .service = "ward-audit",
 					   .error_status = true };
 
-	return wardctl_request(conf, region, &call, reply_r, reply_len_r);
+	return wardctl_request(conf, region, &call, reply_r);
 }
 
+/* audit verify: ward-audit checks the chain; exit status 1 when it does not verify. */
 static int audit_verify_cmd(const struct wardctl_conf *conf, int region, const char *tenant)
 {
 	Ward__AuditVerifyRequest req = WARD__AUDIT_VERIFY_REQUEST__INIT;
 	Ward__AuditVerifyReply *rep;
-	uint8_t buf[16], *data = NULL;
-	size_t len = ward__audit_verify_request__pack(&req, buf), dlen = 0;
+	ProtobufCMessage *m;
 	json_t *o;
 	int ret;
 
-	if (audit_call(conf, region, tenant, "audit.verify", buf, len, &data, &dlen) < 0)
+	if (audit_call(conf, region, tenant, "audit.verify", &req.base,
+		       &ward__audit_verify_reply__descriptor, &m) < 0)
 		return 1;
-	rep = ward__audit_verify_reply__unpack(NULL, dlen, data);
-	free(data);
-	if (rep == NULL) {
-		wardctl_error("audit.verify: malformed reply");
-		return 1;
-	}
+	rep = (Ward__AuditVerifyReply *)m;
 	o = json_pack("{s:b, s:I, s:I, s:s, s:I, s:s, s:I}", "ok", rep->ok, "events",
 		      (json_int_t)rep->events, "checkpoints", (json_int_t)rep->checkpoints,
 		      "first_bad_id", rep->first_bad_id, "first_bad_seq",
@@ -146,30 +143,19 @@ static int audit_verify_cmd(const struct wardctl_conf *conf, int region, const c
 	return ret;
 }
 
+/* audit list: one page of events, newest first. */
 static int audit_list_cmd(const struct wardctl_conf *conf, int region, const char *tenant,
-			  Ward__AuditListRequest *req)
+			  const Ward__AuditListRequest *req)
 {
 	Ward__AuditListReply *rep;
-	uint8_t *buf, *data = NULL;
-	size_t len = ward__audit_list_request__get_packed_size(req), dlen = 0;
+	ProtobufCMessage *m;
 	json_t *o, *arr;
 	int ret = 1;
 
-	buf = malloc(len ? len : 1);
-	if (buf == NULL)
+	if (audit_call(conf, region, tenant, "audit.list", &req->base,
+		       &ward__audit_list_reply__descriptor, &m) < 0)
 		return 1;
-	ward__audit_list_request__pack(req, buf);
-	if (audit_call(conf, region, tenant, "audit.list", buf, len, &data, &dlen) < 0) {
-		free(buf);
-		return 1;
-	}
-	free(buf);
-	rep = ward__audit_list_reply__unpack(NULL, dlen, data);
-	free(data);
-	if (rep == NULL) {
-		wardctl_error("audit.list: malformed reply");
-		return 1;
-	}
+	rep = (Ward__AuditListReply *)m;
 	arr = json_array();
 	for (size_t i = 0; arr != NULL && i < rep->n_events; i++) {
 		const Ward__AuditEventView *v = rep->events[i];
@@ -205,7 +191,7 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 					      { NULL, 0, NULL, 0 } };
 	Ward__AuditListRequest req = WARD__AUDIT_LIST_REQUEST__INIT;
 	const char *region = NULL, *slug = NULL, *sub;
-	char tenant[40] = "", *end;
+	char tenant[40] = "";
 	const char *as_of = NULL;
 	long days = 0;
 	int c, ri;
@@ -229,19 +215,21 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 		case 'c': req.cursor = optarg; break;
 		case 'o': as_of = optarg; break;
 		case 'd':
-			days = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0') {
+			if (wardctl_number(optarg, LONG_MIN, LONG_MAX, &days) < 0) {
 				wardctl_error("--days: a number of days");
 				return 2;
 			}
 			break;
-		case 'l':
-			req.limit = (int32_t)strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || req.limit < 1 || req.limit > 100) {
+		case 'l': {
+			long limit;
+
+			if (wardctl_number(optarg, 1, 100, &limit) < 0) {
 				wardctl_error("--limit: 1 to 100");
 				return 2;
 			}
+			req.limit = (int32_t)limit;
 			break;
+		}
 		default: fputs(wardctl_audit_usage, stderr); return 2;
 		}
 	}

@@ -9,8 +9,6 @@
 #include <time.h>
 
 #include "backup.pb-c.h"
-#include "crypto.h"
-#include "envelope.h"
 #include "wardctl.h"
 
 #define BACKUP_REPLY_MAX (4 * 1024 * 1024)
@@ -53,34 +51,21 @@ const char wardctl_backup_usage[] =
 int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
 			const Ward__BackupRequest *req, int timeout_ms)
 {
-	struct wardctl_call call = { .dest = "q:backup",
-				     .method = method,
-				     .tenant = req->tenant_id,
-				     .timeout_ms = timeout_ms,
-				     .reply_max = BACKUP_REPLY_MAX,
-				     .service = "ward-backup" };
+	const struct wardctl_call call = { .dest = "q:backup",
+					   .method = method,
+					   .tenant = req->tenant_id,
+					   .request = &req->base,
+					   .reply = &ward__backup_reply__descriptor,
+					   .reply_max = BACKUP_REPLY_MAX,
+					   .timeout_ms = timeout_ms,
+					   .service = "ward-backup" };
+	ProtobufCMessage *m;
 	Ward__BackupReply *r;
-	uint8_t *payload, *data = NULL;
-	size_t len = ward__backup_request__get_packed_size(req), dlen = 0;
 	int ret = 1;
 
-	payload = malloc(len ? len : 1);
-	if (payload == NULL)
+	if (wardctl_request(conf, region, &call, &m) < 0)
 		return 1;
-	ward__backup_request__pack(req, payload);
-	call.payload = payload;
-	call.len = len;
-	if (wardctl_request(conf, region, &call, &data, &dlen) < 0) {
-		free(payload);
-		return 1;
-	}
-	free(payload);
-	r = ward__backup_reply__unpack(NULL, dlen, data);
-	free(data);
-	if (r == NULL) {
-		wardctl_error("%s: malformed reply", method);
-		return 1;
-	}
+	r = (Ward__BackupReply *)m;
 	if (puts(r->json) != EOF && fflush(stdout) == 0)
 		ret = 0;
 	ward__backup_reply__free_unpacked(r, NULL);

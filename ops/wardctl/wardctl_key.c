@@ -35,7 +35,6 @@
 #include <libpq-fe.h>
 
 #include "crypto.h"
-#include "envelope.h"
 #include "keys.pb-c.h"
 #include "wardctl.h"
 
@@ -468,29 +467,21 @@ static int key_rekey_call(struct wardctl_queue *wq, const char *dest, const char
 			  const char *tenant, int batch, Ward__RekeyReply **reply_r)
 {
 	Ward__RekeyRequest req = WARD__REKEY_REQUEST__INIT;
-	struct wardctl_call call = { .dest = dest,
-				     .method = method,
-				     .tenant = tenant,
-				     .timeout_ms = 120000,
-				     .reply_max = 4096,
-				     .service = "the service" };
-	uint8_t payload[128], *data = NULL;
-	size_t dlen = 0;
+	const struct wardctl_call call = { .dest = dest,
+					   .method = method,
+					   .tenant = tenant,
+					   .request = &req.base,
+					   .reply = &ward__rekey_reply__descriptor,
+					   .reply_max = 4096,
+					   .timeout_ms = 120000,
+					   .service = "the service" };
+	ProtobufCMessage *m;
 
 	req.tenant_id = (char *)tenant;
 	req.batch = batch;
-	if (ward__rekey_request__get_packed_size(&req) > sizeof payload)
+	if (wardctl_queue_call(wq, &call, &m) < 0)
 		return -1;
-	call.payload = payload;
-	call.len = ward__rekey_request__pack(&req, payload);
-	if (wardctl_queue_call(wq, &call, &data, &dlen) < 0)
-		return -1;
-	*reply_r = ward__rekey_reply__unpack(NULL, dlen, data);
-	free(data);
-	if (*reply_r == NULL) {
-		wardctl_error("%s: malformed reply", method);
-		return -1;
-	}
+	*reply_r = (Ward__RekeyReply *)m;
 	return 0;
 }
 
@@ -799,10 +790,10 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 			break;
 		case 'b':
 		case 'g': {
-			long v = strtol(optarg, &end, 10);
+			long v;
 
-			if (end == optarg || *end != '\0' || v < (c == 'b' ? 1 : 0) ||
-			    v > (c == 'b' ? 10000 : 86400)) {
+			if (wardctl_number(optarg, c == 'b' ? 1 : 0, c == 'b' ? 10000 : 86400, &v) <
+			    0) {
 				wardctl_error("--%s: out of range", c == 'b' ? "batch" : "grace");
 				return 2;
 			}

@@ -225,7 +225,6 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 					      { NULL, 0, NULL, 0 } };
 	const char *region = NULL, *service = NULL, *text = "ping";
 	struct ping_run run;
-	char *end;
 	long count = 1, timeout = 5000, concurrency = 1;
 	int c, ri;
 
@@ -237,22 +236,19 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 		case 's': service = optarg; break;
 		case 't': text = optarg; break;
 		case 'c':
-			count = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || count < 1 || count > PING_COUNT_MAX) {
+			if (wardctl_number(optarg, 1, PING_COUNT_MAX, &count) < 0) {
 				wardctl_error("--count: 1 to %d", PING_COUNT_MAX);
 				return 2;
 			}
 			break;
 		case 'C':
-			concurrency = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || concurrency < 1 || concurrency > 1000) {
+			if (wardctl_number(optarg, 1, 1000, &concurrency) < 0) {
 				wardctl_error("--concurrency: 1 to 1000");
 				return 2;
 			}
 			break;
 		case 'T':
-			timeout = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || timeout < 1 || timeout > 600000) {
+			if (wardctl_number(optarg, 1, 600000, &timeout) < 0) {
 				wardctl_error("--timeout: 1 to 600000 ms");
 				return 2;
 			}

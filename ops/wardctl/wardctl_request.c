@@ -6,8 +6,9 @@
  * route keys, a reply on wardctl's reply stream. The principal is the operator,
  * named after $USER (wardctl_operator). wardctl_queue_open/_close hold one
  * connection for several requests (key rotation, ping); wardctl_request is one
- * request on a connection of its own. Each caller packs its own request and
- * unpacks its own reply; transport and service errors are printed here.
+ * request on a connection of its own. Requests and replies are protobuf messages
+ * named by the caller; transport and service errors, and malformed replies, are
+ * printed here.
  */
 #include <event2/event.h>
 #include <stdio.h>
@@ -26,8 +27,7 @@ struct wardctl_reply {
 	const struct wardctl_call *call;
 	int status;
 	char error[512];
-	uint8_t *data;
-	size_t len;
+	ProtobufCMessage *msg;
 };
 
 const char *wardctl_operator(void)
@@ -93,7 +93,7 @@ void wardctl_queue_close(struct wardctl_queue *wq)
 	memset(wq, 0, sizeof *wq);
 }
 
-/* The reply, a timeout or a transport error: keep a copy of the reply or the reason. */
+/* The reply, a timeout or a transport error: unpack the reply, or keep why it failed. */
 static void wardctl_call_done(void *arg, int status, const Ward__Envelope *env,
 			      const uint8_t *payload, size_t len)
 {
@@ -115,30 +115,31 @@ static void wardctl_call_done(void *arg, int status, const Ward__Envelope *env,
 			snprintf(r->error, sizeof r->error, "%s",
 				 env->error != NULL ? env->error : "failed");
 		r->status = env->status;
-	} else if (len > call->reply_max) {
+	} else if (len > call->reply_max ||
+		   (r->msg = protobuf_c_message_unpack(call->reply, NULL, len, payload)) == NULL) {
 		snprintf(r->error, sizeof r->error, "malformed reply");
 		r->status = -1;
-	} else if ((r->data = malloc(len ? len : 1)) == NULL) {
-		snprintf(r->error, sizeof r->error, "out of memory");
-		r->status = -1;
-	} else {
-		memcpy(r->data, payload, len);
-		r->len = len;
 	}
 	event_base_loopbreak(r->base);
 }
 
 int wardctl_queue_call(struct wardctl_queue *wq, const struct wardctl_call *call,
-		       uint8_t **reply_r, size_t *reply_len_r)
+		       ProtobufCMessage **reply_r)
 {
 	Ward__Principal principal = WARD__PRINCIPAL__INIT;
 	struct queue_msg msg = { 0 };
 	struct wardctl_reply r = { 0 };
+	size_t len = protobuf_c_message_get_packed_size(call->request);
+	uint8_t *payload;
 	char request_id[33];
 	const char *err = NULL;
 
 	if (crypto_random_id(request_id) < 0) {
 		wardctl_error("%s: no random bytes", call->method);
+		return -1;
+	}
+	if ((payload = malloc(len ? len : 1)) == NULL) {
+		wardctl_error("%s: out of memory", call->method);
 		return -1;
 	}
 	principal.kind = "operator";
@@ -149,35 +150,37 @@ int wardctl_queue_call(struct wardctl_queue *wq, const struct wardctl_call *call
 	msg.principal = &principal;
 	msg.request_id = request_id;
 	msg.timeout_ms = call->timeout_ms;
-	msg.payload = call->payload;
-	msg.len = call->len;
+	msg.payload = payload;
+	msg.len = protobuf_c_message_pack(call->request, payload);
 	r.base = wq->base;
 	r.call = call;
 	r.status = -1;
 	if (queue_request(wq->q, &msg, wardctl_call_done, &r, &err) < 0) {
 		wardctl_error("%s: %s", call->method, err ? err : "cannot send");
+		free(payload);
 		return -1;
 	}
 	event_base_dispatch(wq->base);
+	free(payload);
 	if (r.status != 0) {
 		wardctl_error("%s: %s", call->method, r.error);
-		free(r.data);
+		if (r.msg != NULL)
+			protobuf_c_message_free_unpacked(r.msg, NULL);
 		return -1;
 	}
-	*reply_r = r.data;
-	*reply_len_r = r.len;
+	*reply_r = r.msg;
 	return 0;
 }
 
 int wardctl_request(const struct wardctl_conf *conf, int region, const struct wardctl_call *call,
-		    uint8_t **reply_r, size_t *reply_len_r)
+		    ProtobufCMessage **reply_r)
 {
 	struct wardctl_queue wq;
 	int ret;
 
 	if (wardctl_queue_open(conf, region, NULL, &wq) < 0)
 		return -1;
-	ret = wardctl_queue_call(&wq, call, reply_r, reply_len_r);
+	ret = wardctl_queue_call(&wq, call, reply_r);
 	wardctl_queue_close(&wq);
 	return ret;
 }
