@@ -71,6 +71,15 @@ typedef struct Ward__BackupRequest Ward__BackupRequest;
 int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
 			const Ward__BackupRequest *req, int timeout_ms);
 int wardctl_parse_time(const char *s, int64_t *ms_r);
+/* The options of the backup commands as given (wardctl_backup.c, wardctl_pitr.c). */
+struct wardctl_backup_args {
+	const char *region, *tenant, *backup, *to, *now, *id;
+	bool unknown; /* an option that is none of these */
+};
+/* Parse argv (argv[0] the command) into a. strict: --id is not one of them, and an
+ * unknown option is reported by getopt and ends the parse with -1; else quiet, it
+ * only sets a->unknown. optind is left after the options, as by getopt. */
+int wardctl_backup_args(int argc, char **argv, bool strict, struct wardctl_backup_args *a);
 
 /* wardctl_request.c: requests to a cell's services over their queues. */
 /* The operator's name: $USER if it looks like a name, else "ops". */

@@ -126,16 +126,58 @@ int wardctl_parse_time(const char *s, int64_t *ms_r)
 
 int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled);
 
-int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
+int wardctl_backup_args(int argc, char **argv, bool strict, struct wardctl_backup_args *a)
 {
-	static const struct option opts[] = { { "region", required_argument, NULL, 'r' },
+	/* Without its first entry (--id) for the strict parse. */
+	static const struct option opts[] = { { "id", required_argument, NULL, 'i' },
+					      { "region", required_argument, NULL, 'r' },
 					      { "tenant", required_argument, NULL, 't' },
 					      { "backup", required_argument, NULL, 'b' },
 					      { "to", required_argument, NULL, 'T' },
 					      { "now", required_argument, NULL, 'N' },
 					      { NULL, 0, NULL, 0 } };
+	int c, ret = 0;
+
+	memset(a, 0, sizeof *a);
+	optind = 0;
+	opterr = strict;
+	while (ret == 0 && (c = getopt_long(argc, argv, strict ? "r:t:b:T:N:" : "r:t:b:T:N:i:",
+					    strict ? opts + 1 : opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			a->region = optarg;
+			break;
+		case 't':
+			a->tenant = optarg;
+			break;
+		case 'b':
+			a->backup = optarg;
+			break;
+		case 'T':
+			a->to = optarg;
+			break;
+		case 'N':
+			a->now = optarg;
+			break;
+		case 'i':
+			a->id = optarg;
+			break;
+		default:
+			a->unknown = true;
+			if (strict)
+				ret = -1;
+			break;
+		}
+	}
+	opterr = 1;
+	return ret;
+}
+
+int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
+{
 	Ward__BackupRequest req = WARD__BACKUP_REQUEST__INIT;
-	const char *region = NULL, *slug = NULL, *cmd, *method;
+	struct wardctl_backup_args a;
+	const char *region, *slug, *cmd, *method;
 	char tenant_id[40] = "", backup_id[33] = "";
 	int c, r;
 
@@ -150,38 +192,26 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 	cmd = argv[1];
 	argc--;
 	argv++;
-	optind = 0;
-	while ((c = getopt_long(argc, argv, "r:t:b:T:N:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'r':
-			region = optarg;
-			break;
-		case 't':
-			slug = optarg;
-			break;
-		case 'b':
-			if (strlen(optarg) != 32 || strspn(optarg, "0123456789abcdef") != 32) {
-				wardctl_error("--backup: expected 32 hex digits");
-				return 2;
-			}
-			snprintf(backup_id, sizeof backup_id, "%s", optarg);
-			break;
-		case 'T':
-			if (wardctl_parse_time(optarg, &req.to_ms) < 0) {
-				wardctl_error("--to: expected RFC 3339 UTC time or unix ms");
-				return 2;
-			}
-			break;
-		case 'N':
-			if (wardctl_parse_time(optarg, &req.now_ms) < 0 || req.now_ms <= 0) {
-				wardctl_error("--now: expected RFC 3339 UTC time or unix ms");
-				return 2;
-			}
-			break;
-		default:
-			fputs(wardctl_backup_usage, stderr);
+	if (wardctl_backup_args(argc, argv, true, &a) < 0) {
+		fputs(wardctl_backup_usage, stderr);
+		return 2;
+	}
+	region = a.region;
+	slug = a.tenant;
+	if (a.backup != NULL) {
+		if (strlen(a.backup) != 32 || strspn(a.backup, "0123456789abcdef") != 32) {
+			wardctl_error("--backup: expected 32 hex digits");
 			return 2;
 		}
+		snprintf(backup_id, sizeof backup_id, "%s", a.backup);
+	}
+	if (a.to != NULL && wardctl_parse_time(a.to, &req.to_ms) < 0) {
+		wardctl_error("--to: expected RFC 3339 UTC time or unix ms");
+		return 2;
+	}
+	if (a.now != NULL && (wardctl_parse_time(a.now, &req.now_ms) < 0 || req.now_ms <= 0)) {
+		wardctl_error("--now: expected RFC 3339 UTC time or unix ms");
+		return 2;
 	}
 	if (optind < argc || region == NULL || (r = wardctl_region_index(region)) < 0) {
 		wardctl_error("backup %s needs --region us|eu|uk", cmd);
