@@ -8,8 +8,10 @@
 #define WARD_WARDCTL_H
 
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "db.h"
@@ -45,6 +47,8 @@ extern const char *wardctl_regions[WARDCTL_REGIONS_MAX];
 
 /* Index of a region name, or -1. */
 int wardctl_region_index(const char *name);
+/* *v_r = s if s is a decimal number from min to max; else -1. */
+int wardctl_number(const char *s, long min, long max, long *v_r);
 /* Load the configuration (--config, $WARD_CONFIG, var/wardctl.yaml). */
 int wardctl_conf_load(const char *path, struct wardctl_conf *conf);
 void wardctl_conf_free(struct wardctl_conf *conf);
@@ -67,6 +71,62 @@ typedef struct Ward__BackupRequest Ward__BackupRequest;
 int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
 			const Ward__BackupRequest *req, int timeout_ms);
 int wardctl_parse_time(const char *s, int64_t *ms_r);
+/* The options of the backup commands as given (wardctl_backup.c, wardctl_pitr.c). */
+struct wardctl_backup_args {
+	const char *region, *tenant, *backup, *to, *now, *id;
+	bool unknown; /* an option that is none of these */
+};
+/* Parse argv (argv[0] the command) into a. strict: --id is not one of them, and an
+ * unknown option is reported by getopt and ends the parse with -1; else quiet, it
+ * only sets a->unknown. optind is left after the options, as by getopt. */
+int wardctl_backup_args(int argc, char **argv, bool strict, struct wardctl_backup_args *a);
+
+/* wardctl_request.c: requests to a cell's services over their queues. */
+/* The operator's name: $USER if it looks like a name, else "ops". */
+const char *wardctl_operator(void);
+
+/* A queue connection to one cell as the operator ("ops" user, its route keys). */
+struct wardctl_queue {
+	struct event_base *base;
+	struct queue *q;
+};
+
+/* One request: its message, where it goes, what its reply is. */
+struct wardctl_call {
+	const char *dest;     /* the service's stream, "q:audit" */
+	const char *method;   /* also the prefix of every error printed */
+	const char *tenant;   /* tenant id, or NULL / "" */
+	const ProtobufCMessage *request;
+	const ProtobufCMessageDescriptor *reply; /* what the reply unpacks to */
+	size_t reply_max;     /* a longer reply is malformed */
+	int timeout_ms;
+	const char *service;  /* in "timed out (is SERVICE running?)" */
+	bool error_status;    /* "error STATUS: reason" for the service's errors */
+};
+
+/* Connect to region's Redis; with dest, first check that the route keys may seal to
+ * it. 0, or -1 after printing. */
+int wardctl_queue_open(const struct wardctl_conf *conf, int region, const char *dest,
+		       struct wardctl_queue *wq);
+/* Close what wardctl_queue_open opened (also after it failed). */
+void wardctl_queue_close(struct wardctl_queue *wq);
+/* Send call as the operator and wait for its reply: 0 with *reply_r unpacked (the
+ * caller frees it with protobuf_c_message_free_unpacked), or -1 after printing why. */
+int wardctl_queue_call(struct wardctl_queue *wq, const struct wardctl_call *call,
+		       ProtobufCMessage **reply_r);
+/* The same on a connection of its own to region. */
+int wardctl_request(const struct wardctl_conf *conf, int region, const struct wardctl_call *call,
+		    ProtobufCMessage **reply_r);
+
+/* wardctl_tenant.c: the id (and with status, the status) of tenant slug homed in
+ * region, active or closed; 0, or -1 after printing. */
+int wardctl_tenant_find(const struct wardctl_conf *conf, int region, const char *slug,
+			char id[40], char status[16]);
+
+/* wardctl_key.c: insert a tenant's key (version; 0 = the blind-index root), wrapped
+ * under KEK kek_version, into tenant.keys in the caller's transaction; 0 or -1. */
+int wardctl_key_store(db_t *db, const char *tenant, uint32_t version, const uint8_t *wrapped,
+		      size_t wrapped_len, uint32_t kek_version, const char **error_r);
 
 /* Record an operator action in region's audit log (q:audit, ops route), confirmed
  * by Redis; 0 or -1 with *error_r. tenant_id NULL or "" for cell-wide actions. */

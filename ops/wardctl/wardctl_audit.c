@@ -13,19 +13,17 @@
  * recorded: a blocking XADD to q:audit on the ops route, confirmed by Redis
  * before the command reports success (the caller undoes the action otherwise).
  */
-#include <event2/event.h>
 #include <getopt.h>
+#include <limits.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "audit.pb-c.h"
 #include "auditlog.h"
 #include "crypto.h"
 #include "envelope.h"
-#include "queue.h"
 #include "wardctl.h"
 
 #define AUDIT_REPLY_MAX (ENVELOPE_MAX_PAYLOAD)
@@ -47,18 +45,6 @@ const char wardctl_audit_usage[] =
 	"in audit.purges and as an audit event; the chain still verifies. Both run as\n"
 	"the ward_audit_purge role.\n";
 
-/* The operator's name: $USER if it looks like a name, else "ops". */
-static const char *audit_operator(void)
-{
-	const char *user = getenv("USER");
-
-	if (user == NULL || user[0] == '\0' || strlen(user) > 64 ||
-	    strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(user))
-		return "ops";
-	return user;
-}
-
 int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char *tenant_id,
 			 const char *type, const char *action, const char *target,
 			 const char *detail_json, const char **error_r)
@@ -73,7 +59,7 @@ int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char
 	size_t len;
 	int ret = -1;
 
-	snprintf(actor, sizeof actor, "operator:%s", audit_operator());
+	snprintf(actor, sizeof actor, "operator:%s", wardctl_operator());
 	if (crypto_random_id(id) < 0) {
 		*error_r = "no random bytes";
 		return -1;
@@ -102,7 +88,7 @@ int wardctl_audit_record(const struct wardctl_conf *conf, int region, const char
 	}
 	ward__audit_event__pack(&ev, buf);
 	principal.kind = "operator";
-	principal.id = (char *)audit_operator();
+	principal.id = (char *)wardctl_operator();
 	ret = auditlog_xadd(rc, keys, cell->redis_user, wardctl_regions[region], "audit.record",
 			    ev.tenant_id, &principal, buf, len, error_r);
 out:
@@ -114,151 +100,38 @@ out:
 
 /* ----------------------------------------------------------- request/reply */
 
-struct audit_call {
-	struct event_base *base;
-	int status;
-	char error[256];
-	uint8_t *reply;
-	size_t len;
-};
-
-static void audit_call_done(void *arg, int status, const Ward__Envelope *env,
-			    const uint8_t *payload, size_t len)
-{
-	struct audit_call *c = arg;
-
-	c->status = status;
-	if (status < 0)
-		snprintf(c->error, sizeof c->error, "%s",
-			 status == QUEUE_ETIMEDOUT ? "timed out (is ward-audit running?)"
-						   : "Redis connection down");
-	else if (env->status != 0)
-		snprintf(c->error, sizeof c->error, "error %d: %s", env->status,
-			 env->error != NULL ? env->error : "");
-	else if (len <= AUDIT_REPLY_MAX && (c->reply = malloc(len ? len : 1)) != NULL) {
-		memcpy(c->reply, payload, len);
-		c->len = len;
-	}
-	if (status >= 0 && env->status != 0)
-		c->status = env->status;
-	event_base_loopbreak(c->base);
-}
-
-/* Send method to q:audit of region for tenant_id and wait for the reply. */
+/* Send req as method to q:audit of region for tenant_id and wait for the reply,
+ * unpacked as reply into *reply_r; -1 after printing. */
 static int audit_call(const struct wardctl_conf *conf, int region, const char *tenant_id,
-		      const char *method, const uint8_t *payload, size_t len, uint8_t **reply_r,
-		      size_t *reply_len_r)
+		      const char *method, const ProtobufCMessage *req,
+		      const ProtobufCMessageDescriptor *reply, ProtobufCMessage **reply_r)
 {
-	const struct wardctl_cell *cell = &conf->cell[region];
-	struct queue_opts qo = { 0 };
-	struct queue_msg msg = { 0 };
-	struct audit_call c = { 0 };
-	Ward__Principal principal = WARD__PRINCIPAL__INIT;
-	envelope_keys_t *keys;
-	queue_t *q;
-	char instance[48], request_id[33];
-	const char *err = NULL;
+	const struct wardctl_call call = { .dest = "q:audit",
+					   .method = method,
+					   .tenant = tenant_id,
+					   .request = req,
+					   .reply = reply,
+					   .reply_max = AUDIT_REPLY_MAX,
+					   .timeout_ms = 60000,
+					   .service = "ward-audit",
+					   .error_status = true };
 
-	keys = envelope_keys_parse(cell->route_keys.data, cell->route_keys.len, &err);
-	if (keys == NULL) {
-		wardctl_error("%s: %s", cell->route_keys.path, err);
-		return -1;
-	}
-	c.base = event_base_new();
-	if (c.base == NULL) {
-		envelope_keys_free(keys);
-		return -1;
-	}
-	snprintf(instance, sizeof instance, "wardctl-%ld", (long)getpid());
-	qo.host = cell->redis_host;
-	qo.port = cell->redis_port;
-	qo.user = cell->redis_user;
-	qo.password = (const char *)cell->redis_password.data;
-	qo.service = cell->redis_user;
-	qo.instance = instance;
-	qo.region = wardctl_regions[region];
-	q = queue_new(c.base, &qo, keys, &err);
-	if (q == NULL) {
-		wardctl_error("region %s: %s", wardctl_regions[region], err ? err : "no Redis");
-		event_base_free(c.base);
-		return -1;
-	}
-	principal.kind = "operator";
-	principal.id = (char *)audit_operator();
-	(void)crypto_random_id(request_id);
-	msg.dest = "q:audit";
-	msg.method = method;
-	msg.tenant = tenant_id;
-	msg.principal = &principal;
-	msg.request_id = request_id;
-	msg.timeout_ms = 60000;
-	msg.payload = payload;
-	msg.len = len;
-	c.status = -1;
-	if (queue_request(q, &msg, audit_call_done, &c, &err) < 0) {
-		wardctl_error("%s: %s", method, err ? err : "cannot send");
-	} else {
-		event_base_dispatch(c.base);
-		if (c.status != 0)
-			wardctl_error("%s: %s", method, c.error);
-	}
-	queue_free(q);
-	event_base_free(c.base);
-	if (c.status != 0 || c.reply == NULL) {
-		free(c.reply);
-		return -1;
-	}
-	*reply_r = c.reply;
-	*reply_len_r = c.len;
-	return 0;
+	return wardctl_request(conf, region, &call, reply_r);
 }
 
-/* The tenant id of slug in region ("" without a slug); -1 after printing. */
-static int audit_tenant_id(const struct wardctl_conf *conf, int region, const char *slug,
-			   char out[40])
-{
-	const char *params[1] = { slug }, *err = NULL;
-	PGresult *res;
-	db_t *db;
-
-	out[0] = '\0';
-	if (slug == NULL)
-		return 0;
-	db = wardctl_db(conf, region);
-	if (db == NULL)
-		return -1;
-	res = db_exec(db, "SELECT id FROM tenant.tenants WHERE slug = $1", 1, params, &err);
-	if (res == NULL || PQntuples(res) != 1) {
-		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
-			      slug, err ? ": " : "", err ? err : "");
-		if (res != NULL)
-			PQclear(res);
-		db_free(db);
-		return -1;
-	}
-	snprintf(out, 40, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-	db_free(db);
-	return 0;
-}
-
+/* audit verify: ward-audit checks the chain; exit status 1 when it does not verify. */
 static int audit_verify_cmd(const struct wardctl_conf *conf, int region, const char *tenant)
 {
 	Ward__AuditVerifyRequest req = WARD__AUDIT_VERIFY_REQUEST__INIT;
 	Ward__AuditVerifyReply *rep;
-	uint8_t buf[16], *data = NULL;
-	size_t len = ward__audit_verify_request__pack(&req, buf), dlen = 0;
+	ProtobufCMessage *m;
 	json_t *o;
 	int ret;
 
-	if (audit_call(conf, region, tenant, "audit.verify", buf, len, &data, &dlen) < 0)
+	if (audit_call(conf, region, tenant, "audit.verify", &req.base,
+		       &ward__audit_verify_reply__descriptor, &m) < 0)
 		return 1;
-	rep = ward__audit_verify_reply__unpack(NULL, dlen, data);
-	free(data);
-	if (rep == NULL) {
-		wardctl_error("audit.verify: malformed reply");
-		return 1;
-	}
+	rep = (Ward__AuditVerifyReply *)m;
 	o = json_pack("{s:b, s:I, s:I, s:s, s:I, s:s, s:I}", "ok", rep->ok, "events",
 		      (json_int_t)rep->events, "checkpoints", (json_int_t)rep->checkpoints,
 		      "first_bad_id", rep->first_bad_id, "first_bad_seq",
@@ -270,30 +143,19 @@ static int audit_verify_cmd(const struct wardctl_conf *conf, int region, const c
 	return ret;
 }
 
+/* audit list: one page of events, newest first. */
 static int audit_list_cmd(const struct wardctl_conf *conf, int region, const char *tenant,
-			  Ward__AuditListRequest *req)
+			  const Ward__AuditListRequest *req)
 {
 	Ward__AuditListReply *rep;
-	uint8_t *buf, *data = NULL;
-	size_t len = ward__audit_list_request__get_packed_size(req), dlen = 0;
+	ProtobufCMessage *m;
 	json_t *o, *arr;
 	int ret = 1;
 
-	buf = malloc(len ? len : 1);
-	if (buf == NULL)
+	if (audit_call(conf, region, tenant, "audit.list", &req->base,
+		       &ward__audit_list_reply__descriptor, &m) < 0)
 		return 1;
-	ward__audit_list_request__pack(req, buf);
-	if (audit_call(conf, region, tenant, "audit.list", buf, len, &data, &dlen) < 0) {
-		free(buf);
-		return 1;
-	}
-	free(buf);
-	rep = ward__audit_list_reply__unpack(NULL, dlen, data);
-	free(data);
-	if (rep == NULL) {
-		wardctl_error("audit.list: malformed reply");
-		return 1;
-	}
+	rep = (Ward__AuditListReply *)m;
 	arr = json_array();
 	for (size_t i = 0; arr != NULL && i < rep->n_events; i++) {
 		const Ward__AuditEventView *v = rep->events[i];
@@ -329,7 +191,7 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 					      { NULL, 0, NULL, 0 } };
 	Ward__AuditListRequest req = WARD__AUDIT_LIST_REQUEST__INIT;
 	const char *region = NULL, *slug = NULL, *sub;
-	char tenant[40], *end;
+	char tenant[40] = "";
 	const char *as_of = NULL;
 	long days = 0;
 	int c, ri;
@@ -353,19 +215,21 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 		case 'c': req.cursor = optarg; break;
 		case 'o': as_of = optarg; break;
 		case 'd':
-			days = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0') {
+			if (wardctl_number(optarg, LONG_MIN, LONG_MAX, &days) < 0) {
 				wardctl_error("--days: a number of days");
 				return 2;
 			}
 			break;
-		case 'l':
-			req.limit = (int32_t)strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || req.limit < 1 || req.limit > 100) {
+		case 'l': {
+			long limit;
+
+			if (wardctl_number(optarg, 1, 100, &limit) < 0) {
 				wardctl_error("--limit: 1 to 100");
 				return 2;
 			}
+			req.limit = (int32_t)limit;
 			break;
+		}
 		default: fputs(wardctl_audit_usage, stderr); return 2;
 		}
 	}
@@ -377,7 +241,7 @@ int wardctl_audit(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("invalid region '%s': expected us, eu or uk", region);
 		return 1;
 	}
-	if (audit_tenant_id(conf, ri, slug, tenant) < 0)
+	if (slug != NULL && wardctl_tenant_find(conf, ri, slug, tenant, NULL) < 0)
 		return 1;
 	if (strcmp(sub, "verify") == 0)
 		return audit_verify_cmd(conf, ri, tenant);

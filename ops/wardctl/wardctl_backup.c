@@ -2,18 +2,13 @@
  * wardctl_backup — `wardctl backup run|list|verify|restore|prune`: requests to ward-backup
  * on q:backup of one cell as the operator, printing its JSON answer.
  */
-#include <event2/event.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "backup.pb-c.h"
-#include "crypto.h"
-#include "envelope.h"
-#include "queue.h"
 #include "wardctl.h"
 
 #define BACKUP_REPLY_MAX (4 * 1024 * 1024)
@@ -51,151 +46,30 @@ const char wardctl_backup_usage[] =
 	"pitr-expire: drop base backups and WAL no longer needed for any time in the\n"
 	"retention window before TIME (default now); each purge is an audit event.\n";
 
-struct backup_call {
-	struct event_base *base;
-	int status;
-	char error[512];
-	char *json;
-};
-
-static void backup_call_done(void *arg, int status, const Ward__Envelope *env,
-			     const uint8_t *payload, size_t len)
-{
-	struct backup_call *c = arg;
-	Ward__BackupReply *r;
-
-	c->status = status;
-	if (status < 0) {
-		snprintf(c->error, sizeof c->error, "%s",
-			 status == QUEUE_ETIMEDOUT ? "timed out (is ward-backup running?)"
-						   : "Redis connection down");
-	} else if (env->status != 0) {
-		snprintf(c->error, sizeof c->error, "%s",
-			 env->error != NULL ? env->error : "failed");
-		c->status = env->status;
-	} else if (len > BACKUP_REPLY_MAX ||
-		   (r = ward__backup_reply__unpack(NULL, len, payload)) == NULL) {
-		snprintf(c->error, sizeof c->error, "malformed reply");
-		c->status = -1;
-	} else {
-		c->json = strdup(r->json);
-		ward__backup_reply__free_unpacked(r, NULL);
-	}
-	event_base_loopbreak(c->base);
-}
-
-/* The operator's name: $USER if it looks like a name, else "ops". */
-static const char *backup_operator(void)
-{
-	const char *user = getenv("USER");
-
-	if (user == NULL || user[0] == '\0' || strlen(user) > 64 ||
-	    strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(user))
-		return "ops";
-	return user;
-}
-
 /* Send method with req to q:backup of region, wait at most timeout_ms; print the JSON
  * answer. Exit status. (Also wardctl_pitr.c's.) */
 int wardctl_backup_call(const struct wardctl_conf *conf, int region, const char *method,
 			const Ward__BackupRequest *req, int timeout_ms)
 {
-	const struct wardctl_cell *cell = &conf->cell[region];
-	struct queue_opts qo = { 0 };
-	struct queue_msg msg = { 0 };
-	struct backup_call c = { 0 };
-	Ward__Principal principal = WARD__PRINCIPAL__INIT;
-	envelope_keys_t *keys;
-	queue_t *q;
-	char instance[48], request_id[33];
-	const char *err = NULL;
-	uint8_t *payload;
-	size_t len = ward__backup_request__get_packed_size(req);
+	const struct wardctl_call call = { .dest = "q:backup",
+					   .method = method,
+					   .tenant = req->tenant_id,
+					   .request = &req->base,
+					   .reply = &ward__backup_reply__descriptor,
+					   .reply_max = BACKUP_REPLY_MAX,
+					   .timeout_ms = timeout_ms,
+					   .service = "ward-backup" };
+	ProtobufCMessage *m;
+	Ward__BackupReply *r;
 	int ret = 1;
 
-	payload = malloc(len ? len : 1);
-	if (payload == NULL)
+	if (wardctl_request(conf, region, &call, &m) < 0)
 		return 1;
-	ward__backup_request__pack(req, payload);
-	keys = envelope_keys_parse(cell->route_keys.data, cell->route_keys.len, &err);
-	if (keys == NULL) {
-		wardctl_error("%s: %s", cell->route_keys.path, err);
-		free(payload);
-		return 1;
-	}
-	c.base = event_base_new();
-	if (c.base == NULL) {
-		envelope_keys_free(keys);
-		free(payload);
-		return 1;
-	}
-	snprintf(instance, sizeof instance, "wardctl-%ld", (long)getpid());
-	qo.host = cell->redis_host;
-	qo.port = cell->redis_port;
-	qo.user = cell->redis_user;
-	qo.password = (const char *)cell->redis_password.data;
-	qo.service = cell->redis_user;
-	qo.instance = instance;
-	qo.region = wardctl_regions[region];
-	q = queue_new(c.base, &qo, keys, &err);
-	if (q == NULL) {
-		wardctl_error("region %s: %s", wardctl_regions[region], err ? err : "no Redis");
-		event_base_free(c.base);
-		free(payload);
-		return 1;
-	}
-	principal.kind = "operator";
-	principal.id = (char *)backup_operator();
-	(void)crypto_random_id(request_id);
-	msg.dest = "q:backup";
-	msg.method = method;
-	msg.tenant = req->tenant_id;
-	msg.principal = &principal;
-	msg.request_id = request_id;
-	msg.timeout_ms = timeout_ms;
-	msg.payload = payload;
-	msg.len = len;
-	c.status = -1;
-	if (queue_request(q, &msg, backup_call_done, &c, &err) < 0) {
-		wardctl_error("%s: %s", method, err ? err : "cannot send");
-	} else {
-		event_base_dispatch(c.base);
-		if (c.status != 0)
-			wardctl_error("%s: %s", method, c.error);
-		else if (c.json != NULL && puts(c.json) != EOF && fflush(stdout) == 0)
-			ret = 0;
-	}
-	queue_free(q);
-	event_base_free(c.base);
-	free(c.json);
-	free(payload);
+	r = (Ward__BackupReply *)m;
+	if (puts(r->json) != EOF && fflush(stdout) == 0)
+		ret = 0;
+	ward__backup_reply__free_unpacked(r, NULL);
 	return ret;
-}
-
-/* The tenant id of slug in region (tenant.tenants: closed tenants too); -1 after
- * printing. */
-static int backup_tenant_id(const struct wardctl_conf *conf, int region, const char *slug,
-			    char out[40])
-{
-	const char *params[1] = { slug }, *err = NULL;
-	PGresult *res;
-	db_t *db = wardctl_db(conf, region);
-
-	if (db == NULL)
-		return -1;
-	res = db_exec(db, "SELECT id FROM tenant.tenants WHERE slug = $1", 1, params, &err);
-	if (res == NULL || PQntuples(res) != 1) {
-		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
-			      slug, err ? ": " : "", err ? err : "");
-		PQclear(res);
-		db_free(db);
-		return -1;
-	}
-	snprintf(out, 40, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-	db_free(db);
-	return 0;
 }
 
 /* After a restore: the other cells' directories know the slug again (the home
@@ -252,16 +126,58 @@ int wardctl_parse_time(const char *s, int64_t *ms_r)
 
 int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled);
 
-int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
+int wardctl_backup_args(int argc, char **argv, bool strict, struct wardctl_backup_args *a)
 {
-	static const struct option opts[] = { { "region", required_argument, NULL, 'r' },
+	/* Without its first entry (--id) for the strict parse. */
+	static const struct option opts[] = { { "id", required_argument, NULL, 'i' },
+					      { "region", required_argument, NULL, 'r' },
 					      { "tenant", required_argument, NULL, 't' },
 					      { "backup", required_argument, NULL, 'b' },
 					      { "to", required_argument, NULL, 'T' },
 					      { "now", required_argument, NULL, 'N' },
 					      { NULL, 0, NULL, 0 } };
+	int c, ret = 0;
+
+	memset(a, 0, sizeof *a);
+	optind = 0;
+	opterr = strict;
+	while (ret == 0 && (c = getopt_long(argc, argv, strict ? "r:t:b:T:N:" : "r:t:b:T:N:i:",
+					    strict ? opts + 1 : opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			a->region = optarg;
+			break;
+		case 't':
+			a->tenant = optarg;
+			break;
+		case 'b':
+			a->backup = optarg;
+			break;
+		case 'T':
+			a->to = optarg;
+			break;
+		case 'N':
+			a->now = optarg;
+			break;
+		case 'i':
+			a->id = optarg;
+			break;
+		default:
+			a->unknown = true;
+			if (strict)
+				ret = -1;
+			break;
+		}
+	}
+	opterr = 1;
+	return ret;
+}
+
+int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
+{
 	Ward__BackupRequest req = WARD__BACKUP_REQUEST__INIT;
-	const char *region = NULL, *slug = NULL, *cmd, *method;
+	struct wardctl_backup_args a;
+	const char *region, *slug, *cmd, *method;
 	char tenant_id[40] = "", backup_id[33] = "";
 	int c, r;
 
@@ -276,38 +192,26 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 	cmd = argv[1];
 	argc--;
 	argv++;
-	optind = 0;
-	while ((c = getopt_long(argc, argv, "r:t:b:T:N:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'r':
-			region = optarg;
-			break;
-		case 't':
-			slug = optarg;
-			break;
-		case 'b':
-			if (strlen(optarg) != 32 || strspn(optarg, "0123456789abcdef") != 32) {
-				wardctl_error("--backup: expected 32 hex digits");
-				return 2;
-			}
-			snprintf(backup_id, sizeof backup_id, "%s", optarg);
-			break;
-		case 'T':
-			if (wardctl_parse_time(optarg, &req.to_ms) < 0) {
-				wardctl_error("--to: expected RFC 3339 UTC time or unix ms");
-				return 2;
-			}
-			break;
-		case 'N':
-			if (wardctl_parse_time(optarg, &req.now_ms) < 0 || req.now_ms <= 0) {
-				wardctl_error("--now: expected RFC 3339 UTC time or unix ms");
-				return 2;
-			}
-			break;
-		default:
-			fputs(wardctl_backup_usage, stderr);
+	if (wardctl_backup_args(argc, argv, true, &a) < 0) {
+		fputs(wardctl_backup_usage, stderr);
+		return 2;
+	}
+	region = a.region;
+	slug = a.tenant;
+	if (a.backup != NULL) {
+		if (strlen(a.backup) != 32 || strspn(a.backup, "0123456789abcdef") != 32) {
+			wardctl_error("--backup: expected 32 hex digits");
 			return 2;
 		}
+		snprintf(backup_id, sizeof backup_id, "%s", a.backup);
+	}
+	if (a.to != NULL && wardctl_parse_time(a.to, &req.to_ms) < 0) {
+		wardctl_error("--to: expected RFC 3339 UTC time or unix ms");
+		return 2;
+	}
+	if (a.now != NULL && (wardctl_parse_time(a.now, &req.now_ms) < 0 || req.now_ms <= 0)) {
+		wardctl_error("--now: expected RFC 3339 UTC time or unix ms");
+		return 2;
 	}
 	if (optind < argc || region == NULL || (r = wardctl_region_index(region)) < 0) {
 		wardctl_error("backup %s needs --region us|eu|uk", cmd);
@@ -341,7 +245,7 @@ int wardctl_backup(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("backup prune applies to the whole cell (no --tenant)");
 		return 2;
 	}
-	if (slug != NULL && backup_tenant_id(conf, r, slug, tenant_id) < 0)
+	if (slug != NULL && wardctl_tenant_find(conf, r, slug, tenant_id, NULL) < 0)
 		return 1;
 	req.tenant_id = tenant_id;
 	req.backup_id = backup_id;

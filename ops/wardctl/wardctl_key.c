@@ -25,7 +25,6 @@
  * with --destroy-old makes a last pass and destroys the older versions (kept by
  * default, so that backups of the retention window stay restorable).
  */
-#include <event2/event.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +35,7 @@
 #include <libpq-fe.h>
 
 #include "crypto.h"
-#include "envelope.h"
 #include "keys.pb-c.h"
-#include "queue.h"
 #include "wardctl.h"
 
 /* The wrap context of a tenant's blind-index root (tenant.keys version 0) after the
@@ -465,144 +462,32 @@ out:
 
 /* ------------------------------------------------------------ rotate-dek */
 
-struct key_call {
-	struct event_base *base;
-	int status;
-	char error[512];
-	Ward__RekeyReply *reply;
-};
-
-static void key_call_done(void *arg, int status, const Ward__Envelope *env,
-			  const uint8_t *payload, size_t len)
-{
-	struct key_call *c = arg;
-
-	c->status = status;
-	if (status < 0) {
-		snprintf(c->error, sizeof c->error, "%s",
-			 status == QUEUE_ETIMEDOUT ? "timed out (is the service running?)"
-						   : "Redis connection down");
-	} else if (env->status != 0) {
-		snprintf(c->error, sizeof c->error, "%s",
-			 env->error != NULL ? env->error : "failed");
-		c->status = env->status;
-	} else if (len > 4096 || (c->reply = ward__rekey_reply__unpack(NULL, len, payload)) == NULL) {
-		snprintf(c->error, sizeof c->error, "malformed reply");
-		c->status = -1;
-	}
-	event_base_loopbreak(c->base);
-}
-
-/* The operator's name: $USER if it looks like a name, else "ops". */
-static const char *key_operator(void)
-{
-	const char *user = getenv("USER");
-
-	if (user == NULL || user[0] == '\0' || strlen(user) > 64 ||
-	    strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(user))
-		return "ops";
-	return user;
-}
-
-/* A queue connection to region as the operator. */
-struct key_q {
-	struct event_base *base;
-	envelope_keys_t *keys;
-	queue_t *q;
-};
-
-static void key_q_free(struct key_q *k)
-{
-	queue_free(k->q);
-	if (k->base != NULL)
-		event_base_free(k->base);
-	envelope_keys_free(k->keys);
-	memset(k, 0, sizeof *k);
-}
-
-static int key_q_open(const struct wardctl_conf *conf, int region, struct key_q *k)
-{
-	const struct wardctl_cell *cell = &conf->cell[region];
-	struct queue_opts qo = { 0 };
-	static char instance[48];
-	const char *err = NULL;
-
-	memset(k, 0, sizeof *k);
-	k->keys = envelope_keys_parse(cell->route_keys.data, cell->route_keys.len, &err);
-	if (k->keys == NULL) {
-		wardctl_error("%s: %s", cell->route_keys.path, err);
-		return -1;
-	}
-	if ((k->base = event_base_new()) == NULL) {
-		key_q_free(k);
-		return -1;
-	}
-	snprintf(instance, sizeof instance, "wardctl-%ld", (long)getpid());
-	qo.host = cell->redis_host;
-	qo.port = cell->redis_port;
-	qo.user = cell->redis_user;
-	qo.password = (const char *)cell->redis_password.data;
-	qo.service = cell->redis_user;
-	qo.instance = instance;
-	qo.region = wardctl_regions[region];
-	k->q = queue_new(k->base, &qo, k->keys, &err);
-	k->keys = NULL; /* queue_new took them over (and freed them if it failed) */
-	if (k->q == NULL) {
-		wardctl_error("region %s: %s", wardctl_regions[region], err ? err : "no Redis");
-		key_q_free(k);
-		return -1;
-	}
-	return 0;
-}
-
 /* One rekey request to dest ("q:ticket" / "q:auth"); *reply_r unpacked, or -1 printed. */
-static int key_rekey_call(struct key_q *k, const char *dest, const char *method,
+static int key_rekey_call(struct wardctl_queue *wq, const char *dest, const char *method,
 			  const char *tenant, int batch, Ward__RekeyReply **reply_r)
 {
 	Ward__RekeyRequest req = WARD__REKEY_REQUEST__INIT;
-	Ward__Principal principal = WARD__PRINCIPAL__INIT;
-	struct queue_msg msg = { 0 };
-	struct key_call c = { 0 };
-	uint8_t payload[128];
-	char request_id[33];
-	const char *err = NULL;
+	const struct wardctl_call call = { .dest = dest,
+					   .method = method,
+					   .tenant = tenant,
+					   .request = &req.base,
+					   .reply = &ward__rekey_reply__descriptor,
+					   .reply_max = 4096,
+					   .timeout_ms = 120000,
+					   .service = "the service" };
+	ProtobufCMessage *m;
 
 	req.tenant_id = (char *)tenant;
 	req.batch = batch;
-	if (ward__rekey_request__get_packed_size(&req) > sizeof payload)
+	if (wardctl_queue_call(wq, &call, &m) < 0)
 		return -1;
-	principal.kind = "operator";
-	principal.id = (char *)key_operator();
-	(void)crypto_random_id(request_id);
-	msg.dest = dest;
-	msg.method = method;
-	msg.tenant = tenant;
-	msg.principal = &principal;
-	msg.request_id = request_id;
-	msg.timeout_ms = 120000;
-	msg.payload = payload;
-	msg.len = ward__rekey_request__pack(&req, payload);
-	c.base = k->base;
-	c.status = -1;
-	if (queue_request(k->q, &msg, key_call_done, &c, &err) < 0) {
-		wardctl_error("%s: %s", method, err ? err : "cannot send");
-		return -1;
-	}
-	event_base_dispatch(k->base);
-	if (c.status != 0) {
-		wardctl_error("%s: %s", method, c.error);
-		if (c.reply != NULL)
-			ward__rekey_reply__free_unpacked(c.reply, NULL);
-		return -1;
-	}
-	*reply_r = c.reply;
+	*reply_r = (Ward__RekeyReply *)m;
 	return 0;
 }
 
 /* Passes of ticket.rekey and auth.rekey until nothing is under an older version
  * than new_version in either; adds to *done_r. */
-static int key_rekey_all(struct key_q *k, const char *tenant, uint32_t new_version, int batch,
+static int key_rekey_all(struct wardctl_queue *wq, const char *tenant, uint32_t new_version, int batch,
 			 long *done_r)
 {
 	static const char *const dests[2][2] = { { "q:ticket", "ticket.rekey" },
@@ -613,7 +498,7 @@ static int key_rekey_all(struct key_q *k, const char *tenant, uint32_t new_versi
 			Ward__RekeyReply *r = NULL;
 			long remaining;
 
-			if (key_rekey_call(k, dests[s][0], dests[s][1], tenant, batch, &r) < 0)
+			if (key_rekey_call(wq, dests[s][0], dests[s][1], tenant, batch, &r) < 0)
 				return -1;
 			remaining = (long)r->remaining;
 			*done_r += (long)r->done;
@@ -664,6 +549,26 @@ static int key_find_tenant(const struct wardctl_conf *conf, const char *slug, ch
 	return -1;
 }
 
+int wardctl_key_store(db_t *db, const char *tenant, uint32_t version, const uint8_t *wrapped,
+		      size_t wrapped_len, uint32_t kek_version, const char **error_r)
+{
+	char vbuf[16], kvbuf[16];
+	const char *p[4] = { tenant, vbuf, (const char *)wrapped, kvbuf };
+	const int l[4] = { 0, 0, (int)wrapped_len, 0 }, f[4] = { 0, 0, 1, 0 };
+	PGresult *res;
+
+	snprintf(vbuf, sizeof vbuf, "%u", version);
+	snprintf(kvbuf, sizeof kvbuf, "%u", kek_version);
+	res = db_exec_bin(db,
+			  "INSERT INTO tenant.keys (tenant_id, version, wrapped, kek_version) "
+			  "VALUES ($1, $2::int, $3, $4::int)",
+			  4, p, l, f, error_r);
+	if (res == NULL)
+		return -1;
+	PQclear(res);
+	return 0;
+}
+
 /* In the tenant's transaction: store the blind-index root if absent, then a new DEK
  * version; *from_r the newest version before, *to_r the new one. */
 static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *tenant,
@@ -679,7 +584,7 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 	uint32_t kv = 0, max = 0;
 	int rows, has_root = 0, ret = -1;
 	size_t wl = 0;
-	char ctx[96], vbuf[16], kvbuf[16];
+	char ctx[96];
 
 	if (res == NULL)
 		return -1;
@@ -696,7 +601,6 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 		*error_r = "the tenant has no live DEK";
 		goto out;
 	}
-	snprintf(kvbuf, sizeof kvbuf, "%u", kv);
 	if (!has_root) {
 		/* The root of the DEK the indexes were made with: before any rotation,
 		 * the only one (version 1). */
@@ -726,18 +630,8 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 			*error_r = "cannot derive or wrap the blind-index root";
 			goto out;
 		}
-		{
-			const char *ip[3] = { tenant, (const char *)w, kvbuf };
-			const int il[3] = { 0, (int)wl, 0 }, ifm[3] = { 0, 1, 0 };
-			PGresult *ins = db_exec_bin(db,
-						    "INSERT INTO tenant.keys (tenant_id, version, "
-						    "wrapped, kek_version) VALUES ($1, 0, $2, $3::int)",
-						    3, ip, il, ifm, error_r);
-
-			if (ins == NULL)
-				goto out;
-			PQclear(ins);
-		}
+		if (wardctl_key_store(db, tenant, 0, w, wl, kv, error_r) < 0)
+			goto out;
 		free(w);
 		w = NULL;
 	}
@@ -745,19 +639,8 @@ static int key_new_dek(db_t *db, const struct crypto_keyring *ring, const char *
 		*error_r = "cannot make or wrap a DEK";
 		goto out;
 	}
-	snprintf(vbuf, sizeof vbuf, "%u", max + 1);
-	{
-		const char *ip[4] = { tenant, vbuf, (const char *)w, kvbuf };
-		const int il[4] = { 0, 0, (int)wl, 0 }, ifm[4] = { 0, 0, 1, 0 };
-		PGresult *ins = db_exec_bin(db,
-					    "INSERT INTO tenant.keys (tenant_id, version, wrapped, "
-					    "kek_version) VALUES ($1, $2::int, $3, $4::int)",
-					    4, ip, il, ifm, error_r);
-
-		if (ins == NULL)
-			goto out;
-		PQclear(ins);
-	}
+	if (wardctl_key_store(db, tenant, max + 1, w, wl, kv, error_r) < 0)
+		goto out;
 	*from_r = max;
 	*to_r = max + 1;
 	ret = 0;
@@ -774,7 +657,7 @@ static int key_rotate_dek(const struct wardctl_conf *conf, const char *slug, int
 			  int grace, bool keep_old)
 {
 	struct crypto_keyring ring;
-	struct key_q k = { 0 };
+	struct wardctl_queue wq = { 0 };
 	char tenant[40], detail[256], target[64], vbuf[16];
 	const char *err = NULL;
 	uint32_t from = 0, to = 0;
@@ -810,14 +693,15 @@ static int key_rotate_dek(const struct wardctl_conf *conf, const char *slug, int
 	/* First pass now (the services forget their cached keys on the request), the
 	 * last after the grace period, when no daemon can hold an older version as
 	 * the one that seals. */
-	if (key_q_open(conf, region, &k) < 0 || key_rekey_all(&k, tenant, to, batch, &done) < 0)
+	if (wardctl_queue_open(conf, region, NULL, &wq) < 0 ||
+	    key_rekey_all(&wq, tenant, to, batch, &done) < 0)
 		goto out;
 	if (!keep_old) {
 		const char *dp[2] = { tenant, vbuf };
 		PGresult *res;
 
 		sleep((unsigned)grace);
-		if (key_rekey_all(&k, tenant, to, batch, &done) < 0)
+		if (key_rekey_all(&wq, tenant, to, batch, &done) < 0)
 			goto out;
 		snprintf(vbuf, sizeof vbuf, "%u", to);
 		if (db_begin(db, tenant, &err) < 0 ||
@@ -853,7 +737,7 @@ static int key_rotate_dek(const struct wardctl_conf *conf, const char *slug, int
 		ret = 0;
 out:
 	crypto_keyring_wipe(&ring);
-	key_q_free(&k);
+	wardctl_queue_close(&wq);
 	json_decref(o);
 	db_free(db);
 	return ret;
@@ -906,10 +790,10 @@ int wardctl_key(const struct wardctl_conf *conf, int argc, char **argv)
 			break;
 		case 'b':
 		case 'g': {
-			long v = strtol(optarg, &end, 10);
+			long v;
 
-			if (end == optarg || *end != '\0' || v < (c == 'b' ? 1 : 0) ||
-			    v > (c == 'b' ? 10000 : 86400)) {
+			if (wardctl_number(optarg, c == 'b' ? 1 : 0, c == 'b' ? 10000 : 86400, &v) <
+			    0) {
 				wardctl_error("--%s: out of range", c == 'b' ? "batch" : "grace");
 				return 2;
 			}

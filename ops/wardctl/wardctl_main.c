@@ -53,6 +53,17 @@ int wardctl_region_index(const char *name)
 	return -1;
 }
 
+int wardctl_number(const char *s, long min, long max, long *v_r)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || v < min || v > max)
+		return -1;
+	*v_r = v;
+	return 0;
+}
+
 void wardctl_error(const char *fmt, ...)
 {
 	va_list ap;

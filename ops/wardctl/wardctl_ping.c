@@ -12,10 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "crypto.h"
-#include "envelope.h"
 #include "queue.h"
 #include "wardctl.h"
 
@@ -34,8 +32,7 @@ const char wardctl_ping_usage[] =
 	"Exits 1 on a timeout (default 5000 ms, --timeout-ms is a synonym) or any error.\n";
 
 struct ping_run {
-	struct event_base *base;
-	queue_t *q;
+	struct wardctl_queue wq;
 	const char *service;
 	const char *region;
 	char stream[48];
@@ -74,7 +71,7 @@ static void ping_next(struct ping_run *run)
 	run->done++;
 	/* A single ping stops at its first failure; a benchmark run counts failures. */
 	if (run->count == 1 && run->failed) {
-		event_base_loopbreak(run->base);
+		event_base_loopbreak(run->wq.base);
 		return;
 	}
 	if (run->sent < run->count && ping_send(run) < 0) {
@@ -83,7 +80,7 @@ static void ping_next(struct ping_run *run)
 		run->sent = run->count;
 	}
 	if (run->done >= run->count)
-		event_base_loopbreak(run->base);
+		event_base_loopbreak(run->wq.base);
 }
 
 /* A reply (or a transport error): check it, print it for a single ping. */
@@ -168,7 +165,7 @@ static int ping_send(struct ping_run *run)
 	msg.len = len;
 	run->sent++;
 	clock_gettime(CLOCK_MONOTONIC, &req->t0);
-	if (queue_request(run->q, &msg, ping_reply, req, &err) < 0) {
+	if (queue_request(run->wq.q, &msg, ping_reply, req, &err) < 0) {
 		wardctl_error("ping %s: %s", run->stream, err != NULL ? err : "cannot send");
 		free(req);
 		return -1;
@@ -216,20 +213,6 @@ static int ping_summary(struct ping_run *run, int concurrency)
 	return r;
 }
 
-/* The operator's name for envelopes: $USER if it looks like a name, else "ops". */
-static const char *ping_operator(void)
-{
-	const char *user = getenv("USER");
-
-	if (user == NULL || user[0] == '\0' || strlen(user) > 64)
-		return "ops";
-	for (const char *p = user; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
-			return "ops";
-	return user;
-}
-
 int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 {
 	static const struct option opts[] = { { "region", required_argument, NULL, 'r' },
@@ -240,12 +223,8 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 					      { "timeout-ms", required_argument, NULL, 'T' },
 					      { "concurrency", required_argument, NULL, 'C' },
 					      { NULL, 0, NULL, 0 } };
-	const char *region = NULL, *service = NULL, *text = "ping", *err = NULL;
+	const char *region = NULL, *service = NULL, *text = "ping";
 	struct ping_run run;
-	struct queue_opts qo = { 0 };
-	envelope_keys_t *keys = NULL;
-	const struct wardctl_cell *cell;
-	char instance[48], *end;
 	long count = 1, timeout = 5000, concurrency = 1;
 	int c, ri;
 
@@ -257,22 +236,19 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 		case 's': service = optarg; break;
 		case 't': text = optarg; break;
 		case 'c':
-			count = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || count < 1 || count > PING_COUNT_MAX) {
+			if (wardctl_number(optarg, 1, PING_COUNT_MAX, &count) < 0) {
 				wardctl_error("--count: 1 to %d", PING_COUNT_MAX);
 				return 2;
 			}
 			break;
 		case 'C':
-			concurrency = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || concurrency < 1 || concurrency > 1000) {
+			if (wardctl_number(optarg, 1, 1000, &concurrency) < 0) {
 				wardctl_error("--concurrency: 1 to 1000");
 				return 2;
 			}
 			break;
 		case 'T':
-			timeout = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || timeout < 1 || timeout > 600000) {
+			if (wardctl_number(optarg, 1, 600000, &timeout) < 0) {
 				wardctl_error("--timeout: 1 to 600000 ms");
 				return 2;
 			}
@@ -297,42 +273,12 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("--text: at most %d bytes", PING_TEXT_MAX);
 		return 1;
 	}
-	cell = &conf->cell[ri];
-	keys = envelope_keys_parse(cell->route_keys.data, cell->route_keys.len, &err);
-	if (keys == NULL) {
-		wardctl_error("%s: %s", cell->route_keys.path, err);
-		return 1;
-	}
 	snprintf(run.stream, sizeof run.stream, "q:%s", service);
-	if (envelope_keys_sealing(keys, cell->redis_user, run.stream, NULL) == NULL) {
-		wardctl_error("no route key for %s -> %s in %s (not allowed by the policy)",
-			      cell->redis_user, run.stream, cell->route_keys.path);
-		envelope_keys_free(keys);
+	if (wardctl_queue_open(conf, ri, run.stream, &run.wq) < 0)
 		return 1;
-	}
-	run.base = event_base_new();
-	if (run.base == NULL) {
-		wardctl_error("cannot create an event base");
-		envelope_keys_free(keys);
-		return 1;
-	}
-	snprintf(instance, sizeof instance, "wardctl-%ld", (long)getpid());
-	qo.host = cell->redis_host;
-	qo.port = cell->redis_port;
-	qo.user = cell->redis_user;
-	qo.password = (const char *)cell->redis_password.data;
-	qo.service = cell->redis_user;
-	qo.instance = instance;
-	qo.region = region;
-	run.q = queue_new(run.base, &qo, keys, &err); /* takes keys over */
-	if (run.q == NULL) {
-		wardctl_error("region %s: %s", region, err != NULL ? err : "cannot reach Redis");
-		event_base_free(run.base);
-		return 1;
-	}
 	ward__principal__init(&run.principal);
 	run.principal.kind = "operator";
-	run.principal.id = (char *)ping_operator();
+	run.principal.id = (char *)wardctl_operator();
 	run.service = service;
 	run.region = region;
 	run.text = text;
@@ -341,8 +287,7 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 	run.rtt = calloc((size_t)count, sizeof run.rtt[0]);
 	if (run.rtt == NULL) {
 		wardctl_error("out of memory");
-		queue_free(run.q);
-		event_base_free(run.base);
+		wardctl_queue_close(&run.wq);
 		return 1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &run.start);
@@ -352,9 +297,8 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 			break;
 		}
 	if (run.sent > 0)
-		event_base_dispatch(run.base);
-	queue_free(run.q);
-	event_base_free(run.base);
+		event_base_dispatch(run.wq.base);
+	wardctl_queue_close(&run.wq);
 	if (count > 1 && ping_summary(&run, (int)concurrency) < 0)
 		run.failed++;
 	free(run.rtt);

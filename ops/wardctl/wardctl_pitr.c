@@ -23,47 +23,16 @@
 
 #define PITR_TIMEOUT_MS 900000
 
-/* The id and status of tenant slug homed in region; -1 after printing. */
-static int pitr_tenant(const struct wardctl_conf *conf, int region, const char *slug, char id[40],
-		       char status[16])
-{
-	const char *params[1] = {slug}, *err = NULL;
-	db_t *db = wardctl_db(conf, region);
-	PGresult *res;
-
-	if (db == NULL)
-		return -1;
-	res = db_exec(db, "SELECT id, status FROM tenant.tenants WHERE slug = $1", 1, params, &err);
-	if (res == NULL || PQntuples(res) != 1) {
-		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
-			      slug, err ? ": " : "", err ? err : "");
-		PQclear(res);
-		db_free(db);
-		return -1;
-	}
-	snprintf(id, 40, "%s", PQgetvalue(res, 0, 0));
-	snprintf(status, 16, "%s", PQgetvalue(res, 0, 1));
-	PQclear(res);
-	db_free(db);
-	return 0;
-}
-
 /* The commands above (their help is in wardctl_backup_usage); *handled = 0 leaves
  * the command to wardctl_backup.c. Returns the exit status. */
 int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled);
 int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *handled)
 {
-	static const struct option opts[] = {{"region", required_argument, NULL, 'r'},
-					     {"tenant", required_argument, NULL, 't'},
-					     {"backup", required_argument, NULL, 'b'},
-					     {"to", required_argument, NULL, 'T'},
-					     {"now", required_argument, NULL, 'N'},
-					     {"id", required_argument, NULL, 'i'},
-					     {NULL, 0, NULL, 0}};
 	Ward__BackupRequest req = WARD__BACKUP_REQUEST__INIT;
-	const char *region = NULL, *slug = NULL, *to = NULL, *now = NULL, *id = NULL, *method;
+	struct wardctl_backup_args a;
+	const char *method;
 	char tenant_id[40] = "", status[16] = "", scratch[33] = "";
-	int c, r, backup = 0;
+	int r;
 	const char *cmd = argc >= 2 ? argv[1] : "";
 
 	*handled = 0;
@@ -72,45 +41,19 @@ int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *ha
 		return 0;
 	argc--;
 	argv++;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "r:t:b:T:N:i:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'r':
-			region = optarg;
-			break;
-		case 't':
-			slug = optarg;
-			break;
-		case 'b':
-			backup = 1;
-			break;
-		case 'T':
-			to = optarg;
-			break;
-		case 'N':
-			now = optarg;
-			break;
-		case 'i':
-			id = optarg;
-			break;
-		default:
-			backup = 1;
-			break; /* not ours: wardctl_backup.c's parser says why */
-		}
-	}
-	opterr = 1;
+	/* Quietly: an option that is not ours is for wardctl_backup.c's parser to refuse. */
+	(void)wardctl_backup_args(argc, argv, false, &a);
 	/* A restore without --to, or of a named logical backup, is not point in time. */
-	if (strcmp(cmd, "restore") == 0 && (to == NULL || backup))
+	if (strcmp(cmd, "restore") == 0 && (a.to == NULL || a.backup != NULL || a.unknown))
 		return 0;
 	*handled = 1;
-	if (optind < argc || region == NULL || (r = wardctl_region_index(region)) < 0) {
+	if (optind < argc || a.region == NULL || (r = wardctl_region_index(a.region)) < 0) {
 		wardctl_error("backup %s needs --region us|eu|uk", cmd);
 		return 2;
 	}
-	if ((to != NULL && wardctl_parse_time(to, &req.to_ms) < 0) ||
-	    (now != NULL && wardctl_parse_time(now, &req.now_ms) < 0)) {
-		wardctl_error("--%s: expected RFC 3339 UTC time or unix ms", to ? "to" : "now");
+	if ((a.to != NULL && wardctl_parse_time(a.to, &req.to_ms) < 0) ||
+	    (a.now != NULL && wardctl_parse_time(a.now, &req.now_ms) < 0)) {
+		wardctl_error("--%s: expected RFC 3339 UTC time or unix ms", a.to ? "to" : "now");
 		return 2;
 	}
 	if (strcmp(cmd, "base") == 0) {
@@ -118,16 +61,16 @@ int wardctl_pitr(const struct wardctl_conf *conf, int argc, char **argv, int *ha
 	} else if (strcmp(cmd, "pitr-expire") == 0) {
 		method = "backup.pitr_expire";
 	} else if (strcmp(cmd, "scratch-drop") == 0) {
-		if (id == NULL || strlen(id) != 32 || strspn(id, "0123456789abcdef") != 32) {
+		if (a.id == NULL || strlen(a.id) != 32 || strspn(a.id, "0123456789abcdef") != 32) {
 			wardctl_error("scratch-drop needs --id (32 hex digits)");
 			return 2;
 		}
-		snprintf(scratch, sizeof scratch, "%s", id);
+		snprintf(scratch, sizeof scratch, "%s", a.id);
 		method = "backup.scratch_drop";
 	} else {
 		method = "backup.pitr";
-		if (slug != NULL) {
-			if (pitr_tenant(conf, r, slug, tenant_id, status) < 0)
+		if (a.tenant != NULL) {
+			if (wardctl_tenant_find(conf, r, a.tenant, tenant_id, status) < 0)
 				return 1;
 			if (strcmp(status, "active") != 0) {
 				*handled = 0; /* a closed tenant: from its logical backups */

@@ -53,18 +53,21 @@ const char wardctl_tenant_usage[] =
 	"        copy now: every backup of the tenant becomes unreadable. --region names the\n"
 	"        home cell of an already closed tenant (no longer in the directory).\n";
 
-/* 1 if slug is [a-z0-9-]{3,40}. */
-static int slug_valid(const char *slug)
+/* 0 if slug is [a-z0-9-]{3,40}, else -1 after printing why. */
+static int tenant_slug_check(const char *slug)
 {
 	size_t len = strlen(slug);
 
 	if (len < SLUG_MIN || len > SLUG_MAX)
-		return 0;
+		goto bad;
 	for (size_t i = 0; i < len; i++)
 		if (!((slug[i] >= 'a' && slug[i] <= 'z') || (slug[i] >= '0' && slug[i] <= '9') ||
 		      slug[i] == '-'))
-			return 0;
-	return 1;
+			goto bad;
+	return 0;
+bad:
+	wardctl_error("invalid slug '%s': expected [a-z0-9-]{3,40}", slug);
+	return -1;
 }
 
 /* 1 if name is 1..200 bytes of valid UTF-8 without control characters. */
@@ -199,6 +202,56 @@ static int directory_lookup(db_t *db, const char *slug, char region_r[8], const 
 	return found;
 }
 
+int wardctl_tenant_find(const struct wardctl_conf *conf, int region, const char *slug,
+			char id[40], char status[16])
+{
+	const char *params[1] = { slug }, *err = NULL;
+	db_t *db = wardctl_db(conf, region);
+	PGresult *res;
+
+	if (db == NULL)
+		return -1;
+	res = db_exec(db, "SELECT id, status FROM tenant.tenants WHERE slug = $1", 1, params, &err);
+	if (res == NULL || PQntuples(res) != 1) {
+		wardctl_error("region %s: no tenant '%s' homed here%s%s", wardctl_regions[region],
+			      slug, err ? ": " : "", err ? err : "");
+		PQclear(res);
+		db_free(db);
+		return -1;
+	}
+	snprintf(id, 40, "%s", PQgetvalue(res, 0, 0));
+	if (status != NULL)
+		snprintf(status, 16, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	db_free(db);
+	return 0;
+}
+
+/* The home region of slug, from the first cell whose directory answers: its index;
+ * -1 if that directory has no such slug, -2 if no cell could be asked. */
+static int tenant_home(const struct wardctl_conf *conf, const char *slug, char where[8])
+{
+	const char *err = NULL;
+	int home = -2;
+
+	for (int i = 0; i < WARDCTL_REGIONS && home < 0; i++) {
+		db_t *db;
+		int r;
+
+		if ((db = wardctl_db(conf, i)) == NULL)
+			continue;
+		r = directory_lookup(db, slug, where, &err);
+		if (r < 0)
+			wardctl_error("region %s: %s", wardctl_regions[i], err);
+		db_free(db);
+		if (r > 0 && (home = wardctl_region_index(where)) < 0)
+			home = -2;
+		else if (r == 0)
+			return -1;
+	}
+	return home;
+}
+
 /* Run one statement whose result is not needed (constant SQL, text parameters). */
 static int run(db_t *db, const char *sql, int n, const char *const *params, const char **error_r)
 {
@@ -238,7 +291,6 @@ struct tenant_new {
 	size_t hash_len;
 	uint8_t kek[CRYPTO_KEY_LEN];
 	uint32_t kek_version; /* the key ring's current version (wardctl key rotate-kek) */
-	char kek_version_s[16];
 	uint8_t dek[CRYPTO_KEY_LEN];
 	uint8_t *wrapped;
 	size_t wrapped_len;
@@ -279,7 +331,6 @@ static int tenant_new_make(struct tenant_new *t, const char *kek_file, const cha
 			*error_r = "the key ring holds no key";
 			return -1;
 		}
-		snprintf(t->kek_version_s, sizeof t->kek_version_s, "%u", t->kek_version);
 	}
 	if (uuid_random(t->id) < 0 || uuid_random(t->user_id) < 0 ||
 	    crypto_random(t->dek, sizeof t->dek) < 0 || password_random(t->password) < 0 ||
@@ -323,8 +374,6 @@ static int tenant_create_home(db_t *db, const struct tenant_new *t, const char *
 			      const char *name, const char *region, const char **error_r)
 {
 	const char *tp[4] = { t->id, slug, name, region };
-	const char *kp[3] = { t->id, (const char *)t->wrapped, t->kek_version_s };
-	const int kl[3] = { 0, (int)t->wrapped_len, 0 }, kf[3] = { 0, 1, 0 };
 	const char *up[5] = { t->user_id, t->id, (const char *)t->email_enc, t->bidx, t->hash };
 	const int ul[5] = { 0, 0, (int)t->email_enc_len, 0, 0 }, uf[5] = { 0, 0, 1, 0, 0 };
 	const char *dp[2] = { slug, region };
@@ -335,13 +384,9 @@ static int tenant_create_home(db_t *db, const struct tenant_new *t, const char *
 	if (run(db, "INSERT INTO tenant.tenants (id, slug, name, region) VALUES ($1, $2, $3, $4)",
 		4, tp, error_r) < 0)
 		goto fail;
-	res = db_exec_bin(db,
-			  "INSERT INTO tenant.keys (tenant_id, version, wrapped, kek_version) "
-			  "VALUES ($1, 1, $2, $3::int)",
-			  3, kp, kl, kf, error_r);
-	if (res == NULL)
+	if (wardctl_key_store(db, t->id, 1, t->wrapped, t->wrapped_len, t->kek_version,
+			      error_r) < 0)
 		goto fail;
-	PQclear(res);
 	res = db_exec_bin(db,
 			  "INSERT INTO auth.users (id, tenant_id, email_enc, email_bidx, role, "
 			  "password_hash, must_change_password) "
@@ -433,10 +478,8 @@ static int tenant_create(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("tenant create needs --slug, --region, --name and --admin-email");
 		return 2;
 	}
-	if (!slug_valid(slug)) {
-		wardctl_error("invalid slug '%s': expected [a-z0-9-]{3,40}", slug);
+	if (tenant_slug_check(slug) < 0)
 		return 1;
-	}
 	home = wardctl_region_index(region);
 	if (home < 0) {
 		wardctl_error("invalid region '%s': expected us, eu or uk", region);
@@ -649,27 +692,11 @@ static int tenant_show(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("tenant show needs --slug");
 		return 2;
 	}
-	if (!slug_valid(slug)) {
-		wardctl_error("invalid slug '%s': expected [a-z0-9-]{3,40}", slug);
+	if (tenant_slug_check(slug) < 0)
 		return 1;
-	}
-	/* Any reachable cell's directory knows the home region. */
-	for (int i = 0; i < WARDCTL_REGIONS && home < 0; i++) {
-		int r;
-
-		if ((db = wardctl_db(conf, i)) == NULL)
-			continue;
-		r = directory_lookup(db, slug, where, &err);
-		if (r < 0)
-			wardctl_error("region %s: %s", wardctl_regions[i], err);
-		db_free(db);
-		db = NULL;
-		if (r > 0)
-			home = wardctl_region_index(where);
-		else if (r == 0) {
-			wardctl_error("no tenant '%s'", slug);
-			return 1;
-		}
+	if ((home = tenant_home(conf, slug, where)) == -1) {
+		wardctl_error("no tenant '%s'", slug);
+		return 1;
 	}
 	if (home < 0) {
 		wardctl_error("tenant '%s': no cell could be asked", slug);
@@ -744,41 +771,22 @@ static int tenant_delete(const struct wardctl_conf *conf, int argc, char **argv)
 		wardctl_error("tenant delete needs --slug");
 		return 2;
 	}
-	if (!slug_valid(slug)) {
-		wardctl_error("invalid slug '%s': expected [a-z0-9-]{3,40}", slug);
+	if (tenant_slug_check(slug) < 0)
 		return 1;
-	}
 	if (region != NULL && (home = wardctl_region_index(region)) < 0) {
 		wardctl_error("unknown region '%s'", region);
 		return 2;
 	}
-	for (int i = 0; i < WARDCTL_REGIONS && home < 0; i++) {
-		int r;
-
-		if ((db = wardctl_db(conf, i)) == NULL)
-			continue;
-		r = directory_lookup(db, slug, where, &err);
-		db_free(db);
-		db = NULL;
-		if (r > 0)
-			home = wardctl_region_index(where);
-		else if (r == 0) {
-			wardctl_error("no tenant '%s' in the directory (closed? give --region)", slug);
-			return 1;
-		}
+	if (home < 0 && (home = tenant_home(conf, slug, where)) == -1) {
+		wardctl_error("no tenant '%s' in the directory (closed? give --region)", slug);
+		return 1;
 	}
 	if (home < 0 || (db = wardctl_db(conf, home)) == NULL) {
 		wardctl_error("tenant '%s': no cell could be asked", slug);
 		goto out;
 	}
-	res = db_exec(db, "SELECT id FROM tenant.tenants WHERE slug = $1", 1,
-		      (const char *const[]){ slug }, &err);
-	if (res == NULL || PQntuples(res) != 1) {
-		wardctl_error("region %s: no tenant '%s' homed here", wardctl_regions[home], slug);
+	if (wardctl_tenant_find(conf, home, slug, id, NULL) < 0)
 		goto out;
-	}
-	snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
 	/* One transaction in a narrow function (050_backup.sql) that checks the caller. */
 	res = db_exec(db, shred ? "SELECT tenant.lifecycle_shred($1)" : "SELECT tenant.lifecycle_close($1)",
 		      1, (const char *const[]){ id }, &err);
