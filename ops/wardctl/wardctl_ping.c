@@ -75,7 +75,7 @@ static void ping_next(struct ping_run *run)
 		return;
 	}
 	if (run->sent < run->count && ping_send(run) < 0) {
-		run->failed++;
+		run->failed += run->count - run->sent; /* this one and the rest: never sent */
 		run->done += run->count - run->sent;
 		run->sent = run->count;
 	}
@@ -168,6 +168,7 @@ static int ping_send(struct ping_run *run)
 	if (queue_request(run->wq.q, &msg, ping_reply, req, &err) < 0) {
 		wardctl_error("ping %s: %s", run->stream, err != NULL ? err : "cannot send");
 		free(req);
+		run->sent--; /* not sent: no reply will finish it */
 		return -1;
 	}
 	return 0;
@@ -296,7 +297,10 @@ int wardctl_ping(const struct wardctl_conf *conf, int argc, char **argv)
 			run.failed++;
 			break;
 		}
-	if (run.sent > 0)
+	/* A reply can come (a refusal, Redis down) before the loop runs: a loopbreak then
+	 * is lost (libevent clears it when a loop starts), so dispatch only for what is
+	 * still awaited. */
+	if (run.sent > 0 && run.done < run.count)
 		event_base_dispatch(run.wq.base);
 	wardctl_queue_close(&run.wq);
 	if (count > 1 && ping_summary(&run, (int)concurrency) < 0)
