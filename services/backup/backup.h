@@ -57,6 +57,8 @@ int backup_manifest_open(const uint8_t key[CRYPTO_KEY_LEN], const char *tenant_i
 int backup_file_read(const char *path, size_t max, uint8_t **buf_r, size_t *len_r);
 /* Create path (exclusive, 0600), write, fsync, close. */
 int backup_file_write(const char *path, const void *buf, size_t len);
+/* The same; durable 0: no fsync, only the writeback started (fsync it later). */
+int backup_file_put(const char *path, const void *buf, size_t len, int durable);
 
 /*
  * Targets: where backup objects are kept (backup_target.c). One interface over a

@@ -171,7 +171,7 @@ fail:
 	return -1;
 }
 
-int backup_file_write(const char *path, const void *buf, size_t len)
+int backup_file_put(const char *path, const void *buf, size_t len, int durable)
 {
 	const uint8_t *p = buf;
 	size_t done = 0;
@@ -190,9 +190,17 @@ int backup_file_write(const char *path, const void *buf, size_t len)
 		}
 		done += (size_t)w;
 	}
-	if (fsync(fd) < 0) {
+	if (durable && fsync(fd) < 0) {
 		close(fd);
 		return -1;
 	}
+	/* Not durable: only a hint; whoever needs it durable fsyncs it later. */
+	if (!durable)
+		(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	return close(fd);
+}
+
+int backup_file_write(const char *path, const void *buf, size_t len)
+{
+	return backup_file_put(path, buf, len, 1);
 }

@@ -117,34 +117,6 @@ static int local_mkparents(const char *root, char *path)
 	return 0;
 }
 
-/* Write buf to a new file path (0600, exclusive); durable: fsynced, else only its
- * writeback started. */
-static int local_write(const char *path, const void *buf, size_t len, int durable)
-{
-	const uint8_t *p = buf;
-	size_t done = 0;
-	int fd;
-
-	if (durable)
-		return backup_file_write(path, buf, len);
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -1;
-	while (done < len) {
-		ssize_t w = write(fd, p + done, len - done);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			close(fd);
-			return -1;
-		}
-		done += (size_t)w;
-	}
-	/* Only a hint: sync waits for it (and does it, if this failed). */
-	(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	return close(fd);
-}
 
 /* fsync a file or directory by path; a file gone since counts as done. */
 static int local_fsync_path(struct backup_target *t, const char *path, int dir,
@@ -186,7 +158,7 @@ static int local_put(struct backup_target *t, const char *key, const void *buf, 
 		t->pending = np;
 		t->cappending = ncap;
 	}
-	if (local_mkparents(t->dir, path) < 0 || local_write(tmp, buf, len, durable) < 0) {
+	if (local_mkparents(t->dir, path) < 0 || backup_file_put(tmp, buf, len, durable) < 0) {
 		*error_r = target_error(t, "cannot write %s: %s", path, strerror(errno));
 		(void)unlink(tmp);
 		return -1;
