@@ -79,7 +79,7 @@ struct mail_syncer {
 	pthread_cond_t cv;   /* writers: something to write, or quit */
 	pthread_cond_t idle; /* mail_spool_settle: a writer finished a batch */
 	int writing;	     /* batches being written */
-	struct mail_put *todo, **todo_tail; /* submitted, not taken yet */
+	struct mail_put *queued, **queued_tail; /* submitted, not taken yet */
 	struct mail_put *done, **done_tail; /* written (or failed), for the loop */
 	bool quit;
 	int pipe[2];	    /* writers → loop: "done has something" */
@@ -693,13 +693,13 @@ static void *mail_syncer_main(void *arg)
 		struct mail_put *batch, *last;
 		bool wake;
 
-		while (sy->todo == NULL && !sy->quit)
+		while (sy->queued == NULL && !sy->quit)
 			pthread_cond_wait(&sy->cv, &sy->mu);
-		if (sy->todo == NULL)
+		if (sy->queued == NULL)
 			break; /* quit, and nothing left to write */
-		batch = sy->todo;
-		sy->todo = NULL;
-		sy->todo_tail = &sy->todo;
+		batch = sy->queued;
+		sy->queued = NULL;
+		sy->queued_tail = &sy->queued;
 		sy->writing++;
 		pthread_mutex_unlock(&sy->mu);
 
@@ -774,7 +774,7 @@ void mail_spool_settle(struct mail_ingest *mi)
 	if (sy == NULL || sy->n_threads == 0)
 		return;
 	pthread_mutex_lock(&sy->mu);
-	while (sy->todo != NULL || sy->writing > 0)
+	while (sy->queued != NULL || sy->writing > 0)
 		pthread_cond_wait(&sy->idle, &sy->mu);
 	pthread_mutex_unlock(&sy->mu);
 	mail_syncer_finish(mi);
@@ -791,7 +791,7 @@ static int mail_syncer_start(struct mail_ingest *mi, const char **error_r)
 	}
 	sy->mi = mi;
 	sy->pipe[0] = sy->pipe[1] = -1;
-	sy->todo_tail = &sy->todo;
+	sy->queued_tail = &sy->queued;
 	sy->done_tail = &sy->done;
 	pthread_mutex_init(&sy->mu, NULL);
 	pthread_cond_init(&sy->cv, NULL);
@@ -845,13 +845,13 @@ static void mail_syncer_stop(struct mail_ingest *mi)
 	pthread_mutex_unlock(&sy->mu);
 	for (int i = 0; i < sy->n_threads; i++)
 		pthread_join(sy->threads[i], NULL);
-	/* all written now (todo is empty unless no thread ever ran) */
+	/* all written now (queued is empty unless no thread ever ran) */
 	for (p = mail_syncer_take_done(sy); p != NULL; p = next) {
 		next = p->next;
 		p->cb(p->arg, -2, "", "closing");
 		mail_put_free(p);
 	}
-	for (p = sy->todo; p != NULL; p = next) {
+	for (p = sy->queued; p != NULL; p = next) {
 		next = p->next;
 		p->cb(p->arg, -2, "", "closing");
 		mail_put_free(p);
@@ -938,8 +938,8 @@ int mail_put_submit(struct mail_ingest *mi, struct mail_put *put, mail_put_cb *c
 	put->arg = arg;
 	put->next = NULL;
 	pthread_mutex_lock(&sy->mu);
-	*sy->todo_tail = put;
-	sy->todo_tail = &put->next;
+	*sy->queued_tail = put;
+	sy->queued_tail = &put->next;
 	pthread_cond_signal(&sy->cv);
 	pthread_mutex_unlock(&sy->mu);
 	return 0;

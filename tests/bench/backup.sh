@@ -40,21 +40,9 @@ mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.1f", b / 1048576 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 psql_() { psql -X -q -tA -v ON_ERROR_STOP=1 "$PG" -c "$1"; }
-gw_pid() { cat "$WARD_VAR/eu/run/gateway.pid"; }
-restart_gateway() {
-	kill "$(gw_pid)" 2>/dev/null
-	for _ in $(seq 50); do kill -0 "$(gw_pid)" 2>/dev/null || break; sleep 0.1; done
-	spawn_as_user "$WARD_VAR/eu/run/gateway.pid" "$WARD_VAR/eu/log/gateway.stderr" "$TOP/bin/ward-gateway" --config "$CONF"
-	for _ in $(seq 100); do
-		curl -fsS --max-time 2 --cacert "$WARD_CA" --resolve "eu.$WARD_DOMAIN:$P:127.0.0.1" \
-			"https://eu.$WARD_DOMAIN:$P/healthz" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 cleanup() {
 	cp "$W/gateway.yaml.orig" "$CONF"
-	restart_gateway >/dev/null 2>&1
+	bench_restart_gateway >/dev/null 2>&1
 	psql_ "DROP TABLE IF EXISTS public.bench_backup_t, public.bench_backup_m" >/dev/null 2>&1
 	rm -rf "$W"
 	[ $OWN = 1 ] && stack_down
@@ -65,7 +53,7 @@ trap cleanup EXIT
 	cat "$W/gateway.yaml.orig"
 	printf 'ratelimit:\n  per_source: 100000000\n  per_source_tenant: 100000000\n  per_credential: 100000000\n'
 } >"$CONF"
-restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
+bench_restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
 
 # A tenant, its admin (one-time password changed first), an API key with tickets:write.
 SLUG=benchbk$$

@@ -46,37 +46,13 @@ p99_of() { # wrk --latency: "     99%    1.23ms" → ms
 		if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000;
 		printf "%.3f", v }' "$1"
 }
-gw_pid() { cat "$WARD_VAR/eu/run/gateway.pid"; }
-restart_gateway() {
-	kill "$(gw_pid)" 2>/dev/null
-	for _ in $(seq 50); do kill -0 "$(gw_pid)" 2>/dev/null || break; sleep 0.1; done
-	spawn_as_user "$WARD_VAR/eu/run/gateway.pid" "$WARD_VAR/eu/log/gateway.stderr" "$TOP/bin/ward-gateway" --config "$CONF"
-	for _ in $(seq 100); do
-		curl -fsS --max-time 2 --cacert "$WARD_CA" --resolve "eu.$WARD_DOMAIN:$P:127.0.0.1" \
-			"https://eu.$WARD_DOMAIN:$P/healthz" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
-# ward-auth with its config as it is now; 0 once it answers a ping.
-restart_auth() {
-	local f=$WARD_VAR/eu/run/auth.pid
-	kill "$(cat "$f")" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
-	spawn_as_user "$f" "$WARD_VAR/eu/log/auth.stderr" "$TOP/bin/ward-auth" --config "$ACONF"
-	for _ in $(seq 100); do
-		bin/wardctl ping --region eu --service auth --timeout-ms 1000 >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 cleanup() {
 	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
 	cp "$W/gateway.yaml.orig" "$CONF"
-	restart_gateway >/dev/null 2>&1
+	bench_restart_gateway >/dev/null 2>&1
 	if ! cmp -s "$W/auth.yaml.orig" "$ACONF"; then
 		cp "$W/auth.yaml.orig" "$ACONF"
-		restart_auth >/dev/null 2>&1
+		bench_restart_svc auth >/dev/null 2>&1
 	fi
 	rm -rf "$W"
 	[ $OWN = 1 ] && stack_down
@@ -88,10 +64,10 @@ trap cleanup EXIT
 	cat "$W/gateway.yaml.orig"
 	printf 'ratelimit:\n  per_source: 100000000\n  per_source_tenant: 100000000\n  per_credential: 100000000\n  login_per_source: 100000\n'
 } >"$CONF"
-restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
+bench_restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
 if [ "$WORKERS" -gt 1 ]; then
 	{ grep -v '^workers:' "$W/auth.yaml.orig"; echo "workers: $WORKERS"; } >"$ACONF"
-	restart_auth || { echo "bench: ward-auth did not restart with $WORKERS workers" >&2; exit 1; }
+	bench_restart_svc auth || { echo "bench: ward-auth did not restart with $WORKERS workers" >&2; exit 1; }
 fi
 
 # An authenticated session, if auth.login is there.
@@ -175,7 +151,7 @@ fi
 wrk -t4 -c256 -d6s "${HDR[@]}" "https://127.0.0.1:$P$PATH_" >"$W/gw256.out" 2>&1 &
 WRK=$!
 sleep 4
-kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(gw_pid)/status")
+kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(bench_gw_pid)/status")
 wait $WRK
 line gateway_rss_256conn "${kb:-0}" KiB target_64MiB 65536 "$(ratio "${kb:-0}" 65536)"
 

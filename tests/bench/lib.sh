@@ -67,3 +67,32 @@ bench_cpu_per() {
 			'BEGIN { printf "%.3f", (n > 0 ? (b - a) / hz * k / n : 0) }') unit=$4 baseline=none baseline_value=0 ratio=0"
 	done
 }
+
+# The eu gateway's pid; bench_restart_gateway: restart it with its config as it is
+# now ($WARD_VAR/eu/etc/gateway.yaml), 0 once /healthz answers (needs P).
+bench_gw_pid() { cat "$WARD_VAR/eu/run/gateway.pid"; }
+bench_restart_gateway() {
+	kill "$(bench_gw_pid)" 2>/dev/null
+	for _ in $(seq 50); do kill -0 "$(bench_gw_pid)" 2>/dev/null || break; sleep 0.1; done
+	spawn_as_user "$WARD_VAR/eu/run/gateway.pid" "$WARD_VAR/eu/log/gateway.stderr" "$TOP/bin/ward-gateway" \
+		--config "$WARD_VAR/eu/etc/gateway.yaml"
+	for _ in $(seq 100); do
+		curl -fsS --max-time 2 --cacert "$WARD_CA" --resolve "eu.$WARD_DOMAIN:$P:127.0.0.1" \
+			"https://eu.$WARD_DOMAIN:$P/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+# bench_restart_svc NAME: ward-NAME of eu with its config as it is now; 0 once it
+# answers a ping.
+bench_restart_svc() {
+	local f=$WARD_VAR/eu/run/$1.pid
+	kill "$(cat "$f")" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+	spawn_as_user "$f" "$WARD_VAR/eu/log/$1.stderr" "$TOP/bin/ward-$1" --config "$WARD_VAR/eu/etc/$1.yaml"
+	for _ in $(seq 100); do
+		bin/wardctl ping --region eu --service "$1" --timeout-ms 1000 >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}

@@ -43,24 +43,12 @@ SINK_PID=
 W=$(mktemp -d /tmp/ward-bench-mail.XXXXXX)
 chmod 755 "$W"
 for s in ticket auth; do cp "$WARD_VAR/eu/etc/$s.yaml" "$W/$s.yaml.orig"; done
-# restart_svc NAME: ward-NAME with its config as it is now; 0 once it answers a ping.
-restart_svc() {
-	local f=$WARD_VAR/eu/run/$1.pid
-	kill "$(cat "$f")" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
-	spawn_as_user "$f" "$WARD_VAR/eu/log/$1.stderr" "$TOP/bin/ward-$1" --config "$WARD_VAR/eu/etc/$1.yaml"
-	for _ in $(seq 100); do
-		bin/wardctl ping --region eu --service "$1" --timeout-ms 1000 >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 cleanup() {
 	[ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
 	for s in ticket auth; do
 		if ! cmp -s "$W/$s.yaml.orig" "$WARD_VAR/eu/etc/$s.yaml"; then
 			cp "$W/$s.yaml.orig" "$WARD_VAR/eu/etc/$s.yaml"
-			restart_svc $s >/dev/null 2>&1
+			bench_restart_svc $s >/dev/null 2>&1
 		fi
 	done
 	rm -rf "$W"
@@ -70,7 +58,7 @@ trap cleanup EXIT
 if [ "$WORKERS" -gt 1 ]; then
 	for s in ticket auth; do
 		{ grep -v '^workers:' "$W/$s.yaml.orig"; echo "workers: $WORKERS"; } >"$WARD_VAR/eu/etc/$s.yaml"
-		restart_svc $s || { echo "bench: ward-$s did not restart with $WORKERS workers" >&2; exit 1; }
+		bench_restart_svc $s || { echo "bench: ward-$s did not restart with $WORKERS workers" >&2; exit 1; }
 	done
 fi
 echo "bench: ward-ticket and ward-auth with $WORKERS worker processes each (BENCH_WORKERS)" >&2

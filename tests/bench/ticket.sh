@@ -52,39 +52,15 @@ p99_of() { # wrk --latency: "     99%    1.23ms" → ms
 }
 non2xx() { awk '/Non-2xx or 3xx responses:/ { print $5 }' "$1"; }
 psql_() { psql -X -q -tA -c "SET client_min_messages = warning" -v ON_ERROR_STOP=1 "$PG" -c "$1"; }
-gw_pid() { cat "$WARD_VAR/eu/run/gateway.pid"; }
-restart_gateway() {
-	kill "$(gw_pid)" 2>/dev/null
-	for _ in $(seq 50); do kill -0 "$(gw_pid)" 2>/dev/null || break; sleep 0.1; done
-	spawn_as_user "$WARD_VAR/eu/run/gateway.pid" "$WARD_VAR/eu/log/gateway.stderr" "$TOP/bin/ward-gateway" --config "$CONF"
-	for _ in $(seq 100); do
-		curl -fsS --max-time 2 --cacert "$WARD_CA" --resolve "eu.$WARD_DOMAIN:$P:127.0.0.1" \
-			"https://eu.$WARD_DOMAIN:$P/healthz" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
-# ward-ticket with its config as it is now; 0 once it answers a ping.
-restart_ticket() {
-	local f=$WARD_VAR/eu/run/ticket.pid
-	kill "$(cat "$f")" 2>/dev/null
-	for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
-	spawn_as_user "$f" "$WARD_VAR/eu/log/ticket.stderr" "$TOP/bin/ward-ticket" --config "$TCONF"
-	for _ in $(seq 100); do
-		bin/wardctl ping --region eu --service ticket --timeout-ms 1000 >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 # The pids of a daemon: its own and its workers'.
 pids_of() { local p; p=$(cat "$WARD_VAR/eu/run/$1.pid" 2>/dev/null) || return; echo "$p" $(pgrep -P "$p"); }
 cleanup() {
 	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null
 	cp "$W/gateway.yaml.orig" "$CONF"
-	restart_gateway >/dev/null 2>&1
+	bench_restart_gateway >/dev/null 2>&1
 	if ! cmp -s "$W/ticket.yaml.orig" "$TCONF"; then
 		cp "$W/ticket.yaml.orig" "$TCONF"
-		restart_ticket >/dev/null 2>&1
+		bench_restart_svc ticket >/dev/null 2>&1
 	fi
 	rm -rf "$W"
 	[ $OWN = 1 ] && stack_down
@@ -95,10 +71,10 @@ trap cleanup EXIT
 	cat "$W/gateway.yaml.orig"
 	printf 'ratelimit:\n  per_source: 100000000\n  per_source_tenant: 100000000\n  per_credential: 100000000\n'
 } >"$CONF"
-restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
+bench_restart_gateway || { echo "bench: the gateway did not restart" >&2; exit 1; }
 if [ "$WORKERS" -gt 1 ]; then
 	{ grep -v '^workers:' "$W/ticket.yaml.orig"; echo "workers: $WORKERS"; } >"$TCONF"
-	restart_ticket || { echo "bench: ward-ticket did not restart with $WORKERS workers" >&2; exit 1; }
+	bench_restart_svc ticket || { echo "bench: ward-ticket did not restart with $WORKERS workers" >&2; exit 1; }
 fi
 
 # A tenant, its admin's session, and an API key with tickets:read and tickets:write.
