@@ -58,3 +58,26 @@ wait_for() {
 
 export WUSER BIN TOP
 export -f ok not_ok check refuse as_user upper hostport port_of secret rcli pg_as pg_super https pid_of wait_for
+
+# A free TCP port on the loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The S3 tests: s3rver (npm, tests/node) on 127.0.0.1:$S3PORT keeping $BUCKET in
+# $TMP/s3; S3PID is its pid.
+start_s3() {
+	node "$TOP/tests/node/node_modules/s3rver/bin/s3rver.js" -d "$TMP/s3" -a 127.0.0.1 -p "$S3PORT" \
+		--silent --configure-bucket "$BUCKET" >>"$TMP/s3rver.log" 2>&1 &
+	S3PID=$!
+	wait_for 20 bash -c "curl -s -o /dev/null http://127.0.0.1:$S3PORT/"
+}
+# backup_restart CONFIG: ward-backup of cell $R restarted with CONFIG, 0 once it
+# heartbeats again.
+backup_restart() {
+	local pid
+	pid=$(pid_of $R backup)
+	kill -TERM "$pid" 2>/dev/null
+	wait_for 20 bash -c "! kill -0 $pid 2>/dev/null"
+	rcli $R admin DEL hb:backup:backup-1 >/dev/null
+	spawn_as_user "$WARD_VAR/$R/run/backup.pid" "$WARD_VAR/$R/log/backup.stderr" \
+		"$BIN/ward-backup" --config "$1"
+	wait_for 20 bash -c "[ \"\$(rcli $R admin EXISTS hb:backup:backup-1)\" = 1 ]"
+}

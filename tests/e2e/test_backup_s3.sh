@@ -23,7 +23,6 @@ chmod 755 "$TMP"
 . "$(dirname "$0")/lib_api.sh"
 ETC=$WARD_VAR/$R/etc
 SEC=$WARD_VAR/$R/secrets
-S3RVER=$TOP/tests/node/node_modules/s3rver/bin/s3rver.js
 BUCKET=ward-backups-$R
 SUF=$RANDOM$RANDOM
 S=bks3-$SUF
@@ -39,18 +38,11 @@ try:
     print(str(d).lower() if isinstance(d, bool) else d)
 except Exception:
     print("")' "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 S3PORT=$(free_port)
 PXPORT=$(free_port)
 S3PID=""
 PXPID=""
 
-start_s3() {
-	node "$S3RVER" -d "$TMP/s3" -a 127.0.0.1 -p "$S3PORT" --silent --configure-bucket "$BUCKET" \
-		>>"$TMP/s3rver.log" 2>&1 &
-	S3PID=$!
-	wait_for 20 bash -c "curl -s -o /dev/null http://127.0.0.1:$S3PORT/"
-}
 stop_s3() { [ -n "$S3PID" ] && kill -KILL "$S3PID" 2>/dev/null; wait "$S3PID" 2>/dev/null; S3PID=""; }
 
 # In front of s3rver (which checks the access key id but computes no SigV4
@@ -143,17 +135,6 @@ start_proxy() { # PORT DELAY: prints the pid
 }
 stop_proxy() { [ -n "$1" ] && kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 
-# ward-backup of the cell with another config (S3 target); "orig" puts the dev one back.
-backup_restart() { # CONFIG
-	local pid
-	pid=$(pid_of $R backup)
-	kill -TERM "$pid" 2>/dev/null
-	wait_for 20 bash -c "! kill -0 $pid 2>/dev/null"
-	rcli $R admin DEL hb:backup:backup-1 >/dev/null
-	spawn_as_user "$WARD_VAR/$R/run/backup.pid" "$WARD_VAR/$R/log/backup.stderr" \
-		"$BIN/ward-backup" --config "$1"
-	wait_for 20 bash -c "[ \"\$(rcli $R admin EXISTS hb:backup:backup-1)\" = 1 ]"
-}
 s3_config() { # FILE ENDPOINT ACCESS_KEY RETRIES [DAILY_AT]
 	sed -e '/^  dir: /d' -e '/^  daily_at: /d' "$ETC/backup.yaml" >"$1"
 	cat >>"$1" <<EOF

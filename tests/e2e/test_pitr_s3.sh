@@ -22,7 +22,6 @@ ETC=$WARD_VAR/$R/etc
 SEC=$WARD_VAR/$R/secrets
 CONF=$ETC/backup-pitr-s3.yaml
 BK=$WARD_VAR/$R/backups
-S3RVER=$TOP/tests/node/node_modules/s3rver/bin/s3rver.js
 BUCKET=ward-backups-$R
 SUF=$RANDOM$RANDOM
 S1=pitrs3-a-$SUF
@@ -43,27 +42,10 @@ try:
     print(str(d).lower() if isinstance(d, bool) else d)
 except Exception:
     print("")' "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 S3PORT=$(free_port)
 OBJ=$TMP/s3/$BUCKET # s3rver keeps object KEY in $OBJ/KEY._S3rver_object
 obj() { echo "$OBJ/$1._S3rver_object"; }
 
-start_s3() {
-	node "$S3RVER" -d "$TMP/s3" -a 127.0.0.1 -p "$S3PORT" --silent --configure-bucket "$BUCKET" \
-		>>"$TMP/s3rver.log" 2>&1 &
-	S3PID=$!
-	wait_for 20 bash -c "curl -s -o /dev/null http://127.0.0.1:$S3PORT/"
-}
-backup_restart() { # CONFIG
-	local pid
-	pid=$(pid_of $R backup)
-	kill -TERM "$pid" 2>/dev/null
-	wait_for 20 bash -c "! kill -0 $pid 2>/dev/null"
-	rcli $R admin DEL hb:backup:backup-1 >/dev/null
-	spawn_as_user "$WARD_VAR/$R/run/backup.pid" "$WARD_VAR/$R/log/backup.stderr" \
-		"$BIN/ward-backup" --config "$1"
-	wait_for 20 bash -c "[ \"\$(rcli $R admin EXISTS hb:backup:backup-1)\" = 1 ]"
-}
 archive_to() { # CONFIG: PostgreSQL archives through ward-backup with CONFIG
 	pg_super $R "ALTER SYSTEM SET archive_command = '$BIN/ward-backup wal-push %p %f --config $1'" &&
 		pg_super $R "SELECT pg_reload_conf()" >/dev/null
