@@ -142,7 +142,6 @@ int auditlog_record(db_t *db, const char *schema, Ward__AuditEvent *ev, const ch
 {
 	char sql[256], at[24];
 	const char *params[10];
-	PGresult *res;
 
 	if (!auditlog_schema_ok(schema)) {
 		*error_r = "auditlog_record: bad schema name";
@@ -159,11 +158,8 @@ int auditlog_record(db_t *db, const char *schema, Ward__AuditEvent *ev, const ch
 	params[3] = nz(ev->type), params[4] = nz(ev->action), params[5] = nz(ev->actor);
 	params[6] = nz(ev->target), params[7] = nz(ev->ip), params[8] = nz(ev->request_id);
 	params[9] = nz(ev->detail_json);
-	res = db_exec(db, sql, 10, params, error_r);
-	if (res == NULL)
-		return -1;
-	PQclear(res);
-	return 0;
+	/* Sent with the transaction's next statement or its COMMIT. */
+	return db_defer(db, sql, 10, params, NULL, NULL, error_r);
 }
 
 int auditlog_send(queue_t *q, Ward__AuditEvent *ev, const char **error_r)
@@ -416,9 +412,14 @@ static int relay_flush_once(struct auditlog_relay *r)
 		r->rc = NULL;
 		goto fail;
 	}
-	/* Exactly the rows sent: a row committed later with a lower seq stays. */
+	/* Exactly the rows sent: a row committed later with a lower seq stays. The
+	 * DELETE's commit does not wait for its WAL flush: rows a crash brings back are
+	 * sent again, and stored once by id. */
 	params[0] = seqs;
-	del = db_exec(db, r->delete_sql, 1, params, &err);
+	if (db_in_transaction(db))
+		del = db_exec(db, r->delete_sql, 1, params, &err);
+	else if (db_begin_async(db, NULL, &err) == 0)
+		del = db_exec_commit(db, r->delete_sql, 1, params, &err);
 	if (del == NULL)
 		goto fail; /* sent again later; stored once by id */
 	r->sent += (unsigned long)n;

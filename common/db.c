@@ -27,6 +27,17 @@
 #include "log.h"
 
 #define DB_STMT_MAX 128
+#define DB_DEFER_MAX 8
+
+/* A statement of db_defer, with a copy of its text and values (one allocation). */
+struct db_deferred {
+	size_t size; /* of the allocation */
+	const char *sql;
+	int nparams;
+	const char *params[DB_DEFER_PARAMS_MAX];
+	int lengths[DB_DEFER_PARAMS_MAX];
+	int formats[DB_DEFER_PARAMS_MAX];
+};
 
 struct db_stmt {
 	char *sql; /* NULL: free slot */
@@ -43,6 +54,8 @@ struct db {
 	bool pending_async;    /* ... with synchronous_commit off */
 	bool begin_failed;     /* a forced BEGIN failed: db_commit must fail */
 	char tenant[64];       /* the pending tenant id */
+	struct db_deferred *deferred[DB_DEFER_MAX]; /* db_defer'd, not yet sent */
+	size_t n_deferred;
 };
 
 /* Keep a one-line copy of libpq's message: error_r must outlive PQclear. */
@@ -177,18 +190,21 @@ static PGresult *db_run_params(db_t *db, const char *sql, int nparams, const cha
 	return PQexecPrepared(db->conn, name, nparams, params, lengths, formats, 0);
 }
 
+static void db_deferred_clear(db_t *db);
+
 void db_free(db_t *db)
 {
 	if (db == NULL)
 		return;
 	db_stmts_forget(db);
+	db_deferred_clear(db);
 	if (db->conn != NULL)
 		PQfinish(db->conn);
 	OPENSSL_cleanse(db, sizeof *db);
 	free(db);
 }
 
-static int db_begin_now(db_t *db, const char **error_r);
+static int db_flush(db_t *db, const char **error_r);
 static PGresult *db_exec_first(db_t *db, const char *sql, int nparams, const char *const *params,
 			       const int *lengths, const int *formats, const char **error_r);
 
@@ -196,10 +212,11 @@ PGconn *db_conn(db_t *db)
 {
 	const char *err = NULL;
 
-	/* Whoever takes the raw connection runs statements the lazy BEGIN cannot ride
-	 * on: send it now. On failure the caller's statements fail or run outside the
-	 * tenant (RLS then shows nothing), and db_commit reports the error. */
-	if (db->pending && db_begin_now(db, &err) < 0)
+	/* Whoever takes the raw connection runs statements the lazy BEGIN and the
+	 * deferred statements cannot ride on: send them now. On failure the caller's
+	 * statements fail or run outside the tenant (RLS then shows nothing), and
+	 * db_commit reports the error. */
+	if ((db->pending || db->n_deferred > 0) && db_flush(db, &err) < 0)
 		log_event(LOG_ERROR, "database begin failed", LF_STR("error", err));
 	return db->conn;
 }
@@ -211,7 +228,7 @@ PGresult *db_exec_bin(db_t *db, const char *sql, int nparams, const char *const 
 	ExecStatusType st;
 	int attempt;
 
-	if (db->pending)
+	if (db->pending || db->n_deferred > 0)
 		return db_exec_first(db, sql, nparams, params, lengths, formats, error_r);
 	for (attempt = 0; attempt < 2; attempt++) {
 		/* A connection lost between statements is reset once, but only outside a
@@ -256,64 +273,153 @@ static int db_run(db_t *db, const char *sql, int nparams, const char *const *par
 	return 0;
 }
 
-#define DB_SET_TENANT "SELECT set_config('app.tenant_id', $1, true)"
+int db_defer(db_t *db, const char *sql, int nparams, const char *const *params,
+	     const int *lengths, const int *formats, const char **error_r)
+{
+	struct db_deferred *d;
+	size_t size, n, sql_len = strlen(sql) + 1;
+	char *p;
+	int i;
 
-/* A statement to send after BEGIN in one pipeline. */
+	if (!db_in_transaction(db) || db->n_deferred == DB_DEFER_MAX || nparams < 0 ||
+	    nparams > DB_DEFER_PARAMS_MAX) {
+		/* Outside a transaction nothing would send it; or too many: run it now. */
+		PGresult *res = db_exec_bin(db, sql, nparams, params, lengths, formats, error_r);
+
+		if (res == NULL)
+			return -1;
+		PQclear(res);
+		return 0;
+	}
+	size = sizeof *d + sql_len;
+	for (i = 0; i < nparams; i++)
+		if (params[i] != NULL)
+			size += formats != NULL && formats[i] ? (size_t)lengths[i]
+							      : strlen(params[i]) + 1;
+	d = calloc(1, size);
+	if (d == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	d->size = size;
+	d->nparams = nparams;
+	p = (char *)(d + 1);
+	memcpy(p, sql, sql_len);
+	d->sql = p;
+	p += sql_len;
+	for (i = 0; i < nparams; i++) {
+		d->formats[i] = formats != NULL ? formats[i] : 0;
+		d->lengths[i] = lengths != NULL ? lengths[i] : 0;
+		if (params[i] == NULL)
+			continue;
+		n = d->formats[i] ? (size_t)d->lengths[i] : strlen(params[i]) + 1;
+		memcpy(p, params[i], n);
+		d->params[i] = p;
+		p += n;
+	}
+	db->deferred[db->n_deferred++] = d;
+	return 0;
+}
+
+/* Drop the deferred statements (sent, or never to be sent). Their values may be
+ * secrets or hashes: wiped. */
+static void db_deferred_clear(db_t *db)
+{
+	for (size_t i = 0; i < db->n_deferred; i++) {
+		OPENSSL_cleanse(db->deferred[i], db->deferred[i]->size);
+		free(db->deferred[i]);
+		db->deferred[i] = NULL;
+	}
+	db->n_deferred = 0;
+}
+
+#define DB_SET_TENANT "SELECT set_config('app.tenant_id', $1, true)"
+#define DB_ASYNC_COMMIT "SELECT set_config('synchronous_commit', 'off', true)"
+#define DB_SET_TENANT_ASYNC                                                                      \
+	"SELECT set_config('app.tenant_id', $1, true), "                                          \
+	"set_config('synchronous_commit', 'off', true)"
+
+/* A statement to send in a pipeline. */
 struct db_first {
 	const char *sql;
 	int nparams;
 	const char *const *params;
 	const int *lengths;
 	const int *formats;
+	int slot; /* its prepared statement (db_stmt_slot) */
 };
 
-#define DB_ASYNC_COMMIT "SELECT set_config('synchronous_commit', 'off', true)"
+/* BEGIN, one setting, the deferred statements, the statement, COMMIT. */
+#define DB_PIPE_MAX (2 + DB_DEFER_MAX + 2)
 
 /* One round trip (libpq pipeline mode) for: the pending BEGIN with its settings
- * (tenant, asynchronous commit), then stmt (may be NULL), then COMMIT when commit is
- * set. 0 when all succeeded (*res_r: stmt's result); 1 when the pipeline could not
- * be used (nothing was sent); -1 on error: a failed BEGIN or setting, or a failed
- * statement or COMMIT when commit is set, leave no transaction open; a failed
- * statement without commit leaves it to the caller's rollback, as db_exec does. */
+ * (tenant, asynchronous commit), the deferred statements, then stmt (may be NULL),
+ * then COMMIT when commit is set. A transaction wholly in the pipeline (BEGIN still
+ * pending and commit set) is sent without BEGIN and COMMIT: the statements up to
+ * the protocol's Sync message are one implicit transaction, committed at the Sync
+ * (and rolled back there if one fails), two statements fewer for the server to
+ * run. 0 when all succeeded (*res_r: stmt's result); 1
+ * when the pipeline could not be used (nothing was sent); -1 on error: a failed
+ * BEGIN or setting, or a failed statement or COMMIT when commit is set, leave no
+ * transaction open; a failed statement without commit leaves it to the caller's
+ * rollback, as db_exec does. Deferred statements are gone afterwards unless 1. */
 static int db_pipeline(db_t *db, const struct db_first *stmt, bool commit, PGresult **res_r,
 		       const char **error_r)
 {
 	const char *tparams[1] = { db->tenant };
+	struct db_first q[DB_PIPE_MAX];
 	PGresult *res = NULL, *last = NULL;
-	bool head = db->pending;
-	int sbegin = -1, sset = -1, sasync = -1, sstmt = -1, scommit = -1;
-	int n = 0, nhead, want, nulls = 0, failed = 0, head_failed = 0, committed = 0;
+	bool head = db->pending, implicit = db->pending && commit;
+	int nq = 0, nhead = 0, istmt = -1, i, n = 0, nulls = 0;
+	int failed = 0, head_failed = 0, committed = 0, synced = 0;
 
 	if (PQstatus(db->conn) != CONNECTION_OK ||
 	    PQtransactionStatus(db->conn) != (head ? PQTRANS_IDLE : PQTRANS_INTRANS))
 		return 1;
+	if (head) {
+		if (!implicit)
+			q[nq++] = (struct db_first){ "BEGIN", 0, NULL, NULL, NULL, 0 };
+		if (db->pending_tenant)
+			q[nq++] = (struct db_first){ db->pending_async ? DB_SET_TENANT_ASYNC
+								       : DB_SET_TENANT,
+						     1, tparams, NULL, NULL, 0 };
+		else if (db->pending_async)
+			q[nq++] = (struct db_first){ DB_ASYNC_COMMIT, 0, NULL, NULL, NULL, 0 };
+		nhead = nq;
+	}
+	for (size_t k = 0; k < db->n_deferred; k++) {
+		const struct db_deferred *d = db->deferred[k];
+
+		q[nq++] = (struct db_first){ d->sql, d->nparams, d->params, d->lengths,
+					     d->formats, 0 };
+	}
+	if (stmt != NULL) {
+		istmt = nq;
+		q[nq++] = *stmt;
+	}
+	if (commit && !implicit)
+		q[nq++] = (struct db_first){ "COMMIT", 0, NULL, NULL, NULL, 0 };
 	/* Prepare outside the pipeline (once per session). */
-	if ((head && (sbegin = db_stmt_slot(db, "BEGIN", 0, &res)) == -2) ||
-	    (head && db->pending_tenant && (sset = db_stmt_slot(db, DB_SET_TENANT, 1, &res)) == -2) ||
-	    (head && db->pending_async && (sasync = db_stmt_slot(db, DB_ASYNC_COMMIT, 0, &res)) == -2) ||
-	    (stmt != NULL && (sstmt = db_stmt_slot(db, stmt->sql, stmt->nparams, &res)) == -2) ||
-	    (commit && (scommit = db_stmt_slot(db, "COMMIT", 0, &res)) == -2)) {
+	for (i = 0; i < nq; i++) {
+		if ((q[i].slot = db_stmt_slot(db, q[i].sql, q[i].nparams, &res)) != -2)
+			continue;
 		*error_r = db_error(db, "query failed",
 				    res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
 		PQclear(res);
-		if (commit)
+		db_deferred_clear(db);
+		if (commit || head)
 			db_rollback(db);
+		db->begin_failed = head && !commit;
 		return -1;
 	}
 	if (PQenterPipelineMode(db->conn) != 1)
 		return 1;
 	db->pending = false;
-	nhead = head ? 1 + (db->pending_tenant ? 1 : 0) + (db->pending_async ? 1 : 0) : 0;
-	want = nhead + (stmt != NULL ? 1 : 0) + (commit ? 1 : 0);
-	if ((head && db_send_slot(db, sbegin, "BEGIN", 0, NULL, NULL, NULL) != 1) ||
-	    (head && db->pending_tenant &&
-	     db_send_slot(db, sset, DB_SET_TENANT, 1, tparams, NULL, NULL) != 1) ||
-	    (head && db->pending_async &&
-	     db_send_slot(db, sasync, DB_ASYNC_COMMIT, 0, NULL, NULL, NULL) != 1) ||
-	    (stmt != NULL && db_send_slot(db, sstmt, stmt->sql, stmt->nparams, stmt->params,
-					  stmt->lengths, stmt->formats) != 1) ||
-	    (commit && db_send_slot(db, scommit, "COMMIT", 0, NULL, NULL, NULL) != 1) ||
-	    PQpipelineSync(db->conn) != 1) {
+	for (i = 0; i < nq; i++)
+		if (db_send_slot(db, q[i].slot, q[i].sql, q[i].nparams, q[i].params,
+				 q[i].lengths, q[i].formats) != 1)
+			break;
+	if (i < nq || PQpipelineSync(db->conn) != 1) {
 		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
 		failed = head_failed = 1;
 	}
@@ -328,6 +434,7 @@ static int db_pipeline(db_t *db, const struct db_first *stmt, bool commit, PGres
 		st = PQresultStatus(res);
 		if (st == PGRES_PIPELINE_SYNC) {
 			PQclear(res);
+			synced = 1;
 			break;
 		}
 		n++;
@@ -337,14 +444,17 @@ static int db_pipeline(db_t *db, const struct db_first *stmt, bool commit, PGres
 			failed = 1;
 			head_failed = n <= nhead;
 		}
-		if (!failed && commit && n == want)
+		if (!failed && commit && !implicit && n == nq)
 			committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
-		if (!failed && stmt != NULL && n == nhead + 1) {
+		if (!failed && n - 1 == istmt) {
 			last = res;
 			continue;
 		}
 		PQclear(res);
 	}
+	db_deferred_clear(db);
+	if (implicit) /* committed at the Sync, when nothing failed before it */
+		committed = !failed && synced && n == nq;
 	if (PQexitPipelineMode(db->conn) != 1) {
 		/* Results left unread: this session cannot be used any more. */
 		*error_r = db_error(db, "begin failed", PQerrorMessage(db->conn));
@@ -353,7 +463,7 @@ static int db_pipeline(db_t *db, const struct db_first *stmt, bool commit, PGres
 		db_stmts_forget(db);
 		return -1;
 	}
-	if (!failed && n == want && (!commit || committed)) {
+	if (!failed && n == nq && (!commit || committed)) {
 		if (res_r != NULL)
 			*res_r = last;
 		else
@@ -366,46 +476,67 @@ static int db_pipeline(db_t *db, const struct db_first *stmt, bool commit, PGres
 				  : db_error(db, "begin failed", PQerrorMessage(db->conn));
 		head_failed = 1;
 	}
-	if (head_failed || commit)
+	if ((head_failed || commit) && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
 		db_rollback(db);
 	return -1;
 }
 
-/* BEGIN and the pending tenant setting, now (one round trip when it can). */
-static int db_begin_now(db_t *db, const char **error_r)
+/* Without a pipeline: BEGIN and its settings, then the deferred statements, one
+ * round trip each. */
+static int db_flush_slow(db_t *db, const char **error_r)
 {
+	struct db_deferred *d[DB_DEFER_MAX];
+	size_t n = db->n_deferred, i;
 	const char *params[1] = { db->tenant };
-	int r;
+	int rc = 0;
 
-	if ((r = db_pipeline(db, NULL, false, NULL, error_r)) <= 0) {
+	/* Taken out first: db_exec would otherwise come back here. */
+	memcpy(d, db->deferred, n * sizeof d[0]);
+	db->n_deferred = 0;
+	if (db->pending) {
 		db->pending = false;
-		db->begin_failed = r < 0;
-		return r;
+		/* SET LOCAL takes no parameters; set_config(..., true) is its
+		 * parameterised form. */
+		if (db_run(db, "BEGIN", 0, NULL, error_r) < 0 ||
+		    (db->pending_tenant && db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) ||
+		    (db->pending_async && db_run(db, DB_ASYNC_COMMIT, 0, NULL, error_r) < 0)) {
+			db_rollback(db);
+			db->begin_failed = true;
+			rc = -1;
+		}
 	}
-	db->pending = false; /* before db_run, which would otherwise come back here */
-	if (db_run(db, "BEGIN", 0, NULL, error_r) < 0)
-		goto fail;
-	/* SET LOCAL takes no parameters; set_config(..., true) is its parameterised form. */
-	if ((db->pending_tenant && db_run(db, DB_SET_TENANT, 1, params, error_r) < 0) ||
-	    (db->pending_async && db_run(db, DB_ASYNC_COMMIT, 0, NULL, error_r) < 0)) {
-		db_rollback(db);
-		goto fail;
-	}
-	return 0;
-fail:
-	db->begin_failed = true;
-	return -1;
+	for (i = 0; i < n && rc == 0; i++)
+		rc = db_run(db, d[i]->sql, d[i]->nparams, d[i]->params, error_r);
+	memcpy(db->deferred, d, n * sizeof d[0]);
+	db->n_deferred = n;
+	db_deferred_clear(db);
+	return rc;
 }
 
-/* The transaction's first statement, riding with its BEGIN. */
+/* Send the pending BEGIN and the deferred statements now (one round trip when it
+ * can). */
+static int db_flush(db_t *db, const char **error_r)
+{
+	bool head = db->pending;
+	int r = db_pipeline(db, NULL, false, NULL, error_r);
+
+	if (r == 1)
+		return db_flush_slow(db, error_r);
+	db->pending = false;
+	if (r < 0 && head)
+		db->begin_failed = true;
+	return r;
+}
+
+/* The pending BEGIN and deferred statements riding with the next statement. */
 static PGresult *db_exec_first(db_t *db, const char *sql, int nparams, const char *const *params,
 			       const int *lengths, const int *formats, const char **error_r)
 {
-	struct db_first first = { sql, nparams, params, lengths, formats };
+	struct db_first first = { sql, nparams, params, lengths, formats, 0 };
 	PGresult *res = NULL;
 	int r;
 
-	if (PQstatus(db->conn) != CONNECTION_OK) {
+	if (db->pending && PQstatus(db->conn) != CONNECTION_OK) {
 		/* Outside a transaction still: a lost connection may be reset. */
 		PQreset(db->conn);
 		db_stmts_forget(db);
@@ -413,6 +544,7 @@ static PGresult *db_exec_first(db_t *db, const char *sql, int nparams, const cha
 			*error_r = db_error(db, "connection lost", PQerrorMessage(db->conn));
 			db->pending = false;
 			db->begin_failed = true;
+			db_deferred_clear(db);
 			return NULL;
 		}
 	}
@@ -423,7 +555,7 @@ static PGresult *db_exec_first(db_t *db, const char *sql, int nparams, const cha
 		db->pending = false;
 		return NULL;
 	}
-	if (db_begin_now(db, error_r) < 0) /* no pipeline: the long way */
+	if (db_flush_slow(db, error_r) < 0) /* no pipeline: the long way */
 		return NULL;
 	return db_exec_bin(db, sql, nparams, params, lengths, formats, error_r);
 }
@@ -435,6 +567,7 @@ static int db_begin_lazy(db_t *db, const char *tenant_id, bool async, const char
 		*error_r = "tenant id too long";
 		return -1;
 	}
+	db_deferred_clear(db); /* left by a transaction never committed nor rolled back */
 	db->pending = true;
 	db->begin_failed = false;
 	db->pending_tenant = tenant_id != NULL;
@@ -456,7 +589,7 @@ int db_begin_async(db_t *db, const char *tenant_id, const char **error_r)
 PGresult *db_exec_commit(db_t *db, const char *sql, int nparams, const char *const *params,
 			 const char **error_r)
 {
-	struct db_first stmt = { sql, nparams, params, NULL, NULL };
+	struct db_first stmt = { sql, nparams, params, NULL, NULL, 0 };
 	PGresult *res = NULL;
 	int r;
 
@@ -484,23 +617,35 @@ PGresult *db_exec_commit(db_t *db, const char *sql, int nparams, const char *con
 
 bool db_in_transaction(db_t *db)
 {
-	return db->pending || PQtransactionStatus(db->conn) != PQTRANS_IDLE;
+	return db->pending || db->n_deferred > 0 || PQtransactionStatus(db->conn) != PQTRANS_IDLE;
 }
 
 int db_commit(db_t *db, const char **error_r)
 {
 	PGresult *res;
-	int ok;
+	int ok, r;
 
-	if (db->pending) { /* no statement ran: there is nothing to commit */
-		db->pending = false;
-		return 0;
-	}
 	if (db->begin_failed) {
 		db->begin_failed = false;
 		db_rollback(db);
 		*error_r = db_error(db, "commit failed", "the transaction never began");
 		return -1;
+	}
+	if (db->pending && db->n_deferred == 0) { /* no statement ran: nothing to commit */
+		db->pending = false;
+		return 0;
+	}
+	if (db->n_deferred > 0) {
+		/* The deferred statements and COMMIT in one round trip. */
+		r = db_pipeline(db, NULL, true, NULL, error_r);
+		if (r <= 0) {
+			db->pending = false;
+			return r;
+		}
+		if (db_flush_slow(db, error_r) < 0) {
+			db_rollback(db);
+			return -1;
+		}
 	}
 	res = db_exec(db, "COMMIT", 0, NULL, error_r);
 	if (res == NULL)
@@ -520,6 +665,7 @@ void db_rollback(db_t *db)
 	PGresult *res;
 
 	db->begin_failed = false;
+	db_deferred_clear(db);
 	if (db->pending) { /* BEGIN was never sent */
 		db->pending = false;
 		return;

@@ -31,6 +31,19 @@ PGresult *db_exec(db_t *db, const char *sql, int nparams, const char *const *par
 PGresult *db_exec_bin(db_t *db, const char *sql, int nparams, const char *const *params,
 		      const int *lengths, const int *formats, const char **error_r);
 
+/* Most values of a deferred statement (db_defer). */
+#define DB_DEFER_PARAMS_MAX 16
+
+/* Inside a transaction: queue sql (a statement whose result is only success or
+ * failure, e.g. an INSERT) with a copy of its values, to be sent in one round trip
+ * with the transaction's next statement or its COMMIT (db_exec*, db_commit,
+ * db_exec_commit, db_conn). Its error, if any, is then that call's error, and the
+ * transaction must be rolled back as after any failed statement. Outside a
+ * transaction, with too many values or too many queued, it runs at once. 0 or -1.
+ * db_rollback drops what is queued. */
+int db_defer(db_t *db, const char *sql, int nparams, const char *const *params,
+	     const int *lengths, const int *formats, const char **error_r);
+
 /* BEGIN; and if tenant_id is not NULL, set app.tenant_id for this transaction only
  * (set_config(..., true)), which every RLS policy reads. Lazy: both are sent with
  * the transaction's first statement (one round trip), so a failure to begin shows

@@ -291,16 +291,11 @@ int ticket_request_record(struct daemon *d, const Ward__Envelope *env, const str
 			      : NULL;
 	const char *p[7] = {env->tenant,  env->id,     who->actor, key,
 			    request_hash, env->method, result_id};
-	PGresult *res;
 
-	res = db_exec(daemon_db(d),
-		      "INSERT INTO ticket.requests (tenant_id, envelope_id, principal, idem_key, "
-		      "request_hash, method, result_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-		      7, p, error_r);
-	if (res == NULL)
-		return -1;
-	PQclear(res);
-	return 0;
+	return db_defer(daemon_db(d),
+			"INSERT INTO ticket.requests (tenant_id, envelope_id, principal, idem_key, "
+			"request_hash, method, result_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+			7, p, NULL, NULL, error_r);
 }
 
 /* ============================== lifecycle =============================== */

@@ -150,7 +150,6 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 	size_t sealed_len = 0;
 	bool conflict;
 	queue_result_t qr;
-	PGresult *res;
 	int r;
 
 	ticket_who_of(env, &who);
@@ -232,29 +231,25 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 		int lens[7] = {0, 0, 0, 0, 0, 0, (int)sealed_len};
 		int fmts[7] = {0, 0, 0, 0, 0, 0, 1};
 
-		res = db_exec_bin(
-		    daemon_db(d),
-		    "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
-		    "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-		    7, p, lens, fmts, &err);
-		if (res == NULL) {
+		/* Deferred, as the UPDATE, the audit event and the request record: all
+		 * travel with the COMMIT, in one round trip. */
+		if (db_defer(daemon_db(d),
+			     "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
+			     "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+			     7, p, lens, fmts, &err) < 0) {
 			qr = ticket_retry(d, "insert message", err, error_r);
 			goto out;
 		}
-		PQclear(res);
 	}
 	{
 		const char *p[2] = {req->id, ticket_status_name(to)};
 
-		res = db_exec(
-		    daemon_db(d),
-		    "UPDATE ticket.tickets SET status = $2, updated_at = now() WHERE id = $1", 2, p,
-		    &err);
-		if (res == NULL) {
+		if (db_defer(daemon_db(d),
+			     "UPDATE ticket.tickets SET status = $2, updated_at = now() WHERE id = $1",
+			     2, p, NULL, NULL, &err) < 0) {
 			qr = ticket_retry(d, "update ticket", err, error_r);
 			goto out;
 		}
-		PQclear(res);
 	}
 	snprintf(target, sizeof target, "ticket:%s", req->id);
 	snprintf(detail, sizeof detail, "{\"message\":\"%s\",\"role\":\"%s\"}", mid, who.role);

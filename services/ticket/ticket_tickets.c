@@ -338,7 +338,6 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 	const char *err = NULL, *priority;
 	bool conflict;
 	queue_result_t qr;
-	PGresult *res;
 	long long number;
 	int seen;
 
@@ -436,19 +435,17 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		p[9] = req->assignee_id[0] != '\0' ? req->assignee_id : NULL;
 		p[10] = req->department_id[0] != '\0' ? req->department_id : NULL;
 		p[11] = who.actor;
-		res = db_exec_bin(
-		    daemon_db(d),
-		    "INSERT INTO ticket.tickets (id, tenant_id, number, subject_enc, "
-		    "priority, requester_id, requester_email_enc, requester_email_bidx, "
-		    "requester_name_enc, assignee_id, department_id, created_by) "
-		    "VALUES ($1, $2, $3, $4, $5, coalesce($6::uuid, (SELECT u.id FROM auth.users u "
-		    "WHERE u.email_bidx = $8 AND u.role = 'customer')), $7, $8, $9, $10, $11, $12)",
-		    12, p, lens, fmts, &err);
-		if (res == NULL) {
+		if (db_defer(daemon_db(d),
+			     "INSERT INTO ticket.tickets (id, tenant_id, number, subject_enc, "
+			     "priority, requester_id, requester_email_enc, requester_email_bidx, "
+			     "requester_name_enc, assignee_id, department_id, created_by) "
+			     "VALUES ($1, $2, $3, $4, $5, coalesce($6::uuid, (SELECT u.id FROM "
+			     "auth.users u WHERE u.email_bidx = $8 AND u.role = 'customer')), $7, "
+			     "$8, $9, $10, $11, $12)",
+			     12, p, lens, fmts, &err) < 0) {
 			qr = ticket_retry(d, "insert ticket", err, error_r);
 			goto out;
 		}
-		PQclear(res);
 	}
 	{
 		const char *p[6] = {mid,      env->tenant,
@@ -456,16 +453,13 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 				    who.role, (const char *)s.body};
 		int lens[6] = {0, 0, 0, 0, 0, (int)s.body_len}, fmts[6] = {0, 0, 0, 0, 0, 1};
 
-		res = db_exec_bin(
-		    daemon_db(d),
-		    "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
-		    "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, false, $6)",
-		    6, p, lens, fmts, &err);
-		if (res == NULL) {
+		if (db_defer(daemon_db(d),
+			     "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
+			     "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, false, $6)",
+			     6, p, lens, fmts, &err) < 0) {
 			qr = ticket_retry(d, "insert message", err, error_r);
 			goto out;
 		}
-		PQclear(res);
 	}
 	snprintf(target, sizeof target, "ticket:%s", id);
 	snprintf(detail, sizeof detail, "{\"number\":%lld,\"priority\":\"%s\",\"message\":\"%s\"}",
@@ -475,8 +469,9 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		qr = ticket_retry(d, "record", err, error_r);
 		goto out;
 	}
-	/* The reply is read back inside the transaction (the same code as a replay),
-	 * and COMMIT travels with it. */
+	/* The inserts above were deferred: they travel with the read back of the reply
+	 * (inside the transaction, the same code as a replay) and its COMMIT, in one
+	 * round trip. */
 	if (ticket_load(d, env->tenant, &who, id, true, &t, &err) != 1) {
 		qr = ticket_retry(d, "read back and commit", err != NULL ? err : "gone", error_r);
 		goto out;
