@@ -321,17 +321,14 @@ int audit_detail_open(struct daemon *d, const char *tenant, const char *event_uu
 
 /* ================================ storing =============================== */
 
-/* Point app.tenant_id at tenant for the rest of the transaction. */
+/* Point app.tenant_id at tenant for the rest of the transaction (sent with the
+ * next statement). */
 static int store_set_tenant(db_t *db, const char *tenant, const char **error_r)
 {
 	const char *params[1] = { tenant };
-	PGresult *res = db_exec(db, "SELECT set_config('app.tenant_id', $1, true)", 1, params,
-				error_r);
 
-	if (res == NULL)
-		return -1;
-	PQclear(res);
-	return 0;
+	return db_defer(db, "SELECT set_config('app.tenant_id', $1, true)", 1, params, NULL, NULL,
+			error_r);
 }
 
 /* Sign and insert a checkpoint at the chain's head (inside the transaction,
@@ -469,15 +466,14 @@ static int store_event_id(struct daemon *d, Ward__AuditEvent *ev, const char **e
 		const char *dp[3] = { uuid, tenant, (const char *)detail };
 		int dl[3] = { 0, 0, (int)detail_len }, df[3] = { 0, 0, 1 };
 
-		res = db_exec_bin(db,
-				  "INSERT INTO audit.event_details (event_id, tenant_id, detail_enc) "
-				  "VALUES ($1::uuid, NULLIF($2, '')::uuid, $3)",
-				  3, dp, dl, df, error_r);
-		if (res == NULL) {
+		/* Sent with the next event or the COMMIT. */
+		if (db_defer(db,
+			     "INSERT INTO audit.event_details (event_id, tenant_id, detail_enc) "
+			     "VALUES ($1::uuid, NULLIF($2, '')::uuid, $3)",
+			     3, dp, dl, df, error_r) < 0) {
 			ret = -1;
 			goto out;
 		}
-		PQclear(res);
 	}
 	if (ret == 1) {
 		c->seq = row.seq;
