@@ -126,7 +126,8 @@ static int gateway_init(struct daemon *d, const char **error_r)
 	if ((gateway.ssl_ctx = gateway_tls_ctx_new(&gateway_conf, error_r)) == NULL)
 		return -1;
 	gateway.sources = gateway_tls_sources_new();
-	if (gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0 ||
+	if (gateway_accesslog_open(gateway.base, daemon_config(d), error_r) < 0 ||
+	    gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0 ||
 	    gateway_status_start(&gateway, error_r) < 0) {
 		gateway_http_free(&gateway);
 		gateway_api_deinit(&gateway);
@@ -134,6 +135,7 @@ static int gateway_init(struct daemon *d, const char **error_r)
 		gateway.ssl_ctx = NULL;
 		gateway_tls_sources_free(gateway.sources);
 		gateway.sources = NULL;
+		gateway_accesslog_close();
 		return -1;
 	}
 	return 0;
@@ -147,6 +149,7 @@ static void gateway_stop(struct daemon *d)
 	gateway_status_stop(&gateway);
 	gateway_healthz_orphan_all(&gateway, true);
 	gateway_api_orphan_all(&gateway, true);
+	gateway_accesslog_flush(); /* the 503s just answered, before the drain */
 	log_event(LOG_INFO, "listeners closed", LF_INT("connections", gateway.connections));
 }
 
@@ -162,6 +165,7 @@ static void gateway_deinit(struct daemon *d)
 	gateway.ssl_ctx = NULL;
 	gateway_tls_sources_free(gateway.sources); /* every SSL (and its count) is gone */
 	gateway.sources = NULL;
+	gateway_accesslog_close(); /* last: answers given while freeing are logged too */
 }
 
 static const struct daemon_service gateway_service = {
