@@ -16,9 +16,7 @@
  * GET and MGET on ~rl:gateway:* only (deploy/policy.yaml `ratelimit: true`) a
  * compromised gateway can do no more than count. An INCR per bucket and one MGET
  * are pipelined: one round trip per request whatever the number of buckets, n + 1
- * commands (the expiry rides on a window's first request only). A finished
- * window's count no longer changes, so it is kept in memory once read (rl_prev):
- * a steady client's check is its n INCRs alone.
+ * commands (the expiry rides on a window's first request only).
  *
  * Keys hold hashes (gateway_key_hash), never an address or a credential.
  * The connection reconnects with backoff; while it is down, gateway_rl_check
@@ -53,22 +51,6 @@ struct gateway_rl {
 	int backoff_ms;
 	struct event *retry_ev;
 	unsigned long down_logged;
-	struct rl_prev *prev; /* RL_PREV_SLOTS finished windows' counts */
-};
-
-/*
- * A finished window's count, as read by an MGET: once its window is over nobody
- * counts in it any more (but a check that began just before the edge), so it is
- * read once per bucket and window and kept here for the rest of the next window.
- * A steady client's check is then its INCRs alone. Direct-mapped by the bucket id
- * (a hash): a collision only costs an MGET.
- */
-#define RL_PREV_SLOTS 4096
-struct rl_prev {
-	const char *name; /* the bucket's name (a literal of gateway_api.c) */
-	char id[33];	  /* the first 32 hex digits of its id, as in its key */
-	long long win;	  /* the finished window */
-	long long value;
 };
 
 /* One check in flight: its buckets' answers, then the callback. */
@@ -79,46 +61,9 @@ struct rl_check {
 	size_t n, answers;
 	bool failed;
 	long long now_ms;
-	bool mget; /* the previous windows are read (not all known) */
 	struct gateway_rl_bucket b[RL_MAX_BUCKETS];
 	long long cur[RL_MAX_BUCKETS], prev[RL_MAX_BUCKETS];
 };
-
-/* The slot of bucket b's window win. */
-static struct rl_prev *rl_prev_slot(struct gateway_rl *rl, const struct gateway_rl_bucket *b)
-{
-	unsigned long h = 0;
-
-	for (size_t i = 0; i < 8 && b->id[i] != '\0'; i++)
-		h = h * 31 + (unsigned char)b->id[i];
-	h = h * 31 + (unsigned char)b->name[0];
-	return &rl->prev[h % RL_PREV_SLOTS];
-}
-
-/* The count of b's finished window win if kept: true and *v_r. */
-static bool rl_prev_get(struct gateway_rl *rl, const struct gateway_rl_bucket *b, long long win,
-			long long *v_r)
-{
-	const struct rl_prev *p = rl_prev_slot(rl, b);
-
-	if (p->name == NULL || p->win != win || strcmp(p->name, b->name) != 0 ||
-	    strncmp(p->id, b->id, 32) != 0)
-		return false;
-	*v_r = p->value;
-	return true;
-}
-
-/* Keep the count of b's finished window win. */
-static void rl_prev_put(struct gateway_rl *rl, const struct gateway_rl_bucket *b, long long win,
-			long long v)
-{
-	struct rl_prev *p = rl_prev_slot(rl, b);
-
-	p->name = b->name;
-	snprintf(p->id, sizeof p->id, "%.32s", b->id);
-	p->win = win;
-	p->value = v;
-}
 
 static void rl_open(struct gateway_rl *rl);
 
@@ -373,7 +318,6 @@ struct gateway_rl *gateway_rl_new(struct event_base *base, const char *host, int
 	if (rl == NULL || (rl->host = strdup(host)) == NULL ||
 	    (rl->user = strdup(user != NULL ? user : "gateway")) == NULL ||
 	    (password != NULL && (rl->password = strdup(password)) == NULL) ||
-	    (rl->prev = calloc(RL_PREV_SLOTS, sizeof *rl->prev)) == NULL ||
 	    (rl->retry_ev = evtimer_new(base, rl_on_retry, rl)) == NULL)
 		log_fatal("rate limit: out of memory");
 	rl->base = base;
@@ -403,7 +347,6 @@ void gateway_rl_free(struct gateway_rl *rl)
 	}
 	free(rl->host);
 	free(rl->user);
-	free(rl->prev);
 	free(rl);
 }
 
@@ -495,20 +438,14 @@ static void rl_on_reply(redisAsyncContext *ac, void *r, void *priv)
 		c->cur[idx] = reply->integer;
 		if (reply->integer == 1 && gateway_rl_up(c->rl))
 			rl_expire(c->rl, &c->b[idx], c->now_ms);
-	} else if (idx == c->n && c->mget && reply->type == REDIS_REPLY_ARRAY &&
-		   reply->elements == c->n) {
-		for (size_t i = 0; i < c->n; i++) {
-			long long win = c->now_ms / ((long long)c->b[i].window_s * 1000) - 1;
-
+	} else if (idx == c->n && reply->type == REDIS_REPLY_ARRAY && reply->elements == c->n) {
+		for (size_t i = 0; i < c->n; i++)
 			if (reply->element[i]->type == REDIS_REPLY_STRING)
 				c->prev[i] = strtoll(reply->element[i]->str, NULL, 10);
-			if (!c->rl->freeing)
-				rl_prev_put(c->rl, &c->b[i], win, c->prev[i]);
-		}
 	} else {
 		c->failed = true;
 	}
-	if (c->answers < c->n + (c->mget ? 1 : 0))
+	if (c->answers < c->n + 1)
 		return;
 	if (c->failed) {
 		c->cb(c->arg, -1, NULL);
@@ -572,18 +509,8 @@ int gateway_rl_check(struct gateway_rl *rl, const struct gateway_rl_bucket *b, s
 				log_fatal("rate limit: out of memory");
 			}
 		}
-		for (size_t i = 0; i < n; i++) {
-			long long win = c->now_ms / ((long long)b[i].window_s * 1000);
-
-			if (!rl_prev_get(rl, &b[i], win - 1, &c->prev[i]))
-				c->mget = true;
-		}
-		if (c->mget) {
-			memset(c->prev, 0, sizeof c->prev);
-			if (redisAsyncCommandArgv(rl->ac, rl_on_reply, c, (int)n + 1, mget, NULL) !=
-			    REDIS_OK)
-				log_fatal("rate limit: out of memory");
-		}
+		if (redisAsyncCommandArgv(rl->ac, rl_on_reply, c, (int)n + 1, mget, NULL) != REDIS_OK)
+			log_fatal("rate limit: out of memory");
 	}
 	return 0;
 }
