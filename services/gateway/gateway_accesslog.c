@@ -140,7 +140,11 @@ int gateway_accesslog_open(struct event_base *base, const struct daemon_config *
 	}
 	if (!registered && atexit(gateway_alog_atexit) == 0)
 		registered = true;
-	(void)gateway_alog_fd();
+	if (gateway_alog_fd() < 0) {
+		/* The file log.c writes cannot be opened a second time: leave it to log.c. */
+		gateway_accesslog_close();
+		return 0;
+	}
 	alog.on = true;
 	return 0;
 }

@@ -3,7 +3,8 @@
  * JSON object of log.c's shape whatever the path holds (quotes, backslashes,
  * control bytes, a forged second line), lines are held until a flush and none is
  * lost at close, a buffer that fills is written out, a rotated file is followed,
- * and nothing is buffered when the log level is above info.
+ * and nothing is buffered when the log level is above info or the file cannot be
+ * opened (log.c writes the line then).
  *
  * services/gateway/ is not in libward.a, so the module is compiled in here.
  */
@@ -238,6 +239,19 @@ static void test_level_above_info_buffers_nothing(void **state)
 	f->dc.log_level = "info";
 }
 
+static void test_unopenable_file_left_to_log_c(void **state)
+{
+	struct fixture *f = *state;
+	const char *err = NULL;
+	char *saved = f->dc.log_file;
+
+	f->dc.log_file = "/nonexistent-ward-dir/gateway.log";
+	assert_int_equal(gateway_accesslog_open(f->base, &f->dc, &err), 0);
+	/* Not buffered where it could never be written: the caller logs through log.c. */
+	assert_false(gateway_accesslog_line("r", "GET", "/", 200, 0, 0, "::1"));
+	f->dc.log_file = saved;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -248,6 +262,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_timer_flushes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_follows_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_level_above_info_buffers_nothing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_unopenable_file_left_to_log_c, setup,
 						teardown),
 	};
 
