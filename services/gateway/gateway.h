@@ -6,6 +6,7 @@
  * gateway_http.c	evhttp servers, routing, security headers, problem responses, access log,
  *		the request guard (also in front of the redirector and the status page)
  * gateway_healthz.c	GET /healthz: ping auth and ticket through their queues
+ * gateway_accesslog.c	the access log lines, buffered
  * gateway_util.c	pure helpers (no libevent, no OpenSSL): parsing and validation
  *
  * Everything runs on the daemon's one event loop; there are no threads.
@@ -194,6 +195,15 @@ void gateway_api_orphan_all(struct gateway *gw, bool answer);
 int gateway_api_init(struct gateway *gw, const char **error_r);
 void gateway_api_deinit(struct gateway *gw);
 uint16_t gateway_region_port(const struct gateway_config *cfg, const char *region);
+
+/* gateway_accesslog.c: the access log, buffered (flushed within 100 ms, at stop and exit) */
+struct daemon_config;
+int gateway_accesslog_open(struct event_base *base, const struct daemon_config *dc,
+			   const char **error_r);
+bool gateway_accesslog_line(const char *request_id, const char *method, const char *path,
+			    int status, size_t bytes, long long duration_ms, const char *client);
+void gateway_accesslog_flush(void);
+void gateway_accesslog_close(void);
 
 /* gateway_healthz.c */
 void gateway_healthz_start(struct gateway *gw, struct evhttp_request *req,

@@ -9,6 +9,7 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon.h"
@@ -125,7 +126,8 @@ static int gateway_init(struct daemon *d, const char **error_r)
 	if ((gateway.ssl_ctx = gateway_tls_ctx_new(&gateway_conf, error_r)) == NULL)
 		return -1;
 	gateway.sources = gateway_tls_sources_new();
-	if (gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0 ||
+	if (gateway_accesslog_open(gateway.base, daemon_config(d), error_r) < 0 ||
+	    gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0 ||
 	    gateway_status_start(&gateway, error_r) < 0) {
 		gateway_http_free(&gateway);
 		gateway_api_deinit(&gateway);
@@ -133,6 +135,7 @@ static int gateway_init(struct daemon *d, const char **error_r)
 		gateway.ssl_ctx = NULL;
 		gateway_tls_sources_free(gateway.sources);
 		gateway.sources = NULL;
+		gateway_accesslog_close();
 		return -1;
 	}
 	return 0;
@@ -146,6 +149,7 @@ static void gateway_stop(struct daemon *d)
 	gateway_status_stop(&gateway);
 	gateway_healthz_orphan_all(&gateway, true);
 	gateway_api_orphan_all(&gateway, true);
+	gateway_accesslog_flush(); /* the 503s just answered, before the drain */
 	log_event(LOG_INFO, "listeners closed", LF_INT("connections", gateway.connections));
 }
 
@@ -161,6 +165,7 @@ static void gateway_deinit(struct daemon *d)
 	gateway.ssl_ctx = NULL;
 	gateway_tls_sources_free(gateway.sources); /* every SSL (and its count) is gone */
 	gateway.sources = NULL;
+	gateway_accesslog_close(); /* last: answers given while freeing are logged too */
 }
 
 static const struct daemon_service gateway_service = {
@@ -177,5 +182,16 @@ static const struct daemon_service gateway_service = {
 
 int main(int argc, char **argv)
 {
+	/*
+	 * libevent's epoll changelist (read before daemon_main makes the event base):
+	 * the event changes of one loop turn reach the kernel as one epoll_ctl per
+	 * descriptor at most, instead of one per change. A keep-alive TLS connection
+	 * toggles reading and writing on every request, and each Redis round trip adds
+	 * and removes its events: without it, a request cost about 16 epoll_ctl calls.
+	 * Its one caveat (descriptors cloned with dup()) does not apply: the gateway
+	 * dups none. Not overwritten if the environment sets it.
+	 */
+	if (setenv("EVENT_EPOLL_USE_CHANGELIST", "1", 0) != 0)
+		return 1;
 	return daemon_main(argc, argv, &gateway_service);
 }

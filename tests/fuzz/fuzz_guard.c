@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../../services/gateway/gateway_http.c"
+#include "../../services/gateway/gateway_accesslog.c"
 #include "../../services/gateway/gateway_util.c"
 
 /* What gateway_http.c calls elsewhere: never reached from the guard. */
