@@ -723,7 +723,23 @@ int daemon_main(int argc, char **argv, const struct daemon_service *svc)
 		fprintf(stderr, "ward-%s: log_file: %s\n", svc->name, error);
 		goto out;
 	}
-	d.base = event_base_new();
+	/*
+	 * libevent's epoll changelist: the event changes of one loop turn reach the
+	 * kernel as one epoll_ctl per descriptor at most, instead of one per change (a
+	 * keep-alive TLS connection toggles reading and writing on every request, and
+	 * each Redis round trip adds and removes its events). Its one caveat,
+	 * descriptors cloned with dup() inside one base, does not apply: no daemon dups
+	 * a descriptor it watches (backup dups only in a child before exec).
+	 */
+	{
+		struct event_config *ec = event_config_new();
+
+		if (ec != NULL) {
+			if (event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) == 0)
+				d.base = event_base_new_with_config(ec);
+			event_config_free(ec);
+		}
+	}
 	if (d.base == NULL) {
 		log_error("cannot create event base");
 		goto out;

@@ -182,16 +182,5 @@ static const struct daemon_service gateway_service = {
 
 int main(int argc, char **argv)
 {
-	/*
-	 * libevent's epoll changelist (read before daemon_main makes the event base):
-	 * the event changes of one loop turn reach the kernel as one epoll_ctl per
-	 * descriptor at most, instead of one per change. A keep-alive TLS connection
-	 * toggles reading and writing on every request, and each Redis round trip adds
-	 * and removes its events: without it, a request cost about 16 epoll_ctl calls.
-	 * Its one caveat (descriptors cloned with dup()) does not apply: the gateway
-	 * dups none. Not overwritten if the environment sets it.
-	 */
-	if (setenv("EVENT_EPOLL_USE_CHANGELIST", "1", 0) != 0)
-		return 1;
 	return daemon_main(argc, argv, &gateway_service);
 }
