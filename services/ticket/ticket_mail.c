@@ -3,8 +3,16 @@
  * a reply on one, exactly once.
  *
  * Only ward-mail-ingest calls it (principal kind "service", id "mail-ingest"; the
- * skeleton checked that the sender is that service). Everything happens in one
- * transaction of the recipient tenant:
+ * skeleton checked that the sender is that service). A mail that names no ticket
+ * (no references, no "[#REF]": it can only open one) first takes its ticket
+ * number in a short transaction of its own, committed asynchronously, as
+ * ticket.create does: the tenant's counter row is then not locked until the
+ * mail commits, so one tenant's mails do not queue behind each other's commits
+ * (a duplicate or a failed attempt leaves a gap in the numbers). Everything
+ * else happens in one transaction of the recipient tenant, in five round trips
+ * (BEGIN with the lock, one query for the duplicate and the sender, one
+ * statement for ticket, message, Message-ID and participants, the audit event,
+ * COMMIT):
  *
  *   1. Idempotency: the Message-ID (as a keyed blind index) is taken once per
  *      tenant in ticket.mail_ids; a second delivery of the same Message-ID (a
@@ -29,9 +37,12 @@
  * not recorded as a participant; a customer as that user (and is the requester
  * of a new ticket, requester_id); a disabled account threads into nothing (its
  * mail opens a new ticket).
- * ward-mail-ingest asked ward-auth (auth.mail_customer) to create the customer
- * for an unknown sender before it delivered the mail; if there is still no
- * account, the address alone stays on the ticket (sealed + blind index).
+ * The tenant has no account for the sender and the request does not say
+ * sender_checked: 409 and nothing done (no number spent); ward-mail-ingest then
+ * asks ward-auth (auth.mail_customer) to create the customer and sends the mail
+ * again with sender_checked. Most mail comes from known senders: one hop, not
+ * two. With sender_checked and still no account, the address alone stays on the
+ * ticket (sealed + blind index).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,26 +305,44 @@ static int mail_exec(struct daemon *d, const char *sql, int n, const char *const
 	"ON CONFLICT (tenant_id) DO UPDATE "                                                       \
 	"SET last_number = ticket.counters.last_number + 1 RETURNING last_number"
 
-/* A ticket number in a short transaction of its own whose commit does not wait
- * for the WAL flush (as ticket.create takes its numbers): the tenant's counter
- * row stays locked for one statement, not until the mail's transaction commits,
- * so the mails of one tenant do not queue behind each other's commits. The
- * mail's synchronous commit, later in the WAL, makes the counter durable with
- * it. A duplicate or a failed attempt leaves a gap in the numbers. 0 or -1. */
-static int mail_number_async(struct daemon *d, const char *tenant, long long *number_r,
-			     const char **error_r)
+/* A ticket number in a short transaction of its own (begun by the caller with
+ * db_begin_async: its commit does not wait for the WAL flush), as ticket.create
+ * takes its numbers: the tenant's counter row stays locked for one statement,
+ * not until the mail's transaction commits, so the mails of one tenant do not
+ * queue behind each other's commits. The mail's synchronous commit, later in
+ * the WAL, makes the counter durable with it. Unless checked, only when the
+ * tenant has an account for the sender (else mail-ingest asks ward-auth first:
+ * no number is spent). A duplicate or a failed attempt leaves a gap in the
+ * numbers. 1 (a number), 0 (an unknown sender) or -1; the transaction is over. */
+static int mail_number_async(struct daemon *d, const char *tenant, const char *sender_bidx,
+			     bool checked, long long *number_r, const char **error_r)
 {
-	const char *p[1] = {tenant};
+	const char *p[3] = {tenant, checked ? "t" : "f", sender_bidx};
 	PGresult *res;
+	int r;
 
-	if (db_begin_async(daemon_db(d), tenant, error_r) < 0)
-		return -1;
-	res = db_exec_commit(daemon_db(d), MAIL_COUNTER_SQL, 1, p, error_r);
+	res = db_exec_commit(daemon_db(d),
+			     "INSERT INTO ticket.counters (tenant_id, last_number) "
+			     "SELECT $1::uuid, 1001 WHERE $2::boolean OR EXISTS "
+			     "(SELECT 1 FROM auth.users WHERE email_bidx = $3) "
+			     "ON CONFLICT (tenant_id) DO UPDATE "
+			     "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
+			     3, p, error_r);
 	if (res == NULL)
 		return -1;
-	*number_r = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	r = PQntuples(res) == 1;
+	if (r)
+		*number_r = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	return 0;
+	return r;
+}
+
+/* The tenant has no account for the sender, and mail-ingest has not asked
+ * ward-auth for one yet: nothing done; it asks, then sends the mail again. */
+static queue_result_t mail_unknown_sender(struct queue_reply *reply)
+{
+	return ticket_problem(reply, 409, "Unknown sender",
+			      "ask auth.mail_customer, then send again with sender_checked", NULL);
 }
 
 /* The next number inside the mail's transaction: for a mail that named a
@@ -542,7 +571,7 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 	char mid[TICKET_UUID_LEN + 1] = "", target[64], ref[96];
 	char detail[2048], jmsgid[700], jfrom[400];
 	const char *err = NULL;
-	bool created = false;
+	bool created = false, likely_new;
 	long long number = 0;
 	queue_result_t qr;
 	PGresult *res;
@@ -564,13 +593,10 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		goto out;
 	}
 	/* A mail that names no ticket (no references, no "[#REF]") can only open one
-	 * (or be a duplicate): its number first, outside the mail's transaction. */
-	if (req->n_references == 0 && req->subject_ref[0] == '\0' &&
-	    mail_number_async(d, env->tenant, &number, &err) < 0) {
-		qr = ticket_retry(d, "number", err, error_r);
-		goto out;
-	}
-	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
+	 * (or be a duplicate): its number first, in a transaction of its own. */
+	likely_new = req->n_references == 0 && req->subject_ref[0] == '\0';
+	if ((likely_new ? db_begin_async(daemon_db(d), env->tenant, &err)
+			: db_begin(daemon_db(d), env->tenant, &err)) < 0) {
 		qr = ticket_retry(d, "begin", err, error_r);
 		goto out;
 	}
@@ -584,6 +610,22 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		goto out;
 	}
 	crypto_wipe(dek, sizeof dek);
+	if (likely_new) {
+		r = mail_number_async(d, env->tenant, sender_bidx, req->sender_checked, &number,
+				      &err);
+		if (r < 0) {
+			qr = ticket_retry(d, "number", err, error_r);
+			goto out;
+		}
+		if (r == 0) {
+			qr = mail_unknown_sender(reply);
+			goto out;
+		}
+		if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
+			qr = ticket_retry(d, "begin", err, error_r);
+			goto out;
+		}
+	}
 	/* One Message-ID at a time per tenant: a concurrent duplicate waits, then sees
 	 * it (sent with BEGIN, in the transaction's first round trip). */
 	{
@@ -610,6 +652,11 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 			goto out;
 		}
 		qr = mail_answer(reply, slug, &t, mid, false, true, error_r);
+		goto out;
+	}
+	if (!req->sender_checked && sender.user_id[0] == '\0' && !sender.disabled) {
+		db_rollback(daemon_db(d));
+		qr = mail_unknown_sender(reply);
 		goto out;
 	}
 	/* a disabled account (an agent who left, a blocked customer) writes into no
