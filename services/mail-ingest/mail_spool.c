@@ -1451,7 +1451,7 @@ static int mail_log_recover_segment(struct mail_ingest *mi, uint64_t seq)
 			torn = 1;
 			break;
 		}
-		if (bsearch(id, done, n_done, sizeof *done, mail_id_cmp) == NULL &&
+		if ((n_done == 0 || bsearch(id, done, n_done, sizeof *done, mail_id_cmp) == NULL) &&
 		    mail_job_add_at(mi, id, seq, off + MAIL_LOG_HDR, len) < 0)
 			goto out;
 		records++;

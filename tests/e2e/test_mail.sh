@@ -317,7 +317,7 @@ chmod 600 "$sp/log/$lseg"
 check "a record written into the spool log is pending" bash -c "[ \$(held) = 1 ]"
 spawn_as_user "$WARD_VAR/$R/run/mail-ingest.pid" "$WARD_VAR/$R/log/mail-ingest.stderr" \
 	"$BIN/ward-mail-ingest" --config "$WARD_VAR/$R/etc/mail-ingest.yaml"
-check "…refused by ward-ticket, it becomes a dead letter (never lost)" wait_for 60 test -f "$sp/dead/$bad"
+check "…refused by ward-ticket, it becomes a dead letter (never lost)" wait_for 120 test -f "$sp/dead/$bad"
 check "…with its payload as it was spooled" bash -c "grep -q 'not a protobuf' '$sp/dead/$bad'"
 check "…marked done in the log: nothing pending, its segment removed" wait_for 20 bash -c "[ \$(held) = 0 ] && [ ! -e '$sp/log/$lseg' ]"
 check "…listed by wardctl mail dead-letters" bash -c \
