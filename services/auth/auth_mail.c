@@ -40,13 +40,16 @@ static int auth_mail_name_ok(const char *s)
 	return 1;
 }
 
-/* Read the account of bidx into id/role; 1 found, 0 none, -1 error. */
+/* Read the account of bidx into id/role; 1 found, 0 none, -1 error. With
+ * commit, the statement ends the transaction too (one round trip with BEGIN and
+ * COMMIT when it is the first): the usual case, an address that has an account. */
 static int auth_mail_find(struct auth_req *r, const char *bidx, char id[AUTH_UUID_LEN + 1],
-			  char role[16], const char **error_r)
+			  char role[16], bool commit, const char **error_r)
 {
+	static const char sql[] = "SELECT id, role FROM auth.users WHERE email_bidx = $1";
 	const char *p[1] = { bidx };
-	PGresult *res = db_exec(r->db, "SELECT id, role FROM auth.users WHERE email_bidx = $1", 1,
-				p, error_r);
+	PGresult *res = commit ? db_exec_commit(r->db, sql, 1, p, error_r)
+			       : db_exec(r->db, sql, 1, p, error_r);
 	int found;
 
 	if (res == NULL)
@@ -94,13 +97,20 @@ AUTH_HANDLER(auth_mail_customer)
 		err = "cannot compute the blind index";
 		goto fail;
 	}
-	found = auth_mail_find(&r, bidx, id, role, &err);
-	if (found < 0)
-		goto fail;
+	/* read and committed at once: nothing to write when the account exists */
+	found = auth_mail_find(&r, bidx, id, role, true, &err);
+	if (found < 0) {
+		ret = auth_fail(reply, "mail customer", err);
+		goto out;
+	}
 	if (found == 0) {
 		const char *name = auth_mail_name_ok(req->name) ? req->name : "";
 		PGresult *res;
 
+		/* a transaction of its own for the account (a concurrent twin may
+		 * create it first: ON CONFLICT below, then read back) */
+		if (auth_begin(&r, d, env, &err) < 0)
+			goto fail;
 		if (auth_uuid_random(id) < 0 ||
 		    auth_seal(&r, "auth.users", "email_enc", id, email, strlen(email), &eenc,
 			      &eenc_len) < 0 ||
@@ -133,16 +143,18 @@ AUTH_HANDLER(auth_mail_customer)
 			if (auth_audit(&r, "user", "create", NULL, target, NULL,
 				       "{\"role\":\"customer\",\"via\":\"mail\"}", &err) < 0)
 				goto fail;
-		} else if ((found = auth_mail_find(&r, bidx, id, role, &err)) <= 0) {
+		} else if ((found = auth_mail_find(&r, bidx, id, role, false, &err)) <= 0) {
 			if (found == 0)
 				err = "the account vanished";
 			goto fail;
 		}
 	}
-	if (auth_commit(&r, &err) < 0) {
+	if (created && auth_commit(&r, &err) < 0) {
 		ret = auth_fail(reply, "mail customer: commit", err);
 		goto out;
 	}
+	if (!created && db_in_transaction(r.db))
+		db_rollback(r.db); /* a twin created it: nothing of ours to keep */
 	out.user_id = id;
 	out.role = role;
 	out.created = created;
@@ -152,6 +164,9 @@ fail:
 	auth_rollback(&r);
 	ret = auth_fail(reply, "mail customer", err);
 out:
+	/* the DEK too: the usual path ends with db_exec_commit, not auth_commit */
+	crypto_wipe(r.dek, sizeof r.dek);
+	crypto_wipe(r.blind_root, sizeof r.blind_root);
 	free(eenc);
 	free(nenc);
 out_req:
@@ -164,9 +179,10 @@ out_req:
 
 /*
  * Does <local>@<slug>.<region>.<domain> reach a tenant of this cell? The tenant
- * must be homed here and active (auth.tenant_by_slug, as for tenant.resolve) and
- * list local in tenant.tenants.mail_local_parts (read as that tenant, under its
- * row-level security). Anything else answers tenant_id "" (mail-ingest: 550).
+ * must be homed here and active and list local in tenant.tenants.mail_local_parts:
+ * auth.mail_recipient (deploy/sql/092_mail_recipient.sql, a function that runs as
+ * its owner and answers that question only), one statement, no transaction.
+ * Anything else answers tenant_id "" (mail-ingest: 550).
  */
 AUTH_HANDLER(auth_mail_recipient)
 {
@@ -182,39 +198,16 @@ AUTH_HANDLER(auth_mail_recipient)
 	req = ward__mail_recipient_request__unpack(NULL, len, payload);
 	if (req == NULL)
 		return auth_problem(reply, 400, "Bad Request", "malformed request");
-	if (db_begin(db, NULL, &err) < 0)
-		goto fail;
-	res = db_exec(db, "SELECT id, region, status FROM auth.tenant_by_slug($1)", 1,
-		      (const char *const[]){ req->slug }, &err);
-	if (res == NULL)
-		goto fail_tx;
-	if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), here) == 0 &&
-	    strcmp(PQgetvalue(res, 0, 2), "active") == 0)
+	res = db_exec(db, "SELECT coalesce(auth.mail_recipient($1, $2, $3)::text, '')", 3,
+		      (const char *const[]){ req->slug, req->local_part, here }, &err);
+	if (res == NULL) {
+		ward__mail_recipient_request__free_unpacked(req, NULL);
+		return auth_fail(reply, "mail recipient", err);
+	}
+	if (PQntuples(res) == 1)
 		snprintf(tenant, sizeof tenant, "%s", PQgetvalue(res, 0, 0));
 	PQclear(res);
-	if (db_commit(db, &err) < 0)
-		goto fail;
-	if (tenant[0] != '\0') {
-		if (db_begin(db, tenant, &err) < 0)
-			goto fail;
-		res = db_exec(db,
-			      "SELECT 1 FROM tenant.tenants WHERE id = $1 "
-			      "AND $2 = ANY (mail_local_parts)",
-			      2, (const char *const[]){ tenant, req->local_part }, &err);
-		if (res == NULL)
-			goto fail_tx;
-		if (PQntuples(res) != 1)
-			tenant[0] = '\0';
-		PQclear(res);
-		if (db_commit(db, &err) < 0)
-			goto fail;
-	}
 	out.tenant_id = tenant;
 	ward__mail_recipient_request__free_unpacked(req, NULL);
 	return auth_reply(reply, &out.base);
-fail_tx:
-	db_rollback(db);
-fail:
-	ward__mail_recipient_request__free_unpacked(req, NULL);
-	return auth_fail(reply, "mail recipient", err);
 }

@@ -79,6 +79,7 @@ struct daemon;
 struct smtp_conn;
 struct mail_job;
 struct mail_syncer;
+struct mail_seg;
 
 /* ward-mail-ingest's own configuration keys. */
 struct mail_config {
@@ -121,13 +122,15 @@ struct mail_ingest {
 	struct event *spool_timer;
 	int spool_dirfd;
 	struct mail_syncer *syncer; /* the spool's writer threads (mail_spool.c) */
+	struct mail_seg *segs;	    /* the spool log's segments with records (loop side) */
+	uint64_t log_newest;	    /* the newest segment a finished put was written to */
 	struct mail_stats stats;
 	bool stopping;
 };
 
-/* mail_spool.c: durable spool; put = file + fsync + rename + directory fsync,
- * done off the event loop by spool.sync_threads writer threads, which group the
- * directory fsync of every file committed meanwhile (group commit). */
+/* mail_spool.c: durable spool; put = records appended to the spool log and one
+ * fdatasync for every put written meanwhile (group commit), done off the event
+ * loop by spool.sync_threads writer threads. */
 struct mail_put;
 #define MAIL_PUT_MAX_FILES 8
 /* Called on the event loop once every file of the put is durable (rc 0; id is

@@ -106,8 +106,11 @@ static char *mail_text_clean(const char *in, size_t len, bool single_line)
 			g_string_append_c(s, single_line ? ' ' : (char)c);
 		} else if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f)) {
 			continue;
+		} else if (c < 0x80) {
+			g_string_append_c(s, (char)c);
 		} else {
-			g_string_append_unichar(s, c);
+			/* valid UTF-8 (checked above): its bytes as they are */
+			g_string_append_len(s, p, g_utf8_next_char(p) - p);
 		}
 	}
 	out = strdup(s->str);

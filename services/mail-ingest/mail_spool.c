@@ -2,34 +2,54 @@
  * mail_spool — the durable spool between "250 after DATA" and ward-ticket.
  *
  * Layout under spool.dir (mode 0700, owned by the daemon's user):
- *   tmp/<id>     being written
- *   queue/<id>   durable, waiting for ward-ticket: "WARDSPOOL1\n<tenant id>\n"
- *                followed by the packed MailIngestRequest
+ *   log/<seq>    the spool log: segments of records, appended and fdatasynced
+ *                (16 hex digits; a new segment at each start and past 8 MiB)
+ *   log/<seq>.done  the ids of its records delivered or dead ("<id>\n" each)
+ *   tmp/<id>     a dead letter being written
+ *   queue/<id>   a file waiting for ward-ticket (a dead letter replayed by
+ *                wardctl, or a spool of an older version): "WARDSPOOL1\n<tenant
+ *                id>\n" followed by the packed MailIngestRequest
  *   dead/<id>    dead letters, with dead/<id>.err (the last error, attempts)
  *   state/<id>   the attempt counters of queue/<id> ("<refusals> <timeouts>\n"),
  *                written at each failure: a restart resumes the count
  *
- * put: write tmp/<id>, fsync it, rename to queue/<id>, fsync queue/. Only then
- * does the SMTP side answer 250: a crash after 250 finds the file on restart.
- * These syscalls never run on the event loop (one session's fsyncs would hold
- * every other session): spool.sync_threads writer threads take every put queued
- * meanwhile as one batch, write and fsync its files, rename them, and fsync
- * queue/ once for the whole batch (group commit); the finished batch goes back to
- * the event loop through a pipe, which only then adds the jobs and lets the
- * sessions answer. The threads touch nothing but the files and their own lists
- * (no log, no libevent, no Redis). On close they finish what they were given.
- * Delivery, two requests (principal service/mail-ingest, the recipient tenant):
- *   1. auth.mail_customer on q:auth: the sender's account, created as a customer
- *      when the tenant has none (idempotent in ward-auth: same address, same
- *      account). A 4xx answer (an address ward-auth cannot take) goes on without
- *      an account; ward-ticket then keeps the address alone.
- *   2. ticket.ingest_mail on q:ticket; the file is removed only after ward-ticket
- *      answered that its effect committed. A crash in
- *      between re-sends both; ward-ticket takes each Message-ID once per tenant,
- *      so nothing is created twice.
+ * put: a record per recipient tenant appended to the current log segment —
+ * "WSL1", payload length and CRC-32 (of id and payload; little endian), the id
+ * (64 bytes, NUL padded), the payload (a queue/ file's bytes) — then one
+ * fdatasync of the segment. Only then does the SMTP side answer 250: a crash
+ * after 250 finds the record on restart. These syscalls never run on the event
+ * loop (one session's fsync would hold every other session): spool.sync_threads
+ * writer threads take every put queued meanwhile as one batch and append it with
+ * one writev and one fdatasync (group commit; the segment's name was made
+ * durable, directory fsync, when it was created); the finished batch goes back
+ * to the event loop through a pipe, which only then adds the jobs and lets the
+ * sessions answer. A write or fsync that fails fails the whole batch (no 250)
+ * and abandons the segment: the next batch starts a new one, so a damaged tail
+ * is never followed by acknowledged records. The threads touch nothing but the
+ * files and their own lists (no log, no libevent, no Redis). On close they
+ * finish what they were given.
+ * Recovery (start): every segment is read up to its first incomplete or damaged
+ * record (a tail never acknowledged); its records not listed in its .done file
+ * are delivered again. A delivered record's id is appended to .done without
+ * fsync: a crash that forgets it delivers the record again, and ward-ticket
+ * answers "duplicate" (Message-ID once per tenant). A segment the writers left
+ * whose records are all delivered is removed (by a writer thread: unlink, fsync
+ * of log/, then its .done).
+ * Delivery (principal service/mail-ingest, the recipient tenant):
+ *   1. ticket.ingest_mail on q:ticket; the record is marked done (a queue/ file
+ *      removed) only after ward-ticket answered that its effect committed. A
+ *      crash in between re-sends it; ward-ticket takes each Message-ID once per
+ *      tenant, so nothing is created twice.
+ *   2. Only when ward-ticket answers 409 (the tenant has no account for the
+ *      sender; nothing done): auth.mail_customer on q:auth, the sender's account
+ *      created as a customer (idempotent in ward-auth: same address, same
+ *      account), then 1 again with sender_checked set (appended to the payload).
+ *      A 4xx answer of ward-auth (an address it cannot take) goes on without an
+ *      account; ward-ticket then keeps the address alone.
  * A message refused (4xx) by ward-ticket spool.max_attempts times, or unanswered
  * (timeout, queue down, 5xx) spool.max_transport_failures times, moves to dead/
- * with its error, and a record of it (id, tenant, error, counts: never the mail)
+ * (a log record is written there as a file, fsynced, and only then marked done,
+ * with an fdatasync of .done) with its error, and a record of it (id, tenant, error, counts: never the mail)
  * is appended to the dead-letter stream dl:mail-ingest, which the status page
  * watches (the email component shows degraded). `wardctl mail dead-letters
  * --replay ID` moves it back to queue/ with fresh counters; queue/ is rescanned
@@ -44,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +77,12 @@
 
 #define MAIL_SPOOL_SCAN_MS 2000
 #define MAIL_SPOOL_FILE_MAX (ENVELOPE_MAX_PAYLOAD + 4096)
+#define MAIL_LOG_MAGIC "WSL1"
+#define MAIL_LOG_ID 64
+#define MAIL_LOG_HDR (4 + 4 + 4 + MAIL_LOG_ID) /* magic, length, CRC-32, id */
+#define MAIL_LOG_SEGMENT_MAX (8 << 20)		/* bytes: then a new segment */
+#define MAIL_LOG_DROPS_MAX 64			/* segments waiting to be removed */
+#define MAIL_LOG_IOV 64				/* records per writev */
 
 /* One put: the spool files of one accepted message (one per recipient tenant). */
 struct mail_put {
@@ -67,8 +94,10 @@ struct mail_put {
 	void *arg;
 	struct {
 		char id[64];
-		uint8_t *buf;
+		uint8_t *buf; /* the log record: MAIL_LOG_HDR, then the payload */
 		size_t len;
+		uint64_t seg; /* where it was written (set by a writer) */
+		uint64_t off; /* its payload's offset in the segment */
 	} f[MAIL_PUT_MAX_FILES];
 };
 
@@ -86,6 +115,23 @@ struct mail_syncer {
 	struct event *ev;   /* the loop's end of the pipe */
 	pthread_t *threads;
 	int n_threads;
+	uint64_t drops[MAIL_LOG_DROPS_MAX]; /* delivered segments to remove (under mu) */
+	int n_drops;
+	/* the log (under log_mu, taken before mu): one batch appended at a time */
+	pthread_mutex_t log_mu;
+	int log_fd;	     /* the segment being appended to; -1: start one */
+	uint64_t log_seq;    /* its number */
+	uint64_t log_size;   /* its size */
+	uint64_t next_seq;   /* the next segment's number */
+};
+
+/* A log segment with records not yet delivered (loop side). */
+struct mail_seg {
+	struct mail_seg *next;
+	uint64_t seq;
+	int fd;	     /* read only: the payloads */
+	int done_fd; /* .done, append only; -1 until the first mark */
+	long live;   /* records neither delivered nor dead */
 };
 
 struct mail_job {
@@ -95,6 +141,10 @@ struct mail_job {
 	char tenant[37]; /* known once the file was read */
 	int fails, transport_fails;
 	int64_t due_ms;
+	uint64_t seg;	    /* a log record of segment seg (0: the file queue/<id>) */
+	uint64_t off;	    /* its payload: offset and length */
+	uint32_t len;
+	bool need_customer; /* ward-ticket knows no account for the sender (409) */
 	bool customer_done; /* auth.mail_customer answered for this run */
 	bool inflight;
 	bool gone; /* removed from the list while a reply was pending */
@@ -131,9 +181,9 @@ static int mail_spool_sync_dir(struct mail_ingest *mi, const char *sub)
 	return r;
 }
 
-/* Read queue/<id> (or another sub) whole; malloc'd. 0 or -1. */
-static int mail_spool_read(struct mail_ingest *mi, const char *sub, const char *id,
-			   uint8_t **data_r, size_t *len_r)
+/* Read sub/<id> whole, at most max bytes; malloc'd. 0 or -1. */
+static int mail_spool_read_max(struct mail_ingest *mi, const char *sub, const char *id,
+			       size_t max, uint8_t **data_r, size_t *len_r)
 {
 	char path[128];
 	struct stat st;
@@ -145,7 +195,7 @@ static int mail_spool_read(struct mail_ingest *mi, const char *sub, const char *
 	fd = openat(mi->spool_dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -1;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAIL_SPOOL_FILE_MAX ||
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max ||
 	    (buf = malloc((size_t)st.st_size + 1)) == NULL) {
 		close(fd);
 		return -1;
@@ -166,6 +216,13 @@ static int mail_spool_read(struct mail_ingest *mi, const char *sub, const char *
 	*data_r = buf;
 	*len_r = got;
 	return 0;
+}
+
+/* Read queue/<id> (or another sub) whole; malloc'd. 0 or -1. */
+static int mail_spool_read(struct mail_ingest *mi, const char *sub, const char *id,
+			   uint8_t **data_r, size_t *len_r)
+{
+	return mail_spool_read_max(mi, sub, id, MAIL_SPOOL_FILE_MAX, data_r, len_r);
 }
 
 /* Write all of buf to fd. */
@@ -198,6 +255,185 @@ static bool mail_spool_id_ok(const char *id)
 		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') || id[i] == '-'))
 			return false;
 	return true;
+}
+
+/* ============================== the log ================================= */
+
+static uint32_t mail_crc_table[256];
+static pthread_once_t mail_crc_once = PTHREAD_ONCE_INIT;
+
+/* Fill the table of mail_crc32 (once per process). */
+static void mail_crc32_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+
+		for (int k = 0; k < 8; k++)
+			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+		mail_crc_table[i] = c;
+	}
+}
+
+/* CRC-32 (IEEE, reflected) of len bytes: a record's check against a torn or
+ * stale tail after a crash (not against an attacker: the spool is ours). */
+static uint32_t mail_crc32(const uint8_t *p, size_t len)
+{
+	uint32_t crc = 0xffffffffu;
+
+	pthread_once(&mail_crc_once, mail_crc32_init);
+	while (len-- > 0)
+		crc = mail_crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+/* Store v little endian at p. */
+static void mail_put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+/* The little-endian u32 at p. */
+static uint32_t mail_get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The segment seq of the loop's table, or NULL. */
+static struct mail_seg *mail_seg_find(struct mail_ingest *mi, uint64_t seq)
+{
+	for (struct mail_seg *g = mi->segs; g != NULL; g = g->next)
+		if (g->seq == seq)
+			return g;
+	return NULL;
+}
+
+/* The segment seq, added to the loop's table (its file opened for reading) if
+ * new; NULL when it cannot be opened. */
+static struct mail_seg *mail_seg_get(struct mail_ingest *mi, uint64_t seq)
+{
+	struct mail_seg *g = mail_seg_find(mi, seq);
+	char path[64];
+
+	if (g != NULL)
+		return g;
+	g = calloc(1, sizeof *g);
+	if (g == NULL)
+		return NULL;
+	snprintf(path, sizeof path, "log/%016llx", (unsigned long long)seq);
+	g->fd = openat(mi->spool_dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (g->fd < 0) {
+		free(g);
+		return NULL;
+	}
+	g->seq = seq;
+	g->done_fd = -1;
+	g->next = mi->segs;
+	mi->segs = g;
+	return g;
+}
+
+/* Hand segment seq to the writers for removal (the list full: the next start
+ * removes it). */
+static void mail_seg_drop_later(struct mail_ingest *mi, uint64_t seq)
+{
+	struct mail_syncer *sy = mi->syncer;
+
+	if (sy == NULL)
+		return;
+	pthread_mutex_lock(&sy->mu);
+	if (sy->n_drops < MAIL_LOG_DROPS_MAX) {
+		sy->drops[sy->n_drops++] = seq;
+		pthread_cond_signal(&sy->cv);
+	}
+	pthread_mutex_unlock(&sy->mu);
+}
+
+/* Forget g (loop side) and, since no record of it is left and the writers have
+ * moved past it, have it removed. */
+static void mail_seg_release(struct mail_ingest *mi, struct mail_seg *g)
+{
+	struct mail_seg **pp;
+
+	for (pp = &mi->segs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	close(g->fd);
+	if (g->done_fd >= 0)
+		close(g->done_fd);
+	mail_seg_drop_later(mi, g->seq);
+	free(g);
+}
+
+/* Release every segment without live records that the writers moved past. */
+static void mail_seg_sweep(struct mail_ingest *mi)
+{
+	struct mail_seg *g, *next;
+
+	for (g = mi->segs; g != NULL; g = next) {
+		next = g->next;
+		if (g->live <= 0 && g->seq < mi->log_newest)
+			mail_seg_release(mi, g);
+	}
+}
+
+/* Record that j's log record is delivered or dead: its id appended to the
+ * segment's .done (durably when sync: a dead letter must not come back). 0 or
+ * -1. */
+static int mail_seg_done(struct mail_ingest *mi, const struct mail_job *j, bool sync)
+{
+	struct mail_seg *g = mail_seg_find(mi, j->seg);
+	char path[64], line[MAIL_LOG_ID + 2];
+	int n, rc = 0;
+
+	if (g == NULL)
+		return -1;
+	if (g->done_fd < 0) {
+		snprintf(path, sizeof path, "log/%016llx.done", (unsigned long long)g->seq);
+		g->done_fd = openat(mi->spool_dirfd, path,
+				    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
+	n = snprintf(line, sizeof line, "%s\n", j->id);
+	if (g->done_fd < 0 || mail_write_all(g->done_fd, line, (size_t)n) < 0 ||
+	    (sync && fdatasync(g->done_fd) < 0))
+		rc = -1;
+	g->live--;
+	if (g->live <= 0 && g->seq < mi->log_newest)
+		mail_seg_release(mi, g);
+	return rc;
+}
+
+/* The payload of j (a log record or queue/<id>), malloc'd. 0 or -1. */
+static int mail_job_read(struct mail_ingest *mi, const struct mail_job *j, uint8_t **data_r,
+			 size_t *len_r)
+{
+	struct mail_seg *g;
+	uint8_t *buf;
+	size_t got = 0;
+
+	if (j->seg == 0)
+		return mail_spool_read(mi, "queue", j->id, data_r, len_r);
+	g = mail_seg_find(mi, j->seg);
+	if (g == NULL || j->len > MAIL_SPOOL_FILE_MAX || (buf = malloc(j->len + 1)) == NULL)
+		return -1;
+	while (got < j->len) {
+		ssize_t n = pread(g->fd, buf + got, j->len - got, (off_t)(j->off + got));
+
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			free(buf);
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	*data_r = buf;
+	*len_r = got;
+	return 0;
 }
 
 /* Save j's attempt counters in state/<id> (written whole, then renamed). */
@@ -253,22 +489,42 @@ static void mail_job_state_drop(struct mail_ingest *mi, const struct mail_job *j
 			  LF_STR("error", strerror(errno)));
 }
 
-/* Add a job for queue/<id> unless known. */
-static void mail_job_add(struct mail_ingest *mi, const char *id)
+/* Add a job for the log record id of segment seg (payload at off, len bytes),
+ * or for queue/<id> (seg 0), unless known. A log record counts as live in its
+ * segment. 0, or -1 when out of memory (a queue/ file is picked up by the next
+ * scan; a log record by the next start). */
+static int mail_job_add_at(struct mail_ingest *mi, const char *id, uint64_t seg, uint64_t off,
+			   uint32_t len)
 {
 	struct mail_job *j;
+	struct mail_seg *g = NULL;
 
-	for (j = mi->jobs; j != NULL; j = j->next)
-		if (strcmp(j->id, id) == 0)
-			return;
+	if (seg == 0)
+		for (j = mi->jobs; j != NULL; j = j->next)
+			if (strcmp(j->id, id) == 0)
+				return 0;
+	if (seg != 0 && (g = mail_seg_get(mi, seg)) == NULL)
+		return -1;
 	j = calloc(1, sizeof *j);
 	if (j == NULL)
-		return; /* picked up by the next scan */
+		return -1;
 	j->mi = mi;
 	snprintf(j->id, sizeof j->id, "%s", id);
+	j->seg = seg;
+	j->off = off;
+	j->len = len;
+	if (g != NULL)
+		g->live++;
 	mail_job_state_load(mi, j);
 	j->next = mi->jobs;
 	mi->jobs = j;
+	return 0;
+}
+
+/* Add a job for queue/<id> unless known. */
+static void mail_job_add(struct mail_ingest *mi, const char *id)
+{
+	(void)mail_job_add_at(mi, id, 0, 0, 0);
 }
 
 /* Unlink j from the list (freed now, or by its reply callback if in flight). */
@@ -287,7 +543,41 @@ static void mail_job_drop(struct mail_ingest *mi, struct mail_job *j)
 		free(j);
 }
 
-/* Move queue/<id> to dead/<id> with its error. */
+/* Write j's log record as the file dead/<id>, durably (tmp/, fsync, rename,
+ * fsync of dead/). 0 or -1. */
+static int mail_spool_dead_record(struct mail_ingest *mi, const struct mail_job *j)
+{
+	char tmp[128], dst[128];
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int fd, rc = -1;
+
+	if (mail_job_read(mi, j, &data, &len) < 0)
+		return -1;
+	snprintf(tmp, sizeof tmp, "tmp/%s", j->id);
+	snprintf(dst, sizeof dst, "dead/%s", j->id);
+	fd = openat(mi->spool_dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+	if (fd < 0)
+		goto out;
+	if (mail_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+		close(fd);
+		unlinkat(mi->spool_dirfd, tmp, 0);
+		goto out;
+	}
+	if (close(fd) < 0 || renameat(mi->spool_dirfd, tmp, mi->spool_dirfd, dst) < 0 ||
+	    mail_spool_sync_dir(mi, "dead") < 0) {
+		unlinkat(mi->spool_dirfd, tmp, 0);
+		goto out;
+	}
+	rc = 0;
+out:
+	crypto_wipe(data, len);
+	free(data);
+	return rc;
+}
+
+/* Move queue/<id> (or j's log record) to dead/<id> with its error. */
 static void mail_spool_dead(struct mail_ingest *mi, struct mail_job *j, const char *error)
 {
 	char src[128], dst[128], err[128], line[512];
@@ -314,12 +604,19 @@ static void mail_spool_dead(struct mail_ingest *mi, struct mail_job *j, const ch
 	}
 	snprintf(src, sizeof src, "queue/%s", j->id);
 	snprintf(dst, sizeof dst, "dead/%s", j->id);
-	if (renameat(mi->spool_dirfd, src, mi->spool_dirfd, dst) < 0 ||
-	    mail_spool_sync_dir(mi, "dead") < 0 || mail_spool_sync_dir(mi, "queue") < 0) {
+	if (j->seg != 0 ? mail_spool_dead_record(mi, j) < 0
+			: renameat(mi->spool_dirfd, src, mi->spool_dirfd, dst) < 0 ||
+				  mail_spool_sync_dir(mi, "dead") < 0 ||
+				  mail_spool_sync_dir(mi, "queue") < 0) {
 		log_event(LOG_ERROR, "cannot move a mail to the dead letters", LF_STR("id", j->id),
 			  LF_STR("error", strerror(errno)));
 		return;
 	}
+	/* the record stays in the log until marked: else a restart delivers it
+	 * again (a duplicate for ward-ticket, or a second dead letter) */
+	if (j->seg != 0 && mail_seg_done(mi, j, true) < 0)
+		log_event(LOG_WARN, "a dead letter is not marked done in the spool log",
+			  LF_STR("id", j->id), LF_STR("error", strerror(errno)));
 	mi->stats.dead_letters++;
 	mail_job_state_drop(mi, j);
 	/* The dead-letter stream: what the status page and operators see (no content). */
@@ -438,7 +735,8 @@ static void mail_spool_on_reply(void *arg, int status, const Ward__Envelope *rep
 		 * file back, and ward-ticket answers "duplicate" (Message-ID once per
 		 * tenant). One fsync less per mail on the event loop. */
 		snprintf(path, sizeof path, "queue/%s", j->id);
-		if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT)
+		if (j->seg != 0 ? mail_seg_done(mi, j, false) < 0
+				: unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT)
 			log_event(LOG_ERROR, "cannot remove a delivered spool file", LF_STR("id", j->id),
 				  LF_STR("error", strerror(errno)));
 		mail_job_state_drop(mi, j);
@@ -452,6 +750,13 @@ static void mail_spool_on_reply(void *arg, int status, const Ward__Envelope *rep
 		if (r != NULL)
 			ward__mail_ingest_reply__free_unpacked(r, NULL);
 		mail_job_drop(mi, j);
+	} else if (status == 409 && !j->customer_done) {
+		/* ward-ticket knows no account for the sender: ask ward-auth for one,
+		 * then send the mail again (nothing was done; not a failure) */
+		j->need_customer = true;
+		if (!mi->stopping)
+			mail_job_send(mi, j);
+		return;
 	} else if (status > 0) {
 		char why[64];
 
@@ -477,11 +782,18 @@ static void mail_job_send(struct mail_ingest *mi, struct mail_job *j)
 	struct queue_msg qm = {0};
 	const uint8_t *payload;
 	size_t plen, len;
-	uint8_t *data;
+	uint8_t *data, *flagged = NULL;
 	char tenant[37];
 	const char *err = NULL;
 
-	if (mail_spool_read(mi, "queue", j->id, &data, &len) < 0) {
+	if (j->seg != 0 && mail_job_read(mi, j, &data, &len) < 0) {
+		/* the log cannot be read (I/O error): never forgotten, tried later */
+		log_event(LOG_ERROR, "cannot read a mail from the spool log", LF_STR("id", j->id),
+			  LF_STR("error", strerror(errno)));
+		mail_job_failed(mi, j, false, "cannot read the spool log");
+		return;
+	}
+	if (j->seg == 0 && mail_job_read(mi, j, &data, &len) < 0) {
 		/* gone (replayed twice, removed by hand): forget it */
 		mail_job_state_drop(mi, j);
 		mail_job_drop(mi, j);
@@ -500,8 +812,8 @@ static void mail_job_send(struct mail_ingest *mi, struct mail_job *j)
 	qm.tenant = tenant;
 	qm.principal = &pr;
 	qm.request_id = j->id;
-	if (!j->customer_done) {
-		/* first the sender's account (a mail ward-ticket cannot read goes on to
+	if (j->need_customer && !j->customer_done) {
+		/* the sender's account first (a mail ward-ticket cannot read goes on to
 		 * be refused there, and counted) */
 		Ward__MailIngestRequest *req = ward__mail_ingest_request__unpack(NULL, plen, payload);
 		Ward__MailCustomerRequest cr = WARD__MAIL_CUSTOMER_REQUEST__INIT;
@@ -542,12 +854,31 @@ static void mail_job_send(struct mail_ingest *mi, struct mail_job *j)
 	qm.timeout_ms = mi->cfg->deliver_timeout_ms;
 	qm.payload = payload;
 	qm.len = plen;
+	if (j->customer_done) {
+		/* sender_checked = true appended (field 11, varint: tag 0x58, 1): in
+		 * protobuf the last occurrence of a field wins */
+		flagged = malloc(plen + 2);
+		if (flagged == NULL) {
+			mail_job_failed(mi, j, false, "out of memory");
+			goto out;
+		}
+		memcpy(flagged, payload, plen);
+		flagged[plen] = (uint8_t)(11 << 3);
+		flagged[plen + 1] = 1;
+		qm.payload = flagged;
+		qm.len = plen + 2;
+	}
 	j->inflight = true;
 	mi->inflight++;
 	if (queue_request(daemon_queue(mi->d), &qm, mail_spool_on_reply, j, &err) < 0) {
 		j->inflight = false;
 		mi->inflight--;
 		mail_job_failed(mi, j, false, "queue unavailable");
+	}
+out:
+	if (flagged != NULL) {
+		crypto_wipe(flagged, plen + 2);
+		free(flagged);
 	}
 	crypto_wipe(data, len);
 	free(data);
@@ -599,90 +930,140 @@ static void mail_spool_tick(evutil_socket_t fd, short what, void *arg)
 
 /* =========================== writer threads ============================= */
 
-/* Write, fsync and close tmp/<id> of file k of put; 0 or -1. (writer thread) */
-static int mail_put_write_file(int dirfd, struct mail_put *put, int k)
+/* fsync the directory sub of the spool at dirfd; 0 or -1. (any thread) */
+static int mail_sync_dirat(int dirfd, const char *sub)
 {
-	char tmp[128];
-	int fd;
+	int fd = openat(dirfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
 
-	snprintf(tmp, sizeof tmp, "tmp/%s", put->f[k].id);
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		put->error = "cannot create a spool file";
+	if (fd < 0)
 		return -1;
-	}
-	if (mail_write_all(fd, put->f[k].buf, put->f[k].len) < 0 || fsync(fd) < 0) {
-		close(fd);
-		unlinkat(dirfd, tmp, 0);
-		put->error = "cannot write the spool file";
-		return -1;
-	}
-	if (close(fd) < 0) {
-		unlinkat(dirfd, tmp, 0);
-		put->error = "cannot write the spool file";
-		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+/* Write the n buffers of iov whole (writev, resumed after a short write); 0 or
+ * -1. Changes iov. (writer) */
+static int mail_writev_all(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
 }
 
-/* One batch: every file written and fsynced, renamed into queue/, then one fsync
- * of queue/ for all of them. A put is good only if all its files are. (writer) */
-static void mail_syncer_batch(int dirfd, struct mail_put *batch)
+/* Start the next segment: create log/<seq> and make its name durable (fsync of
+ * log/) before any record in it is acknowledged. 0 or -1. (writer, log_mu) */
+static int mail_log_rotate(struct mail_syncer *sy, int dirfd)
 {
-	char tmp[128], dst[128];
-	bool renamed = false;
+	char path[64];
+	uint64_t seq = sy->next_seq++;
+	int fd;
+
+	if (sy->log_fd >= 0)
+		close(sy->log_fd);
+	sy->log_fd = -1;
+	snprintf(path, sizeof path, "log/%016llx", (unsigned long long)seq);
+	fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+	if (fd < 0)
+		return -1;
+	if (mail_sync_dirat(dirfd, "log") < 0) {
+		close(fd);
+		return -1;
+	}
+	sy->log_fd = fd;
+	sy->log_seq = seq;
+	sy->log_size = 0;
+	return 0;
+}
+
+/* One batch: every record of every put appended to the current segment (a new
+ * one past MAIL_LOG_SEGMENT_MAX), then one fdatasync for all of them. All or
+ * nothing: on any error every put fails and the segment is abandoned, so that
+ * no acknowledged record ever follows a damaged one. (writer, log_mu) */
+static void mail_syncer_batch(struct mail_syncer *sy, int dirfd, struct mail_put *batch)
+{
+	struct iovec iov[MAIL_LOG_IOV];
+	const char *error = NULL;
 	struct mail_put *p;
+	uint64_t off;
+	int n = 0;
 
-	for (p = batch; p != NULL; p = p->next) {
-		p->rc = 0;
-		p->committed = 0;
-		for (int k = 0; k < p->n && p->rc == 0; k++)
-			if (mail_put_write_file(dirfd, p, k) < 0) {
-				p->rc = -1;
-				/* the files before it stay in tmp/: never queued, removed */
-				for (int i = 0; i < k; i++) {
-					snprintf(tmp, sizeof tmp, "tmp/%s", p->f[i].id);
-					unlinkat(dirfd, tmp, 0);
-				}
-			}
+	if ((sy->log_fd < 0 || sy->log_size >= MAIL_LOG_SEGMENT_MAX) &&
+	    mail_log_rotate(sy, dirfd) < 0) {
+		error = "cannot start a spool log segment";
+		goto out;
 	}
-	for (p = batch; p != NULL; p = p->next) {
-		for (int k = 0; k < p->n && p->rc == 0; k++) {
-			snprintf(tmp, sizeof tmp, "tmp/%s", p->f[k].id);
-			snprintf(dst, sizeof dst, "queue/%s", p->f[k].id);
-			if (renameat(dirfd, tmp, dirfd, dst) < 0) {
-				p->rc = -1;
-				p->error = "cannot commit the spool file";
-				for (int i = k; i < p->n; i++) {
-					snprintf(tmp, sizeof tmp, "tmp/%s", p->f[i].id);
-					unlinkat(dirfd, tmp, 0);
+	off = sy->log_size;
+	for (p = batch; p != NULL && error == NULL; p = p->next)
+		for (int k = 0; k < p->n; k++) {
+			p->f[k].seg = sy->log_seq;
+			p->f[k].off = off + MAIL_LOG_HDR;
+			off += p->f[k].len;
+			iov[n].iov_base = p->f[k].buf;
+			iov[n].iov_len = p->f[k].len;
+			if (++n == MAIL_LOG_IOV) {
+				if (mail_writev_all(sy->log_fd, iov, n) < 0) {
+					error = "cannot write the spool log";
+					break;
 				}
-				break;
+				n = 0;
 			}
-			p->committed++;
-			renamed = true;
 		}
+	if (error == NULL && n > 0 && mail_writev_all(sy->log_fd, iov, n) < 0)
+		error = "cannot write the spool log";
+	if (error == NULL && fdatasync(sy->log_fd) < 0)
+		error = "cannot sync the spool log";
+	if (error == NULL)
+		sy->log_size = off;
+out:
+	if (error != NULL && sy->log_fd >= 0) {
+		close(sy->log_fd);
+		sy->log_fd = -1;
 	}
-	if (!renamed)
-		return;
-	{
-		int fd = openat(dirfd, "queue", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		int r = fd < 0 ? -1 : fsync(fd);
-
-		if (fd >= 0)
-			close(fd);
-		if (r < 0)
-			for (p = batch; p != NULL; p = p->next)
-				if (p->committed > 0 && p->rc == 0) {
-					/* renamed but not known durable: no 250 (the files
-					 * stay and are delivered; a retry is a duplicate) */
-					p->rc = -1;
-					p->error = "cannot commit the spool file";
-				}
+	for (p = batch; p != NULL; p = p->next) {
+		p->rc = error == NULL ? 0 : -1;
+		p->committed = error == NULL ? p->n : 0;
+		if (error != NULL)
+			p->error = error;
 	}
 }
 
-/* A writer thread: take every queued put, write the batch, hand it back. */
+/* Remove a delivered segment: the segment, then (its removal durable) its
+ * .done, so that a crash never leaves the records without their marks. (writer) */
+static void mail_log_drop(int dirfd, uint64_t seq)
+{
+	char path[64];
+
+	snprintf(path, sizeof path, "log/%016llx", (unsigned long long)seq);
+	if (unlinkat(dirfd, path, 0) < 0 && errno != ENOENT)
+		return;
+	if (mail_sync_dirat(dirfd, "log") < 0)
+		return;
+	snprintf(path, sizeof path, "log/%016llx.done", (unsigned long long)seq);
+	unlinkat(dirfd, path, 0);
+}
+
+/* A writer thread: take every queued put, write the batch, hand it back (in
+ * the order the log has them: the loop learns a segment is finished from the
+ * first put of a newer one); remove the segments the loop is done with. */
 static void *mail_syncer_main(void *arg)
 {
 	struct mail_syncer *sy = arg;
@@ -691,37 +1072,49 @@ static void *mail_syncer_main(void *arg)
 	pthread_mutex_lock(&sy->mu);
 	for (;;) {
 		struct mail_put *batch, *last;
+		uint64_t drops[MAIL_LOG_DROPS_MAX];
+		int n_drops;
 		bool wake;
 
-		while (sy->queued == NULL && !sy->quit)
+		while (sy->queued == NULL && sy->n_drops == 0 && !sy->quit)
 			pthread_cond_wait(&sy->cv, &sy->mu);
-		if (sy->queued == NULL)
+		if (sy->queued == NULL && sy->n_drops == 0)
 			break; /* quit, and nothing left to write */
 		batch = sy->queued;
 		sy->queued = NULL;
 		sy->queued_tail = &sy->queued;
+		n_drops = sy->n_drops;
+		memcpy(drops, sy->drops, sizeof drops[0] * (size_t)n_drops);
+		sy->n_drops = 0;
 		sy->writing++;
 		pthread_mutex_unlock(&sy->mu);
 
-		mail_syncer_batch(dirfd, batch);
+		for (int i = 0; i < n_drops; i++)
+			mail_log_drop(dirfd, drops[i]);
+		if (batch != NULL) {
+			pthread_mutex_lock(&sy->log_mu);
+			mail_syncer_batch(sy, dirfd, batch);
+			for (last = batch; last->next != NULL; last = last->next)
+				;
+			pthread_mutex_lock(&sy->mu);
+			wake = sy->done == NULL;
+			*sy->done_tail = batch;
+			sy->done_tail = &last->next;
+			pthread_mutex_unlock(&sy->mu);
+			pthread_mutex_unlock(&sy->log_mu);
+			if (wake) {
+				char b = 1;
+				ssize_t n;
 
-		for (last = batch; last->next != NULL; last = last->next)
-			;
+				/* the pipe is non-blocking: full means the loop is woken already */
+				do
+					n = write(sy->pipe[1], &b, 1);
+				while (n < 0 && errno == EINTR);
+			}
+		}
 		pthread_mutex_lock(&sy->mu);
 		sy->writing--;
 		pthread_cond_broadcast(&sy->idle);
-		wake = sy->done == NULL;
-		*sy->done_tail = batch;
-		sy->done_tail = &last->next;
-		if (wake) {
-			char b = 1;
-			ssize_t n;
-
-			/* the pipe is non-blocking: full means the loop is woken already */
-			do
-				n = write(sy->pipe[1], &b, 1);
-			while (n < 0 && errno == EINTR);
-		}
 	}
 	pthread_mutex_unlock(&sy->mu);
 	return NULL;
@@ -747,11 +1140,19 @@ static void mail_syncer_finish(struct mail_ingest *mi)
 
 	for (p = mail_syncer_take_done(mi->syncer); p != NULL; p = next) {
 		next = p->next;
-		for (int k = 0; k < p->committed; k++)
-			mail_job_add(mi, p->f[k].id);
+		for (int k = 0; k < p->committed; k++) {
+			if (p->f[k].seg > mi->log_newest)
+				mi->log_newest = p->f[k].seg;
+			if (mail_job_add_at(mi, p->f[k].id, p->f[k].seg, p->f[k].off,
+					    (uint32_t)(p->f[k].len - MAIL_LOG_HDR)) < 0)
+				log_event(LOG_ERROR, "a spooled mail waits for the next start",
+					  LF_STR("id", p->f[k].id), LF_STR("error", "out of memory"));
+		}
 		p->cb(p->arg, p->rc, p->n > 0 ? p->f[p->n - 1].id : "", p->error);
 		mail_put_free(p);
 	}
+	/* the segments the writers moved past, all delivered meanwhile */
+	mail_seg_sweep(mi);
 	if (!mi->stopping)
 		mail_spool_kick(mi);
 }
@@ -793,6 +1194,8 @@ static int mail_syncer_start(struct mail_ingest *mi, const char **error_r)
 	sy->pipe[0] = sy->pipe[1] = -1;
 	sy->queued_tail = &sy->queued;
 	sy->done_tail = &sy->done;
+	sy->log_fd = -1;
+	pthread_mutex_init(&sy->log_mu, NULL);
 	pthread_mutex_init(&sy->mu, NULL);
 	pthread_cond_init(&sy->cv, NULL);
 	pthread_cond_init(&sy->idle, NULL);
@@ -861,9 +1264,12 @@ static void mail_syncer_stop(struct mail_ingest *mi)
 	for (int i = 0; i < 2; i++)
 		if (sy->pipe[i] >= 0)
 			close(sy->pipe[i]);
+	if (sy->log_fd >= 0)
+		close(sy->log_fd);
 	pthread_cond_destroy(&sy->cv);
 	pthread_cond_destroy(&sy->idle);
 	pthread_mutex_destroy(&sy->mu);
+	pthread_mutex_destroy(&sy->log_mu);
 	free(sy->threads);
 	free(sy);
 	mi->syncer = NULL;
@@ -890,7 +1296,7 @@ int mail_put_add(struct mail_ingest *mi, struct mail_put *put, const char *tenan
 {
 	size_t plen = ward__mail_ingest_request__get_packed_size(req);
 	size_t hlen = sizeof MAIL_SPOOL_MAGIC - 1 + 37, len = hlen + plen;
-	uint8_t rnd[6], *buf;
+	uint8_t rnd[6], *buf, *rec;
 
 	(void)mi;
 	if (put->n >= MAIL_PUT_MAX_FILES) {
@@ -909,10 +1315,12 @@ int mail_put_add(struct mail_ingest *mi, struct mail_put *put, const char *tenan
 		*error_r = "no random bytes";
 		return -1;
 	}
-	if ((buf = malloc(len)) == NULL) {
+	/* the log record: header, then the payload (a queue/ file's bytes) */
+	if ((rec = calloc(1, MAIL_LOG_HDR + len)) == NULL) {
 		*error_r = "out of memory";
 		return -1;
 	}
+	buf = rec + MAIL_LOG_HDR;
 	snprintf(put->f[put->n].id, sizeof put->f[0].id, "%016llx-%02x%02x%02x%02x%02x%02x",
 		 (unsigned long long)envelope_now_ms() * 1000ULL, rnd[0], rnd[1], rnd[2], rnd[3],
 		 rnd[4], rnd[5]);
@@ -920,8 +1328,12 @@ int mail_put_add(struct mail_ingest *mi, struct mail_put *put, const char *tenan
 	memcpy(buf + sizeof MAIL_SPOOL_MAGIC - 1, tenant, 36);
 	buf[hlen - 1] = '\n';
 	ward__mail_ingest_request__pack(req, buf + hlen);
-	put->f[put->n].buf = buf;
-	put->f[put->n].len = len;
+	memcpy(rec, MAIL_LOG_MAGIC, 4);
+	mail_put_u32(rec + 4, (uint32_t)len);
+	memcpy(rec + 12, put->f[put->n].id, strlen(put->f[put->n].id));
+	mail_put_u32(rec + 8, mail_crc32(rec + 12, MAIL_LOG_ID + len));
+	put->f[put->n].buf = rec;
+	put->f[put->n].len = MAIL_LOG_HDR + len;
 	put->n++;
 	return 0;
 }
@@ -947,9 +1359,175 @@ int mail_put_submit(struct mail_ingest *mi, struct mail_put *put, mail_put_cb *c
 
 /* ============================== open/close ============================== */
 
+/* Compare two ids (qsort, bsearch). */
+static int mail_id_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The ids listed in log/<seq>.done, sorted: *ids_r malloc'd (MAIL_LOG_ID bytes
+ * each), *n_r of them. None when there is no .done. 0 or -1. */
+static int mail_log_done_ids(struct mail_ingest *mi, uint64_t seq, char (**ids_r)[MAIL_LOG_ID],
+			     size_t *n_r)
+{
+	char name[64], (*ids)[MAIL_LOG_ID] = NULL;
+	uint8_t *data = NULL;
+	size_t len = 0, n = 0, start = 0;
+
+	*ids_r = NULL;
+	*n_r = 0;
+	snprintf(name, sizeof name, "%016llx.done", (unsigned long long)seq);
+	/* a segment's records are at least MAIL_LOG_HDR + 48 bytes, its lines at
+	 * most MAIL_LOG_ID: a bound well above anything a segment can list */
+	if (mail_spool_read_max(mi, "log", name, (size_t)64 << 20, &data, &len) < 0)
+		return errno == ENOENT ? 0 : -1;
+	ids = calloc(len / 2 + 1, sizeof *ids);
+	if (ids == NULL) {
+		free(data);
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] != '\n')
+			continue;
+		if (i - start > 0 && i - start < MAIL_LOG_ID) {
+			memcpy(ids[n], data + start, i - start);
+			ids[n][i - start] = '\0';
+			n++;
+		}
+		start = i + 1;
+	}
+	free(data);
+	qsort(ids, n, sizeof *ids, mail_id_cmp);
+	*ids_r = ids;
+	*n_r = n;
+	return 0;
+}
+
+/* Read segment seq up to its first incomplete or damaged record (a tail never
+ * acknowledged) and add a job for each record not marked done. 0 or -1 (the
+ * segment or its .done cannot be read: the daemon must not start without it). */
+static int mail_log_recover_segment(struct mail_ingest *mi, uint64_t seq)
+{
+	char (*done)[MAIL_LOG_ID] = NULL, id[MAIL_LOG_ID];
+	struct mail_seg *g;
+	uint8_t hdr[MAIL_LOG_HDR], *rec = NULL;
+	uint64_t off = 0;
+	size_t n_done = 0;
+	long records = 0, torn = 0;
+	int rc = -1;
+
+	if (mail_log_done_ids(mi, seq, &done, &n_done) < 0 || (g = mail_seg_get(mi, seq)) == NULL)
+		goto out;
+	for (;;) {
+		uint32_t len;
+		ssize_t r = pread(g->fd, hdr, sizeof hdr, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			goto out;
+		if (r == 0)
+			break;
+		len = mail_get_u32(hdr + 4);
+		if ((size_t)r < sizeof hdr || memcmp(hdr, MAIL_LOG_MAGIC, 4) != 0 ||
+		    len > MAIL_SPOOL_FILE_MAX || (rec = malloc(MAIL_LOG_ID + (size_t)len)) == NULL) {
+			torn = 1;
+			break;
+		}
+		memcpy(rec, hdr + 12, MAIL_LOG_ID);
+		r = pread(g->fd, rec + MAIL_LOG_ID, len, (off_t)(off + MAIL_LOG_HDR));
+		if (r < 0 && errno != EINTR)
+			goto out;
+		if (r != (ssize_t)len || mail_crc32(rec, MAIL_LOG_ID + (size_t)len) !=
+						 mail_get_u32(hdr + 8)) {
+			torn = 1; /* short read on EINTR too: the next start reads it */
+			break;
+		}
+		memcpy(id, hdr + 12, MAIL_LOG_ID);
+		crypto_wipe(rec, MAIL_LOG_ID + (size_t)len);
+		free(rec);
+		rec = NULL;
+		if (id[MAIL_LOG_ID - 1] != '\0' || !mail_spool_id_ok(id)) {
+			torn = 1;
+			break;
+		}
+		if ((n_done == 0 || bsearch(id, done, n_done, sizeof *done, mail_id_cmp) == NULL) &&
+		    mail_job_add_at(mi, id, seq, off + MAIL_LOG_HDR, len) < 0)
+			goto out;
+		records++;
+		off += MAIL_LOG_HDR + (uint64_t)len;
+	}
+	if (torn || g->live > 0)
+		log_event(LOG_INFO, "spool log segment resumed", LF_INT("segment", (long long)seq),
+			  LF_INT("records", records), LF_INT("pending", g->live),
+			  LF_INT("torn_tail", torn));
+	rc = 0;
+out:
+	if (rec != NULL)
+		free(rec);
+	free(done);
+	return rc;
+}
+
+/* Resume the spool log a previous run left: every segment's pending records
+ * become jobs, the fully delivered segments are removed; this run writes to a
+ * new segment. 0 or -1. */
+static int mail_log_recover(struct mail_ingest *mi, const char **error_r)
+{
+	int fd = openat(mi->spool_dirfd, "log", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	uint64_t *seqs = NULL, max = 0;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *dir;
+	int rc = -1;
+
+	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		*error_r = "spool.dir: cannot read log/";
+		return -1;
+	}
+	while ((de = readdir(dir)) != NULL) {
+		char *end;
+		unsigned long long v;
+
+		if (strlen(de->d_name) != 16 || strspn(de->d_name, "0123456789abcdef") != 16)
+			continue;
+		v = strtoull(de->d_name, &end, 16);
+		if (n == cap) {
+			uint64_t *m = realloc(seqs, (cap = cap ? cap * 2 : 16) * sizeof *seqs);
+
+			if (m == NULL) {
+				*error_r = "out of memory";
+				goto out;
+			}
+			seqs = m;
+		}
+		seqs[n++] = v;
+		if (v > max)
+			max = v;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (mail_log_recover_segment(mi, seqs[i]) < 0) {
+			*error_r = "spool.dir: a log segment cannot be read";
+			goto out;
+		}
+	pthread_mutex_lock(&mi->syncer->log_mu);
+	mi->syncer->next_seq = max + 1;
+	pthread_mutex_unlock(&mi->syncer->log_mu);
+	mi->log_newest = max + 1;
+	mail_seg_sweep(mi);
+	rc = 0;
+out:
+	closedir(dir);
+	free(seqs);
+	return rc;
+}
+
+
 int mail_spool_open(struct mail_ingest *mi, const char **error_r)
 {
-	static const char *const subs[] = {"tmp", "queue", "dead", "state"};
+	static const char *const subs[] = {"tmp", "queue", "dead", "state", "log"};
 	struct timeval tv = {MAIL_SPOOL_SCAN_MS / 1000, (MAIL_SPOOL_SCAN_MS % 1000) * 1000};
 
 	if (mkdir(mi->cfg->spool_dir, 0700) < 0 && errno != EEXIST) {
@@ -974,6 +1552,8 @@ int mail_spool_open(struct mail_ingest *mi, const char **error_r)
 	if (mail_syncer_start(mi, error_r) < 0)
 		return -1;
 	/* Whatever a previous run left: resumed now. */
+	if (mail_log_recover(mi, error_r) < 0)
+		return -1;
 	mail_spool_scan(mi);
 	return 0;
 }
@@ -996,6 +1576,15 @@ void mail_spool_close(struct mail_ingest *mi)
 			free(j);
 	}
 	mi->jobs = NULL;
+	while (mi->segs != NULL) {
+		struct mail_seg *g = mi->segs;
+
+		mi->segs = g->next;
+		close(g->fd);
+		if (g->done_fd >= 0)
+			close(g->done_fd);
+		free(g);
+	}
 	if (mi->spool_dirfd >= 0)
 		close(mi->spool_dirfd);
 	mi->spool_dirfd = -1;

@@ -3,8 +3,16 @@
  * a reply on one, exactly once.
  *
  * Only ward-mail-ingest calls it (principal kind "service", id "mail-ingest"; the
- * skeleton checked that the sender is that service). Everything happens in one
- * transaction of the recipient tenant:
+ * skeleton checked that the sender is that service). A mail that names no ticket
+ * (no references, no "[#REF]": it can only open one) first takes its ticket
+ * number in a short transaction of its own, committed asynchronously, as
+ * ticket.create does: the tenant's counter row is then not locked until the
+ * mail commits, so one tenant's mails do not queue behind each other's commits
+ * (a duplicate or a failed attempt leaves a gap in the numbers). Everything
+ * else happens in one transaction of the recipient tenant, in five round trips
+ * (BEGIN with the lock, one query for the duplicate and the sender, one
+ * statement for ticket, message, Message-ID and participants, the audit event,
+ * COMMIT):
  *
  *   1. Idempotency: the Message-ID (as a keyed blind index) is taken once per
  *      tenant in ticket.mail_ids; a second delivery of the same Message-ID (a
@@ -29,9 +37,12 @@
  * not recorded as a participant; a customer as that user (and is the requester
  * of a new ticket, requester_id); a disabled account threads into nothing (its
  * mail opens a new ticket).
- * ward-mail-ingest asked ward-auth (auth.mail_customer) to create the customer
- * for an unknown sender before it delivered the mail; if there is still no
- * account, the address alone stays on the ticket (sealed + blind index).
+ * The tenant has no account for the sender and the request does not say
+ * sender_checked: 409 and nothing done (no number spent); ward-mail-ingest then
+ * asks ward-auth (auth.mail_customer) to create the customer and sends the mail
+ * again with sender_checked. Most mail comes from known senders: one hop, not
+ * two. With sender_checked and still no account, the address alone stays on the
+ * ticket (sealed + blind index).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,29 +116,53 @@ struct mail_sender {
 	bool disabled;			   /* a disabled account: its mail never threads */
 };
 
-/* Look the sender up in auth.users by its blind index; 0 (s filled) or -1. A
- * disabled account is remembered as such and otherwise treated as unknown. */
-static int mail_sender_lookup(struct daemon *d, const char *sender_bidx, struct mail_sender *s,
-			      const char **error_r)
+/* Fill t from a (id, number, status) row starting at column c. */
+static void mail_target_set_at(struct mail_target *t, PGresult *res, int r, int c)
 {
-	const char *p[1] = {sender_bidx};
+	snprintf(t->id, sizeof t->id, "%s", PQgetvalue(res, r, c));
+	t->number = strtoll(PQgetvalue(res, r, c + 1), NULL, 10);
+	t->status = ticket_status_parse(PQgetvalue(res, r, c + 2));
+}
+
+/* One round trip for what every mail needs to know first: was its Message-ID
+ * taken already (1: t and mid filled, the first ticket and message), and who is
+ * its sender (s filled from auth.users by blind index; a disabled account is
+ * remembered as such and otherwise treated as unknown). 0 (new Message-ID), 1
+ * (duplicate) or -1. */
+static int mail_lookup(struct daemon *d, const char *msgid_bidx, const char *sender_bidx,
+		       struct mail_target *t, char mid[TICKET_UUID_LEN + 1], struct mail_sender *s,
+		       const char **error_r)
+{
+	const char *p[2] = {msgid_bidx, sender_bidx};
 	PGresult *res;
+	int dup = 0;
 
 	memset(s, 0, sizeof *s);
 	res = db_exec(daemon_db(d),
-		      "SELECT id, role, disabled FROM auth.users WHERE email_bidx = $1", 1, p,
-		      error_r);
+		      "SELECT 'dup', t.id::text, t.number::text, t.status::text, "
+		      "coalesce(m.message_id::text, '') "
+		      "FROM ticket.mail_ids m JOIN ticket.tickets t ON t.id = m.ticket_id "
+		      "WHERE m.message_id_bidx = $1 "
+		      "UNION ALL SELECT 'user', id::text, role::text, disabled::text, '' "
+		      "FROM auth.users WHERE email_bidx = $2",
+		      2, p, error_r);
 	if (res == NULL)
 		return -1;
-	if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
-		s->disabled = true;
-	} else if (PQntuples(res) == 1) {
-		snprintf(s->user_id, sizeof s->user_id, "%s", PQgetvalue(res, 0, 0));
-		snprintf(s->role, sizeof s->role, "%s", PQgetvalue(res, 0, 1));
-		s->staff = strcmp(s->role, "admin") == 0 || strcmp(s->role, "agent") == 0;
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (strcmp(PQgetvalue(res, i, 0), "dup") == 0) {
+			mail_target_set_at(t, res, i, 1);
+			snprintf(mid, TICKET_UUID_LEN + 1, "%s", PQgetvalue(res, i, 4));
+			dup = 1;
+		} else if (strcmp(PQgetvalue(res, i, 3), "true") == 0) {
+			s->disabled = true;
+		} else {
+			snprintf(s->user_id, sizeof s->user_id, "%s", PQgetvalue(res, i, 1));
+			snprintf(s->role, sizeof s->role, "%s", PQgetvalue(res, i, 2));
+			s->staff = strcmp(s->role, "admin") == 0 || strcmp(s->role, "agent") == 0;
+		}
 	}
 	PQclear(res);
-	return 0;
+	return dup;
 }
 
 /* May this sender write on ticket id? Staff always; others per mail_sender_on. */
@@ -140,9 +175,7 @@ static int mail_may_thread(struct daemon *d, const char *ticket_id, const char *
 /* Fill t from a (id, number, status) row. */
 static void mail_target_set(struct mail_target *t, PGresult *res, int r)
 {
-	snprintf(t->id, sizeof t->id, "%s", PQgetvalue(res, r, 0));
-	t->number = strtoll(PQgetvalue(res, r, 1), NULL, 10);
-	t->status = ticket_status_parse(PQgetvalue(res, r, 2));
+	mail_target_set_at(t, res, r, 0);
 }
 
 /* The ticket this mail answers, if any: 1 (t filled), 0 (new ticket), -1 error. */
@@ -266,97 +299,109 @@ static int mail_exec(struct daemon *d, const char *sql, int n, const char *const
 	return 0;
 }
 
-/* A new ticket for the mail: number, sealed subject/requester. 0 or -1. */
-static int mail_new_ticket(struct daemon *d, const Ward__Envelope *env,
-			   const Ward__MailIngestRequest *req, const char *email,
-			   const char *sender_bidx, const struct mail_sender *s, const char *actor,
-			   struct mail_target *t, const char **error_r)
-{
-	uint8_t *subj = NULL, *em = NULL, *name = NULL;
-	size_t subj_len = 0, em_len = 0, name_len = 0;
-	const char *p[1] = {env->tenant};
-	PGresult *res;
-	int rc = -1;
+/* The per-tenant counter: the next ticket number. */
+#define MAIL_COUNTER_SQL                                                                           \
+	"INSERT INTO ticket.counters (tenant_id, last_number) VALUES ($1, 1001) "                  \
+	"ON CONFLICT (tenant_id) DO UPDATE "                                                       \
+	"SET last_number = ticket.counters.last_number + 1 RETURNING last_number"
 
-	res = db_exec(daemon_db(d),
-		      "INSERT INTO ticket.counters (tenant_id, last_number) VALUES ($1, 1001) "
-		      "ON CONFLICT (tenant_id) DO UPDATE "
-		      "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
-		      1, p, error_r);
+/* A ticket number in a short transaction of its own (begun by the caller with
+ * db_begin_async: its commit does not wait for the WAL flush), as ticket.create
+ * takes its numbers: the tenant's counter row stays locked for one statement,
+ * not until the mail's transaction commits, so the mails of one tenant do not
+ * queue behind each other's commits. The mail's synchronous commit, later in
+ * the WAL, makes the counter durable with it. Unless checked, only when the
+ * tenant has an account for the sender (else mail-ingest asks ward-auth first:
+ * no number is spent). A duplicate or a failed attempt leaves a gap in the
+ * numbers. 1 (a number), 0 (an unknown sender) or -1; the transaction is over. */
+static int mail_number_async(struct daemon *d, const char *tenant, const char *sender_bidx,
+			     bool checked, long long *number_r, const char **error_r)
+{
+	const char *p[3] = {tenant, checked ? "t" : "f", sender_bidx};
+	PGresult *res;
+	int r;
+
+	res = db_exec_commit(daemon_db(d),
+			     "INSERT INTO ticket.counters (tenant_id, last_number) "
+			     "SELECT $1::uuid, 1001 WHERE $2::boolean OR EXISTS "
+			     "(SELECT 1 FROM auth.users WHERE email_bidx = $3) "
+			     "ON CONFLICT (tenant_id) DO UPDATE "
+			     "SET last_number = ticket.counters.last_number + 1 RETURNING last_number",
+			     3, p, error_r);
 	if (res == NULL)
 		return -1;
-	t->number = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	r = PQntuples(res) == 1;
+	if (r)
+		*number_r = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	t->status = TS_OPEN;
-	if (ticket_uuid_random(t->id) < 0) {
-		*error_r = "no random bytes";
-		return -1;
-	}
-	if (ticket_seal(d, env->tenant, "ticket.tickets", "subject_enc", t->id, req->subject,
-			strlen(req->subject), &subj, &subj_len, error_r) < 0 ||
-	    ticket_seal(d, env->tenant, "ticket.tickets", "requester_email_enc", t->id, email,
-			strlen(email), &em, &em_len, error_r) < 0 ||
-	    (req->from_name[0] != '\0' &&
-	     ticket_seal(d, env->tenant, "ticket.tickets", "requester_name_enc", t->id,
-			 req->from_name, strlen(req->from_name), &name, &name_len, error_r) < 0))
-		goto out;
-	{
-		char num[24];
-		/* a customer's account is the requester; staff writing in keep the address */
-		const char *requester =
-		    strcmp(s->role, "customer") == 0 ? s->user_id : NULL;
-		const char *q[9] = {t->id,	     env->tenant, num, (const char *)subj,
-				    (const char *)em, sender_bidx, (const char *)name, actor,
-				    requester};
-		int lens[9] = {0, 0, 0, (int)subj_len, (int)em_len, 0, (int)name_len, 0, 0};
-		int fmts[9] = {0, 0, 0, 1, 1, 0, 1, 0, 0};
-
-		snprintf(num, sizeof num, "%lld", t->number);
-		rc = mail_exec(d,
-			       "INSERT INTO ticket.tickets (id, tenant_id, number, subject_enc, "
-			       "requester_email_enc, requester_email_bidx, requester_name_enc, "
-			       "created_by, requester_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-			       9, q, lens, fmts, error_r);
-	}
-out:
-	free(subj);
-	free(em);
-	free(name);
-	return rc;
+	return r;
 }
 
-/* The message, its attachments, the Message-ID and the participants. 0 or -1. */
-static int mail_store(struct daemon *d, const Ward__Envelope *env,
-		      const Ward__MailIngestRequest *req, const struct mail_target *t,
-		      const char *mid, const char *msgid_bidx, const char *sender_bidx,
-		      const struct mail_sender *s, const char *actor, const char **error_r)
+/* The tenant has no account for the sender, and mail-ingest has not asked
+ * ward-auth for one yet: nothing done; it asks, then sends the mail again. */
+static queue_result_t mail_unknown_sender(struct queue_reply *reply)
 {
-	uint8_t *body = NULL;
-	size_t body_len = 0;
-	char author[40];
-	int rc = -1;
+	return ticket_problem(reply, 409, "Unknown sender",
+			      "ask auth.mail_customer, then send again with sender_checked", NULL);
+}
 
-	/* The author is the sender's account, or (none) its address: a prefix of its
-	 * index. A mail without an account is a customer's. */
-	if (s->user_id[0] != '\0')
-		snprintf(author, sizeof author, "%s", s->user_id);
-	else
-		snprintf(author, sizeof author, "mail:%.16s", sender_bidx);
-	if (ticket_seal(d, env->tenant, "ticket.messages", "body_enc", mid, req->body,
-			strlen(req->body), &body, &body_len, error_r) < 0)
+/* The next number inside the mail's transaction: for a mail that named a
+ * ticket (references, "[#REF]") and threads into none, whose number was not
+ * taken beforehand. 0 or -1. */
+static int mail_number_here(struct daemon *d, const char *tenant, long long *number_r,
+			    const char **error_r)
+{
+	const char *p[1] = {tenant};
+	PGresult *res = db_exec(daemon_db(d), MAIL_COUNTER_SQL, 1, p, error_r);
+
+	if (res == NULL)
 		return -1;
-	{
-		const char *p[6] = {mid,    env->tenant,
-				    t->id,  author,
-				    s->role[0] != '\0' ? s->role : "customer", (const char *)body};
-		int lens[6] = {0, 0, 0, 0, 0, (int)body_len}, fmts[6] = {0, 0, 0, 0, 0, 1};
+	*number_r = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return 0;
+}
 
-		if (mail_exec(d,
-			      "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
-			      "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, false, $6)",
-			      6, p, lens, fmts, error_r) < 0)
-			goto out;
+/* The mail's participants, who may later write "[#REF]": the sender (unless
+ * staff: they thread by their role while their account is enabled) and the CCs,
+ * as a text[] literal of blind indexes (hex: nothing to quote). 0 or -1. */
+static int mail_participants(struct daemon *d, const Ward__Envelope *env,
+			     const Ward__MailIngestRequest *req, const char *sender_bidx,
+			     const struct mail_sender *s, char *arr, size_t arr_len,
+			     const char **error_r)
+{
+	size_t o = 0, n = 0;
+
+	arr[o++] = '{';
+	for (size_t i = s->staff ? 1 : 0; i <= req->n_cc && i <= MAIL_MAX_CC; i++) {
+		char email[TICKET_EMAIL_MAX + 1], bidx[65];
+		const char *who_bidx = sender_bidx;
+
+		if (i > 0) {
+			if (!ticket_email_normalize(req->cc[i - 1], email, sizeof email))
+				continue;
+			if (ticket_blind(d, env->tenant, "auth.users.email", email, strlen(email),
+					 bidx, error_r) < 0)
+				return -1;
+			who_bidx = bidx;
+		}
+		if (o + 66 + 2 > arr_len) {
+			*error_r = "too many participants";
+			return -1;
+		}
+		o += (size_t)snprintf(arr + o, arr_len - o, "%s%s", n ? "," : "", who_bidx);
+		n++;
 	}
+	arr[o++] = '}';
+	arr[o] = '\0';
+	return 0;
+}
+
+/* Insert the mail's attachments (type sniffed, name cleaned, sealed) on message
+ * mid of ticket t. 0 or -1. */
+static int mail_attachments(struct daemon *d, const Ward__Envelope *env,
+			    const Ward__MailIngestRequest *req, const struct mail_target *t,
+			    const char *mid, const char *actor, const char **error_r)
+{
 	for (size_t i = 0; i < req->n_attachments; i++) {
 		const Ward__MailAttachment *a = req->attachments[i];
 		char aid[TICKET_UUID_LEN + 1], name[TICKET_FILENAME_MAX + 1], size_s[24];
@@ -373,7 +418,7 @@ static int mail_store(struct daemon *d, const Ward__Envelope *env,
 				a->content.data, a->content.len, &sc, &sc_len, error_r) < 0) {
 			free(sname);
 			free(sc);
-			goto out;
+			return -1;
 		}
 		{
 			const char *p[9] = {aid,
@@ -397,44 +442,99 @@ static int mail_store(struct daemon *d, const Ward__Envelope *env,
 		free(sname);
 		free(sc);
 		if (r < 0)
-			goto out;
+			return -1;
 	}
+	return 0;
+}
+
+/* The ticket's new message, its Message-ID and its participants, in one
+ * statement: $1 ticket, $2 tenant, $3 message, $4 author, $5 author role, $6
+ * sealed body, $7 Message-ID blind index, $8 participants (text[]). */
+#define MAIL_MESSAGE_CTES                                                                          \
+	"m AS (INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, author_role, "    \
+	"internal, body_enc) VALUES ($3, $2, $1, $4, $5, false, $6)), "                             \
+	"i AS (INSERT INTO ticket.mail_ids (tenant_id, message_id_bidx, kind, ticket_id, "         \
+	"message_id) VALUES ($2, $7, 'in', $1, $3)) "                                               \
+	"INSERT INTO ticket.mail_participants (tenant_id, ticket_id, email_bidx) "                 \
+	"SELECT DISTINCT $2::uuid, $1::uuid, b FROM unnest($8::text[]) b ON CONFLICT DO NOTHING"
+
+/* A new ticket (created: sealed subject and requester; t->number taken) or the
+ * reply on ticket t (its status and updated_at), with the message, the
+ * Message-ID and the participants: one statement, one round trip; then the
+ * attachments. 0 or -1. */
+static int mail_write(struct daemon *d, const Ward__Envelope *env,
+		      const Ward__MailIngestRequest *req, const struct mail_target *t, bool created,
+		      const char *email, const char *mid, const char *msgid_bidx,
+		      const char *sender_bidx, const struct mail_sender *s, const char *actor,
+		      const char **error_r)
+{
+	uint8_t *body = NULL, *subj = NULL, *em = NULL, *name = NULL;
+	size_t body_len = 0, subj_len = 0, em_len = 0, name_len = 0;
+	char author[40], num[24], parts[(MAIL_MAX_CC + 1) * 66 + 4];
+	int rc = -1;
+
+	/* The author is the sender's account, or (none) its address: a prefix of its
+	 * index. A mail without an account is a customer's. */
+	if (s->user_id[0] != '\0')
+		snprintf(author, sizeof author, "%s", s->user_id);
+	else
+		snprintf(author, sizeof author, "mail:%.16s", sender_bidx);
+	snprintf(num, sizeof num, "%lld", t->number);
+	if (mail_participants(d, env, req, sender_bidx, s, parts, sizeof parts, error_r) < 0 ||
+	    ticket_seal(d, env->tenant, "ticket.messages", "body_enc", mid, req->body,
+			strlen(req->body), &body, &body_len, error_r) < 0)
+		goto out;
+	if (created &&
+	    (ticket_seal(d, env->tenant, "ticket.tickets", "subject_enc", t->id, req->subject,
+			 strlen(req->subject), &subj, &subj_len, error_r) < 0 ||
+	     ticket_seal(d, env->tenant, "ticket.tickets", "requester_email_enc", t->id, email,
+			 strlen(email), &em, &em_len, error_r) < 0 ||
+	     (req->from_name[0] != '\0' &&
+	      ticket_seal(d, env->tenant, "ticket.tickets", "requester_name_enc", t->id,
+			  req->from_name, strlen(req->from_name), &name, &name_len, error_r) < 0)))
+		goto out;
 	{
-		const char *p[4] = {env->tenant, msgid_bidx, t->id, mid};
+		/* a customer's account is the requester; staff writing in keep the address */
+		const char *requester = strcmp(s->role, "customer") == 0 ? s->user_id : NULL;
+		const char *p[15] = {t->id,
+				     env->tenant,
+				     mid,
+				     author,
+				     s->role[0] != '\0' ? s->role : "customer",
+				     (const char *)body,
+				     msgid_bidx,
+				     parts,
+				     created ? num : ticket_status_name(t->status),
+				     (const char *)subj,
+				     (const char *)em,
+				     sender_bidx,
+				     (const char *)name,
+				     actor,
+				     requester};
+		int lens[15] = {0, 0, 0, 0, 0, (int)body_len, 0, 0,
+				0, (int)subj_len, (int)em_len, 0, (int)name_len, 0, 0};
+		int fmts[15] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0};
 
-		if (mail_exec(d,
-			      "INSERT INTO ticket.mail_ids (tenant_id, message_id_bidx, kind, "
-			      "ticket_id, message_id) VALUES ($1, $2, 'in', $3, $4)",
-			      4, p, NULL, NULL, error_r) < 0)
-			goto out;
+		if (created)
+			rc = mail_exec(d,
+				       "WITH t AS (INSERT INTO ticket.tickets (id, tenant_id, number, "
+				       "subject_enc, requester_email_enc, requester_email_bidx, "
+				       "requester_name_enc, created_by, requester_id) VALUES ($1, $2, "
+				       "$9, $10, $11, $12, $13, $14, $15)), " MAIL_MESSAGE_CTES,
+				       15, p, lens, fmts, error_r);
+		else
+			rc = mail_exec(d,
+				       "WITH t AS (UPDATE ticket.tickets SET status = $9, "
+				       "updated_at = now() WHERE id = $1), " MAIL_MESSAGE_CTES,
+				       9, p, lens, fmts, error_r);
 	}
-	/* Participants: the sender and the CCs (who may later write "[#REF]"). Staff
-	 * thread by their role while their account is enabled, never as participants. */
-	for (size_t i = s->staff ? 1 : 0; i <= req->n_cc && i <= MAIL_MAX_CC; i++) {
-		char email[TICKET_EMAIL_MAX + 1], bidx[65];
-		const char *who_bidx = sender_bidx;
-
-		if (i > 0) {
-			if (!ticket_email_normalize(req->cc[i - 1], email, sizeof email))
-				continue;
-			if (ticket_blind(d, env->tenant, "auth.users.email", email, strlen(email),
-					 bidx, error_r) < 0)
-				goto out;
-			who_bidx = bidx;
-		}
-		{
-			const char *p[3] = {env->tenant, t->id, who_bidx};
-
-			if (mail_exec(d,
-				      "INSERT INTO ticket.mail_participants (tenant_id, ticket_id, "
-				      "email_bidx) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-				      3, p, NULL, NULL, error_r) < 0)
-				goto out;
-		}
-	}
-	rc = 0;
+	if (rc == 0)
+		rc = mail_attachments(d, env, req, t, mid, actor, error_r);
 out:
 	free(body);
+	free(subj);
+	free(em);
+	free(name);
 	return rc;
 }
 
@@ -471,7 +571,8 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 	char mid[TICKET_UUID_LEN + 1] = "", target[64], ref[96];
 	char detail[2048], jmsgid[700], jfrom[400];
 	const char *err = NULL;
-	bool created = false;
+	bool created = false, likely_new;
+	long long number = 0;
 	queue_result_t qr;
 	PGresult *res;
 	int r;
@@ -491,7 +592,11 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		qr = ticket_problem(reply, 422, "Invalid mail", NULL, &e);
 		goto out;
 	}
-	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
+	/* A mail that names no ticket (no references, no "[#REF]") can only open one
+	 * (or be a duplicate): its number first, in a transaction of its own. */
+	likely_new = req->n_references == 0 && req->subject_ref[0] == '\0';
+	if ((likely_new ? db_begin_async(daemon_db(d), env->tenant, &err)
+			: db_begin(daemon_db(d), env->tenant, &err)) < 0) {
 		qr = ticket_retry(d, "begin", err, error_r);
 		goto out;
 	}
@@ -505,7 +610,24 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		goto out;
 	}
 	crypto_wipe(dek, sizeof dek);
-	/* One Message-ID at a time per tenant: a concurrent duplicate waits, then sees it. */
+	if (likely_new) {
+		r = mail_number_async(d, env->tenant, sender_bidx, req->sender_checked, &number,
+				      &err);
+		if (r < 0) {
+			qr = ticket_retry(d, "number", err, error_r);
+			goto out;
+		}
+		if (r == 0) {
+			qr = mail_unknown_sender(reply);
+			goto out;
+		}
+		if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
+			qr = ticket_retry(d, "begin", err, error_r);
+			goto out;
+		}
+	}
+	/* One Message-ID at a time per tenant: a concurrent duplicate waits, then sees
+	 * it (sent with BEGIN, in the transaction's first round trip). */
 	{
 		char lockkey[100];
 		const char *p[1] = {lockkey};
@@ -519,38 +641,29 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		}
 		PQclear(res);
 	}
-	{
-		const char *p[1] = {msgid_bidx};
-
-		res = db_exec(daemon_db(d),
-			      "SELECT t.id, t.number, t.status, coalesce(m.message_id::text, '') "
-			      "FROM ticket.mail_ids m JOIN ticket.tickets t ON t.id = m.ticket_id "
-			      "WHERE m.message_id_bidx = $1",
-			      1, p, &err);
-		if (res == NULL) {
-			qr = ticket_retry(d, "duplicate", err, error_r);
-			goto out;
-		}
-		if (PQntuples(res) == 1) {
-			mail_target_set(&t, res, 0);
-			snprintf(mid, sizeof mid, "%s", PQgetvalue(res, 0, 3));
-			PQclear(res);
-			if (db_commit(daemon_db(d), &err) < 0) {
-				qr = ticket_retry(d, "commit", err, error_r);
-				goto out;
-			}
-			qr = mail_answer(reply, slug, &t, mid, false, true, error_r);
-			goto out;
-		}
-		PQclear(res);
+	r = mail_lookup(d, msgid_bidx, sender_bidx, &t, mid, &sender, &err);
+	if (r < 0) {
+		qr = ticket_retry(d, "lookup", err, error_r);
+		goto out;
 	}
-	if (mail_sender_lookup(d, sender_bidx, &sender, &err) < 0) {
-		qr = ticket_retry(d, "sender", err, error_r);
+	if (r == 1) {
+		if (db_commit(daemon_db(d), &err) < 0) {
+			qr = ticket_retry(d, "commit", err, error_r);
+			goto out;
+		}
+		qr = mail_answer(reply, slug, &t, mid, false, true, error_r);
+		goto out;
+	}
+	if (!req->sender_checked && sender.user_id[0] == '\0' && !sender.disabled) {
+		db_rollback(daemon_db(d));
+		qr = mail_unknown_sender(reply);
 		goto out;
 	}
 	/* a disabled account (an agent who left, a blocked customer) writes into no
 	 * existing ticket, whatever it quotes: its mail opens a new one */
-	r = sender.disabled ? 0 : mail_thread(d, env, req, slug, sender_bidx, &sender, &t, &err);
+	r = sender.disabled || number > 0
+		? 0
+		: mail_thread(d, env, req, slug, sender_bidx, &sender, &t, &err);
 	if (r < 0) {
 		qr = ticket_retry(d, "thread", err, error_r);
 		goto out;
@@ -564,38 +677,28 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 			qr = ticket_retry(d, "ticket", err, error_r);
 			goto out;
 		}
-		if (r == 0 || ticket_status_after_reply(t.status, !sender.staff, &to) < 0) {
+		if (r == 0 || ticket_status_after_reply(t.status, !sender.staff, &to) < 0)
 			r = 0; /* gone or closed: a new ticket */
-		} else if (to != t.status) {
-			const char *p[2] = {t.id, ticket_status_name(to)};
-
-			if (mail_exec(d, "UPDATE ticket.tickets SET status = $2 WHERE id = $1", 2,
-				      p, NULL, NULL, &err) < 0) {
-				qr = ticket_retry(d, "status", err, error_r);
-				goto out;
-			}
+		else
 			t.status = to;
-		}
 	}
 	if (r == 0) {
 		created = true;
-		if (mail_new_ticket(d, env, req, email, sender_bidx, &sender, who.actor, &t, &err) <
-		    0) {
-			qr = ticket_retry(d, "insert ticket", err, error_r);
+		memset(&t, 0, sizeof t);
+		t.status = TS_OPEN;
+		if (number == 0 && mail_number_here(d, env->tenant, &number, &err) < 0) {
+			qr = ticket_retry(d, "number", err, error_r);
 			goto out;
 		}
-	} else {
-		const char *p[1] = {t.id};
-
-		if (mail_exec(d, "UPDATE ticket.tickets SET updated_at = now() WHERE id = $1", 1,
-			      p, NULL, NULL, &err) < 0) {
-			qr = ticket_retry(d, "update ticket", err, error_r);
+		t.number = number;
+		if (ticket_uuid_random(t.id) < 0) {
+			qr = ticket_retry(d, "insert ticket", "no random bytes", error_r);
 			goto out;
 		}
 	}
 	if (ticket_uuid_random(mid) < 0 ||
-	    mail_store(d, env, req, &t, mid, msgid_bidx, sender_bidx, &sender, who.actor, &err) <
-		    0) {
+	    mail_write(d, env, req, &t, created, email, mid, msgid_bidx, sender_bidx, &sender,
+		       who.actor, &err) < 0) {
 		qr = ticket_retry(d, "store", err != NULL ? err : "no random bytes", error_r);
 		goto out;
 	}

@@ -3,11 +3,13 @@
 # measured in the same run with the same load (smtp-source, Debian's postfix
 # package; ops/deps installs it without configuring a mail server):
 #   mail_e2e_rps          messages/s from the first SMTP connection until every
-#                         message is a committed ticket (ward-mail-ingest: fsynced
-#                         spool, 250; auth.mail_customer; ward-ticket: one
-#                         transaction per mail), 10 parallel senders of 4 KiB mails
-#                         (smtp-source -s 10 -l 4096), against smtp-sink's rate for
-#                         the same smtp-source run (target ≥ 0.5)
+#                         message is a committed ticket (ward-mail-ingest: spool
+#                         log fdatasynced, 250; ward-ticket: the ticket number in
+#                         a short asynchronous transaction, then one transaction
+#                         per mail; auth.mail_customer only for a sender the
+#                         tenant has no account for), 10 parallel senders of 4 KiB
+#                         mails (smtp-source -s 10 -l 4096), against smtp-sink's
+#                         rate for the same smtp-source run (target ≥ 0.5)
 #   mail_smtp_accept_rps  messages/s until smtp-source finished (every 250 given,
 #                         each one durable in the spool), same baseline
 #   mail_cpu_ms_<part>    CPU time per mail of each daemon of the cell, of Redis
@@ -16,17 +18,22 @@
 # ward-ticket and ward-auth run BENCH_WORKERS worker processes each (default 4,
 # `workers:` in their configs, restored after the run; printed below), as in
 # tests/bench/ticket.sh: one PostgreSQL transaction at a time per process would
-# cap the end-to-end rate. ward-mail-ingest writes its spool off the event loop
-# (spool.sync_threads writer threads, group commit of the queue/ fsync), still
-# answering 250 only once the message is durable.
+# cap the end-to-end rate. ward-mail-ingest appends its spool off the event loop
+# (spool.sync_threads writer threads: one writev and one fdatasync of the spool
+# log for every message accepted meanwhile), still answering 250 only once the
+# message is durable.
 # Why the ratio is still far below 0.5 (2-core dev VM shared with other work):
-# smtp-sink keeps nothing; Ward spends ≈4 ms CPU per mail over all daemons and
-# Redis (mail-ingest ≈1.3-1.6: MIME, TLS-free SMTP, spool; Redis ≈0.7 with AOF
-# fsync always; ticket ≈0.85; auth ≈0.6), so two idle cores cap it near 500
-# msg/s. With the spool off the loop the SMTP accept rate roughly doubled
-# (162 → 263, 103 → 212 msg/s in back-to-back runs); end to end it is bound by
-# delivery (auth.mail_customer, then ticket.ingest_mail: one PostgreSQL
-# transaction per mail) and by the CPU the machine has left.
+# smtp-sink keeps nothing; Ward spends ≈4 ms CPU per mail over all daemons,
+# Redis and PostgreSQL (PostgreSQL ≈2, mail-ingest ≈0.8: MIME, SMTP, spool;
+# ticket ≈0.5; Redis ≈0.4 with AOF fsync always; auth ≈0.1-0.2 for RCPT), so two
+# idle cores cap it near 500 msg/s, and the machine's other work takes its share.
+# Before → after the spool log, the asynchronous ticket number, one hop for known
+# senders and fewer round trips (back to back, same load, 2026-11-30, load ≈7):
+# e2e 174, 152 → 249, 250 msg/s (ratio 0.072, 0.059 → 0.099, 0.109); CPU per
+# mail 6.6, 6.2 → 4.0, 4.2 ms (PostgreSQL 3.0 → 2.0, mail-ingest 1.3 → 0.8, auth
+# 0.6 → 0.2, Redis 0.7 → 0.45, ticket 0.8 → 0.55). PostgreSQL statements per mail
+# 26 → 16 (auth 11 → 1; ticket 12 in 6 round trips, was 10), one device flush per
+# batch of accepted mails instead of one per mail.
 # Uses the stack of $WARD_VAR if set, else starts its own.
 set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)

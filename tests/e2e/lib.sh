@@ -81,3 +81,34 @@ backup_restart() {
 		"$BIN/ward-backup" --config "$1"
 	wait_for 20 bash -c "[ \"\$(rcli $R admin EXISTS hb:backup:backup-1)\" = 1 ]"
 }
+
+# mail_spool_pending DIR: how many mails ward-mail-ingest's spool DIR holds for
+# delivery: files in queue/, and records of the spool log (log/<seq>: "WSL1", u32
+# length, u32 CRC-32 of id and payload, 64-byte id, payload; services/mail-ingest/
+# mail_spool.c) up to a segment's first damaged record, less the ids in its .done.
+mail_spool_pending() {
+	python3 - "$1" <<'PY'
+import os, struct, sys, zlib
+d = sys.argv[1]
+n = len([f for f in os.listdir(os.path.join(d, "queue")) if not f.startswith(".")])
+logd = os.path.join(d, "log")
+for seg in sorted(os.listdir(logd) if os.path.isdir(logd) else []):
+    if len(seg) != 16:
+        continue
+    try:
+        done = set(open(os.path.join(logd, seg + ".done"), "rb").read().split(b"\n"))
+    except FileNotFoundError:
+        done = set()
+    data = open(os.path.join(logd, seg), "rb").read()
+    off = 0
+    while off + 76 <= len(data) and data[off:off + 4] == b"WSL1":
+        ln, crc = struct.unpack_from("<II", data, off + 4)
+        body = data[off + 12:off + 76 + ln]
+        if len(body) != 64 + ln or zlib.crc32(body) != crc:
+            break
+        if body[:64].rstrip(b"\0") not in done:
+            n += 1
+        off += 76 + ln
+print(n)
+PY
+}

@@ -167,7 +167,7 @@ email_state() {
 	curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$SP:127.0.0.1" \
 		"https://status.$WARD_DOMAIN:$SP/api/v2/components.json" | jq -r '.components[] | select(.id == "'"$DR"'-email") | .status'
 }
-export -f email_state; export SP WARD_CA WARD_DOMAIN DR
+export -f email_state mail_spool_pending; export SP WARD_CA WARD_DOMAIN DR
 check "the status page shows $DR email operational before" wait_for 60 bash -c '[ "$(email_state)" = operational ]'
 xl0=$(rcli $DR admin XLEN dl:mail-ingest 2>/dev/null || echo 0)
 # A spool entry ward-ticket can never take: refused max_attempts (5) times in all,
@@ -203,4 +203,4 @@ check "redis: mail-ingest may not read its dead-letter stream (XRANGE)" noperm m
 check "redis: mail-ingest may not delete its dead-letter stream" noperm mail-ingest DEL dl:mail-ingest
 check "redis: mail-ingest may not XADD another service's dead letters" noperm mail-ingest XADD dl:ticket '*' e x
 check "redis: the gateway still has no dead-letter stream" noperm gateway XADD dl:gateway '*' e x
-check "the spool is empty once everything was delivered" bash -c "[ -z \"\$(ls -A '$dl/queue')\" ] && [ -z \"\$(ls -A '$dl/state')\" ]"
+check "the spool is empty once everything was delivered" bash -c "[ \"\$(mail_spool_pending '$dl')\" = 0 ] && [ -z \"\$(ls -A '$dl/state')\" ]"
