@@ -85,6 +85,7 @@ struct status_cell {
 	 * answers and how many 5xx (the poller's difference of two samples). */
 	long long http_answers, http_5xx;
 	long long window_answers, window_5xx;
+	int window_s; /* the window the gateways published (0: none published) */
 };
 
 struct status_thresholds {
@@ -97,6 +98,27 @@ struct status_thresholds {
 /* Component states of a cell from its health data. */
 void status_evaluate(const struct status_cell *c, const struct status_thresholds *t,
 		     long long now_ms, enum status_state out[STATUS_COMPONENTS]);
+/* A gateway's hb:gateway:<instance>:http value: at_ms, answers and 5xx since start,
+ * window_s and the answers and 5xx over it (0 from a gateway that publishes none).
+ * 0, or -1 if malformed. */
+int status_http_parse(const json_t *o, long long *at_r, long long *answers_r,
+		      long long *errors_r, long long *window_s_r, long long *window_answers_r,
+		      long long *window_5xx_r);
+/* Why status_evaluate put component comp where it is: up to max sentences for an
+ * operator ("heartbeat missing: …", "queue depth: …", "error rate: …", "last
+ * verified backup: …"), each at most STATUS_REASON_MAX bytes; none when
+ * operational. Returns how many. */
+#define STATUS_REASON_MAX 160
+int status_explain(const struct status_cell *c, const struct status_thresholds *t,
+		   long long now_ms, int comp, char (*out)[STATUS_REASON_MAX], int max);
+/* The status.* defaults (gateway_main.c's config table) for readers without the
+ * status page's config (wardctl status components). */
+#define STATUS_DEFAULT_HEARTBEAT_TIMEOUT_MS 15000
+#define STATUS_DEFAULT_PENDING_HIGH 1000
+#define STATUS_DEFAULT_BACKUP_MAX_AGE_S 93600
+#define STATUS_DEFAULT_ERROR_RATE_PCT 5
+#define STATUS_DEFAULT_ERROR_MAJOR_PCT 50
+#define STATUS_DEFAULT_ERROR_MIN 10
 /* A heartbeat value (JSON) → its service index and whether it is fresh; -1 if not one. */
 int status_heartbeat_parse(const char *json, size_t len, long long now_ms, long long timeout_ms,
 			   bool *fresh_r, bool *db_down_r);

@@ -140,6 +140,140 @@ void status_evaluate(const struct status_cell *c, const struct status_thresholds
 		out[CO_BACKUPS] = state_max(out[CO_BACKUPS], STATUS_DEGRADED);
 }
 
+/* A gateway's answer counters (see gateway_status.h). 0 or -1. */
+int status_http_parse(const json_t *o, long long *at_r, long long *answers_r,
+		      long long *errors_r, long long *window_s_r, long long *window_answers_r,
+		      long long *window_5xx_r)
+{
+	const json_t *at = json_object_get(o, "at_ms"), *n = json_object_get(o, "answers"),
+		     *e = json_object_get(o, "errors_5xx"), *ws = json_object_get(o, "window_s"),
+		     *wn = json_object_get(o, "window_answers"),
+		     *we = json_object_get(o, "window_5xx");
+
+	if (!json_is_integer(at) || !json_is_integer(n) || !json_is_integer(e) ||
+	    json_integer_value(e) < 0 || json_integer_value(n) < json_integer_value(e))
+		return -1;
+	*at_r = json_integer_value(at);
+	*answers_r = json_integer_value(n);
+	*errors_r = json_integer_value(e);
+	*window_s_r = *window_answers_r = *window_5xx_r = 0;
+	if (ws == NULL && wn == NULL && we == NULL)
+		return 0; /* a gateway that publishes no window */
+	if (!json_is_integer(ws) || !json_is_integer(wn) || !json_is_integer(we) ||
+	    json_integer_value(ws) < 0 || json_integer_value(ws) > 86400 ||
+	    json_integer_value(we) < 0 || json_integer_value(wn) < json_integer_value(we) ||
+	    json_integer_value(wn) > *answers_r)
+		return -1;
+	*window_s_r = json_integer_value(ws);
+	*window_answers_r = json_integer_value(wn);
+	*window_5xx_r = json_integer_value(we);
+	return 0;
+}
+
+/* Append a sentence to the reasons (dropped when full). */
+static void __attribute__((format(printf, 4, 5)))
+reason_add(char (*out)[STATUS_REASON_MAX], int max, int *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (*n >= max)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(out[*n], STATUS_REASON_MAX, fmt, ap);
+	va_end(ap);
+	(*n)++;
+}
+
+/* The reasons of one service's own state (status_svc_state's tests, in order). */
+static void explain_svc(const struct status_cell *c, int i, const struct status_thresholds *t,
+			char (*out)[STATUS_REASON_MAX], int max, int *n)
+{
+	const struct status_svc *s = &c->svc[i];
+	const char *name = status_service_names[i];
+
+	if (!c->reachable) {
+		reason_add(out, max, n, "cell unreachable: its Redis does not answer");
+		return;
+	}
+	if (s->instances == 0) {
+		reason_add(out, max, n, "heartbeat missing: no fresh heartbeat of %s", name);
+		return;
+	}
+	if (s->db_down)
+		reason_add(out, max, n, "database down: an instance of %s reports it", name);
+	if (s->outbox_degraded)
+		reason_add(out, max, n, "audit outbox: %s's backlog is over its mark", name);
+	if (s->dead_letter_recent)
+		reason_add(out, max, n, "dead letters: dl:%s grew lately", name);
+	if (t->pending_high > 0 && s->pending > t->pending_high)
+		reason_add(out, max, n, "queue depth: q:%s has %lld pending (over %lld)", name,
+			   s->pending, t->pending_high);
+}
+
+/* A dependency's major outage, as a reason of the dependent. */
+static void explain_dep(const struct status_cell *c, int i, const struct status_thresholds *t,
+			char (*out)[STATUS_REASON_MAX], int max, int *n)
+{
+	if (c->reachable && status_svc_state(c, i, t) == STATUS_MAJOR)
+		reason_add(out, max, n, "depends on %s: no fresh heartbeat of %s",
+			   status_service_names[i], status_service_names[i]);
+}
+
+/* Why status_evaluate put component comp where it is (see gateway_status.h). */
+int status_explain(const struct status_cell *c, const struct status_thresholds *t,
+		   long long now_ms, int comp, char (*out)[STATUS_REASON_MAX], int max)
+{
+	int n = 0;
+
+	switch (comp) {
+	case CO_API:
+	case CO_WEB:
+		explain_svc(c, SV_GATEWAY, t, out, max, &n);
+		if (c->reachable && c->svc[SV_GATEWAY].instances > 0) {
+			explain_dep(c, SV_AUTH, t, out, max, &n);
+			if (comp == CO_API)
+				explain_dep(c, SV_TICKET, t, out, max, &n);
+		}
+		if (c->reachable && t->error_rate_pct > 0 && c->window_5xx >= t->error_min &&
+		    c->window_answers > 0 &&
+		    100 * c->window_5xx / c->window_answers >= t->error_rate_pct)
+			reason_add(out, max, &n,
+				   "error rate: %lld 5xx of %lld answers (%lld%%) over %d s "
+				   "(degraded from %d%%, partial outage from %d%%)",
+				   c->window_5xx, c->window_answers,
+				   100 * c->window_5xx / c->window_answers, c->window_s,
+				   t->error_rate_pct, t->error_major_pct);
+		break;
+	case CO_EMAIL:
+		explain_svc(c, SV_MAIL, t, out, max, &n);
+		if (c->reachable && c->svc[SV_MAIL].instances > 0)
+			explain_dep(c, SV_TICKET, t, out, max, &n);
+		break;
+	case CO_AUTH:
+		explain_svc(c, SV_AUTH, t, out, max, &n);
+		break;
+	case CO_TICKETS:
+		explain_svc(c, SV_TICKET, t, out, max, &n);
+		break;
+	case CO_AUDIT:
+		explain_svc(c, SV_AUDIT, t, out, max, &n);
+		if (c->reachable && c->audit_backlog_degraded)
+			reason_add(out, max, &n, "audit backlog: the audit daemon reports it degraded");
+		break;
+	case CO_BACKUPS:
+		explain_svc(c, SV_BACKUP, t, out, max, &n);
+		if (c->reachable && c->backup_verified_ms > 0 && t->backup_max_age_ms > 0 &&
+		    now_ms - c->backup_verified_ms > t->backup_max_age_ms)
+			reason_add(out, max, &n,
+				   "last verified backup: %lld s ago (over %lld s)",
+				   (now_ms - c->backup_verified_ms) / 1000, t->backup_max_age_ms / 1000);
+		if (c->reachable && c->backup_verify_failed)
+			reason_add(out, max, &n, "last verified backup: the latest verify failed");
+		break;
+	}
+	return n;
+}
+
 /*
  * A heartbeat value: {"service","instance","at_ms","db",…}. Returns the service's
  * index, or -1 if the value is not a heartbeat of a known service. *fresh_r: at_ms
@@ -297,14 +431,16 @@ double status_uptime_percent(const struct status_uptime *u, const char *region, 
 	return 100.0 * (double)(obs - down) / (double)obs;
 }
 
-/* Write the records to path atomically (path.tmp, fsync, rename). 0 or -1. */
+/* Write the records to path atomically (path.tmp.<pid>, fsync, rename). 0 or -1. */
 int status_uptime_save(const struct status_uptime *u, const char *path, const char **error_r)
 {
 	char tmp[4096];
 	FILE *f;
 	int fd, ok = 1;
 
-	if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+	/* Our own temporary name: two writers (never meant to be: see the uptime lease in
+	 * gateway_status.c) would not write into one file. */
+	if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
 		*error_r = "uptime file path too long";
 		return -1;
 	}

@@ -68,6 +68,76 @@ static void test_error_rate(void **state)
 	assert_int_equal(s[CO_API], STATUS_OPERATIONAL);
 }
 
+/* The operator's reasons (wardctl status components): one per cause of a state that
+ * is not operational, none when operational, each naming its figures. */
+static void test_explain(void **state)
+{
+	struct status_thresholds t = {100, 3600000, 5, 50, 10};
+	struct status_cell c = healthy();
+	char why[8][STATUS_REASON_MAX];
+
+	for (int k = 0; k < STATUS_COMPONENTS; k++)
+		assert_int_equal(status_explain(&c, &t, T0, k, why, 8), 0);
+	c.window_answers = 72, c.window_5xx = 12, c.window_s = 20;
+	assert_int_equal(status_explain(&c, &t, T0, CO_API, why, 8), 1);
+	assert_string_equal(why[0], "error rate: 12 5xx of 72 answers (16%) over 20 s "
+				    "(degraded from 5%, partial outage from 50%)");
+	assert_int_equal(status_explain(&c, &t, T0, CO_WEB, why, 8), 1);
+	assert_int_equal(status_explain(&c, &t, T0, CO_TICKETS, why, 8), 0);
+	c.window_5xx = 9; /* under error_min: no reason, as no state */
+	assert_int_equal(status_explain(&c, &t, T0, CO_API, why, 8), 0);
+	c = healthy();
+	c.svc[2].instances = 0; /* ticket */
+	assert_int_equal(status_explain(&c, &t, T0, CO_TICKETS, why, 8), 1);
+	assert_string_equal(why[0], "heartbeat missing: no fresh heartbeat of ticket");
+	assert_int_equal(status_explain(&c, &t, T0, CO_API, why, 8), 1);
+	assert_string_equal(why[0], "depends on ticket: no fresh heartbeat of ticket");
+	assert_int_equal(status_explain(&c, &t, T0, CO_WEB, why, 8), 0); /* web needs auth only */
+	c = healthy();
+	c.svc[1].pending = 101;
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
+	assert_string_equal(why[0], "queue depth: q:auth has 101 pending (over 100)");
+	c.svc[1].db_down = true;
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 2);
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 1), 1); /* bounded */
+	c = healthy();
+	c.backup_verified_ms = T0 - 7200000;
+	assert_int_equal(status_explain(&c, &t, T0, CO_BACKUPS, why, 8), 1);
+	assert_string_equal(why[0], "last verified backup: 7200 s ago (over 3600 s)");
+	c.reachable = false;
+	assert_int_equal(status_explain(&c, &t, T0, CO_BACKUPS, why, 8), 1);
+	assert_string_equal(why[0], "cell unreachable: its Redis does not answer");
+}
+
+/* A gateway's answer counters: the window is optional (an older gateway), bounded
+ * and consistent (5xx within answers, window within the totals). */
+static void test_http_parse(void **state)
+{
+	long long at, n, e, ws, wn, we;
+	json_t *o;
+
+#define HTTP_OK(s) ((o = json_loads(s, 0, NULL)) != NULL && \
+		    status_http_parse(o, &at, &n, &e, &ws, &wn, &we) == 0 && (json_decref(o), 1))
+	assert_true(HTTP_OK("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20,"
+			    "\"window_answers\":30,\"window_5xx\":12}"));
+	assert_true(at == 5 && n == 72 && e == 12 && ws == 20 && wn == 30 && we == 12);
+	assert_true(HTTP_OK("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12}"));
+	assert_true(ws == 0 && wn == 0 && we == 0);
+	o = json_loads("{\"at_ms\":5,\"answers\":7,\"errors_5xx\":12}", 0, NULL);
+	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
+	json_decref(o);
+	o = json_loads("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20,"
+		       "\"window_answers\":73,\"window_5xx\":1}", 0, NULL);
+	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
+	json_decref(o);
+	o = json_loads("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20}", 0,
+		       NULL);
+	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
+	json_decref(o);
+	assert_int_equal(status_http_parse(NULL, &at, &n, &e, &ws, &wn, &we), -1);
+#undef HTTP_OK
+}
+
 static void test_states(void **state)
 {
 	struct status_thresholds t = {100, 3600000, 0, 0, 0};
@@ -293,7 +363,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_states),	    cmocka_unit_test(test_heartbeat),
-	    cmocka_unit_test(test_error_rate),
+	    cmocka_unit_test(test_error_rate),	    cmocka_unit_test(test_explain),
+	    cmocka_unit_test(test_http_parse),
 	    cmocka_unit_test(test_uptime_exact),   cmocka_unit_test(test_uptime_file),
 	    cmocka_unit_test(test_incident_parse), cmocka_unit_test(test_render_escapes),
 	};
