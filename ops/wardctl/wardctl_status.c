@@ -365,12 +365,9 @@ static void status_read_cell(redisContext *rc, struct status_cell *cell, long lo
 		return;
 	for (size_t j = 0; j < 4; j++) {
 		int i = status_service_index_of(consumers[j]);
-		redisReply *r = redisCommand(rc, "XPENDING q:%s %s", consumers[j], consumers[j]);
+		redisReply *r = redisCommand(rc, "XINFO GROUPS q:%s", consumers[j]);
 
-		cell->svc[i].pending = -1;
-		if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-		    r->element[0]->type == REDIS_REPLY_INTEGER)
-			cell->svc[i].pending = r->element[0]->integer;
+		status_xinfo_groups(r, consumers[j], &cell->svc[i].pending, &cell->svc[i].lag);
 		freeReplyObject(r);
 	}
 	do {

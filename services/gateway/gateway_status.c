@@ -3,7 +3,8 @@
  *
  * Poller: every status.poll_ms, for each cell listed in status.cells, one async
  * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc> and
- * XPENDING q:<svc> <svc> for the consumers, then SCAN MATCH hb:* with a GET of each
+ * XINFO GROUPS q:<svc> (the group's lag and pending count: the queue's depth) for
+ * the consumers, then SCAN MATCH hb:* with a GET of each
  * key it understands (heartbeats, audit outbox/backlog, last verified backup,
  * operators' incidents hb:ops:status:incident:<id>, the gateways' answer counters
  * hb:gateway:<instance>:http), and a final PING: replies come
@@ -25,12 +26,15 @@
  * writes state_dir/uptime (status_lease_*). Each tick a standby asks for it with
  * SET NX PX (a lease of STATUS_LEASE_POLLS polls; the value is "<instance>/<nonce>")
  * and the owner renews it; the home cell's poll reads it back (as the status user),
- * and that reading decides: our value → owner (the file is read again first, so
- * the previous owner's records carry on, then saved at once), another's → standby
- * (it only reads the file, every minute, for its own pages). A key absent or a home
- * cell unreachable changes nothing: an owner keeps recording an outage of its own
- * Redis. SIGTERM: the owner records, saves and releases (DEL), so a standby takes
- * over within a poll; a killed owner's lease expires instead.
+ * and that reading decides: our value → owner, another's → standby. A key absent or
+ * a home cell unreachable changes nothing: an owner keeps recording an outage of its
+ * own Redis. The owner also publishes its records every 10 s in
+ * hb:gateway:status-uptime (the file's text: health data only); each standby's poll
+ * merges them into its own (its pages show the same uptime), so a new owner carries
+ * on from them on any host (then merges its own file, saves and publishes at once).
+ * SIGTERM: the owner records, saves, publishes and releases (DEL), so a standby
+ * takes over within a poll; a killed owner's lease expires instead (what it recorded
+ * since its last publication is lost: at most 10 s).
  *
  * Listener: TLS with the status certificate (the gateway's TLS policy and caps,
  * through a shadow struct gateway), GET/HEAD only, documents rendered on request
@@ -63,6 +67,8 @@
 #define STATUS_KEY_MAX 200
 #define STATUS_SAVE_EVERY_MS 60000
 #define STATUS_LEASE_KEY "hb:gateway:status-owner"
+#define STATUS_UPTIME_KEY "hb:gateway:status-uptime"
+#define STATUS_PUBLISH_EVERY_MS 10000
 #define STATUS_LEASE_POLLS 5 /* the lease lasts this many polls (at least 5 s) */
 #define STATUS_LEASE_MAX 96
 
@@ -99,7 +105,7 @@ struct status_page {
 	struct status_uptime *uptime;
 	char uptime_path[4096];
 	char url[300];
-	long long last_rec_ms, last_save_ms;
+	long long last_rec_ms, last_save_ms, last_pub_ms;
 	enum status_state states[STATUS_REGIONS_MAX][STATUS_COMPONENTS];
 	struct status_incident **all; /* every cell's incidents, newest first */
 	size_t n_all;
@@ -115,14 +121,15 @@ struct status_get {
 	int kind; /* GET_* */
 	int svc;
 };
-enum { GET_HEARTBEAT, GET_OUTBOX, GET_BACKLOG, GET_BACKUP, GET_INCIDENT, GET_HTTP, GET_LEASE };
+enum { GET_HEARTBEAT, GET_OUTBOX, GET_BACKLOG, GET_BACKUP, GET_INCIDENT, GET_HTTP, GET_LEASE,
+       GET_UPTIME };
 
 static struct status_page *status_page;
 
 static void status_poll_start(struct status_conn *c);
 static void status_collect(struct status_page *sp);
 static void status_lease_seen(struct status_page *sp, const char *value);
-static int status_uptime_reload(struct status_page *sp);
+static void status_uptime_publish(struct status_page *sp, long long now);
 
 /* Index of a service name of length n, or -1. */
 static int status_service_index(const char *s, size_t n)
@@ -202,6 +209,22 @@ static void status_on_get(redisAsyncContext *ac, void *r, void *priv)
 		json_decref(o);
 		break;
 	}
+	case GET_UPTIME: {
+		struct status_uptime *u = status_uptime_new();
+		const char *err = NULL;
+
+		if (c != c->sp->home || c->sp->role == 1 || u == NULL) {
+			status_uptime_free(u);
+			break;
+		}
+		if (status_uptime_parse(u, reply->str, reply->len, now / STATUS_DAY_MS, &err) < 0)
+			log_event(LOG_WARN, "status: the published uptime records are malformed",
+				  LF_STR("error", err));
+		else
+			status_uptime_merge(c->sp->uptime, u);
+		status_uptime_free(u);
+		break;
+	}
 	case GET_LEASE:
 		if (c == c->sp->home && reply->len < sizeof c->lease_new) {
 			memcpy(c->lease_new, reply->str, reply->len);
@@ -260,6 +283,8 @@ static int status_key_kind(const char *key, size_t n, int *svc_r)
 		return GET_INCIDENT;
 	if (n == sizeof STATUS_LEASE_KEY - 1 && memcmp(key, STATUS_LEASE_KEY, n) == 0)
 		return GET_LEASE;
+	if (n == sizeof STATUS_UPTIME_KEY - 1 && memcmp(key, STATUS_UPTIME_KEY, n) == 0)
+		return GET_UPTIME;
 	rest = key + 3;
 	if ((colon = memchr(rest, ':', n - 3)) == NULL)
 		return -1;
@@ -333,8 +358,12 @@ static void status_on_scan(redisAsyncContext *ac, void *r, void *priv)
 
 		if (k->type != REDIS_REPLY_STRING)
 			continue;
-		if ((kind = status_key_kind(k->str, k->len, &svc)) >= 0)
-			status_get_key(c, k->str, k->len, kind, svc);
+		if ((kind = status_key_kind(k->str, k->len, &svc)) < 0)
+			continue;
+		/* The owner's published records: read by the others, in the home cell. */
+		if (kind == GET_UPTIME && (c != c->sp->home || c->sp->role == 1))
+			continue;
+		status_get_key(c, k->str, k->len, kind, svc);
 	}
 	if (strcmp(reply->element[0]->str, "0") != 0 && strlen(reply->element[0]->str) < 32) {
 		const char *argv[6] = {"SCAN", reply->element[0]->str, "MATCH", "hb:*", "COUNT",
@@ -346,7 +375,7 @@ static void status_on_scan(redisAsyncContext *ac, void *r, void *priv)
 	}
 }
 
-/* An integer reply for one service: XLEN dl:<svc> (priv: dl slot) or XPENDING. */
+/* An integer reply for one service: XLEN dl:<svc> (priv: its dl slot). */
 static void status_on_xlen(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct status_conn *c = status_conn_of(ac);
@@ -360,6 +389,22 @@ static void status_on_xlen(redisAsyncContext *ac, void *r, void *priv)
 	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
 		 reply->element[0]->type == REDIS_REPLY_INTEGER)
 		*slot = reply->element[0]->integer; /* XPENDING summary: count first */
+}
+
+/* XINFO GROUPS q:<svc> (priv: the service's slot): its group's pending and lag. */
+static void status_on_groups(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct status_conn *c = status_conn_of(ac);
+	struct status_svc *s = priv;
+	long long pending, lag;
+	int i;
+
+	if (c == NULL || r == NULL || !c->polling)
+		return;
+	i = (int)(s - c->cur.svc);
+	status_xinfo_groups(r, status_service_names[i], &pending, &lag);
+	s->pending = pending;
+	s->lag = lag;
 }
 
 /* Start one poll of a connected cell. */
@@ -377,6 +422,7 @@ static void status_poll_start(struct status_conn *c)
 	c->lease_new[0] = '\0';
 	for (int i = 0; i < STATUS_SERVICES; i++) {
 		c->cur.svc[i].pending = -1;
+		c->cur.svc[i].lag = -1;
 		c->dl_new[i] = -1;
 	}
 	for (size_t j = 0; j < sizeof consumers / sizeof consumers[0]; j++) {
@@ -384,8 +430,8 @@ static void status_poll_start(struct status_conn *c)
 
 		redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[i], "XLEN dl:%s",
 				  consumers[j]);
-		redisAsyncCommand(c->ac, status_on_xlen, &c->cur.svc[i].pending, "XPENDING q:%s %s",
-				  consumers[j], consumers[j]);
+		redisAsyncCommand(c->ac, status_on_groups, &c->cur.svc[i], "XINFO GROUPS q:%s",
+				  consumers[j]);
 	}
 	/* mail-ingest consumes nothing but dead-letters what it could not deliver */
 	redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[status_service_index("mail-ingest", 11)],
@@ -544,14 +590,14 @@ static void status_account(struct status_page *sp, long long now)
 					status_uptime_record(sp->uptime, sp->conn[i].region, k,
 							     sp->states[i][k], from, now);
 	sp->last_rec_ms = sp->role == 1 ? now : 0;
-	if (now - sp->last_save_ms >= STATUS_SAVE_EVERY_MS) {
-		if (sp->role == 1 && status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
+	if (sp->role == 1 && now - sp->last_save_ms >= STATUS_SAVE_EVERY_MS) {
+		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
 			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err),
 				  LF_STR("path", sp->uptime_path));
-		if (sp->role != 1)
-			status_uptime_reload(sp); /* a standby shows the owner's records */
 		sp->last_save_ms = now;
 	}
+	if (sp->role == 1 && now - sp->last_pub_ms >= STATUS_PUBLISH_EVERY_MS)
+		status_uptime_publish(sp, now);
 }
 
 /* ------------------------------------------------------ the uptime lease */
@@ -588,23 +634,35 @@ static void status_lease_tick(struct status_page *sp)
 		status_lease_command(sp, 3, expire);
 }
 
-/* Read the uptime file again into a fresh record set (kept only if it loads). */
-static int status_uptime_reload(struct status_page *sp)
+/* Merge the uptime file into the records (a new owner: what it saved itself before). */
+static void status_uptime_merge_file(struct status_page *sp)
 {
 	struct status_uptime *u = status_uptime_new();
 	const char *err = NULL;
 
 	if (u == NULL)
-		return -1;
-	if (status_uptime_load(u, sp->uptime_path, envelope_now_ms() / STATUS_DAY_MS, &err) < 0) {
+		return;
+	if (status_uptime_load(u, sp->uptime_path, envelope_now_ms() / STATUS_DAY_MS, &err) < 0)
 		log_event(LOG_WARN, "status: cannot read uptime", LF_STR("error", err),
 			  LF_STR("path", sp->uptime_path));
-		status_uptime_free(u);
-		return -1;
-	}
-	status_uptime_free(sp->uptime);
-	sp->uptime = u;
-	return 0;
+	else
+		status_uptime_merge(sp->uptime, u);
+	status_uptime_free(u);
+}
+
+/* The owner publishes its records in its cell (hb:gateway:status-uptime, health data
+ * only), so whichever gateway takes the lease next carries on from them, whatever
+ * host it runs on: the file is each host's own copy. */
+static void status_uptime_publish(struct status_page *sp, long long now)
+{
+	char *text = status_uptime_format(sp->uptime);
+	const char *argv[3] = {"SET", STATUS_UPTIME_KEY, text};
+
+	if (text == NULL)
+		return;
+	status_lease_command(sp, 3, argv);
+	free(text);
+	sp->last_pub_ms = now;
 }
 
 /* The home cell's poll read the lease's value: owner, standby, or no change. */
@@ -616,14 +674,16 @@ static void status_lease_seen(struct status_page *sp, const char *value)
 	if (value[0] == '\0' || sp->stopping)
 		return; /* absent: the next SET NX settles it */
 	if (mine && sp->role != 1) {
-		/* Carry on from the previous owner's last save, then claim the file. */
-		(void)status_uptime_reload(sp);
+		/* Carry on from the previous owner's published records (merged by each
+		 * poll while standby) and our own file, then claim both copies. */
+		status_uptime_merge_file(sp);
 		sp->last_rec_ms = 0;
 		sp->role = 1;
 		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
 			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err),
 				  LF_STR("path", sp->uptime_path));
 		sp->last_save_ms = envelope_now_ms();
+		status_uptime_publish(sp, sp->last_save_ms);
 		log_event(LOG_INFO, "status: uptime owner", LF_STR("lease", sp->me),
 			  LF_STR("path", sp->uptime_path));
 	} else if (!mine && sp->role != 0) {
@@ -1050,6 +1110,7 @@ void gateway_status_stop(struct gateway *gw)
 		status_account(sp, envelope_now_ms());
 		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
 			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err));
+		status_uptime_publish(sp, envelope_now_ms());
 		status_lease_command(sp, 2, del);
 		log_event(LOG_INFO, "status: uptime lease released", LF_STR("lease", sp->me));
 	}

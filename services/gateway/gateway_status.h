@@ -42,7 +42,7 @@ struct gateway_status_config {
 	char *page_name;
 	int poll_ms;
 	int heartbeat_timeout_ms;
-	int pending_high;	       /* pending messages above this: degraded */
+	int pending_high;	       /* a queue's depth (waiting + pending) above: degraded */
 	int dead_letter_window_s;      /* a new dead letter within: degraded */
 	int backup_max_age_s;	       /* last verified backup older: degraded */
 	int error_window_s;	       /* the gateways' 5xx rate over this window: */
@@ -69,7 +69,8 @@ struct status_svc {
 	bool db_down;		/* an instance reports its database down */
 	bool outbox_degraded;	/* hb:<svc>:audit-outbox says so */
 	bool dead_letter_recent; /* dl:<svc> grew within the window */
-	long long pending;	/* XPENDING count of its group, -1 unknown */
+	long long pending;	/* delivered, not acked yet (its group's), -1 unknown */
+	long long lag;		/* entries its group has not read yet, -1 unknown */
 };
 
 /* One cell, as a poll saw it. */
@@ -98,6 +99,11 @@ struct status_thresholds {
 /* Component states of a cell from its health data. */
 void status_evaluate(const struct status_cell *c, const struct status_thresholds *t,
 		     long long now_ms, enum status_state out[STATUS_COMPONENTS]);
+/* XINFO GROUPS q:<svc> (a hiredis reply): the pending count and the lag of group
+ * (-1 each where the reply does not say: no such group, lag unknown). */
+struct redisReply;
+void status_xinfo_groups(const struct redisReply *r, const char *group, long long *pending_r,
+			 long long *lag_r);
 /* A gateway's hb:gateway:<instance>:http value: at_ms, answers and 5xx since start,
  * window_s and the answers and 5xx over it (0 from a gateway that publishes none).
  * 0, or -1 if malformed. */
@@ -141,6 +147,12 @@ double status_uptime_percent(const struct status_uptime *u, const char *region, 
 int status_uptime_save(const struct status_uptime *u, const char *path, const char **error_r);
 int status_uptime_load(struct status_uptime *u, const char *path, long long today,
 		       const char **error_r);
+/* The records as text (the file's format; caller frees), and back. */
+char *status_uptime_format(const struct status_uptime *u);
+int status_uptime_parse(struct status_uptime *u, const char *text, size_t len, long long today,
+			const char **error_r);
+/* Per component and day, keep the record with more observed time. */
+void status_uptime_merge(struct status_uptime *dst, const struct status_uptime *src);
 
 /* --------------------------------------------------------------- incidents */
 struct status_update {

@@ -52,6 +52,19 @@ check "eu ticket restarted: eu-tickets operational again" \
 	wait_for 20 bash -c '[ "$(comp eu-tickets)" = operational ]'
 check "the outage shows in eu-tickets' uptime (below 100%)" \
 	bash -c 'st /api/v2/components.json | jq -e ".components[] | select(.id == \"eu-tickets\") | .uptime_90d < 100"'
+check "the HTML shows it: eu-tickets' 90-day bar (90 days, today not all up) and the same percentage" bash -c '
+	st / >"/tmp/status-bar.$$" && u=$(st /api/v2/components.json | jq -r ".components[] | select(.id == \"eu-tickets\") | .uptime_90d")
+	python3 - "/tmp/status-bar.$$" "$u" <<"PY"; r=$?; rm -f "/tmp/status-bar.$$"; exit $r
+import re, sys
+html, want = open(sys.argv[1]).read(), float(sys.argv[2])
+row = re.search(r"<tr id=\"c-eu-tickets\">(.*?)</tr>", html, re.S).group(1)
+days = re.findall(r"<span class=\"(\w+)\" title=\"(\d{4}-\d\d-\d\d): ", row)
+assert len(days) == 90, len(days)
+assert days[-1][1] == __import__("datetime").datetime.utcnow().strftime("%Y-%m-%d"), days[-1]
+assert days[-1][0] in ("partial", "down"), days[-1]
+pct = float(re.search(r"<td class=\"pct\">([0-9.]+)% uptime</td>", row).group(1))
+assert abs(pct - want) < 0.5, (pct, want)  # two requests, a second or so apart
+PY'
 
 # ---- incidents
 out=$("$BIN/wardctl" status incident create --region eu --name 'Login <script>alert(1)</script> slow' \
@@ -135,9 +148,28 @@ check "…and wardctl gives the reason: last verified backup, its age over the l
 if [ -n "$prev" ]; then rcli eu admin SET hb:backup:last-verified "$prev" >/dev/null; else rcli eu admin DEL hb:backup:last-verified >/dev/null; fi
 check "…back to operational with the real report" wait_for 10 bash -c '[ "$(comp eu-backups)" = operational ]'
 
+# ---- queue depth: the eu audit daemon is frozen (SIGSTOP: its heartbeat stays fresh
+# for the 15 s timeout) while 1100 entries wait in q:audit that its group has not
+# read: eu-audit turns degraded, wardctl names the depth. The entries are deleted
+# before the daemon resumes, so it never reads them.
+apid=$(pid_of eu audit)
+kill -STOP "$apid"
+for i in $(seq 1100); do echo "XADD q:audit * depth-test $i"; done | rcli eu admin >"$TMP.ids" 2>&1
+check "queue depth: 1100 entries not read yet → eu-audit degraded_performance (heartbeat fresh)" \
+	wait_for 8 bash -c '[ "$(comp eu-audit)" = degraded_performance ] && [ "$(comp us-audit)" = operational ]'
+check "queue depth: wardctl gives the reason (the depth, what is not read yet)" \
+	bash -c '"$BIN/wardctl" status components --region eu | jq -e ".regions.eu | (.components.audit == \"degraded_performance\") and (.reasons.audit | any(test(\"^queue depth: q:audit has 1[0-9]{3} waiting \\\\(1[0-9]{3} not read yet, [0-9]+ not acked\\\\), over 1000$\")))"'
+grep -E '^[0-9]+-[0-9]+$' "$TMP.ids" | sed 's/^/XDEL q:audit /' | rcli eu admin >/dev/null
+kill -CONT "$apid"
+rm -f "$TMP.ids"
+check "queue depth: the entries gone and the daemon resumed, eu-audit operational again" \
+	wait_for 20 bash -c '[ "$(comp eu-audit)" = operational ]'
+
 # ---- the status user reads health data only
 check "status user: GET of a heartbeat" bash -c '[ -n "$(rcli us status GET hb:gateway:gateway-1)" ]'
 check "status user: XLEN and XPENDING on queues" bash -c 'rcli us status XLEN q:auth | grep -qE "^[0-9]+$" && rcli us status XPENDING q:auth auth | head -1 | grep -qE "^[0-9]+$"'
+check "status user: XINFO GROUPS on a queue (the group's lag and pending count)" bash -c 'rcli us status XINFO GROUPS q:auth | grep -qx lag'
+check "status user: no XINFO STREAM (it would show entries)" bash -c 'rcli us status XINFO STREAM q:auth | grep -q NOPERM'
 check "status user: no XADD to a queue" bash -c 'rcli us status XADD q:auth "*" a b | grep -q NOPERM'
 check "status user: no rate-limit keys" bash -c 'rcli us status GET rl:gateway:x | grep -q NOPERM'
 check "status user: no write on incidents" bash -c 'rcli us status SET hb:ops:status:incident:x y | grep -q NOPERM'
@@ -280,6 +312,11 @@ check "uptime lease: wardctl status components names the owner" \
 	bash -c '"$BIN/wardctl" status components --region us | jq -e ".regions.us.uptime_owner | startswith(\"gateway-1/\")"'
 check "uptime lease: the standby serves the page too" \
 	wait_for 10 bash -c 'curl -sS --max-time 5 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$G2S:127.0.0.1" "https://status.$WARD_DOMAIN:$G2S/api/v2/components.json" | jq -e "[.components[] | select(.group == false)] | length == 21"'
+check "uptime lease: the owner publishes its records (hb:gateway:status-uptime: region component day observed down)" \
+	bash -c 'v=$(rcli us status GET hb:gateway:status-uptime) && [ "$(echo "$v" | head -1)" = "ward-status-uptime 1" ] && echo "$v" | tail -n +2 | grep -qE "^eu tickets [0-9]+ [0-9]+ [1-9][0-9]*$" && ! echo "$v" | tail -n +2 | grep -vqE "^[a-z0-9-]+ [a-z]+ [0-9]+ [0-9]+ [0-9]+$"'
+check "uptime lease: the standby shows the same uptime (eu-tickets below 100%: an outage it never saw)" \
+	wait_for 15 bash -c 'curl -sS --max-time 5 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$G2S:127.0.0.1" "https://status.$WARD_DOMAIN:$G2S/api/v2/components.json" | jq -e ".components[] | select(.id == \"eu-tickets\") | .uptime_90d < 100"'
+check "uptime lease: the status user cannot write the published records" bash -c 'rcli us status SET hb:gateway:status-uptime x | grep -q NOPERM'
 sleep 3
 check "uptime lease: the lease stays with gateway-1 while both run" bash -c 'owner | grep -q "^gateway-1/" && [ "$(logged "$G2LOG" "uptime owner")" = 0 ]'
 g2_stop TERM
@@ -298,6 +335,8 @@ check "uptime lease: gateway-1 at SIGTERM saves its file and releases the lease"
 	bash -c "[ \"\$(logged '$g1log' 'uptime lease released')\" -ge 1 ] && [ \"\$(stat -c %i '$WARD_VAR/status/uptime')\" != '$u1' ]"
 check "uptime lease: the standby takes it over within a few polls and writes its own file at once" \
 	wait_for 8 bash -c 'owner | grep -q "^gateway-2/" && [ "$(logged "$G2LOG" "uptime owner")" = 1 ] && [ -s "$G2/state/uptime" ]'
+check "uptime lease: …carrying on from gateway-1's records (its file has the eu tickets outage)" \
+	bash -c "awk '\$1 == \"eu\" && \$2 == \"tickets\" && \$5 > 0 { f = 1 } END { exit !f }' '$G2/state/uptime'"
 spawn_as_user "$WARD_VAR/us/run/gateway.pid" "$WARD_VAR/us/log/gateway.stderr" "$BIN/ward-gateway" --config "$WARD_VAR/us/etc/gateway.yaml"
 check "uptime lease: gateway-1 restarted is now the standby" \
 	wait_for 15 bash -c "grep 'uptime standby' '$g1log' | tail -1 | grep -q '\"owner\":\"gateway-2/' && owner | grep -q '^gateway-2/'"
