@@ -353,8 +353,8 @@ static void status_read_http(struct status_cell *cell, const char *key, const js
 /* One cell's health data, read as the operator (the status page's inputs: heartbeats,
  * queue depths, the gateways' answer counters, the last verified backup). The uptime
  * lease's value goes to owner (its size), "" if none. */
-static void status_read_cell(redisContext *rc, struct status_cell *cell, long long now,
-			     char *owner, size_t owner_size)
+static void status_read_cell(redisContext *rc, struct status_cell *cell, long long now, char *owner,
+			     size_t owner_size)
 {
 	static const char *const consumers[] = {"auth", "ticket", "audit", "backup"};
 	char cursor[32] = "0";
@@ -396,7 +396,8 @@ static void status_read_cell(redisContext *rc, struct status_cell *cell, long lo
 				continue;
 			}
 			i = status_heartbeat_parse(v->str, v->len, now,
-						   STATUS_DEFAULT_HEARTBEAT_TIMEOUT_MS, &fresh, &db_down);
+						   STATUS_DEFAULT_HEARTBEAT_TIMEOUT_MS, &fresh,
+						   &db_down);
 			if (i >= 0 && fresh) {
 				cell->svc[i].instances++;
 				cell->svc[i].db_down = cell->svc[i].db_down || db_down;
@@ -433,11 +434,11 @@ static json_t *status_error_json(const struct status_cell *cell)
 	json_object_set_new(o, "window_s", json_integer(cell->window_s));
 	json_object_set_new(o, "answers", json_integer(cell->window_answers));
 	json_object_set_new(o, "errors_5xx", json_integer(cell->window_5xx));
-	json_object_set_new(o, "percent",
-			    cell->window_answers > 0
-				? json_real((double)(1000 * cell->window_5xx / cell->window_answers) /
-					    10.0)
-				: json_null());
+	json_object_set_new(
+	    o, "percent",
+	    cell->window_answers > 0
+		? json_real((double)(1000 * cell->window_5xx / cell->window_answers) / 10.0)
+		: json_null());
 	return o;
 }
 
@@ -450,7 +451,8 @@ static int status_components(const struct wardctl_conf *conf, int argc, char **a
 	 * publish. Dead letters need two readings: not judged here (the page does). */
 	const struct status_thresholds t = {
 	    STATUS_DEFAULT_PENDING_HIGH, 1000LL * STATUS_DEFAULT_BACKUP_MAX_AGE_S,
-	    STATUS_DEFAULT_ERROR_RATE_PCT, STATUS_DEFAULT_ERROR_MAJOR_PCT, STATUS_DEFAULT_ERROR_MIN};
+	    STATUS_DEFAULT_ERROR_RATE_PCT, STATUS_DEFAULT_ERROR_MAJOR_PCT,
+	    STATUS_DEFAULT_ERROR_MIN};
 	const char *only = NULL;
 	json_t *root = json_object(), *regions = json_object();
 	long long now = envelope_now_ms();

@@ -110,7 +110,7 @@ struct status_page {
 	struct status_incident **all; /* every cell's incidents, newest first */
 	size_t n_all;
 	/* The uptime file's single writer (see the file header). */
-	struct status_conn *home; /* the cell of this gateway: the lease lives there */
+	struct status_conn *home;  /* the cell of this gateway: the lease lives there */
 	char me[STATUS_LEASE_MAX]; /* our lease value */
 	int role;		   /* -1 not known yet, 0 standby, 1 owner */
 	bool stopping;
@@ -121,8 +121,16 @@ struct status_get {
 	int kind; /* GET_* */
 	int svc;
 };
-enum { GET_HEARTBEAT, GET_OUTBOX, GET_BACKLOG, GET_BACKUP, GET_INCIDENT, GET_HTTP, GET_LEASE,
-       GET_UPTIME };
+enum {
+	GET_HEARTBEAT,
+	GET_OUTBOX,
+	GET_BACKLOG,
+	GET_BACKUP,
+	GET_INCIDENT,
+	GET_HTTP,
+	GET_LEASE,
+	GET_UPTIME
+};
 
 static struct status_page *status_page;
 
@@ -903,9 +911,9 @@ static struct {
  * *wa_r, *we_r the answers and 5xx over the window_ms ending now: the difference with
  * the newest sample at or before the window's start (or the oldest one we have).
  */
-static void status_window_add(struct status_sample *samples, size_t *n, size_t cap,
-			      long long now, long long answers, long long errors,
-			      long long window_ms, long long *wa_r, long long *we_r)
+static void status_window_add(struct status_sample *samples, size_t *n, size_t cap, long long now,
+			      long long answers, long long errors, long long window_ms,
+			      long long *wa_r, long long *we_r)
 {
 	size_t drop = 0;
 

@@ -69,8 +69,8 @@ struct status_svc {
 	bool db_down;		/* an instance reports its database down */
 	bool outbox_degraded;	/* hb:<svc>:audit-outbox says so */
 	bool dead_letter_recent; /* dl:<svc> grew within the window */
-	long long pending;	/* delivered, not acked yet (its group's), -1 unknown */
-	long long lag;		/* entries its group has not read yet, -1 unknown */
+	long long pending;	 /* delivered, not acked yet (its group's), -1 unknown */
+	long long lag;		 /* entries its group has not read yet, -1 unknown */
 };
 
 /* One cell, as a poll saw it. */
@@ -107,16 +107,15 @@ void status_xinfo_groups(const struct redisReply *r, const char *group, long lon
 /* A gateway's hb:gateway:<instance>:http value: at_ms, answers and 5xx since start,
  * window_s and the answers and 5xx over it (0 from a gateway that publishes none).
  * 0, or -1 if malformed. */
-int status_http_parse(const json_t *o, long long *at_r, long long *answers_r,
-		      long long *errors_r, long long *window_s_r, long long *window_answers_r,
-		      long long *window_5xx_r);
+int status_http_parse(const json_t *o, long long *at_r, long long *answers_r, long long *errors_r,
+		      long long *window_s_r, long long *window_answers_r, long long *window_5xx_r);
 /* Why status_evaluate put component comp where it is: up to max sentences for an
  * operator ("heartbeat missing: …", "queue depth: …", "error rate: …", "last
  * verified backup: …"), each at most STATUS_REASON_MAX bytes; none when
  * operational. Returns how many. */
 #define STATUS_REASON_MAX 160
-int status_explain(const struct status_cell *c, const struct status_thresholds *t,
-		   long long now_ms, int comp, char (*out)[STATUS_REASON_MAX], int max);
+int status_explain(const struct status_cell *c, const struct status_thresholds *t, long long now_ms,
+		   int comp, char (*out)[STATUS_REASON_MAX], int max);
 /* The status.* defaults (gateway_main.c's config table) for readers without the
  * status page's config (wardctl status components). */
 #define STATUS_DEFAULT_HEARTBEAT_TIMEOUT_MS 15000

@@ -150,9 +150,8 @@ void status_evaluate(const struct status_cell *c, const struct status_thresholds
 }
 
 /* A gateway's answer counters (see gateway_status.h). 0 or -1. */
-int status_http_parse(const json_t *o, long long *at_r, long long *answers_r,
-		      long long *errors_r, long long *window_s_r, long long *window_answers_r,
-		      long long *window_5xx_r)
+int status_http_parse(const json_t *o, long long *at_r, long long *answers_r, long long *errors_r,
+		      long long *window_s_r, long long *window_answers_r, long long *window_5xx_r)
 {
 	const json_t *at = json_object_get(o, "at_ms"), *n = json_object_get(o, "answers"),
 		     *e = json_object_get(o, "errors_5xx"), *ws = json_object_get(o, "window_s"),
@@ -200,7 +199,8 @@ void status_xinfo_groups(const redisReply *r, const char *group, long long *pend
 				continue;
 			if (strcmp(name->str, "name") == 0)
 				match = v->type == REDIS_REPLY_STRING && strcmp(v->str, group) == 0;
-			else if (strcmp(name->str, "pending") == 0 && v->type == REDIS_REPLY_INTEGER)
+			else if (strcmp(name->str, "pending") == 0 &&
+				 v->type == REDIS_REPLY_INTEGER)
 				pending = v->integer;
 			else if (strcmp(name->str, "lag") == 0 && v->type == REDIS_REPLY_INTEGER)
 				lag = v->integer; /* nil: unknown (entries deleted) */
@@ -249,11 +249,12 @@ static void explain_svc(const struct status_cell *c, int i, const struct status_
 	if (s->dead_letter_recent)
 		reason_add(out, max, n, "dead letters: dl:%s grew lately", name);
 	if (t->pending_high > 0 && status_depth(s) > t->pending_high)
-		reason_add(out, max, n,
-			   "queue depth: q:%s has %lld waiting (%lld not read yet, %lld not acked), "
-			   "over %lld",
-			   name, status_depth(s), s->lag > 0 ? s->lag : 0,
-			   s->pending > 0 ? s->pending : 0, t->pending_high);
+		reason_add(
+		    out, max, n,
+		    "queue depth: q:%s has %lld waiting (%lld not read yet, %lld not acked), "
+		    "over %lld",
+		    name, status_depth(s), s->lag > 0 ? s->lag : 0, s->pending > 0 ? s->pending : 0,
+		    t->pending_high);
 }
 
 /* A dependency's major outage, as a reason of the dependent. */
@@ -266,8 +267,8 @@ static void explain_dep(const struct status_cell *c, int i, const struct status_
 }
 
 /* Why status_evaluate put component comp where it is (see gateway_status.h). */
-int status_explain(const struct status_cell *c, const struct status_thresholds *t,
-		   long long now_ms, int comp, char (*out)[STATUS_REASON_MAX], int max)
+int status_explain(const struct status_cell *c, const struct status_thresholds *t, long long now_ms,
+		   int comp, char (*out)[STATUS_REASON_MAX], int max)
 {
 	int n = 0;
 
@@ -304,15 +305,16 @@ int status_explain(const struct status_cell *c, const struct status_thresholds *
 	case CO_AUDIT:
 		explain_svc(c, SV_AUDIT, t, out, max, &n);
 		if (c->reachable && c->audit_backlog_degraded)
-			reason_add(out, max, &n, "audit backlog: the audit daemon reports it degraded");
+			reason_add(out, max, &n,
+				   "audit backlog: the audit daemon reports it degraded");
 		break;
 	case CO_BACKUPS:
 		explain_svc(c, SV_BACKUP, t, out, max, &n);
 		if (c->reachable && c->backup_verified_ms > 0 && t->backup_max_age_ms > 0 &&
 		    now_ms - c->backup_verified_ms > t->backup_max_age_ms)
-			reason_add(out, max, &n,
-				   "last verified backup: %lld s ago (over %lld s)",
-				   (now_ms - c->backup_verified_ms) / 1000, t->backup_max_age_ms / 1000);
+			reason_add(out, max, &n, "last verified backup: %lld s ago (over %lld s)",
+				   (now_ms - c->backup_verified_ms) / 1000,
+				   t->backup_max_age_ms / 1000);
 		if (c->reachable && c->backup_verify_failed)
 			reason_add(out, max, &n, "last verified backup: the latest verify failed");
 		break;

@@ -122,8 +122,8 @@ static void test_explain(void **state)
 static void test_xinfo_groups(void **state)
 {
 	redisReply k[12], v[12], g[2], *ge[2][12], *top[2], r;
-	const char *names[6] = {"name", "consumers", "pending", "last-delivered-id", "entries-read",
-				"lag"};
+	const char *names[6] = {"name",		"consumers", "pending", "last-delivered-id",
+				"entries-read", "lag"};
 	long long p, l;
 
 	memset(k, 0, sizeof k), memset(v, 0, sizeof v), memset(g, 0, sizeof g);
@@ -165,8 +165,9 @@ static void test_http_parse(void **state)
 	long long at, n, e, ws, wn, we;
 	json_t *o;
 
-#define HTTP_OK(s) ((o = json_loads(s, 0, NULL)) != NULL && \
-		    status_http_parse(o, &at, &n, &e, &ws, &wn, &we) == 0 && (json_decref(o), 1))
+#define HTTP_OK(s)                                                                                 \
+	((o = json_loads(s, 0, NULL)) != NULL &&                                                   \
+	 status_http_parse(o, &at, &n, &e, &ws, &wn, &we) == 0 && (json_decref(o), 1))
 	assert_true(HTTP_OK("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20,"
 			    "\"window_answers\":30,\"window_5xx\":12}"));
 	assert_true(at == 5 && n == 72 && e == 12 && ws == 20 && wn == 30 && we == 12);
@@ -176,11 +177,11 @@ static void test_http_parse(void **state)
 	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
 	json_decref(o);
 	o = json_loads("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20,"
-		       "\"window_answers\":73,\"window_5xx\":1}", 0, NULL);
+		       "\"window_answers\":73,\"window_5xx\":1}",
+		       0, NULL);
 	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
 	json_decref(o);
-	o = json_loads("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20}", 0,
-		       NULL);
+	o = json_loads("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20}", 0, NULL);
 	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
 	json_decref(o);
 	assert_int_equal(status_http_parse(NULL, &at, &n, &e, &ws, &wn, &we), -1);
@@ -452,12 +453,12 @@ static void test_render_escapes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_states),	    cmocka_unit_test(test_heartbeat),
-	    cmocka_unit_test(test_error_rate),	    cmocka_unit_test(test_explain),
-	    cmocka_unit_test(test_http_parse),	    cmocka_unit_test(test_xinfo_groups),
+	    cmocka_unit_test(test_states),	   cmocka_unit_test(test_heartbeat),
+	    cmocka_unit_test(test_error_rate),	   cmocka_unit_test(test_explain),
+	    cmocka_unit_test(test_http_parse),	   cmocka_unit_test(test_xinfo_groups),
 	    cmocka_unit_test(test_uptime_exact),   cmocka_unit_test(test_uptime_file),
-	    cmocka_unit_test(test_uptime_share),
-	    cmocka_unit_test(test_incident_parse), cmocka_unit_test(test_render_escapes),
+	    cmocka_unit_test(test_uptime_share),   cmocka_unit_test(test_incident_parse),
+	    cmocka_unit_test(test_render_escapes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
