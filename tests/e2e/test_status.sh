@@ -157,11 +157,13 @@ check "…back to its state with the real report ($before)" \
 
 # ---- queue depth: the eu audit daemon is frozen (SIGSTOP: its heartbeat stays fresh
 # for the 15 s timeout) while 1100 entries wait in q:audit that its group has not
-# read: eu-audit turns degraded, wardctl names the depth. The entries are deleted
-# before the daemon resumes, so it never reads them.
+# read: eu-audit turns degraded, wardctl names the depth. Its connections are closed
+# first (CLIENT KILL), so its blocked XREADGROUP is not handed a batch of them, and
+# the entries are deleted before it resumes (and reconnects): it never reads one.
 apid=$(pid_of eu audit)
 before=$(comp eu-audit) # (earlier tests may have left it degraded: dead letters lately)
 kill -STOP "$apid"
+rcli eu admin CLIENT KILL USER audit >/dev/null
 for i in $(seq 1100); do echo "XADD q:audit * depth-test $i"; done | rcli eu admin >"$TMP.ids" 2>&1
 check "queue depth: 1100 entries not read yet → eu-audit degraded_performance (heartbeat fresh)" \
 	wait_for 8 bash -c '[ "$(comp eu-audit)" = degraded_performance ] && [ "$(comp us-audit)" = operational ]'
