@@ -8,6 +8,8 @@
 #          --bin DIR        binaries to install (default: bin/ of this tree)
 #          --secrets DIR    local mode: the secret store, DIR/<daemon>/<name> (as
 #                           ward/<region>/<daemon>/<name> in AWS Secrets Manager)
+#          --no-migrate     skip step 5 (a daemon host: its role cannot read the
+#                           migration secrets; migrations run on the migration host)
 #          --dry-run        print every step, run nothing
 #          --check          validate the arguments and the region entry, then exit
 #          --render NAME    print the rendered config NAME (a service, or redis-tls), then exit
@@ -37,20 +39,21 @@
 #
 # Host mode runs the aws CLI on H with H's instance role: terraform gives each daemon's
 # role its own ward/<region>/<daemon>/* secrets only, so deploy a daemon host with
-# --services <that daemon>; step 5 reads ward/<region>/migrate/* and needs the region's
-# deploy host (a role with that grant, not declared in terraform/ yet).
+# --services <that daemon> --no-migrate; step 5 reads ward/<region>/migrate/*, which
+# only the migration host's role may (terraform/modules/cell/migrate.tf: the group
+# ward-<region>-migrate, scaled to 1 for a deploy): deploy it first with --services "".
 # Local mode runs the same steps on this machine without systemd or ssh: PREFIX/opt/ward,
 # PREFIX/etc/ward, PREFIX/var/{lib,log}, the daemons started as processes (pid files in
 # PREFIX/run) as $WARD_USER (default "ward" when root); `--local PREFIX --stop` stops them.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-REGION="" HOST="" PREFIX="" SECRETS="" BINDIR=$TOP/bin DRY=0 CHECK=0 STOP=0 RENDER=""
+REGION="" HOST="" PREFIX="" SECRETS="" BINDIR=$TOP/bin DRY=0 CHECK=0 STOP=0 RENDER="" NOMIG=0
 ALL="audit auth ticket backup mail-ingest gateway" # consumers before senders
 SERVICES=$ALL
 HEALTH_TIMEOUT=${WARD_DEPLOY_HEALTH_TIMEOUT:-30}
 usage() {
 	echo "usage: deploy/deploy.sh --region R (--host H | --local PREFIX [--secrets DIR] [--stop])" >&2
-	echo "                        [--services LIST] [--bin DIR] [--dry-run | --check | --render NAME]" >&2
+	echo "                        [--services LIST] [--bin DIR] [--no-migrate] [--dry-run | --check | --render NAME]" >&2
 	exit 2
 }
 die() { echo "deploy: $*" >&2; exit 2; }
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
 	--services) SERVICES=${2:-}; shift 2 || usage ;;
 	--bin) BINDIR=${2:-}; shift 2 || usage ;;
 	--dry-run) DRY=1; shift ;;
+	--no-migrate) NOMIG=1; shift ;;
 	--check) CHECK=1; shift ;;
 	--stop) STOP=1; shift ;;
 	--render) RENDER=${2:-}; shift 2 || usage ;;
@@ -128,6 +132,9 @@ else
 fi
 REDIS_TLS=${REDIS_TLS:-yes}
 case $REDIS_TLS in yes | no) ;; *) die "region $REGION: redis_tls must be yes or no" ;; esac
+# The migration host (--services ""): no daemon, so no Redis tunnel (its security
+# group reaches PostgreSQL and the API endpoints only).
+[ -n "${SERVICES//[[:space:]]/}" ] || REDIS_TLS=no
 [ -d "$BINDIR" ] || die "no binaries in $BINDIR"
 [ $CHECK = 1 ] && { echo "deploy: --region $REGION ${PREFIX:+--local $PREFIX}${PREFIX:---host $HOST}: arguments ok (services: $SERVICES)"; exit 0; }
 
@@ -331,30 +338,34 @@ for s in $SERVICES; do
 	done
 done
 
-step "5/6 migrations (as $MIGRATE_USER) and grants from the policy"
-if [ -n "$PREFIX" ]; then
-	MIG="PGPASSWORD=\$(cat $SECRETS/migrate/password) psql -X -q -v ON_ERROR_STOP=1 'host=$PG_HOST port=$PG_PORT dbname=ward user=$MIGRATE_USER'"
-	POLDIR=$SECRETS/migrate
+if [ $NOMIG = 1 ]; then
+	step "5/6 migrations skipped (--no-migrate): the migration host runs them (terraform: ward-$REGION-migrate)"
 else
-	# The migration role's own credentials (pg_service.conf "ward-migrate", .pgpass) and
-	# the password of every role the policy defines, for ward-policy sql: root only,
-	# removed again after this step.
-	MIG="psql -X -q -v ON_ERROR_STOP=1 'service=ward-migrate'"
-	POLDIR=/etc/ward/secrets/migrate
-	run "sudo install -d -m 0700 $POLDIR"
-	for role in $(awk '/^services:/ { f = 1; next } f && /^  [a-z-]+:$/ { n = substr($1, 1, length($1) - 1); r[n] = 1 }
-		f && /postgres: none/ { delete r[n] } END { for (k in r) print k }' "$TOP/deploy/policy.yaml" | sort); do
-		run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/migrate/pg-$role --query SecretString --output text | sudo install -m 0400 /dev/stdin $POLDIR/pg-$role"
+	step "5/6 migrations (as $MIGRATE_USER) and grants from the policy"
+	if [ -n "$PREFIX" ]; then
+		MIG="PGPASSWORD=\$(cat $SECRETS/migrate/password) psql -X -q -v ON_ERROR_STOP=1 'host=$PG_HOST port=$PG_PORT dbname=ward user=$MIGRATE_USER'"
+		POLDIR=$SECRETS/migrate
+	else
+		# The migration role's own credentials (pg_service.conf "ward-migrate", .pgpass) and
+		# the password of every role the policy defines, for ward-policy sql: root only,
+		# removed again after this step.
+		MIG="psql -X -q -v ON_ERROR_STOP=1 'service=ward-migrate'"
+		POLDIR=/etc/ward/secrets/migrate
+		run "sudo install -d -m 0700 $POLDIR"
+		for role in $(awk '/^services:/ { f = 1; next } f && /^  [a-z-]+:$/ { n = substr($1, 1, length($1) - 1); r[n] = 1 }
+			f && /postgres: none/ { delete r[n] } END { for (k in r) print k }' "$TOP/deploy/policy.yaml" | sort); do
+			run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/migrate/pg-$role --query SecretString --output text | sudo install -m 0400 /dev/stdin $POLDIR/pg-$role"
+		done
+	fi
+	run "$MIG -c 'CREATE TABLE IF NOT EXISTS public.schema_migrations (version text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())'"
+	for f in "$TOP"/deploy/sql/*.sql; do
+		v=$(basename "$f" .sql)
+		copy "$f" "$RSTAGE/"
+		run "if $MIG -tAc \"SELECT 1 FROM public.schema_migrations WHERE version = '$v'\" | grep -q 1; then echo '  $v: already applied'; else $MIG -1 -f $RSTAGE/$v.sql -c \"INSERT INTO public.schema_migrations (version) VALUES ('$v')\" && echo '  $v: applied'; fi"
 	done
+	run "$SUDO $OPT/bin/ward-policy --policy $ETC/policy.yaml sql --dir $POLDIR | $MIG >/dev/null"
+	[ -n "$PREFIX" ] || run "sudo rm -rf $POLDIR"
 fi
-run "$MIG -c 'CREATE TABLE IF NOT EXISTS public.schema_migrations (version text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())'"
-for f in "$TOP"/deploy/sql/*.sql; do
-	v=$(basename "$f" .sql)
-	copy "$f" "$RSTAGE/"
-	run "if $MIG -tAc \"SELECT 1 FROM public.schema_migrations WHERE version = '$v'\" | grep -q 1; then echo '  $v: already applied'; else $MIG -1 -f $RSTAGE/$v.sql -c \"INSERT INTO public.schema_migrations (version) VALUES ('$v')\" && echo '  $v: applied'; fi"
-done
-run "$SUDO $OPT/bin/ward-policy --policy $ETC/policy.yaml sql --dir $POLDIR | $MIG >/dev/null"
-[ -n "$PREFIX" ] || run "sudo rm -rf $POLDIR"
 
 run "rm -rf $RSTAGE"
 

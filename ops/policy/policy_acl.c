@@ -37,7 +37,8 @@
 #define ACL_RATELIMIT "+incr +pexpire +get +mget"
 
 #define ACL_HEALTH_KEYS "+get +ttl +exists"
-#define ACL_HEALTH_STREAMS "+xlen +xpending"
+/* XINFO GROUPS: a group's lag and pending count (a queue's depth), no entry. */
+#define ACL_HEALTH_STREAMS "+xlen +xpending +xinfo|groups"
 /* The operator's reads, for status-style commands. */
 #define ACL_OPERATOR_ROOT " +scan"
 #define ACL_OPERATOR_READ "+get +ttl +exists +xlen +xrange +xrevrange +xpending +xinfo|stream +xinfo|groups"

@@ -330,23 +330,44 @@ out:
 	return ret;
 }
 
-/* One cell's health data, read as the operator (the status page's inputs). */
-static void status_read_cell(redisContext *rc, struct status_cell *cell, long long now)
+/* A gateway's answer counters (hb:gateway:<instance>:http): add a fresh one's window
+ * to the cell, as the status page's poller does. */
+static void status_read_http(struct status_cell *cell, const char *key, const json_t *o,
+			     long long now)
+{
+	size_t n = strlen(key);
+	long long at, answers, errors, ws, wa, we;
+
+	if (n <= 16 || strncmp(key, "hb:gateway:", 11) != 0 || strcmp(key + n - 5, ":http") != 0 ||
+	    status_http_parse(o, &at, &answers, &errors, &ws, &wa, &we) < 0 ||
+	    now - at > STATUS_DEFAULT_HEARTBEAT_TIMEOUT_MS)
+		return;
+	cell->http_answers += answers;
+	cell->http_5xx += errors;
+	cell->window_answers += wa;
+	cell->window_5xx += we;
+	if (ws > cell->window_s)
+		cell->window_s = (int)ws;
+}
+
+/* One cell's health data, read as the operator (the status page's inputs: heartbeats,
+ * queue depths, the gateways' answer counters, the last verified backup). The uptime
+ * lease's value goes to owner (its size), "" if none. */
+static void status_read_cell(redisContext *rc, struct status_cell *cell, long long now, char *owner,
+			     size_t owner_size)
 {
 	static const char *const consumers[] = {"auth", "ticket", "audit", "backup"};
 	char cursor[32] = "0";
 
 	cell->reachable = rc != NULL;
+	owner[0] = '\0';
 	if (rc == NULL)
 		return;
 	for (size_t j = 0; j < 4; j++) {
 		int i = status_service_index_of(consumers[j]);
-		redisReply *r = redisCommand(rc, "XPENDING q:%s %s", consumers[j], consumers[j]);
+		redisReply *r = redisCommand(rc, "XINFO GROUPS q:%s", consumers[j]);
 
-		cell->svc[i].pending = -1;
-		if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-		    r->element[0]->type == REDIS_REPLY_INTEGER)
-			cell->svc[i].pending = r->element[0]->integer;
+		status_xinfo_groups(r, consumers[j], &cell->svc[i].pending, &cell->svc[i].lag);
 		freeReplyObject(r);
 	}
 	do {
@@ -369,12 +390,27 @@ static void status_read_cell(redisContext *rc, struct status_cell *cell, long lo
 				freeReplyObject(v);
 				continue;
 			}
-			i = status_heartbeat_parse(v->str, v->len, now, 15000, &fresh, &db_down);
+			if (strcmp(key, "hb:gateway:status-owner") == 0) {
+				snprintf(owner, owner_size, "%.*s", (int)v->len, v->str);
+				freeReplyObject(v);
+				continue;
+			}
+			i = status_heartbeat_parse(v->str, v->len, now,
+						   STATUS_DEFAULT_HEARTBEAT_TIMEOUT_MS, &fresh,
+						   &db_down);
 			if (i >= 0 && fresh) {
 				cell->svc[i].instances++;
 				cell->svc[i].db_down = cell->svc[i].db_down || db_down;
 			}
 			o = json_loadb(v->str, v->len, 0, NULL);
+			status_read_http(cell, key, o, now);
+			if (strcmp(key, "hb:backup:last-verified") == 0) {
+				if (json_is_integer(json_object_get(o, "at_ms")))
+					cell->backup_verified_ms =
+					    json_integer_value(json_object_get(o, "at_ms"));
+				if (json_is_false(json_object_get(o, "ok")))
+					cell->backup_verify_failed = true;
+			}
 			if (strstr(key, ":audit-outbox") != NULL &&
 			    json_is_true(json_object_get(o, "degraded")) &&
 			    (i = status_service_index_of(key + 3)) >= 0)
@@ -389,13 +425,34 @@ static void status_read_cell(redisContext *rc, struct status_cell *cell, long lo
 	} while (strcmp(cursor, "0") != 0);
 }
 
+/* The cell's error rate over the gateways' window: {window_s, answers, errors_5xx,
+ * percent} (percent null without answers). */
+static json_t *status_error_json(const struct status_cell *cell)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "window_s", json_integer(cell->window_s));
+	json_object_set_new(o, "answers", json_integer(cell->window_answers));
+	json_object_set_new(o, "errors_5xx", json_integer(cell->window_5xx));
+	json_object_set_new(
+	    o, "percent",
+	    cell->window_answers > 0
+		? json_real((double)(1000 * cell->window_5xx / cell->window_answers) / 10.0)
+		: json_null());
+	return o;
+}
+
 /* wardctl status components [--region R]: each cell's components and states. */
 static int status_components(const struct wardctl_conf *conf, int argc, char **argv)
 {
 	static const struct option opts[] = {{"region", required_argument, NULL, 'r'},
 					     {NULL, 0, NULL, 0}};
-	/* One snapshot: no error window (the status page keeps the samples). */
-	const struct status_thresholds t = {1000, 93600000LL, 0, 0, 0};
+	/* The status page's default thresholds; the error window is the one the gateways
+	 * publish. Dead letters need two readings: not judged here (the page does). */
+	const struct status_thresholds t = {
+	    STATUS_DEFAULT_PENDING_HIGH, 1000LL * STATUS_DEFAULT_BACKUP_MAX_AGE_S,
+	    STATUS_DEFAULT_ERROR_RATE_PCT, STATUS_DEFAULT_ERROR_MAJOR_PCT,
+	    STATUS_DEFAULT_ERROR_MIN};
 	const char *only = NULL;
 	json_t *root = json_object(), *regions = json_object();
 	long long now = envelope_now_ms();
@@ -421,23 +478,36 @@ static int status_components(const struct wardctl_conf *conf, int argc, char **a
 		struct status_cell cell = {0};
 		enum status_state st[STATUS_COMPONENTS];
 		redisContext *rc;
-		json_t *o = json_object(), *comps = json_object();
+		json_t *o, *comps, *reasons;
+		char owner[128];
 
-		if (only != NULL && strcmp(only, wardctl_regions[r]) != 0) {
-			json_decref(o);
-			json_decref(comps);
+		if (only != NULL && strcmp(only, wardctl_regions[r]) != 0)
 			continue;
-		}
+		o = json_object(), comps = json_object(), reasons = json_object();
 		rc = status_redis(conf, r);
 		snprintf(cell.region, sizeof cell.region, "%s", wardctl_regions[r]);
-		status_read_cell(rc, &cell, now);
+		status_read_cell(rc, &cell, now, owner, sizeof owner);
 		redisFree(rc);
 		status_evaluate(&cell, &t, now, st);
-		for (int k = 0; k < STATUS_COMPONENTS; k++)
+		for (int k = 0; k < STATUS_COMPONENTS; k++) {
+			char why[8][STATUS_REASON_MAX];
+			int n = status_explain(&cell, &t, now, k, why, 8);
+			json_t *a = json_array();
+
 			json_object_set_new(comps, status_component_ids[k],
 					    json_string(status_state_name(st[k])));
+			for (int j = 0; j < n; j++)
+				json_array_append_new(a, json_string(why[j]));
+			if (n > 0)
+				json_object_set_new(reasons, status_component_ids[k], a);
+			else
+				json_decref(a);
+		}
 		json_object_set_new(o, "reachable", json_boolean(cell.reachable));
 		json_object_set_new(o, "components", comps);
+		json_object_set_new(o, "reasons", reasons);
+		json_object_set_new(o, "error_rate", status_error_json(&cell));
+		json_object_set_new(o, "uptime_owner", owner[0] ? json_string(owner) : json_null());
 		json_object_set_new(regions, wardctl_regions[r], o);
 	}
 	json_object_set_new(root, "regions", regions);

@@ -3,7 +3,8 @@
  *
  * Poller: every status.poll_ms, for each cell listed in status.cells, one async
  * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc> and
- * XPENDING q:<svc> <svc> for the consumers, then SCAN MATCH hb:* with a GET of each
+ * XINFO GROUPS q:<svc> (the group's lag and pending count: the queue's depth) for
+ * the consumers, then SCAN MATCH hb:* with a GET of each
  * key it understands (heartbeats, audit outbox/backlog, last verified backup,
  * operators' incidents hb:ops:status:incident:<id>, the gateways' answer counters
  * hb:gateway:<instance>:http), and a final PING: replies come
@@ -14,10 +15,26 @@
  * every minute and at shutdown.
  *
  * Error rate: every gateway (status page or not) publishes its HTTPS answers and 5xx
- * since start in hb:gateway:<instance>:http each heartbeat period (status_pub_*);
- * the poller sums the fresh ones per cell and keeps a sample per poll, so the 5xx
- * and answers over status.error_window_s are a difference of two samples (a sum
- * going down means an instance restarted or vanished: the samples start over).
+ * since start, and over its status.error_window_s, in hb:gateway:<instance>:http each
+ * heartbeat period (status_pub_*: a difference of two of its own samples); the poller
+ * sums the window figures of a cell's fresh instances, as wardctl status components
+ * does, so the page and the operator's view show the same rate.
+ *
+ * One writer of the uptime file: several gateways may serve the page (same
+ * config, e.g. an autoscaling group behind status.<domain>), but only the holder of
+ * the lease hb:gateway:status-owner in this gateway's own cell records uptime and
+ * writes state_dir/uptime (status_lease_*). Each tick a standby asks for it with
+ * SET NX PX (a lease of STATUS_LEASE_POLLS polls; the value is "<instance>/<nonce>")
+ * and the owner renews it; the home cell's poll reads it back (as the status user),
+ * and that reading decides: our value → owner, another's → standby. A key absent or
+ * a home cell unreachable changes nothing: an owner keeps recording an outage of its
+ * own Redis. The owner also publishes its records every 10 s in
+ * hb:gateway:status-uptime (the file's text: health data only); each standby's poll
+ * merges them into its own (its pages show the same uptime), so a new owner carries
+ * on from them on any host (then merges its own file, saves and publishes at once).
+ * SIGTERM: the owner records, saves, publishes and releases (DEL), so a standby
+ * takes over within a poll; a killed owner's lease expires instead (what it recorded
+ * since its last publication is lost: at most 10 s).
  *
  * Listener: TLS with the status certificate (the gateway's TLS policy and caps,
  * through a shadow struct gateway), GET/HEAD only, documents rendered on request
@@ -49,7 +66,11 @@
 
 #define STATUS_KEY_MAX 200
 #define STATUS_SAVE_EVERY_MS 60000
-#define STATUS_SAMPLES 256 /* error-rate samples per cell (a window of 256 polls at most) */
+#define STATUS_LEASE_KEY "hb:gateway:status-owner"
+#define STATUS_UPTIME_KEY "hb:gateway:status-uptime"
+#define STATUS_PUBLISH_EVERY_MS 10000
+#define STATUS_LEASE_POLLS 5 /* the lease lasts this many polls (at least 5 s) */
+#define STATUS_LEASE_MAX 96
 
 struct status_sample {
 	long long at_ms, answers, errors;
@@ -69,8 +90,7 @@ struct status_conn {
 	long long dl_new[STATUS_SERVICES];
 	struct status_incident **inc_new, **inc; /* being read, published */
 	size_t n_inc_new, n_inc;
-	struct status_sample samples[STATUS_SAMPLES]; /* oldest first */
-	size_t n_samples;
+	char lease_new[STATUS_LEASE_MAX]; /* the lease's value read by this poll ("" absent) */
 };
 
 struct status_page {
@@ -85,10 +105,15 @@ struct status_page {
 	struct status_uptime *uptime;
 	char uptime_path[4096];
 	char url[300];
-	long long last_rec_ms, last_save_ms;
+	long long last_rec_ms, last_save_ms, last_pub_ms;
 	enum status_state states[STATUS_REGIONS_MAX][STATUS_COMPONENTS];
 	struct status_incident **all; /* every cell's incidents, newest first */
 	size_t n_all;
+	/* The uptime file's single writer (see the file header). */
+	struct status_conn *home;  /* the cell of this gateway: the lease lives there */
+	char me[STATUS_LEASE_MAX]; /* our lease value */
+	int role;		   /* -1 not known yet, 0 standby, 1 owner */
+	bool stopping;
 };
 
 struct status_get {
@@ -96,12 +121,23 @@ struct status_get {
 	int kind; /* GET_* */
 	int svc;
 };
-enum { GET_HEARTBEAT, GET_OUTBOX, GET_BACKLOG, GET_BACKUP, GET_INCIDENT, GET_HTTP };
+enum {
+	GET_HEARTBEAT,
+	GET_OUTBOX,
+	GET_BACKLOG,
+	GET_BACKUP,
+	GET_INCIDENT,
+	GET_HTTP,
+	GET_LEASE,
+	GET_UPTIME
+};
 
 static struct status_page *status_page;
 
 static void status_poll_start(struct status_conn *c);
 static void status_collect(struct status_page *sp);
+static void status_lease_seen(struct status_page *sp, const char *value);
+static void status_uptime_publish(struct status_page *sp, long long now);
 
 /* Index of a service name of length n, or -1. */
 static int status_service_index(const char *s, size_t n)
@@ -167,18 +203,42 @@ static void status_on_get(redisAsyncContext *ac, void *r, void *priv)
 	}
 	case GET_HTTP: {
 		json_t *o = json_loadb(reply->str, reply->len, 0, NULL);
-		json_t *at = json_object_get(o, "at_ms"), *n = json_object_get(o, "answers"),
-		       *e = json_object_get(o, "errors_5xx");
+		long long at, n, e, wn, we, ws;
 
-		if (json_is_integer(at) && json_is_integer(n) && json_is_integer(e) &&
-		    json_integer_value(n) >= json_integer_value(e) && json_integer_value(e) >= 0 &&
-		    now - json_integer_value(at) <= c->sp->gw->cfg->status.heartbeat_timeout_ms) {
-			c->cur.http_answers += json_integer_value(n);
-			c->cur.http_5xx += json_integer_value(e);
+		if (status_http_parse(o, &at, &n, &e, &ws, &wn, &we) == 0 &&
+		    now - at <= c->sp->gw->cfg->status.heartbeat_timeout_ms) {
+			c->cur.http_answers += n;
+			c->cur.http_5xx += e;
+			c->cur.window_answers += wn;
+			c->cur.window_5xx += we;
+			if (ws > c->cur.window_s)
+				c->cur.window_s = (int)ws;
 		}
 		json_decref(o);
 		break;
 	}
+	case GET_UPTIME: {
+		struct status_uptime *u = status_uptime_new();
+		const char *err = NULL;
+
+		if (c != c->sp->home || c->sp->role == 1 || u == NULL) {
+			status_uptime_free(u);
+			break;
+		}
+		if (status_uptime_parse(u, reply->str, reply->len, now / STATUS_DAY_MS, &err) < 0)
+			log_event(LOG_WARN, "status: the published uptime records are malformed",
+				  LF_STR("error", err));
+		else
+			status_uptime_merge(c->sp->uptime, u);
+		status_uptime_free(u);
+		break;
+	}
+	case GET_LEASE:
+		if (c == c->sp->home && reply->len < sizeof c->lease_new) {
+			memcpy(c->lease_new, reply->str, reply->len);
+			c->lease_new[reply->len] = '\0';
+		}
+		break;
 	case GET_INCIDENT: {
 		struct status_incident *inc = status_incident_parse(reply->str, reply->len);
 		struct status_incident **p;
@@ -229,6 +289,10 @@ static int status_key_kind(const char *key, size_t n, int *svc_r)
 		return -1;
 	if (n > sizeof inc - 1 && memcmp(key, inc, sizeof inc - 1) == 0)
 		return GET_INCIDENT;
+	if (n == sizeof STATUS_LEASE_KEY - 1 && memcmp(key, STATUS_LEASE_KEY, n) == 0)
+		return GET_LEASE;
+	if (n == sizeof STATUS_UPTIME_KEY - 1 && memcmp(key, STATUS_UPTIME_KEY, n) == 0)
+		return GET_UPTIME;
 	rest = key + 3;
 	if ((colon = memchr(rest, ':', n - 3)) == NULL)
 		return -1;
@@ -245,30 +309,6 @@ static int status_key_kind(const char *key, size_t n, int *svc_r)
 	if (*svc_r == 5 && n == 13 && memcmp(colon, "last-verified", 13) == 0)
 		return GET_BACKUP;
 	return GET_HEARTBEAT;
-}
-
-/* Add this poll's answer counters as a sample; set the window's answers and 5xx. */
-static void status_error_window(struct status_conn *c, long long now)
-{
-	long long window_ms = 1000LL * c->sp->gw->cfg->status.error_window_s;
-	struct status_sample *last = c->n_samples > 0 ? &c->samples[c->n_samples - 1] : NULL;
-	size_t drop = 0;
-
-	if (last != NULL && (c->cur.http_answers < last->answers || c->cur.http_5xx < last->errors))
-		c->n_samples = 0; /* an instance restarted or went away: start over */
-	if (c->n_samples == STATUS_SAMPLES)
-		drop = 1;
-	/* Keep one sample at or before the window's start: the base of the difference. */
-	while (drop + 1 < c->n_samples && c->samples[drop + 1].at_ms <= now - window_ms)
-		drop++;
-	if (drop > 0) {
-		memmove(c->samples, c->samples + drop, (c->n_samples - drop) * sizeof c->samples[0]);
-		c->n_samples -= drop;
-	}
-	c->samples[c->n_samples++] =
-	    (struct status_sample){now, c->cur.http_answers, c->cur.http_5xx};
-	c->cur.window_answers = c->cur.http_answers - c->samples[0].answers;
-	c->cur.window_5xx = c->cur.http_5xx - c->samples[0].errors;
 }
 
 /* The PING closing a poll: publish the snapshot. */
@@ -290,7 +330,6 @@ static void status_on_done(redisAsyncContext *ac, void *r, void *priv)
 		    c->dl_grew_ms[i] > 0 &&
 		    now - c->dl_grew_ms[i] < 1000LL * c->sp->gw->cfg->status.dead_letter_window_s;
 	}
-	status_error_window(c, now);
 	c->last = c->cur;
 	c->known = true;
 	status_incidents_free(c->inc, c->n_inc);
@@ -299,6 +338,8 @@ static void status_on_done(redisAsyncContext *ac, void *r, void *priv)
 	c->inc_new = NULL;
 	c->n_inc_new = 0;
 	status_collect(c->sp); /* sp->all pointed into the list just freed */
+	if (c == c->sp->home)
+		status_lease_seen(c->sp, c->lease_new);
 }
 
 /* A SCAN page: GET what we understand, then the next page or the closing PING. */
@@ -325,8 +366,12 @@ static void status_on_scan(redisAsyncContext *ac, void *r, void *priv)
 
 		if (k->type != REDIS_REPLY_STRING)
 			continue;
-		if ((kind = status_key_kind(k->str, k->len, &svc)) >= 0)
-			status_get_key(c, k->str, k->len, kind, svc);
+		if ((kind = status_key_kind(k->str, k->len, &svc)) < 0)
+			continue;
+		/* The owner's published records: read by the others, in the home cell. */
+		if (kind == GET_UPTIME && (c != c->sp->home || c->sp->role == 1))
+			continue;
+		status_get_key(c, k->str, k->len, kind, svc);
 	}
 	if (strcmp(reply->element[0]->str, "0") != 0 && strlen(reply->element[0]->str) < 32) {
 		const char *argv[6] = {"SCAN", reply->element[0]->str, "MATCH", "hb:*", "COUNT",
@@ -338,7 +383,7 @@ static void status_on_scan(redisAsyncContext *ac, void *r, void *priv)
 	}
 }
 
-/* An integer reply for one service: XLEN dl:<svc> (priv: dl slot) or XPENDING. */
+/* An integer reply for one service: XLEN dl:<svc> (priv: its dl slot). */
 static void status_on_xlen(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct status_conn *c = status_conn_of(ac);
@@ -354,6 +399,22 @@ static void status_on_xlen(redisAsyncContext *ac, void *r, void *priv)
 		*slot = reply->element[0]->integer; /* XPENDING summary: count first */
 }
 
+/* XINFO GROUPS q:<svc> (priv: the service's slot): its group's pending and lag. */
+static void status_on_groups(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct status_conn *c = status_conn_of(ac);
+	struct status_svc *s = priv;
+	long long pending, lag;
+	int i;
+
+	if (c == NULL || r == NULL || !c->polling)
+		return;
+	i = (int)(s - c->cur.svc);
+	status_xinfo_groups(r, status_service_names[i], &pending, &lag);
+	s->pending = pending;
+	s->lag = lag;
+}
+
 /* Start one poll of a connected cell. */
 static void status_poll_start(struct status_conn *c)
 {
@@ -366,8 +427,10 @@ static void status_poll_start(struct status_conn *c)
 	c->n_inc_new = 0;
 	c->polling = true;
 	c->poll_started_ms = envelope_now_ms();
+	c->lease_new[0] = '\0';
 	for (int i = 0; i < STATUS_SERVICES; i++) {
 		c->cur.svc[i].pending = -1;
+		c->cur.svc[i].lag = -1;
 		c->dl_new[i] = -1;
 	}
 	for (size_t j = 0; j < sizeof consumers / sizeof consumers[0]; j++) {
@@ -375,8 +438,8 @@ static void status_poll_start(struct status_conn *c)
 
 		redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[i], "XLEN dl:%s",
 				  consumers[j]);
-		redisAsyncCommand(c->ac, status_on_xlen, &c->cur.svc[i].pending, "XPENDING q:%s %s",
-				  consumers[j], consumers[j]);
+		redisAsyncCommand(c->ac, status_on_groups, &c->cur.svc[i], "XINFO GROUPS q:%s",
+				  consumers[j]);
 	}
 	/* mail-ingest consumes nothing but dead-letters what it could not deliver */
 	redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[status_service_index("mail-ingest", 11)],
@@ -526,19 +589,116 @@ static void status_account(struct status_page *sp, long long now)
 		status_evaluate(&sp->conn[i].last, &t, now, sp->states[i]);
 	status_view_make(sp, &v, cells, now);
 	status_apply_maintenance(&v, sp->states);
-	/* A gap (the gateway was down, the loop stalled) is not observed time. */
-	if (from > 0 && now > from && now - from <= 3LL * cfg->poll_ms)
+	/* Only the lease's owner records. A gap (the gateway was down, the loop stalled,
+	 * it was a standby) is not observed time. */
+	if (sp->role == 1 && from > 0 && now > from && now - from <= 3LL * cfg->poll_ms)
 		for (size_t i = 0; i < sp->n; i++)
 			if (sp->conn[i].known)
 				for (int k = 0; k < STATUS_COMPONENTS; k++)
 					status_uptime_record(sp->uptime, sp->conn[i].region, k,
 							     sp->states[i][k], from, now);
-	sp->last_rec_ms = now;
-	if (now - sp->last_save_ms >= STATUS_SAVE_EVERY_MS) {
+	sp->last_rec_ms = sp->role == 1 ? now : 0;
+	if (sp->role == 1 && now - sp->last_save_ms >= STATUS_SAVE_EVERY_MS) {
 		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
 			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err),
 				  LF_STR("path", sp->uptime_path));
 		sp->last_save_ms = now;
+	}
+	if (sp->role == 1 && now - sp->last_pub_ms >= STATUS_PUBLISH_EVERY_MS)
+		status_uptime_publish(sp, now);
+}
+
+/* ------------------------------------------------------ the uptime lease */
+
+/* Run a command on this gateway's own Redis connection (reply ignored). */
+static void status_lease_command(struct status_page *sp, int argc, const char **argv)
+{
+	size_t lens[6];
+
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	(void)queue_command(daemon_queue(sp->gw->d), argc, argv, lens);
+}
+
+/* Each tick: ask for the lease (SET NX PX); the owner also renews it (EXPIRE). */
+static void status_lease_tick(struct status_page *sp)
+{
+	long long ttl_ms = (long long)STATUS_LEASE_POLLS * sp->gw->cfg->status.poll_ms;
+	char px[24], ex[24];
+	const char *set[6] = {"SET", STATUS_LEASE_KEY, sp->me, "NX", "PX", px};
+	const char *expire[3] = {"EXPIRE", STATUS_LEASE_KEY, ex};
+
+	if (sp->stopping)
+		return;
+	if (ttl_ms < 5000)
+		ttl_ms = 5000;
+	snprintf(px, sizeof px, "%lld", ttl_ms);
+	snprintf(ex, sizeof ex, "%lld", (ttl_ms + 999) / 1000);
+	/* SET NX first: an owner whose lease vanished (its Redis restarted) takes it
+	 * again; an owner's EXPIRE that lands on another's lease (ours had expired) only
+	 * lengthens it, and the next reading makes us a standby. */
+	status_lease_command(sp, 6, set);
+	if (sp->role == 1)
+		status_lease_command(sp, 3, expire);
+}
+
+/* Merge the uptime file into the records (a new owner: what it saved itself before). */
+static void status_uptime_merge_file(struct status_page *sp)
+{
+	struct status_uptime *u = status_uptime_new();
+	const char *err = NULL;
+
+	if (u == NULL)
+		return;
+	if (status_uptime_load(u, sp->uptime_path, envelope_now_ms() / STATUS_DAY_MS, &err) < 0)
+		log_event(LOG_WARN, "status: cannot read uptime", LF_STR("error", err),
+			  LF_STR("path", sp->uptime_path));
+	else
+		status_uptime_merge(sp->uptime, u);
+	status_uptime_free(u);
+}
+
+/* The owner publishes its records in its cell (hb:gateway:status-uptime, health data
+ * only), so whichever gateway takes the lease next carries on from them, whatever
+ * host it runs on: the file is each host's own copy. */
+static void status_uptime_publish(struct status_page *sp, long long now)
+{
+	char *text = status_uptime_format(sp->uptime);
+	const char *argv[3] = {"SET", STATUS_UPTIME_KEY, text};
+
+	if (text == NULL)
+		return;
+	status_lease_command(sp, 3, argv);
+	free(text);
+	sp->last_pub_ms = now;
+}
+
+/* The home cell's poll read the lease's value: owner, standby, or no change. */
+static void status_lease_seen(struct status_page *sp, const char *value)
+{
+	const char *err = NULL;
+	bool mine = strcmp(value, sp->me) == 0;
+
+	if (value[0] == '\0' || sp->stopping)
+		return; /* absent: the next SET NX settles it */
+	if (mine && sp->role != 1) {
+		/* Carry on from the previous owner's published records (merged by each
+		 * poll while standby) and our own file, then claim both copies. */
+		status_uptime_merge_file(sp);
+		sp->last_rec_ms = 0;
+		sp->role = 1;
+		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
+			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err),
+				  LF_STR("path", sp->uptime_path));
+		sp->last_save_ms = envelope_now_ms();
+		status_uptime_publish(sp, sp->last_save_ms);
+		log_event(LOG_INFO, "status: uptime owner", LF_STR("lease", sp->me),
+			  LF_STR("path", sp->uptime_path));
+	} else if (!mine && sp->role != 0) {
+		sp->role = 0;
+		sp->last_rec_ms = 0;
+		log_event(LOG_INFO, "status: uptime standby", LF_STR("owner", value),
+			  LF_STR("lease", sp->me));
 	}
 }
 
@@ -548,6 +708,7 @@ static void status_tick(evutil_socket_t fd, short what, void *arg)
 	struct status_page *sp = arg;
 	long long now = envelope_now_ms();
 
+	status_lease_tick(sp);
 	for (size_t i = 0; i < sp->n; i++) {
 		struct status_conn *c = &sp->conn[i];
 
@@ -735,24 +896,65 @@ static int status_cell_parse(struct status_conn *c, const char *spec, const char
 }
 
 /* ------------------------------------------------- every gateway: its counters */
+#define STATUS_PUB_SAMPLES 4096 /* a window of status.error_window_s (<= 3600 s) per heartbeat */
+
 static struct {
 	struct gateway *gw;
 	struct event *ev;
 	char key[192];
+	struct status_sample samples[STATUS_PUB_SAMPLES]; /* oldest first */
+	size_t n_samples;
 } status_pub;
 
-/* Publish this gateway's answer counters (read by the status page's poller). */
+/*
+ * Add (now, answers, errors) to samples (oldest first, n of cap) and return through
+ * *wa_r, *we_r the answers and 5xx over the window_ms ending now: the difference with
+ * the newest sample at or before the window's start (or the oldest one we have).
+ */
+static void status_window_add(struct status_sample *samples, size_t *n, size_t cap, long long now,
+			      long long answers, long long errors, long long window_ms,
+			      long long *wa_r, long long *we_r)
+{
+	size_t drop = 0;
+
+	if (*n > 0 && (answers < samples[*n - 1].answers || errors < samples[*n - 1].errors))
+		*n = 0; /* counters went down: start over */
+	if (*n == cap)
+		drop = 1;
+	/* Keep one sample at or before the window's start: the base of the difference. */
+	while (drop + 1 < *n && samples[drop + 1].at_ms <= now - window_ms)
+		drop++;
+	if (drop > 0) {
+		memmove(samples, samples + drop, (*n - drop) * sizeof samples[0]);
+		*n -= drop;
+	}
+	samples[(*n)++] = (struct status_sample){now, answers, errors};
+	*wa_r = answers - samples[0].answers;
+	*we_r = errors - samples[0].errors;
+}
+
+/*
+ * Publish this gateway's answer counters, since start and over status.error_window_s
+ * (read by the status page's poller and by wardctl status components, which sum the
+ * fresh ones of a cell: both show the same error rate).
+ */
 static void status_pub_tick(evutil_socket_t fd, short what, void *arg)
 {
 	const struct daemon_config *dc = daemon_config(status_pub.gw->d);
+	int window_s = status_pub.gw->cfg->status.error_window_s;
 	unsigned long long answers, errors;
-	char value[160], ttl[16];
+	long long now = envelope_now_ms(), wa, we;
+	char value[256], ttl[16];
 	const char *argv[5];
 	size_t lens[5];
 
 	gateway_http_counts(&answers, &errors);
-	snprintf(value, sizeof value, "{\"at_ms\":%lld,\"answers\":%llu,\"errors_5xx\":%llu}",
-		 (long long)envelope_now_ms(), answers, errors);
+	status_window_add(status_pub.samples, &status_pub.n_samples, STATUS_PUB_SAMPLES, now,
+			  (long long)answers, (long long)errors, 1000LL * window_s, &wa, &we);
+	snprintf(value, sizeof value,
+		 "{\"at_ms\":%lld,\"answers\":%llu,\"errors_5xx\":%llu,\"window_s\":%d,"
+		 "\"window_answers\":%lld,\"window_5xx\":%lld}",
+		 now, answers, errors, window_s, wa, we);
 	snprintf(ttl, sizeof ttl, "%d", dc->heartbeat_seconds * 3);
 	argv[0] = "SET", argv[1] = status_pub.key, argv[2] = value, argv[3] = "EX", argv[4] = ttl;
 	for (int i = 0; i < 5; i++)
@@ -818,6 +1020,30 @@ int gateway_status_start(struct gateway *gw, const char **error_r)
 			goto fail;
 		sp->n++;
 	}
+	for (size_t i = 0; i < sp->n; i++)
+		if (strcmp(sp->conn[i].region, daemon_config(gw->d)->region) == 0)
+			sp->home = &sp->conn[i];
+	if (sp->home == NULL) {
+		snprintf(err, sizeof err,
+			 "status.cells must list this gateway's own region (%.15s): the uptime "
+			 "file's lease lives in its Redis",
+			 daemon_config(gw->d)->region);
+		*error_r = err;
+		goto fail;
+	}
+	{
+		uint8_t nonce[8];
+		char hex[17];
+
+		if (crypto_random(nonce, sizeof nonce) < 0) {
+			*error_r = "no randomness for the uptime lease";
+			goto fail;
+		}
+		for (size_t i = 0; i < sizeof nonce; i++)
+			snprintf(hex + 2 * i, 3, "%02x", nonce[i]);
+		snprintf(sp->me, sizeof sp->me, "%.60s/%s", daemon_config(gw->d)->instance, hex);
+	}
+	sp->role = -1;
 	snprintf(sp->uptime_path, sizeof sp->uptime_path, "%s/uptime", cfg->state_dir);
 	if (status_uptime_load(sp->uptime, sp->uptime_path, envelope_now_ms() / STATUS_DAY_MS,
 			       error_r) < 0)
@@ -880,8 +1106,24 @@ void gateway_status_stop(struct gateway *gw)
 	/* Requests on open connections get 503 (gw->stopping, set by gateway_http_stop). */
 	if (sp != NULL && sp->http != NULL && sp->sock != NULL)
 		evhttp_del_accept_socket(sp->http, sp->sock);
-	if (sp != NULL)
-		sp->sock = NULL;
+	if (sp == NULL)
+		return;
+	sp->sock = NULL;
+	/* The owner records up to now, saves and releases the lease (the queue is still
+	 * up: its drain waits for the DEL): a standby takes over within a poll. */
+	if (sp->role == 1) {
+		const char *del[2] = {"DEL", STATUS_LEASE_KEY};
+		const char *err = NULL;
+
+		status_account(sp, envelope_now_ms());
+		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
+			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err));
+		status_uptime_publish(sp, envelope_now_ms());
+		status_lease_command(sp, 2, del);
+		log_event(LOG_INFO, "status: uptime lease released", LF_STR("lease", sp->me));
+	}
+	sp->role = 0;
+	sp->stopping = true;
 }
 
 /* Free the listener, the poller and the records (saved first). NULL-safe. */
@@ -895,7 +1137,8 @@ void gateway_status_free(struct gateway *gw)
 		return;
 	if (sp->tick != NULL) {
 		event_free(sp->tick);
-		if (status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
+		/* Only the owner writes (after a stop, nobody here: it saved then). */
+		if (sp->role == 1 && status_uptime_save(sp->uptime, sp->uptime_path, &err) < 0)
 			log_event(LOG_WARN, "status: cannot save uptime", LF_STR("error", err));
 	}
 	if (sp->http != NULL)

@@ -42,7 +42,7 @@ struct gateway_status_config {
 	char *page_name;
 	int poll_ms;
 	int heartbeat_timeout_ms;
-	int pending_high;	       /* pending messages above this: degraded */
+	int pending_high;	       /* a queue's depth (waiting + pending) above: degraded */
 	int dead_letter_window_s;      /* a new dead letter within: degraded */
 	int backup_max_age_s;	       /* last verified backup older: degraded */
 	int error_window_s;	       /* the gateways' 5xx rate over this window: */
@@ -69,7 +69,8 @@ struct status_svc {
 	bool db_down;		/* an instance reports its database down */
 	bool outbox_degraded;	/* hb:<svc>:audit-outbox says so */
 	bool dead_letter_recent; /* dl:<svc> grew within the window */
-	long long pending;	/* XPENDING count of its group, -1 unknown */
+	long long pending;	 /* delivered, not acked yet (its group's), -1 unknown */
+	long long lag;		 /* entries its group has not read yet, -1 unknown */
 };
 
 /* One cell, as a poll saw it. */
@@ -85,6 +86,7 @@ struct status_cell {
 	 * answers and how many 5xx (the poller's difference of two samples). */
 	long long http_answers, http_5xx;
 	long long window_answers, window_5xx;
+	int window_s; /* the window the gateways published (0: none published) */
 };
 
 struct status_thresholds {
@@ -97,6 +99,31 @@ struct status_thresholds {
 /* Component states of a cell from its health data. */
 void status_evaluate(const struct status_cell *c, const struct status_thresholds *t,
 		     long long now_ms, enum status_state out[STATUS_COMPONENTS]);
+/* XINFO GROUPS q:<svc> (a hiredis reply): the pending count and the lag of group
+ * (-1 each where the reply does not say: no such group, lag unknown). */
+struct redisReply;
+void status_xinfo_groups(const struct redisReply *r, const char *group, long long *pending_r,
+			 long long *lag_r);
+/* A gateway's hb:gateway:<instance>:http value: at_ms, answers and 5xx since start,
+ * window_s and the answers and 5xx over it (0 from a gateway that publishes none).
+ * 0, or -1 if malformed. */
+int status_http_parse(const json_t *o, long long *at_r, long long *answers_r, long long *errors_r,
+		      long long *window_s_r, long long *window_answers_r, long long *window_5xx_r);
+/* Why status_evaluate put component comp where it is: up to max sentences for an
+ * operator ("heartbeat missing: …", "queue depth: …", "error rate: …", "last
+ * verified backup: …"), each at most STATUS_REASON_MAX bytes; none when
+ * operational. Returns how many. */
+#define STATUS_REASON_MAX 160
+int status_explain(const struct status_cell *c, const struct status_thresholds *t, long long now_ms,
+		   int comp, char (*out)[STATUS_REASON_MAX], int max);
+/* The status.* defaults (gateway_main.c's config table) for readers without the
+ * status page's config (wardctl status components). */
+#define STATUS_DEFAULT_HEARTBEAT_TIMEOUT_MS 15000
+#define STATUS_DEFAULT_PENDING_HIGH 1000
+#define STATUS_DEFAULT_BACKUP_MAX_AGE_S 93600
+#define STATUS_DEFAULT_ERROR_RATE_PCT 5
+#define STATUS_DEFAULT_ERROR_MAJOR_PCT 50
+#define STATUS_DEFAULT_ERROR_MIN 10
 /* A heartbeat value (JSON) → its service index and whether it is fresh; -1 if not one. */
 int status_heartbeat_parse(const char *json, size_t len, long long now_ms, long long timeout_ms,
 			   bool *fresh_r, bool *db_down_r);
@@ -119,6 +146,12 @@ double status_uptime_percent(const struct status_uptime *u, const char *region, 
 int status_uptime_save(const struct status_uptime *u, const char *path, const char **error_r);
 int status_uptime_load(struct status_uptime *u, const char *path, long long today,
 		       const char **error_r);
+/* The records as text (the file's format; caller frees), and back. */
+char *status_uptime_format(const struct status_uptime *u);
+int status_uptime_parse(struct status_uptime *u, const char *text, size_t len, long long today,
+			const char **error_r);
+/* Per component and day, keep the record with more observed time. */
+void status_uptime_merge(struct status_uptime *dst, const struct status_uptime *src);
 
 /* --------------------------------------------------------------- incidents */
 struct status_update {

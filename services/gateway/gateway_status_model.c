@@ -8,7 +8,8 @@
  *   an instance reports its database down                   partial_outage
  *   audit outbox over its mark, a dead letter lately (for
  *   mail-ingest: a mail moved to dl:mail-ingest),
- *   pending messages over status.pending_high,
+ *   a queue's depth over status.pending_high (its group's lag,
+ *   entries not read yet, plus those read and not acked: XINFO GROUPS),
  *   audit backlog degraded, last verified backup too old    degraded_performance
  *   the gateways' 5xx over the error window, at least error_min of them and
  *   error_rate_pct of the answers: api and web degraded_performance (at
@@ -28,6 +29,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <hiredis/hiredis.h>
 
 #include "gateway_status.h"
 
@@ -84,6 +87,12 @@ static enum status_state state_max(enum status_state a, enum status_state b)
 	return a > b ? a : b;
 }
 
+/* A queue's depth: what its group has not read yet plus what it has not acked. */
+static long long status_depth(const struct status_svc *s)
+{
+	return (s->lag > 0 ? s->lag : 0) + (s->pending > 0 ? s->pending : 0);
+}
+
 /* One service's own state. */
 static enum status_state status_svc_state(const struct status_cell *c, int i,
 					  const struct status_thresholds *t)
@@ -95,7 +104,7 @@ static enum status_state status_svc_state(const struct status_cell *c, int i,
 	if (s->db_down)
 		return STATUS_PARTIAL;
 	if (s->outbox_degraded || s->dead_letter_recent ||
-	    (t->pending_high > 0 && s->pending > t->pending_high))
+	    (t->pending_high > 0 && status_depth(s) > t->pending_high))
 		return STATUS_DEGRADED;
 	return STATUS_OPERATIONAL;
 }
@@ -138,6 +147,179 @@ void status_evaluate(const struct status_cell *c, const struct status_thresholds
 		out[CO_BACKUPS] = state_max(out[CO_BACKUPS], STATUS_DEGRADED);
 	if (c->reachable && c->backup_verify_failed)
 		out[CO_BACKUPS] = state_max(out[CO_BACKUPS], STATUS_DEGRADED);
+}
+
+/* A gateway's answer counters (see gateway_status.h). 0 or -1. */
+int status_http_parse(const json_t *o, long long *at_r, long long *answers_r, long long *errors_r,
+		      long long *window_s_r, long long *window_answers_r, long long *window_5xx_r)
+{
+	const json_t *at = json_object_get(o, "at_ms"), *n = json_object_get(o, "answers"),
+		     *e = json_object_get(o, "errors_5xx"), *ws = json_object_get(o, "window_s"),
+		     *wn = json_object_get(o, "window_answers"),
+		     *we = json_object_get(o, "window_5xx");
+
+	if (!json_is_integer(at) || !json_is_integer(n) || !json_is_integer(e) ||
+	    json_integer_value(e) < 0 || json_integer_value(n) < json_integer_value(e))
+		return -1;
+	*at_r = json_integer_value(at);
+	*answers_r = json_integer_value(n);
+	*errors_r = json_integer_value(e);
+	*window_s_r = *window_answers_r = *window_5xx_r = 0;
+	if (ws == NULL && wn == NULL && we == NULL)
+		return 0; /* a gateway that publishes no window */
+	if (!json_is_integer(ws) || !json_is_integer(wn) || !json_is_integer(we) ||
+	    json_integer_value(ws) < 0 || json_integer_value(ws) > 86400 ||
+	    json_integer_value(we) < 0 || json_integer_value(wn) < json_integer_value(we) ||
+	    json_integer_value(wn) > *answers_r)
+		return -1;
+	*window_s_r = json_integer_value(ws);
+	*window_answers_r = json_integer_value(wn);
+	*window_5xx_r = json_integer_value(we);
+	return 0;
+}
+
+/* The pending count and lag of group in an XINFO GROUPS reply (see gateway_status.h). */
+void status_xinfo_groups(const redisReply *r, const char *group, long long *pending_r,
+			 long long *lag_r)
+{
+	*pending_r = *lag_r = -1;
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+		return;
+	for (size_t i = 0; i < r->elements; i++) {
+		const redisReply *g = r->element[i];
+		long long pending = -1, lag = -1;
+		bool match = false;
+
+		if (g->type != REDIS_REPLY_ARRAY || g->elements % 2 != 0)
+			continue;
+		for (size_t k = 0; k + 1 < g->elements; k += 2) {
+			const redisReply *name = g->element[k], *v = g->element[k + 1];
+
+			if (name->type != REDIS_REPLY_STRING)
+				continue;
+			if (strcmp(name->str, "name") == 0)
+				match = v->type == REDIS_REPLY_STRING && strcmp(v->str, group) == 0;
+			else if (strcmp(name->str, "pending") == 0 &&
+				 v->type == REDIS_REPLY_INTEGER)
+				pending = v->integer;
+			else if (strcmp(name->str, "lag") == 0 && v->type == REDIS_REPLY_INTEGER)
+				lag = v->integer; /* nil: unknown (entries deleted) */
+		}
+		if (match) {
+			*pending_r = pending;
+			*lag_r = lag;
+			return;
+		}
+	}
+}
+
+/* Append a sentence to the reasons (dropped when full). */
+static void __attribute__((format(printf, 4, 5)))
+reason_add(char (*out)[STATUS_REASON_MAX], int max, int *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (*n >= max)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(out[*n], STATUS_REASON_MAX, fmt, ap);
+	va_end(ap);
+	(*n)++;
+}
+
+/* The reasons of one service's own state (status_svc_state's tests, in order). */
+static void explain_svc(const struct status_cell *c, int i, const struct status_thresholds *t,
+			char (*out)[STATUS_REASON_MAX], int max, int *n)
+{
+	const struct status_svc *s = &c->svc[i];
+	const char *name = status_service_names[i];
+
+	if (!c->reachable) {
+		reason_add(out, max, n, "cell unreachable: its Redis does not answer");
+		return;
+	}
+	if (s->instances == 0) {
+		reason_add(out, max, n, "heartbeat missing: no fresh heartbeat of %s", name);
+		return;
+	}
+	if (s->db_down)
+		reason_add(out, max, n, "database down: an instance of %s reports it", name);
+	if (s->outbox_degraded)
+		reason_add(out, max, n, "audit outbox: %s's backlog is over its mark", name);
+	if (s->dead_letter_recent)
+		reason_add(out, max, n, "dead letters: dl:%s grew lately", name);
+	if (t->pending_high > 0 && status_depth(s) > t->pending_high)
+		reason_add(
+		    out, max, n,
+		    "queue depth: q:%s has %lld waiting (%lld not read yet, %lld not acked), "
+		    "over %lld",
+		    name, status_depth(s), s->lag > 0 ? s->lag : 0, s->pending > 0 ? s->pending : 0,
+		    t->pending_high);
+}
+
+/* A dependency's major outage, as a reason of the dependent. */
+static void explain_dep(const struct status_cell *c, int i, const struct status_thresholds *t,
+			char (*out)[STATUS_REASON_MAX], int max, int *n)
+{
+	if (c->reachable && status_svc_state(c, i, t) == STATUS_MAJOR)
+		reason_add(out, max, n, "depends on %s: no fresh heartbeat of %s",
+			   status_service_names[i], status_service_names[i]);
+}
+
+/* Why status_evaluate put component comp where it is (see gateway_status.h). */
+int status_explain(const struct status_cell *c, const struct status_thresholds *t, long long now_ms,
+		   int comp, char (*out)[STATUS_REASON_MAX], int max)
+{
+	int n = 0;
+
+	switch (comp) {
+	case CO_API:
+	case CO_WEB:
+		explain_svc(c, SV_GATEWAY, t, out, max, &n);
+		if (c->reachable && c->svc[SV_GATEWAY].instances > 0) {
+			explain_dep(c, SV_AUTH, t, out, max, &n);
+			if (comp == CO_API)
+				explain_dep(c, SV_TICKET, t, out, max, &n);
+		}
+		if (c->reachable && t->error_rate_pct > 0 && c->window_5xx >= t->error_min &&
+		    c->window_answers > 0 &&
+		    100 * c->window_5xx / c->window_answers >= t->error_rate_pct)
+			reason_add(out, max, &n,
+				   "error rate: %lld 5xx of %lld answers (%lld%%) over %d s "
+				   "(degraded from %d%%, partial outage from %d%%)",
+				   c->window_5xx, c->window_answers,
+				   100 * c->window_5xx / c->window_answers, c->window_s,
+				   t->error_rate_pct, t->error_major_pct);
+		break;
+	case CO_EMAIL:
+		explain_svc(c, SV_MAIL, t, out, max, &n);
+		if (c->reachable && c->svc[SV_MAIL].instances > 0)
+			explain_dep(c, SV_TICKET, t, out, max, &n);
+		break;
+	case CO_AUTH:
+		explain_svc(c, SV_AUTH, t, out, max, &n);
+		break;
+	case CO_TICKETS:
+		explain_svc(c, SV_TICKET, t, out, max, &n);
+		break;
+	case CO_AUDIT:
+		explain_svc(c, SV_AUDIT, t, out, max, &n);
+		if (c->reachable && c->audit_backlog_degraded)
+			reason_add(out, max, &n,
+				   "audit backlog: the audit daemon reports it degraded");
+		break;
+	case CO_BACKUPS:
+		explain_svc(c, SV_BACKUP, t, out, max, &n);
+		if (c->reachable && c->backup_verified_ms > 0 && t->backup_max_age_ms > 0 &&
+		    now_ms - c->backup_verified_ms > t->backup_max_age_ms)
+			reason_add(out, max, &n, "last verified backup: %lld s ago (over %lld s)",
+				   (now_ms - c->backup_verified_ms) / 1000,
+				   t->backup_max_age_ms / 1000);
+		if (c->reachable && c->backup_verify_failed)
+			reason_add(out, max, &n, "last verified backup: the latest verify failed");
+		break;
+	}
+	return n;
 }
 
 /*
@@ -297,14 +479,77 @@ double status_uptime_percent(const struct status_uptime *u, const char *region, 
 	return 100.0 * (double)(obs - down) / (double)obs;
 }
 
-/* Write the records to path atomically (path.tmp, fsync, rename). 0 or -1. */
+/* The records as text: a header line, then "region comp day obs_ms down_ms" per day
+ * with data. 0 or -1. */
+static int uptime_write(const struct status_uptime *u, FILE *f)
+{
+	if (fprintf(f, "ward-status-uptime 1\n") < 0)
+		return -1;
+	for (size_t i = 0; i < u->n; i++)
+		for (int d = 0; d < STATUS_DAYS; d++) {
+			const struct uptime_slot *s = &u->c[i].slot[d];
+
+			if (s->day >= 0 && s->obs_ms > 0 &&
+			    fprintf(f, "%s %s %lld %" PRIu32 " %" PRIu32 "\n", u->c[i].region,
+				    status_component_ids[u->c[i].comp], s->day, s->obs_ms,
+				    s->down_ms) < 0)
+				return -1;
+		}
+	return 0;
+}
+
+/* The records as the uptime file's text (what the owner also publishes in Redis).
+ * Caller frees; NULL on allocation failure. */
+char *status_uptime_format(const struct status_uptime *u)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	int ok;
+
+	if (f == NULL)
+		return NULL;
+	ok = uptime_write(u, f) == 0;
+	if (fclose(f) != 0 || !ok) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* Merge src into dst: per component and day, the record with more observed time
+ * (records only grow within a day, so that one is the more complete). */
+void status_uptime_merge(struct status_uptime *dst, const struct status_uptime *src)
+{
+	for (size_t i = 0; i < src->n; i++) {
+		struct uptime_comp *c = NULL;
+
+		for (int d = 0; d < STATUS_DAYS; d++) {
+			const struct uptime_slot *s = &src->c[i].slot[d];
+			struct uptime_slot *t;
+
+			if (s->day < 0 || s->obs_ms == 0)
+				continue;
+			if (c == NULL &&
+			    (c = uptime_find(dst, src->c[i].region, src->c[i].comp, true)) == NULL)
+				break;
+			t = &c->slot[d];
+			if (t->day < s->day || (t->day == s->day && t->obs_ms < s->obs_ms))
+				*t = *s;
+		}
+	}
+}
+
+/* Write the records to path atomically (path.tmp.<pid>, fsync, rename). 0 or -1. */
 int status_uptime_save(const struct status_uptime *u, const char *path, const char **error_r)
 {
 	char tmp[4096];
 	FILE *f;
 	int fd, ok = 1;
 
-	if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+	/* Our own temporary name: two writers (never meant to be: see the uptime lease in
+	 * gateway_status.c) would not write into one file. */
+	if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
 		*error_r = "uptime file path too long";
 		return -1;
 	}
@@ -317,16 +562,7 @@ int status_uptime_save(const struct status_uptime *u, const char *path, const ch
 		*error_r = "cannot create the uptime file";
 		return -1;
 	}
-	ok = fprintf(f, "ward-status-uptime 1\n") > 0;
-	for (size_t i = 0; ok && i < u->n; i++)
-		for (int d = 0; ok && d < STATUS_DAYS; d++) {
-			const struct uptime_slot *s = &u->c[i].slot[d];
-
-			if (s->day >= 0 && s->obs_ms > 0)
-				ok = fprintf(f, "%s %s %lld %" PRIu32 " %" PRIu32 "\n",
-					     u->c[i].region, status_component_ids[u->c[i].comp],
-					     s->day, s->obs_ms, s->down_ms) > 0;
-		}
+	ok = uptime_write(u, f) == 0;
 	ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
 	if (fclose(f) != 0)
 		ok = 0;
@@ -338,35 +574,27 @@ int status_uptime_save(const struct status_uptime *u, const char *path, const ch
 	return 0;
 }
 
-/* Read records saved by status_uptime_save, dropping days older than 90 before
- * today. A missing file is an empty record set. Malformed lines fail. */
-int status_uptime_load(struct status_uptime *u, const char *path, long long today,
-		       const char **error_r)
+/* Read records (uptime_write's text) from f, dropping days older than 90 before
+ * today. Malformed lines fail. 0 or -1. */
+static int uptime_read(struct status_uptime *u, FILE *f, long long today, const char **error_r)
 {
 	char line[128], region[STATUS_REGION_MAX + 2], comp[16];
 	long long day;
 	unsigned long obs, down;
-	FILE *f = fopen(path, "re");
-	int ret = -1;
 
-	if (f == NULL) {
-		if (errno == ENOENT)
-			return 0;
-		*error_r = "cannot read the uptime file";
-		return -1;
-	}
 	if (fgets(line, sizeof line, f) == NULL || strcmp(line, "ward-status-uptime 1\n") != 0) {
-		*error_r = "the uptime file has no known header";
-		goto out;
+		*error_r = "the uptime records have no known header";
+		return -1;
 	}
 	while (fgets(line, sizeof line, f) != NULL) {
 		struct uptime_comp *c;
+		struct uptime_slot *s;
 		int ci = -1;
 
 		if (sscanf(line, "%15s %15s %lld %lu %lu", region, comp, &day, &obs, &down) != 5 ||
 		    day < 0 || obs > (unsigned long)STATUS_DAY_MS || down > obs) {
-			*error_r = "malformed line in the uptime file";
-			goto out;
+			*error_r = "malformed line in the uptime records";
+			return -1;
 		}
 		for (int i = 0; i < STATUS_COMPONENTS; i++)
 			if (strcmp(comp, status_component_ids[i]) == 0)
@@ -375,12 +603,44 @@ int status_uptime_load(struct status_uptime *u, const char *path, long long toda
 			continue;
 		if ((c = uptime_find(u, region, ci, true)) == NULL)
 			continue;
-		struct uptime_slot *s = uptime_slot(c, day);
+		s = uptime_slot(c, day);
 		s->obs_ms = (uint32_t)obs;
 		s->down_ms = (uint32_t)down;
 	}
-	ret = 0;
-out:
+	return 0;
+}
+
+/* Read records saved by status_uptime_save, dropping days older than 90 before
+ * today. A missing file is an empty record set. Malformed lines fail. */
+int status_uptime_load(struct status_uptime *u, const char *path, long long today,
+		       const char **error_r)
+{
+	FILE *f = fopen(path, "re");
+	int ret;
+
+	if (f == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = "cannot read the uptime file";
+		return -1;
+	}
+	ret = uptime_read(u, f, today, error_r);
+	fclose(f);
+	return ret;
+}
+
+/* Read records from text (status_uptime_format's). 0 or -1. */
+int status_uptime_parse(struct status_uptime *u, const char *text, size_t len, long long today,
+			const char **error_r)
+{
+	FILE *f;
+	int ret;
+
+	if (len == 0 || (f = fmemopen((void *)text, len, "r")) == NULL) {
+		*error_r = "empty uptime records";
+		return -1;
+	}
+	ret = uptime_read(u, f, today, error_r);
 	fclose(f);
 	return ret;
 }

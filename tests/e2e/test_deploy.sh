@@ -42,6 +42,19 @@ mk=$(mktemp -d)
 printf '#!/bin/sh\ntouch %s/ran\n' "$mk" >"$mk/ssh" && cp "$mk/ssh" "$mk/scp" && chmod 755 "$mk/ssh" "$mk/scp"
 PATH=$mk:$PATH "$TOP/deploy/deploy.sh" --region eu --host app1.eu.example --dry-run >/dev/null 2>&1
 check "deploy.sh --dry-run runs nothing (no ssh, no scp)" [ ! -e "$mk/ran" ]
+# Host mode across terraform: each host fetches only what its instance role may read
+# (terraform/modules/cell: a daemon's role ward/<r>/<daemon>/* and the public
+# certificates ward/<r>/tls/*; the migration host's ward/<r>/migrate/* and tls/*).
+for s in gateway auth ticket mail-ingest audit backup; do
+	o=$("$TOP/deploy/deploy.sh" --region eu --host "$s.eu.example" --services "$s" --no-migrate --dry-run)
+	check "deploy.sh --services $s --no-migrate: only ward/eu/$s/* and ward/eu/tls/* secrets, step 5 skipped" bash -c \
+		"ids=\$(grep -o 'secret-id [^ ]*' <<<\"\$1\" | cut -d' ' -f2 | sort -u); [ -n \"\$ids\" ] && ! grep -vE '^ward/eu/($s|tls)/' <<<\"\$ids\" && grep -q '5/6 migrations skipped' <<<\"\$1\" && ! grep -q psql <<<\"\$1\"" _ "$o"
+done
+o=$("$TOP/deploy/deploy.sh" --region eu --host migrate.eu.example --services "" --dry-run)
+check "deploy.sh on the migration host (--services \"\"): every migration, no daemon, no Redis tunnel" bash -c \
+	"grep -q '5/6 migrations (as ward_migrate)' <<<\"\$1\" && [ \$(grep -c 'schema_migrations WHERE version' <<<\"\$1\") = $(ls "$TOP"/deploy/sql/*.sql | wc -l) ] && ! grep -qE 'systemctl restart|redis-tls|useradd' <<<\"\$1\"" _ "$o"
+check "…and only ward/eu/migrate/* and ward/eu/tls/* secrets (what terraform's migrate role may read)" bash -c \
+	"ids=\$(grep -o 'secret-id [^ ]*' <<<\"\$1\" | cut -d' ' -f2 | sort -u); grep -q '^ward/eu/migrate/pg-auth$' <<<\"\$ids\" && ! grep -vE '^ward/eu/(migrate|tls)/' <<<\"\$ids\"" _ "$o"
 rm -rf "$mk"
 check "deploy.sh --check parses a valid command line" "$TOP/deploy/deploy.sh" --region uk --host app1.uk.example --services "ticket gateway" --check
 refuse "deploy.sh refuses an unknown region" "$TOP/deploy/deploy.sh" --region mars --host x --dry-run

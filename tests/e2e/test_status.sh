@@ -37,19 +37,38 @@ check "unknown path is 404" bash -c '[ "$(st /nope -o /dev/null -w "%{http_code}
 
 # ---- a daemon dies: its component goes to an outage, and comes back
 pid=$(pid_of eu ticket)
+t0=$(date +%s%N)
 kill -KILL "$pid"
-check "eu ticket killed: eu-tickets major_outage within the heartbeat timeout" \
-	wait_for 25 bash -c '[ "$(comp eu-tickets)" = major_outage ]'
+wait_for 25 bash -c '[ "$(comp eu-tickets)" = major_outage ]' >/dev/null
+dt=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "# eu-tickets major_outage ${dt} ms after the kill (heartbeat timeout 15000 ms, poll 1000 ms)"
+check "eu ticket killed: eu-tickets major_outage within the heartbeat timeout (+ a poll and a page request): ${dt} ms" \
+	bash -c "[ '$(comp eu-tickets)' = major_outage ] && [ $dt -le 17500 ]"
 check "…and eu-api at least partial_outage; us-tickets still operational" \
 	bash -c '[ "$(comp eu-api)" = partial_outage ] && [ "$(comp us-tickets)" = operational ]'
 check "the page indicator is critical" bash -c 'st /api/v2/status.json | jq -e ".status.indicator == \"critical\""'
 check "wardctl status components agrees" \
 	bash -c '"$BIN/wardctl" status components --region eu | jq -e ".regions.eu.components.tickets == \"major_outage\""'
+check "wardctl status components gives the reason: heartbeat missing (tickets), a dependency (api)" \
+	bash -c '"$BIN/wardctl" status components --region eu | jq -e ".regions.eu | (.reasons.tickets == [\"heartbeat missing: no fresh heartbeat of ticket\"]) and (.reasons.api | index(\"depends on ticket: no fresh heartbeat of ticket\") != null) and (.reasons.auth == null)"'
 spawn_as_user "$WARD_VAR/eu/run/ticket.pid" "$WARD_VAR/eu/log/ticket.stderr" "$BIN/ward-ticket" --config "$WARD_VAR/eu/etc/ticket.yaml"
 check "eu ticket restarted: eu-tickets operational again" \
 	wait_for 20 bash -c '[ "$(comp eu-tickets)" = operational ]'
 check "the outage shows in eu-tickets' uptime (below 100%)" \
 	bash -c 'st /api/v2/components.json | jq -e ".components[] | select(.id == \"eu-tickets\") | .uptime_90d < 100"'
+check "the HTML shows it: eu-tickets' 90-day bar (90 days, today not all up) and the same percentage" bash -c '
+	st / >"/tmp/status-bar.$$" && u=$(st /api/v2/components.json | jq -r ".components[] | select(.id == \"eu-tickets\") | .uptime_90d")
+	python3 - "/tmp/status-bar.$$" "$u" <<"PY"; r=$?; rm -f "/tmp/status-bar.$$"; exit $r
+import re, sys
+html, want = open(sys.argv[1]).read(), float(sys.argv[2])
+row = re.search(r"<tr id=\"c-eu-tickets\">(.*?)</tr>", html, re.S).group(1)
+days = re.findall(r"<span class=\"(\w+)\" title=\"(\d{4}-\d\d-\d\d): ", row)
+assert len(days) == 90, len(days)
+assert days[-1][1] == __import__("datetime").datetime.utcnow().strftime("%Y-%m-%d"), days[-1]
+assert days[-1][0] in ("partial", "down"), days[-1]
+pct = float(re.search(r"<td class=\"pct\">([0-9.]+)% uptime</td>", row).group(1))
+assert abs(pct - want) < 0.5, (pct, want)  # two requests, a second or so apart
+PY'
 
 # ---- incidents
 out=$("$BIN/wardctl" status incident create --region eu --name 'Login <script>alert(1)</script> slow' \
@@ -107,17 +126,62 @@ check "error burst: the gateway publishes its answer counters (hb:gateway:gatewa
 	wait_for 12 bash -c 'rcli us status GET hb:gateway:gateway-1:http | jq -e ".errors_5xx >= 12 and .answers >= 72"'
 check "error burst: us-api and us-web turn degraded_performance (12 of ~72 answers)" \
 	wait_for 15 bash -c '[ "$(comp us-api) $(comp us-web)" = "degraded_performance degraded_performance" ]'
+check "error burst: wardctl status components shows the same error rate and the reason" \
+	wait_for 10 bash -c '"$BIN/wardctl" status components --region us | jq -e ".regions.us | (.error_rate.window_s == 20) and (.error_rate.errors_5xx >= 12) and (.error_rate.percent >= 5) and (.components.api == \"degraded_performance\") and (.reasons.api | any(test(\"^error rate: [0-9]+ 5xx of [0-9]+ answers \\\\([0-9]+%\\\\) over 20 s\"))) and (.reasons.tickets == null)"'
+check "error burst: …and the page's figures are the gateways' published window (hb:gateway:gateway-1:http)" \
+	bash -c 'rcli us status GET hb:gateway:gateway-1:http | jq -e ".window_s == 20 and .window_5xx >= 12 and .window_answers >= .window_5xx"'
 check "error burst: …while every us heartbeat is fresh (us-auth operational, eu-api operational)" \
 	bash -c '[ "$(comp us-auth)" = operational ] && [ "$(comp eu-api)" = operational ]'
 check "error burst: the page indicator is minor" bash -c 'st /api/v2/status.json | jq -e ".status.indicator == \"minor\""'
 check "error burst: us-api recovers once the burst leaves the 20 s window" \
 	wait_for 45 bash -c '[ "$(comp us-api)" = operational ] && [ "$(comp us-web)" = operational ]'
+check "error burst: …and wardctl shows no reason any more" \
+	wait_for 10 bash -c '"$BIN/wardctl" status components --region us | jq -e ".regions.us | (.components.api == \"operational\") and (.reasons.api == null) and (.error_rate.errors_5xx < 12)"'
 "$BIN/wardctl" tenant delete --slug "$ES" >/dev/null 2>&1
 rm -rf "$TMP"
+
+# ---- the last verified backup: the test plays ward-backup's report (as the cell's
+# admin) with a verify 30 h old; the page and wardctl both judge it from hb:*.
+old=$(( $(date +%s) * 1000 - 30 * 3600 * 1000 ))
+prev=$(rcli eu admin GET hb:backup:last-verified)
+before=$(comp eu-backups) # (earlier tests may have left a failed verify: not operational)
+export before
+rcli eu admin SET hb:backup:last-verified "{\"region\":\"eu\",\"at_ms\":$old,\"ok\":true,\"checked_ms\":$old}" >/dev/null
+check "a verified backup 30 h old: eu-backups degraded_performance on the page" \
+	wait_for 10 bash -c '[ "$(comp eu-backups)" = degraded_performance ] && [ "$(comp us-backups)" = operational ]'
+check "…and wardctl gives the reason: last verified backup, its age over the limit" \
+	bash -c '"$BIN/wardctl" status components --region eu | jq -e ".regions.eu | (.components.backups == \"degraded_performance\") and (.reasons.backups | any(test(\"^last verified backup: 10[0-9]{4} s ago \\\\(over 93600 s\\\\)$\")))"'
+if [ -n "$prev" ]; then rcli eu admin SET hb:backup:last-verified "$prev" >/dev/null; else rcli eu admin DEL hb:backup:last-verified >/dev/null; fi
+check "…back to its state with the real report ($before)" \
+	wait_for 10 bash -c '[ "$(comp eu-backups)" = "$before" ] || { "$BIN/wardctl" status components --region eu | jq -c .regions.eu.reasons; false; }'
+
+# ---- queue depth: the eu audit daemon is frozen (SIGSTOP: its heartbeat stays fresh
+# for the 15 s timeout) while 1100 entries wait in q:audit that its group has not
+# read: eu-audit turns degraded, wardctl names the depth. Its connections are closed
+# first (CLIENT KILL), so its blocked XREADGROUP is not handed a batch of them, and
+# the entries are deleted before it resumes (and reconnects): it never reads one.
+apid=$(pid_of eu audit)
+before=$(comp eu-audit) # (earlier tests may have left it degraded: dead letters lately)
+kill -STOP "$apid"
+rcli eu admin CLIENT KILL USER audit >/dev/null
+for i in $(seq 1100); do echo "XADD q:audit * depth-test $i"; done | rcli eu admin >"$TMP.ids" 2>&1
+check "queue depth: 1100 entries not read yet → eu-audit degraded_performance (heartbeat fresh)" \
+	wait_for 8 bash -c '[ "$(comp eu-audit)" = degraded_performance ] && [ "$(comp us-audit)" = operational ]'
+check "queue depth: wardctl gives the reason (the depth, what is not read yet)" \
+	bash -c '"$BIN/wardctl" status components --region eu | jq -e ".regions.eu | (.components.audit == \"degraded_performance\") and (.reasons.audit | any(test(\"^queue depth: q:audit has 1[0-9]{3} waiting \\\\(1[0-9]{3} not read yet, [0-9]+ not acked\\\\), over 1000$\")))"'
+grep -E '^[0-9]+-[0-9]+$' "$TMP.ids" | sed 's/^/XDEL q:audit /' | rcli eu admin >/dev/null
+kill -CONT "$apid"
+rm -f "$TMP.ids"
+check "queue depth: the entries gone and the daemon resumed, eu-audit back to its state ($before)" \
+	wait_for 20 bash -c '[ "$(comp eu-audit)" = "$before" ] || { "$BIN/wardctl" status components --region eu | jq -c .regions.eu.reasons; false; }'
+check "queue depth: …and wardctl names no queue depth any more" \
+	bash -c '! "$BIN/wardctl" status components --region eu | jq -e ".regions.eu.reasons.audit // [] | any(test(\"^queue depth\"))"'
 
 # ---- the status user reads health data only
 check "status user: GET of a heartbeat" bash -c '[ -n "$(rcli us status GET hb:gateway:gateway-1)" ]'
 check "status user: XLEN and XPENDING on queues" bash -c 'rcli us status XLEN q:auth | grep -qE "^[0-9]+$" && rcli us status XPENDING q:auth auth | head -1 | grep -qE "^[0-9]+$"'
+check "status user: XINFO GROUPS on a queue (the group's lag and pending count)" bash -c 'rcli us status XINFO GROUPS q:auth | grep -qx lag'
+check "status user: no XINFO STREAM (it would show entries)" bash -c 'rcli us status XINFO STREAM q:auth | grep -q NOPERM'
 check "status user: no XADD to a queue" bash -c 'rcli us status XADD q:auth "*" a b | grep -q NOPERM'
 check "status user: no rate-limit keys" bash -c 'rcli us status GET rl:gateway:x | grep -q NOPERM'
 check "status user: no write on incidents" bash -c 'rcli us status SET hb:ops:status:incident:x y | grep -q NOPERM'
@@ -213,3 +277,91 @@ check "status guard: a request after a refused one on the same connection is not
 	"sraw s9 'garbage\\r\\n\\r\\nGET / HTTP/1.1\\r\\nHost: $SH\\r\\n\\r\\n' && [ \"\$(grep -ao 'HTTP/1.1 [0-9]*' $ST/s9.all | tr '\\n' ' ')\" = 'HTTP/1.1 400 ' ]"
 check "status guard: the page still answers" bash -c 'st /api/v2/status.json | jq -e .status.indicator'
 rm -rf "$ST"
+
+# ==== one writer of the uptime file when several gateways serve the status page: a
+# second us gateway (gateway-2) with the same status config but its own state dir, so
+# what each writes shows apart. Only the holder of the lease hb:gateway:status-owner
+# records uptime and writes its file; the other serves the page and writes nothing.
+G2=$WARD_VAR/us/g2
+mkdir -p "$G2/state" && chmod 755 "$G2"
+[ "$(id -u)" -eq 0 ] && chown "$WUSER" "$G2/state"
+G2LOG=$WARD_VAR/us/log/gateway-2.log G2ERR=$WARD_VAR/us/log/gateway-2.stderr
+G2S=$(free_port)
+export G2 G2LOG G2S
+python3 - "$WARD_VAR/us/etc/gateway.yaml" "$G2/gateway.yaml" "$G2/state" "$G2LOG" "$(free_port)" "$(free_port)" "$G2S" <<'PY'
+import sys
+src, dst, state, log, https, http, status = sys.argv[1:8]
+out, section = [], None
+for line in open(src):
+    if not line.startswith(" ") and line.rstrip().endswith(":"):
+        section = line.strip()[:-1]
+    if line.startswith("instance:"): line = "instance: gateway-2\n"
+    elif line.startswith("log_file:"): line = f"log_file: {log}\n"
+    elif line.startswith("  listen:") and section in ("https", "http", "status"):
+        line = "  listen: 127.0.0.1:%s\n" % {"https": https, "http": http, "status": status}[section]
+    elif line.startswith("  state_dir:"): line = f"  state_dir: {state}\n"
+    out.append(line)
+open(dst, "w").write("".join(out))
+PY
+chmod 644 "$G2/gateway.yaml"
+owner() { rcli us status GET hb:gateway:status-owner; }
+export -f owner
+g2_start() { spawn_as_user "$G2/gateway.pid" "$G2ERR" "$BIN/ward-gateway" --config "$G2/gateway.yaml"; }
+g2_stop() { # g2_stop SIGNAL: and wait for it to exit
+	local p; p=$(cat "$G2/gateway.pid" 2>/dev/null) || return 0
+	kill -"$1" "$p" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+	return 1
+}
+logged() { grep -c "\"msg\":\"status: $2\"" "$1" 2>/dev/null || true; }
+export -f logged
+g2_start
+check "uptime lease: a second status gateway starts as a standby, naming gateway-1 as the owner" \
+	wait_for 15 bash -c '[ "$(logged "$G2LOG" "uptime standby")" -ge 1 ] && grep "uptime standby" "$G2LOG" | grep -q "\"owner\":\"gateway-1/"'
+check "uptime lease: hb:gateway:status-owner holds gateway-1's value, with an expiry" \
+	bash -c 'owner | grep -q "^gateway-1/[0-9a-f]\{16\}$" && t=$(rcli us status TTL hb:gateway:status-owner) && [ "$t" -gt 0 ] && [ "$t" -le 5 ]'
+check "uptime lease: wardctl status components names the owner" \
+	bash -c '"$BIN/wardctl" status components --region us | jq -e ".regions.us.uptime_owner | startswith(\"gateway-1/\")"'
+check "uptime lease: the standby serves the page too" \
+	wait_for 10 bash -c 'curl -sS --max-time 5 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$G2S:127.0.0.1" "https://status.$WARD_DOMAIN:$G2S/api/v2/components.json" | jq -e "[.components[] | select(.group == false)] | length == 21"'
+check "uptime lease: the owner publishes its records (hb:gateway:status-uptime: region component day observed down)" \
+	bash -c 'v=$(rcli us status GET hb:gateway:status-uptime) && [ "$(echo "$v" | head -1)" = "ward-status-uptime 1" ] && echo "$v" | tail -n +2 | grep -qE "^eu tickets [0-9]+ [0-9]+ [1-9][0-9]*$" && ! echo "$v" | tail -n +2 | grep -vqE "^[a-z0-9-]+ [a-z]+ [0-9]+ [0-9]+ [0-9]+$"'
+check "uptime lease: the standby shows the same uptime (eu-tickets below 100%: an outage it never saw)" \
+	wait_for 15 bash -c 'curl -sS --max-time 5 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$G2S:127.0.0.1" "https://status.$WARD_DOMAIN:$G2S/api/v2/components.json" | jq -e ".components[] | select(.id == \"eu-tickets\") | .uptime_90d < 100"'
+check "uptime lease: the status user cannot write the published records" bash -c 'rcli us status SET hb:gateway:status-uptime x | grep -q NOPERM'
+sleep 3
+check "uptime lease: the lease stays with gateway-1 while both run" bash -c 'owner | grep -q "^gateway-1/" && [ "$(logged "$G2LOG" "uptime owner")" = 0 ]'
+g2_stop TERM
+check "uptime lease: the standby stopped writes no uptime file, not even at shutdown" \
+	bash -c '[ -z "$(ls -A "$G2/state")" ]'
+# The owner stops (SIGTERM): it saves, releases the lease, and the standby takes over.
+g2_start
+wait_for 15 bash -c '[ "$(logged "$G2LOG" "uptime standby")" -ge 2 ]' >/dev/null
+u1=$(stat -c %i "$WARD_VAR/status/uptime" 2>/dev/null)
+g1log=$WARD_VAR/us/log/gateway.log
+n_owner=$(logged "$g1log" "uptime owner")
+p1=$(pid_of us gateway)
+kill -TERM "$p1"
+for _ in $(seq 100); do kill -0 "$p1" 2>/dev/null || break; sleep 0.1; done
+check "uptime lease: gateway-1 at SIGTERM saves its file and releases the lease" \
+	bash -c "[ \"\$(logged '$g1log' 'uptime lease released')\" -ge 1 ] && [ \"\$(stat -c %i '$WARD_VAR/status/uptime')\" != '$u1' ]"
+check "uptime lease: the standby takes it over within a few polls and writes its own file at once" \
+	wait_for 8 bash -c 'owner | grep -q "^gateway-2/" && [ "$(logged "$G2LOG" "uptime owner")" = 1 ] && [ -s "$G2/state/uptime" ]'
+check "uptime lease: …carrying on from gateway-1's records (its file has the eu tickets outage)" \
+	bash -c "awk '\$1 == \"eu\" && \$2 == \"tickets\" && \$5 > 0 { f = 1 } END { exit !f }' '$G2/state/uptime'"
+spawn_as_user "$WARD_VAR/us/run/gateway.pid" "$WARD_VAR/us/log/gateway.stderr" "$BIN/ward-gateway" --config "$WARD_VAR/us/etc/gateway.yaml"
+check "uptime lease: gateway-1 restarted is now the standby" \
+	wait_for 15 bash -c "grep 'uptime standby' '$g1log' | tail -1 | grep -q '\"owner\":\"gateway-2/' && owner | grep -q '^gateway-2/'"
+u1=$(stat -c %i "$WARD_VAR/status/uptime")
+sleep 2
+check "uptime lease: …and writes nothing while standby" bash -c "[ \"\$(stat -c %i '$WARD_VAR/status/uptime')\" = '$u1' ] && [ \"\$(logged '$g1log' 'uptime owner')\" = $n_owner ]"
+# The owner is killed (no release): its lease expires (5 polls) and gateway-1 takes over.
+g2_stop KILL
+check "uptime lease: a killed owner's lease expires and the standby takes over" \
+	wait_for 15 bash -c "owner | grep -q '^gateway-1/' && [ \"\$(logged '$g1log' 'uptime owner')\" = $((n_owner + 1)) ]"
+check "uptime lease: …carrying on from the file (its records of before, then saved at once)" \
+	bash -c "[ \"\$(stat -c %i '$WARD_VAR/status/uptime')\" != '$u1' ] && grep -q '^us tickets ' '$WARD_VAR/status/uptime'"
+check "uptime lease: gateway-2 became the owner once only" \
+	bash -c "[ \"\$(logged '$G2LOG' 'uptime owner')\" = 1 ]"
+check "the status page answers again on gateway-1" wait_for 15 bash -c 'st /api/v2/status.json | jq -e .status.indicator'
+rm -rf "$G2"

@@ -123,12 +123,15 @@ function statements(expr) {
 		for (const [n, r] of res(m, 'aws_security_group_rule'))
 			if (r.type === 'egress' && arr(r.cidr_blocks).includes('0.0.0.0/0')) return n;
 	});
-	check('PostgreSQL reachable only from the daemons with a database role (not gateway, mail-ingest)', () => {
+	check('PostgreSQL reachable only from the daemons with a database role (not gateway, mail-ingest) and the migration host', () => {
 		const rules = res(m, 'aws_security_group_rule').filter(([, r]) => r.from_port === 5432);
 		if (rules.length === 0) return 'no 5432 rule';
+		const migrateOnly = r => !r.for_each &&
+			[r.security_group_id, r.source_security_group_id].every(g => /^\$\{aws_security_group\.(pg|migrate)\.id\}$/.test(g)) &&
+			[r.security_group_id, r.source_security_group_id].some(g => /migrate/.test(g));
 		for (const [n, r] of rules) {
 			if (r.cidr_blocks) return `${n} uses CIDRs`;
-			if (!/var\.db_daemons/.test(r.for_each)) return `${n} is not per db daemon`;
+			if (!/var\.db_daemons/.test(r.for_each) && !migrateOnly(r)) return `${n} is not per db daemon nor the migration host's`;
 		}
 	});
 	check('VPC flow logs on, encrypted', () => {
@@ -187,10 +190,12 @@ function statements(expr) {
 
 	// ---------------------------------------------------------------- compute, IAM
 	check('one autoscaling group and one instance role per daemon, in the private subnets', () => {
-		const a = one(m, 'aws_autoscaling_group');
+		const a = m.resource.aws_autoscaling_group.daemon;
 		if (!/var\.daemons/.test(a.for_each) || !/aws_subnet\.private/.test(a.vpc_zone_identifier)) return 'asg';
 		if (!/var\.daemons/.test(m.resource.aws_iam_role.daemon.for_each)) return 'role';
-		if (!/var\.daemons/.test(one(m, 'aws_launch_template').for_each)) return 'launch template';
+		if (!/var\.daemons/.test(m.resource.aws_launch_template.daemon.for_each)) return 'launch template';
+		for (const [n, g] of res(m, 'aws_autoscaling_group'))
+			if (!/aws_subnet\.private/.test(g.vpc_zone_identifier)) return `${n} outside the private subnets`;
 	});
 	check('IAM policies: no "*" action, no service-wide action on "*", no wildcard account', () => {
 		for (const type of ['aws_iam_role_policy', 'aws_iam_policy'])
@@ -202,12 +207,35 @@ function statements(expr) {
 					for (const r of s.resources) if (/^arn:aws:[^:]+:[^:]*:\*:/.test(r)) return `${n}: any account ${r}`;
 				}
 	});
-	check('instance roles: secrets of the daemon itself only, KMS only for the key holders, S3 only for backup', () => {
+	check('instance roles: secrets of the daemon itself only (and the public certificates), KMS only for the key holders, S3 only for backup', () => {
 		const sec = m.resource.aws_iam_role_policy.secrets;
 		if (!/secret:ward\/\$\{var\.region\}\/\$\{each\.key\}\//.test(sec.policy)) return 'secrets not per daemon';
+		const rs = statements(sec.policy).flatMap(x => x.resources);
+		const own = [':secret:ward/${var.region}/${each.key}/*', ':secret:ward/${var.region}/tls/*'];
+		if (rs.length !== 2 || !own.every((w, i) => rs[i].endsWith(w))) return `secrets beyond its own and the public certificates: ${rs}`;
 		if (!/var\.db_daemons/.test(m.resource.aws_iam_role_policy.kms.for_each)) return 'kms for every daemon';
 		const s3 = res(m, 'aws_iam_role_policy').filter(([, p]) => /s3:/.test(p.policy));
 		if (s3.length !== 1 || !/daemon\["backup"\]/.test(s3[0][1].role)) return 's3 for another daemon';
+	});
+	check('the migration host: its own role (ward/<region>/migrate/* secrets only, no KMS, no S3), PostgreSQL and the endpoints only, no instance between deploys', () => {
+		const sec = (m.resource.aws_iam_role_policy || {}).migrate_secrets;
+		if (!sec || !/\$\{aws_iam_role\.migrate\.id\}/.test(sec.role)) return 'no migrate secrets policy';
+		const st = statements(sec.policy);
+		if (st.length !== 1 || JSON.stringify(st[0].actions) !== '["secretsmanager:GetSecretValue"]') return `actions ${JSON.stringify(st.map(x => x.actions))}`;
+		const want = ['migrate', 'tls'].map(d => `:secret:ward/\${var.region}/${d}/*`);
+		if (st[0].resources.length !== 2 || !want.every((w, i) => st[0].resources[i].endsWith(w))) return `resources ${st[0].resources}`;
+		for (const [n, p] of res(m, 'aws_iam_role_policy'))
+			if (n !== 'migrate_secrets' && /aws_iam_role\.migrate\b/.test(p.role)) return `${n} also on the migrate role`;
+		for (const [n, r] of res(m, 'aws_security_group_rule')) {
+			const mine = /aws_security_group\.migrate\b/.test(r.security_group_id);
+			if (mine && r.type === 'egress' && !(r.from_port === 5432 && /aws_security_group\.pg\b/.test(r.source_security_group_id)) &&
+			    !(r.from_port === 443 && /aws_security_group\.endpoints\b/.test(r.source_security_group_id))) return `${n}: migrate egress ${r.from_port}`;
+			if (mine && r.type === 'ingress') return `${n}: ingress to the migration host`;
+		}
+		const g = (m.resource.aws_autoscaling_group || {}).migrate;
+		if (!g || g.desired_capacity !== 0 || g.min_size !== 0 || g.max_size !== 1) return 'migrate group not empty between deploys (0..1, desired 0)';
+		const lt = (m.resource.aws_launch_template || {}).migrate;
+		if (!lt || !/aws_security_group\.migrate\b/.test(lt.vpc_security_group_ids) || !/aws_iam_instance_profile\.migrate\b/.test(flat(lt.iam_instance_profile)[0].name)) return 'migrate launch template';
 	});
 	check('DNS *.<region>.<domain> and mx.<region>.<domain>; status.<domain> on the status cell', () => {
 		const names = res(m, 'aws_route53_record').map(([, r]) => r.name);

@@ -68,6 +68,126 @@ static void test_error_rate(void **state)
 	assert_int_equal(s[CO_API], STATUS_OPERATIONAL);
 }
 
+/* The operator's reasons (wardctl status components): one per cause of a state that
+ * is not operational, none when operational, each naming its figures. */
+static void test_explain(void **state)
+{
+	struct status_thresholds t = {100, 3600000, 5, 50, 10};
+	struct status_cell c = healthy();
+	char why[8][STATUS_REASON_MAX];
+
+	for (int k = 0; k < STATUS_COMPONENTS; k++)
+		assert_int_equal(status_explain(&c, &t, T0, k, why, 8), 0);
+	c.window_answers = 72, c.window_5xx = 12, c.window_s = 20;
+	assert_int_equal(status_explain(&c, &t, T0, CO_API, why, 8), 1);
+	assert_string_equal(why[0], "error rate: 12 5xx of 72 answers (16%) over 20 s "
+				    "(degraded from 5%, partial outage from 50%)");
+	assert_int_equal(status_explain(&c, &t, T0, CO_WEB, why, 8), 1);
+	assert_int_equal(status_explain(&c, &t, T0, CO_TICKETS, why, 8), 0);
+	c.window_5xx = 9; /* under error_min: no reason, as no state */
+	assert_int_equal(status_explain(&c, &t, T0, CO_API, why, 8), 0);
+	c = healthy();
+	c.svc[2].instances = 0; /* ticket */
+	assert_int_equal(status_explain(&c, &t, T0, CO_TICKETS, why, 8), 1);
+	assert_string_equal(why[0], "heartbeat missing: no fresh heartbeat of ticket");
+	assert_int_equal(status_explain(&c, &t, T0, CO_API, why, 8), 1);
+	assert_string_equal(why[0], "depends on ticket: no fresh heartbeat of ticket");
+	assert_int_equal(status_explain(&c, &t, T0, CO_WEB, why, 8), 0); /* web needs auth only */
+	c = healthy();
+	c.svc[1].pending = 101;
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
+	assert_string_equal(why[0], "queue depth: q:auth has 101 waiting (0 not read yet, 101 not "
+				    "acked), over 100");
+	c.svc[1].pending = 10, c.svc[1].lag = 95; /* a backlog nobody read yet counts too */
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
+	assert_string_equal(why[0], "queue depth: q:auth has 105 waiting (95 not read yet, 10 not "
+				    "acked), over 100");
+	c.svc[1].lag = -1; /* unknown: pending only */
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 0);
+	c.svc[1].pending = 101;
+	c.svc[1].db_down = true;
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 2);
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 1), 1); /* bounded */
+	c = healthy();
+	c.backup_verified_ms = T0 - 7200000;
+	assert_int_equal(status_explain(&c, &t, T0, CO_BACKUPS, why, 8), 1);
+	assert_string_equal(why[0], "last verified backup: 7200 s ago (over 3600 s)");
+	c.reachable = false;
+	assert_int_equal(status_explain(&c, &t, T0, CO_BACKUPS, why, 8), 1);
+	assert_string_equal(why[0], "cell unreachable: its Redis does not answer");
+}
+
+/* XINFO GROUPS as hiredis gives it: the named group's pending and lag; a nil lag
+ * (entries deleted) or a missing group is unknown (-1). */
+static void test_xinfo_groups(void **state)
+{
+	redisReply k[12], v[12], g[2], *ge[2][12], *top[2], r;
+	const char *names[6] = {"name",		"consumers", "pending", "last-delivered-id",
+				"entries-read", "lag"};
+	long long p, l;
+
+	memset(k, 0, sizeof k), memset(v, 0, sizeof v), memset(g, 0, sizeof g);
+	for (int gi = 0; gi < 2; gi++) {
+		for (int i = 0; i < 6; i++) {
+			redisReply *kk = &k[gi * 6 + i], *vv = &v[gi * 6 + i];
+
+			kk->type = REDIS_REPLY_STRING, kk->str = (char *)names[i];
+			kk->len = strlen(names[i]);
+			vv->type = REDIS_REPLY_INTEGER, vv->integer = 100 * gi + i;
+			ge[gi][2 * i] = kk, ge[gi][2 * i + 1] = vv;
+		}
+		g[gi].type = REDIS_REPLY_ARRAY, g[gi].elements = 12, g[gi].element = ge[gi];
+		top[gi] = &g[gi];
+	}
+	v[0].type = REDIS_REPLY_STRING, v[0].str = "other", v[0].len = 5;
+	v[6].type = REDIS_REPLY_STRING, v[6].str = "auth", v[6].len = 4;
+	r.type = REDIS_REPLY_ARRAY, r.elements = 2, r.element = top;
+	status_xinfo_groups(&r, "auth", &p, &l);
+	assert_true(p == 102 && l == 105);
+	status_xinfo_groups(&r, "other", &p, &l);
+	assert_true(p == 2 && l == 5);
+	v[11].type = REDIS_REPLY_NIL;
+	status_xinfo_groups(&r, "auth", &p, &l);
+	assert_true(p == 102 && l == -1);
+	status_xinfo_groups(&r, "ticket", &p, &l);
+	assert_true(p == -1 && l == -1);
+	status_xinfo_groups(NULL, "auth", &p, &l);
+	assert_true(p == -1 && l == -1);
+	r.type = REDIS_REPLY_ERROR;
+	status_xinfo_groups(&r, "auth", &p, &l);
+	assert_true(p == -1 && l == -1);
+}
+
+/* A gateway's answer counters: the window is optional (an older gateway), bounded
+ * and consistent (5xx within answers, window within the totals). */
+static void test_http_parse(void **state)
+{
+	long long at, n, e, ws, wn, we;
+	json_t *o;
+
+#define HTTP_OK(s)                                                                                 \
+	((o = json_loads(s, 0, NULL)) != NULL &&                                                   \
+	 status_http_parse(o, &at, &n, &e, &ws, &wn, &we) == 0 && (json_decref(o), 1))
+	assert_true(HTTP_OK("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20,"
+			    "\"window_answers\":30,\"window_5xx\":12}"));
+	assert_true(at == 5 && n == 72 && e == 12 && ws == 20 && wn == 30 && we == 12);
+	assert_true(HTTP_OK("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12}"));
+	assert_true(ws == 0 && wn == 0 && we == 0);
+	o = json_loads("{\"at_ms\":5,\"answers\":7,\"errors_5xx\":12}", 0, NULL);
+	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
+	json_decref(o);
+	o = json_loads("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20,"
+		       "\"window_answers\":73,\"window_5xx\":1}",
+		       0, NULL);
+	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
+	json_decref(o);
+	o = json_loads("{\"at_ms\":5,\"answers\":72,\"errors_5xx\":12,\"window_s\":20}", 0, NULL);
+	assert_int_equal(status_http_parse(o, &at, &n, &e, &ws, &wn, &we), -1);
+	json_decref(o);
+	assert_int_equal(status_http_parse(NULL, &at, &n, &e, &ws, &wn, &we), -1);
+#undef HTTP_OK
+}
+
 static void test_states(void **state)
 {
 	struct status_thresholds t = {100, 3600000, 0, 0, 0};
@@ -218,6 +338,47 @@ static void test_uptime_file(void **state)
 	status_uptime_free(v);
 }
 
+/* The owner's published records (text) read back, and merged into another set: per
+ * component and day, the record with more observed time wins. */
+static void test_uptime_share(void **state)
+{
+	struct status_uptime *u = status_uptime_new(), *v = status_uptime_new();
+	const char *err = NULL;
+	long long obs, down;
+	char *text;
+
+	status_uptime_record(u, "eu", CO_TICKETS, STATUS_MAJOR, T0, T0 + 7000);
+	status_uptime_record(u, "eu", CO_TICKETS, STATUS_OPERATIONAL, T0 + 7000, T0 + 60000);
+	status_uptime_record(u, "us", CO_API, STATUS_OPERATIONAL, T0 - DAY, T0 - DAY + 1000);
+	assert_non_null(text = status_uptime_format(u));
+	assert_int_equal(strncmp(text, "ward-status-uptime 1\n", 21), 0);
+	/* v: a standby's own older view of today, and a day u does not have */
+	status_uptime_record(v, "eu", CO_TICKETS, STATUS_OPERATIONAL, T0, T0 + 3000);
+	status_uptime_record(v, "uk", CO_AUDIT, STATUS_OPERATIONAL, T0 - 2 * DAY, T0 - 2 * DAY + 9);
+	{
+		struct status_uptime *w = status_uptime_new();
+
+		assert_int_equal(status_uptime_parse(w, text, strlen(text), T0 / DAY, &err), 0);
+		status_uptime_merge(v, w);
+		status_uptime_free(w);
+	}
+	status_uptime_day(v, "eu", CO_TICKETS, T0 / DAY, &obs, &down);
+	assert_true(obs == 60000 && down == 7000); /* the more complete record */
+	status_uptime_day(v, "us", CO_API, T0 / DAY - 1, &obs, &down);
+	assert_true(obs == 1000 && down == 0);
+	status_uptime_day(v, "uk", CO_AUDIT, T0 / DAY - 2, &obs, &down);
+	assert_int_equal(obs, 9); /* kept */
+	/* merging the older view back changes nothing */
+	status_uptime_merge(u, v);
+	status_uptime_day(u, "eu", CO_TICKETS, T0 / DAY, &obs, &down);
+	assert_true(obs == 60000 && down == 7000);
+	assert_int_equal(status_uptime_parse(v, "garbage\n", 8, T0 / DAY, &err), -1);
+	assert_int_equal(status_uptime_parse(v, "", 0, T0 / DAY, &err), -1);
+	free(text);
+	status_uptime_free(u);
+	status_uptime_free(v);
+}
+
 #define INC(name, body, status)                                                                  \
 	"{\"id\":\"abc123\",\"name\":" name ",\"status\":\"" status "\",\"impact\":\"major\","      \
 	"\"created_ms\":1000,\"updated_ms\":2000,\"components\":[\"eu-api\"],\"updates\":[{\"id\":" \
@@ -292,10 +453,12 @@ static void test_render_escapes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_states),	    cmocka_unit_test(test_heartbeat),
-	    cmocka_unit_test(test_error_rate),
+	    cmocka_unit_test(test_states),	   cmocka_unit_test(test_heartbeat),
+	    cmocka_unit_test(test_error_rate),	   cmocka_unit_test(test_explain),
+	    cmocka_unit_test(test_http_parse),	   cmocka_unit_test(test_xinfo_groups),
 	    cmocka_unit_test(test_uptime_exact),   cmocka_unit_test(test_uptime_file),
-	    cmocka_unit_test(test_incident_parse), cmocka_unit_test(test_render_escapes),
+	    cmocka_unit_test(test_uptime_share),   cmocka_unit_test(test_incident_parse),
+	    cmocka_unit_test(test_render_escapes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,7 +24,8 @@ resource "aws_iam_role" "daemon" {
   assume_role_policy = data.aws_iam_policy_document.assume.json
 }
 
-# Its own secrets only: ward/<region>/<daemon>/<name>, as deploy/deploy.sh fetches them.
+# Its own secrets only: ward/<region>/<daemon>/<name>, as deploy/deploy.sh fetches them;
+# and the region's public certificates, ward/<region>/tls/*.pem (no key there).
 resource "aws_iam_role_policy" "secrets" {
   for_each = toset(var.daemons)
   name     = "secrets"
@@ -34,7 +35,8 @@ resource "aws_iam_role_policy" "secrets" {
     Statement = [{
       Effect   = "Allow"
       Action   = ["secretsmanager:GetSecretValue"]
-      Resource = ["arn:aws:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.me.account_id}:secret:ward/${var.region}/${each.key}/*"]
+      Resource = ["arn:aws:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.me.account_id}:secret:ward/${var.region}/${each.key}/*",
+      "arn:aws:secretsmanager:${data.aws_region.current.name}:${data.aws_caller_identity.me.account_id}:secret:ward/${var.region}/tls/*"]
     }]
   })
 }
