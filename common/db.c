@@ -505,8 +505,14 @@ static int db_flush_slow(db_t *db, const char **error_r)
 			rc = -1;
 		}
 	}
-	for (i = 0; i < n && rc == 0; i++)
-		rc = db_run(db, d[i]->sql, d[i]->nparams, d[i]->params, error_r);
+	for (i = 0; i < n && rc == 0; i++) {
+		PGresult *res = db_exec_bin(db, d[i]->sql, d[i]->nparams, d[i]->params,
+					    d[i]->lengths, d[i]->formats, error_r);
+
+		if (res == NULL)
+			rc = -1;
+		PQclear(res);
+	}
 	memcpy(db->deferred, d, n * sizeof d[0]);
 	db->n_deferred = n;
 	db_deferred_clear(db);
