@@ -826,11 +826,7 @@ static void queue_ack_add(queue_t *q, const char *id, size_t len)
 	q->ack_n++;
 }
 
-/* Send the batch's XACK (pipelined, after the batch's replies), then XDEL of the
- * same entries: an entry handled is of no more use, and deleting it keeps the
- * stream as long as its backlog (MAXLEN then trims only a backlog that long, and
- * Redis's memory and AOF rewrites stay small). Only this service consumes its
- * stream, so no other group still needs them. */
+/* Send the batch's XACK (pipelined, after the batch's replies). */
 static void queue_ack_flush(queue_t *q)
 {
 	size_t n = q->ack_n - 3;
@@ -838,24 +834,10 @@ static void queue_ack_flush(queue_t *q)
 	if (n == 0)
 		return;
 	if (queue_cmd(q, QUEUE_CONN_CMD, queue_on_simple, "XACK", (int)q->ack_n, q->ack_argv,
-		      q->ack_lens) == 0) {
+		      q->ack_lens) == 0)
 		q->stats.acked += n;
-		/* XDEL <stream> <id>...: the XACK arguments from the stream on, with the
-		 * group's slot holding the stream (hiredis copies them at once). */
-		q->ack_argv[1] = "XDEL";
-		q->ack_lens[1] = 4;
-		q->ack_argv[2] = q->stream;
-		q->ack_lens[2] = strlen(q->stream);
-		if (queue_cmd(q, QUEUE_CONN_CMD, queue_on_simple, "XDEL", (int)q->ack_n - 1,
-			      q->ack_argv + 1, q->ack_lens + 1) < 0)
-			log_warn("queue: cannot delete %zu handled entries (MAXLEN trims them)", n);
-		q->ack_argv[1] = q->stream;
-		q->ack_lens[1] = strlen(q->stream);
-		q->ack_argv[2] = q->service;
-		q->ack_lens[2] = strlen(q->service);
-	} else {
+	else
 		log_warn("queue: cannot ack %zu entries (left pending, will be reclaimed)", n);
-	}
 	q->ack_n = 3;
 }
 

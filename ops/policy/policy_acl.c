@@ -5,7 +5,7 @@
  * bootstrap superuser, used only to create consumer groups and by the dev stack)
  * gets everything. Each principal gets PING/AUTH/HELLO with no key, and one
  * Redis 7 selector per key class with only the commands that class needs:
- *   (~q:X  XREADGROUP XACK XDEL XAUTOCLAIM XPENDING XLEN)  queues it consumes (XREADGROUP
+ *   (~q:X  XREADGROUP XACK XAUTOCLAIM XPENDING XLEN)  queues it consumes (XREADGROUP
  *                                                      writes, so full ~)
  *   (%W~q:T %W~r:S:* %W~dl:X  XADD)                    sends, replies, dead letters
  *   (~r:X:*  XREAD XLEN DEL EXPIRE)                    its own reply streams
@@ -29,7 +29,7 @@
 /* Commands allowed with no key, then per key class (Redis 7 selectors), so a
  * sender's write access to a queue is XADD only: no DEL, SET or XACK on it. */
 #define ACL_ROOT "-@all +ping +auth +hello"
-#define ACL_CONSUME "+xreadgroup +xack +xdel +xautoclaim +xpending +xlen"
+#define ACL_CONSUME "+xreadgroup +xack +xautoclaim +xpending +xlen"
 #define ACL_SEND "+xadd"
 #define ACL_OWN_REPLY "+xread +xlen +del +expire"
 #define ACL_HEARTBEAT "+set +expire +del"
