@@ -25,6 +25,8 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include "log.h"
+
 #define WRAP_AAD_PREFIX "ward-dek|"
 #define BLIND_INFO_PREFIX "ward blind index "
 /* Key files are 32 raw bytes or 64 hex digits plus an optional newline (or CRLF). */
@@ -762,22 +764,6 @@ out:
 	return ret;
 }
 
-/* Write all of buf to fd. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t w = write(fd, buf, len);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		buf += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
 
 /* Save the ring atomically: temporary file beside path, fsync, rename. */
 int crypto_keyring_save(const char *path, const struct crypto_keyring *ring,
@@ -822,7 +808,7 @@ int crypto_keyring_save(const char *path, const struct crypto_keyring *ring,
 		if (fchmod(fd, st.st_mode & 0640) < 0)
 			goto out;
 	}
-	if (write_all(fd, text, len) < 0 || fsync(fd) < 0)
+	if (log_write_all(fd, text, len) < 0 || fsync(fd) < 0)
 		goto out;
 	if (close(fd) < 0) {
 		fd = -1;

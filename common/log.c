@@ -152,22 +152,26 @@ static void log_timestamp(char out[32])
 	snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000L);
 }
 
-/* Write the whole line with one write(2) where possible (retrying partial writes). */
-static void log_write(const char *buf, size_t len)
+int log_write_all(int fd, const char *buf, size_t len)
 {
-	int fd = log_state.fd >= 0 ? log_state.fd : STDERR_FILENO;
-	ssize_t w;
-
 	while (len > 0) {
-		w = write(fd, buf, len);
+		ssize_t w = write(fd, buf, len);
+
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			return;
+			return -1;
 		}
 		buf += w;
 		len -= (size_t)w;
 	}
+	return 0;
+}
+
+/* Write the whole line with one write(2) where possible; a failing log loses it. */
+static void log_write(const char *buf, size_t len)
+{
+	(void)log_write_all(log_state.fd >= 0 ? log_state.fd : STDERR_FILENO, buf, len);
 }
 
 /* Log one line at level with msg and typed fields. */

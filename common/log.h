@@ -32,6 +32,9 @@ int log_open(const char *service, const char *instance, const char *path, log_le
 	     const char **error_r);
 /* Reopen the log file (SIGHUP, after rotation). 0 or -1. */
 int log_reopen(void);
+/* Write all of buf to fd (one write(2) where possible; partial writes and EINTR
+ * retried): 0 or -1. */
+int log_write_all(int fd, const char *buf, size_t len);
 void log_close(void);
 /* "debug", "info", "warn", "error", "fatal" → level (lower case only); -1 if unknown. */
 int log_level_parse(const char *name, log_level_t *level_r);

@@ -50,22 +50,6 @@ static struct {
 	char buf[GW_ALOG_BUF];
 } alog = { .fd = -1, .ts_sec = -1 };
 
-/* Write all of p (retrying partial writes and EINTR); a failing log loses the lines. */
-static void gateway_alog_write(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
 /* The descriptor to write to: reopened if the path now names another file (rotated). */
 static int gateway_alog_fd(void)
 {
@@ -96,7 +80,7 @@ void gateway_accesslog_flush(void)
 	if (alog.len == 0)
 		return;
 	if ((fd = gateway_alog_fd()) >= 0)
-		gateway_alog_write(fd, alog.buf, alog.len);
+		(void)log_write_all(fd, alog.buf, alog.len); /* a failing log loses the lines */
 	alog.len = 0;
 }
 
