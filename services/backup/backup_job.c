@@ -692,7 +692,7 @@ out:
 	return ret;
 }
 
-int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
+static int job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
 		   json_t **out_r, const char **error_r)
 {
 	struct bk_writer w = { 0 };
@@ -826,7 +826,7 @@ out:
 		db_rollback(c->db);
 	if (ret < 0) {
 		/* Best effort: a target that is down keeps orphan chunks, never a manifest
-		 * naming a missing one (retention removes orphans later). */
+		 * naming a missing one (the next prune sweeps them: sweep_orphans). */
 		const char *rerr = NULL;
 		char why[sizeof job_err];
 
@@ -1212,6 +1212,48 @@ out:
 	return ret;
 }
 
+/* ------------------------------------------------------------------ objects lock */
+
+/*
+ * A run's objects are on the target before the catalog names them (its row comes
+ * last), so objects that no catalog row names are either a run in progress or an
+ * orphan (a run killed, or whose cleanup met a target that was down). Every run
+ * holds a shared session lock of the cell's database while it writes; the orphan
+ * sweep runs only when it gets the lock exclusively (no run anywhere in the cell:
+ * the backup daemons of a cell share its database), and never waits for it.
+ */
+#define OBJECTS_LOCK "SELECT pg_advisory_lock_shared(7370, 1)"
+#define OBJECTS_UNLOCK "SELECT pg_advisory_unlock_shared(7370, 1)"
+#define OBJECTS_TRYLOCK "SELECT pg_try_advisory_lock(7370, 1)"
+#define OBJECTS_TRYUNLOCK "SELECT pg_advisory_unlock(7370, 1)"
+
+/* Run sql, a lock function's call (outside any transaction); its boolean answer. */
+static int objects_lock_call(const struct backup_ctx *c, const char *sql, const char **error_r)
+{
+	PGresult *res = db_exec(c->db, sql, 0, NULL, error_r);
+	int ret;
+
+	if (res == NULL)
+		return -1;
+	ret = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return ret;
+}
+
+int backup_job_run(const struct backup_ctx *c, const char *tenant_id, const char *slug,
+		   json_t **out_r, const char **error_r)
+{
+	const char *uerr = NULL;
+	int ret;
+
+	if (objects_lock_call(c, OBJECTS_LOCK, error_r) < 0)
+		return -1;
+	ret = job_run(c, tenant_id, slug, out_r, error_r);
+	if (objects_lock_call(c, OBJECTS_UNLOCK, &uerr) != 1)
+		log_warn("backup: cannot release the objects lock: %s", uerr ? uerr : "not held");
+	return ret;
+}
+
 /* ------------------------------------------------------------------ list, expire */
 
 int backup_job_list(const struct backup_ctx *c, const char *tenant_id, json_t **out_r,
@@ -1297,19 +1339,110 @@ fail:
 	return -1;
 }
 
+/* A tenant backup's object key: "<tenant uuid>/<backup id: 32 hex>/<name>". The two
+ * ids into tenant_r and id_r, 0; -1 for any other key (e.g. the cell's WAL archive). */
+static int object_ids(const char *key, char tenant_r[37], char id_r[33])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < 36; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? key[i] != '-' : key[i] == '\0' || strchr(hex, key[i]) == NULL)
+			return -1;
+	}
+	if (key[36] != '/')
+		return -1;
+	for (size_t i = 37; i < 37 + 32; i++)
+		if (key[i] == '\0' || strchr(hex, key[i]) == NULL)
+			return -1;
+	if (key[69] != '/' || key[70] == '\0')
+		return -1;
+	memcpy(tenant_r, key, 36);
+	tenant_r[36] = '\0';
+	memcpy(id_r, key + 37, 32);
+	id_r[32] = '\0';
+	return 0;
+}
+
+/* Remove the objects of backups that no catalog row names (or only as purged): what
+ * killed runs and failed cleanups left (see OBJECTS_LOCK). Each removal is audited
+ * and its id appended to swept. Skipped (0) while a run holds the lock. */
+static int sweep_orphans(const struct backup_ctx *c, json_t *swept, json_t *failed,
+			 const char **error_r)
+{
+	char **keys = NULL, tenant[37], id[33], last[70] = "";
+	size_t n = 0;
+	int got, ret = -1;
+
+	got = objects_lock_call(c, OBJECTS_TRYLOCK, error_r);
+	if (got <= 0)
+		return got;
+	if (backup_target_list(c->target, "", &keys, &n, error_r) < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const char *p[1] = { id }, *perr = NULL;
+		PGresult *res;
+		bool named;
+
+		/* Keys come grouped by backup on both targets; a repeat is harmless. */
+		if (object_ids(keys[i], tenant, id) < 0 || strncmp(keys[i], last, 69) == 0)
+			continue;
+		memcpy(last, keys[i], 69);
+		last[69] = '\0';
+		res = db_exec(c->db,
+			      "SELECT count(*) FROM backup.backups WHERE id = $1 AND status <> 'purged'",
+			      1, p, error_r);
+		if (res == NULL)
+			goto out;
+		named = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+		PQclear(res);
+		if (named)
+			continue;
+		if (backup_objects_remove(c->target, tenant, id, &perr) < 0 ||
+		    db_begin(c->db, NULL, &perr) < 0 ||
+		    job_audit(c, tenant, "purge", id,
+			      json_pack("{s:s, s:s}", "reason", "orphan objects", "target",
+					backup_target_name(c->target)),
+			      &perr) < 0 ||
+		    db_commit(c->db, &perr) < 0) {
+			db_rollback(c->db);
+			log_warn("sweep of the orphan objects of backup %s failed: %s", id,
+				 perr ? perr : "?");
+			json_array_append_new(failed, json_pack("{s:s, s:s}", "backup_id", id,
+								"error", perr ? perr : "failed"));
+			continue;
+		}
+		log_info("backup %s: orphan objects removed from %s", id,
+			 backup_target_name(c->target));
+		json_array_append_new(swept, json_string(id));
+	}
+	ret = 0;
+out:
+	backup_keys_free(keys, n);
+	{
+		const char *uerr = NULL;
+
+		if (objects_lock_call(c, OBJECTS_TRYUNLOCK, &uerr) != 1)
+			log_warn("backup: cannot release the sweep lock: %s",
+				 uerr ? uerr : "not held");
+	}
+	return ret;
+}
+
 int backup_job_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r,
 		      const char **error_r)
 {
 	char rd[16], cd[16], now[32];
 	const char *p[4] = { rd, cd, now, backup_target_name(c->target) };
 	PGresult *res;
-	json_t *arr = json_array(), *failed = json_array();
+	json_t *arr = json_array(), *failed = json_array(), *orphans = json_array();
 	int ret = -1;
 
 	snprintf(rd, sizeof rd, "%d", c->conf->retention_days);
 	snprintf(cd, sizeof cd, "%d", c->conf->closed_days);
 	snprintf(now, sizeof now, "%lld", (long long)now_ms);
-	if (arr == NULL || failed == NULL)
+	if (arr == NULL || failed == NULL || orphans == NULL)
 		goto out;
 	/* The clock: now, or the operator's --now (to apply retention as of a date). */
 	res = db_exec(c->db,
@@ -1352,11 +1485,14 @@ int backup_job_expire(const struct backup_ctx *c, int64_t now_ms, json_t **out_r
 		json_array_append_new(arr, json_string(PQgetvalue(res, i, 0)));
 	}
 	PQclear(res);
-	*out_r = json_pack("{s:s, s:O, s:O}", "region", c->region, "purged", arr, "failed",
-			   failed);
+	if (sweep_orphans(c, orphans, failed, error_r) < 0)
+		goto out;
+	*out_r = json_pack("{s:s, s:O, s:O, s:O}", "region", c->region, "purged", arr,
+			   "orphans_removed", orphans, "failed", failed);
 	ret = *out_r != NULL ? 0 : -1;
 out:
 	json_decref(arr);
 	json_decref(failed);
+	json_decref(orphans);
 	return ret;
 }

@@ -101,6 +101,32 @@ refuse "a missing chunk is refused" wctl backup verify --region $R --tenant "$S"
 cp -pf "$TMP/orig/chunk-000000" "$BK/$T/$B1/chunk-000000"
 check "restored files verify" wctl backup verify --region $R --tenant "$S"
 
+# ------------------------------------------------------------------ orphans
+# What a killed run leaves (objects no catalog row names) goes at the next prune,
+# audited; never while a run holds the objects lock (a run on another instance).
+O=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+mkdir -p "$BK/$T/$O"
+head -c 4096 /dev/urandom >"$BK/$T/$O/chunk-000000"
+head -c 64 /dev/urandom >"$BK/$T/$O/manifest"
+mkdir -p "$BK/not-a-tenant" && echo keep >"$BK/not-a-tenant/file"
+[ "$(id -u)" -eq 0 ] && chown -R --reference="$BK" "$BK/$T/$O" "$BK/not-a-tenant"
+psql -X -q "$WARD_EU_PG" -c "SELECT pg_advisory_lock_shared(7370, 1), pg_sleep(15)" >/dev/null 2>&1 &
+LOCKER=$!
+wait_for 10 bash -c "[ \$(psql -X -tA '$WARD_EU_PG' -c \"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted\") -ge 1 ]"
+out=$(wctl backup prune --region $R 2>&1)
+check "prune while a run holds the objects lock: the orphan is left" test -f "$BK/$T/$O/chunk-000000"
+check "  ... and named nowhere" is "$(jget "$out" orphans_removed 0)" ""
+kill "$LOCKER" 2>/dev/null
+pg_super $R "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock'" >/dev/null
+wait "$LOCKER" 2>/dev/null
+out=$(wctl backup prune --region $R 2>&1)
+check "prune: the orphan's objects are removed" test ! -e "$BK/$T/$O/chunk-000000" -a ! -e "$BK/$T/$O/manifest"
+check "  ... and named in the answer" bash -c "grep -q '$O' <<<'$out'"
+check "  ... the catalogued backup is untouched" wctl backup verify --region $R --tenant "$S"
+check "  ... a key that is no tenant backup is untouched" test -f "$BK/not-a-tenant/file"
+check "  ... an audit event (purge, orphan objects)" wait_for 10 bash -c "[ \$(psql -X -tA '$WARD_EU_PG' -c \"SELECT count(*) FROM audit.events WHERE tenant_id='$T' AND type='backup' AND action='purge' AND target='$O'\") -ge 1 ]"
+rm -rf "$BK/not-a-tenant"
+
 # ------------------------------------------------------------------ privileges
 refuse "ward_ticket cannot close a tenant" pg_as $R ward_ticket "SELECT tenant.lifecycle_close('$T')"
 refuse "ward_backup cannot close a tenant" pg_as $R ward_backup "SELECT tenant.lifecycle_close('$T')"
