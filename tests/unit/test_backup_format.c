@@ -20,6 +20,7 @@
 
 #include "../../services/backup/backup_format.c"
 #include "../../services/backup/backup_target.c"
+#include "../../services/backup/backup_imds.c"
 
 static const char *T1 = "11111111-1111-4111-8111-111111111111";
 static const char *T2 = "22222222-2222-4222-8222-222222222222";
