@@ -46,6 +46,7 @@
 #define TARGET_BODY_MAX (1024 * 1024) /* error and list bodies */
 #define CREDS_REFRESH_S 300	       /* instance credentials renewed this long before */
 #define CREDS_GRACE_S 30	       /* a failed renewal keeps ones valid this long more */
+#define CREDS_RETRY_S 30	       /* at most one renewal attempt this often (unforced) */
 #define IMDS_TIMEOUT_MS 2000	       /* the metadata service answers at once */
 
 struct backup_target {
@@ -56,6 +57,7 @@ struct backup_target {
 	int instance;		  /* credentials from the instance role (IMDSv2) */
 	char *imds;		  /* the metadata service */
 	struct backup_creds creds; /* instance: the current ones */
+	time_t renew_at;	  /* instance: the next renewal, unless the store refuses */
 	char *token_hdr;	  /* instance: "X-Amz-Security-Token: …" */
 	char name[256];
 	char err[512];
@@ -453,7 +455,10 @@ static void target_wipe(char *s)
 
 /* Instance credentials: fetch them when there are none, when they expire within
  * CREDS_REFRESH_S, or when force is set (the store refused them). 0, or -1 with a
- * message. A failed renewal of credentials still valid for CREDS_GRACE_S keeps them. */
+ * message. A failed renewal of credentials still valid for CREDS_GRACE_S keeps them.
+ * Unforced renewals are CREDS_RETRY_S apart at least: the metadata service may hand
+ * out the same credentials until shortly before they expire, and a slow or failing
+ * one must not cost every request its timeout. */
 static int target_creds(struct backup_target *t, int force, const char **error_r)
 {
 	struct backup_creds c;
@@ -463,13 +468,14 @@ static int target_creds(struct backup_target *t, int force, const char **error_r
 
 	if (!t->instance)
 		return 0;
-	if (!force && t->creds.secret != NULL && now < t->creds.expires - CREDS_REFRESH_S)
+	if (!force && t->creds.secret != NULL && now < t->renew_at)
 		return 0;
 	if (backup_imds_fetch(t->imds, IMDS_TIMEOUT_MS, &c, err, sizeof err) < 0) {
 		if (!force && t->creds.secret != NULL && now < t->creds.expires - CREDS_GRACE_S) {
 			log_warn("%s: %s; the current credentials (role %s) are kept until they "
 				 "expire",
 				 t->name, err, t->creds.role);
+			t->renew_at = now + CREDS_RETRY_S;
 			return 0;
 		}
 		*error_r = target_error(t, "%s: %s", t->name, err);
@@ -489,6 +495,11 @@ static int target_creds(struct backup_target *t, int force, const char **error_r
 	t->userpwd = userpwd;
 	t->token_hdr = hdr;
 	t->creds = c;
+	t->renew_at = c.expires - CREDS_REFRESH_S;
+	if (t->renew_at < now + CREDS_RETRY_S)
+		t->renew_at = now + CREDS_RETRY_S;
+	if (t->renew_at > c.expires - 1)
+		t->renew_at = c.expires - 1;
 	gmtime_r(&c.expires, &tm);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	/* The key id names the credentials (not secret); the secret and token never. */

@@ -88,7 +88,7 @@ async def imds(cr, cw):
     tok = h.get("x-aws-ec2-metadata-token")
     now = time.time()
     tstate = "none" if tok is None else ("valid" if st["tokens"].get(tok, 0) > now else "invalid")
-    ent = {"method": method, "path": path, "token": tstate}
+    ent = {"method": method, "path": path, "token": tstate, "t": now}
     st["imds"].append(ent)
 
     def done(code):

@@ -10,8 +10,9 @@
 #   run → verify → restore with instance credentials, every S3 request carrying the
 #   current session token; no secret and no token in the logs;
 #   rotation: credentials near Expiration are renewed before the next run (the old ones
-#   revoked: never presented again); credentials revoked early → 403 ExpiredToken →
-#   renewed at once, the run completes;
+#   revoked: never presented again), kept while still valid if the metadata service is
+#   down then; credentials revoked early → 403 ExpiredToken → renewed at once, the run
+#   completes;
 #   denials: the metadata service down, a metadata service without IMDSv2 (the client
 #   never falls back to a GET without a token), no role, Code != Success, expired
 #   credentials, malformed JSON → the run fails with a clear error, no catalog row;
@@ -48,7 +49,7 @@ EPID=""
 stop_s3() { [ -n "$S3PID" ] && kill -KILL "$S3PID" 2>/dev/null; wait "$S3PID" 2>/dev/null; S3PID=""; }
 ctl() { curl -sS --max-time 5 "http://127.0.0.1:$CPORT$1"; }
 # st EXPR: a Python expression over the emulator's state s (JSON), printed.
-st() { ctl /state | python3 -c 'import json,sys; s=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+st() { ctl /state | python3 -c 'import json,sys,time; s=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 imds_config() { # FILE [ENDPOINT]: the S3 target with instance credentials
 	sed -e '/^  dir: /d' -e '/^  daily_at: /d' "$ETC/backup.yaml" >"$1"
 	cat >>"$1" <<EOF
@@ -146,16 +147,30 @@ print(bad); sys.exit(1 if bad else 0)' "$WARD_VAR/$R/log/backup.log" "$WARD_VAR/
 check "no secret key and no session token in ward-backup's logs" secrets_logged
 
 # ------------------------------------------------------------------ rotation
-# Credentials expiring in 303 s (inside the 5-minute renewal window 3 s later), then new
-# ones; the old key revoked: the next run must fetch and use the new ones up front.
-ctl "/rotate?ttl=303" >/dev/null
+# Credentials expiring in 340 s: renewed 5 minutes before (40 s after they were handed
+# out, and at least 30 s after the last fetch).
+ctl "/rotate?ttl=340" >/dev/null
 backup_restart "$ETC/backup-imds.yaml"
 out=$(wctl backup run --region $R --tenant "$S" 2>&1)
 A2=$(st 's["current"]')
-check "a run with credentials expiring in 5 minutes" bash -c "[ -n '$(echo "$out" | jq_ backups 0 backup_id)' ] && [ '$A2' != '$A1' ]"
-sleep 4
+check "a run with credentials expiring in less than 6 minutes" bash -c "[ -n '$(echo "$out" | jq_ backups 0 backup_id)' ] && [ '$A2' != '$A1' ]"
+renewal_due() { # seconds until ward-backup renews A2 (plus a margin)
+	st "max(0, max(s['creds']['$A2']['expires'] - 300, max(e['t'] for e in s['imds'] if e['path'].endswith('/ward-uk-backup')) + 30) + 1.5 - time.time())"
+}
+sleep "$(renewal_due)"
+# Due for renewal but the metadata service is down: the credentials, still valid, are
+# kept (a warning), the run completes.
+ctl "/imds?up=0" >/dev/null
+out=$(wctl backup run --region $R --tenant "$S" 2>&1)
+check "renewal due, the metadata service down: the still-valid credentials are kept, the run completes" \
+	test -n "$(echo "$out" | jq_ backups 0 backup_id)"
+check "  ... with a warning naming the metadata service" grep -q "is unreachable .*the current credentials (role ward-uk-backup) are kept until they expire" "$WARD_VAR/$R/log/backup.log"
+ctl "/imds?up=1" >/dev/null
+# Rotated at the metadata service, the old key revoked: the next run must fetch and use
+# the new ones up front (the next attempt comes 30 s after the failed one).
 A3=$(ctl "/rotate?ttl=21600" | jq_ akid)
 ctl "/revoke?akid=$A2" >/dev/null
+sleep 31
 n0=$(st 'len(s["s3"])')
 out=$(wctl backup run --region $R --tenant "$S" 2>&1)
 check "rotation: the next run renews before Expiration and completes" test -n "$(echo "$out" | jq_ backups 0 backup_id)"
