@@ -189,6 +189,18 @@ check "  ... said in the log" grep -q "renewed after the store refused the previ
 check "every backup so far verifies" wctl backup verify --region $R --tenant "$S"
 check "no secret key and no session token in the logs after rotations" secrets_logged
 
+# PostgreSQL's archive_command / restore_command: short-lived processes, each fetching
+# the role's credentials itself.
+mkdir -p "$TMP/w" && chown "$WUSER" "$TMP/w" 2>/dev/null
+head -c 100000 /dev/urandom >"$TMP/w/seg" && chmod 644 "$TMP/w/seg"
+SEG=0000000100000000000000F0
+n0=$(st 'len(s["s3"])')
+check "wal-push with instance credentials" as_user "$BIN/ward-backup" wal-push "$TMP/w/seg" $SEG --config "$ETC/backup-imds.yaml"
+check "wal-fetch with instance credentials gives it back" bash -c \
+	"as_user '$BIN/ward-backup' wal-fetch $SEG '$TMP/w/seg.back' --config '$ETC/backup-imds.yaml' && cmp '$TMP/w/seg' '$TMP/w/seg.back'"
+check "  ... both signed with the current key and its session token" \
+	is "$(st "len(s['s3']) > $n0 and all(e['akid'] == s['current'] and e['refused'] is None for e in s['s3'][$n0:])")" True
+
 # ------------------------------------------------------------------ denials
 # fails NAME MODE WANT: with the emulator in MODE, a fresh ward-backup's run fails with
 # an error matching WANT and records nothing.
@@ -208,6 +220,9 @@ fails() {
 }
 ctl "/imds?up=0" >/dev/null
 fails "the metadata service down" ok "instance metadata service at $IMDS is unreachable"
+as_user "$BIN/ward-backup" wal-push "$TMP/w/seg" 0000000100000000000000F1 --config "$ETC/backup-imds.yaml" >"$TMP/w/push.out" 2>&1
+check "  ... wal-push fails too (PostgreSQL keeps the segment), saying why" \
+	bash -c "[ $? -ne 0 ] && grep -q 'instance metadata service at $IMDS is unreachable' '$TMP/w/push.out'"
 ctl "/imds?up=1" >/dev/null
 n0=$(st 'len(s["s3"])')
 fails "no IMDSv2 (a metadata service that gives no session token)" v1only "gave no IMDSv2 session token"
