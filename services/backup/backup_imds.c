@@ -12,8 +12,9 @@
  * A GET is never sent without a session token (no IMDSv1 fallback): a service that
  * refuses the PUT fails the fetch. Answers are bounded (IMDS_BODY_MAX), requests time
  * out after timeout_ms, no proxy from the environment is used and no redirect is
- * followed. Each answer lands in one fixed buffer, wiped before it is freed, and the
- * session token and the secrets are wiped when they are replaced or freed.
+ * followed. Each answer lands in one fixed buffer, wiped before it is freed, and our
+ * copies of the session token and the secrets are wiped when replaced or freed
+ * (libcurl's internal copies of headers and credentials are beyond our reach).
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -96,6 +97,7 @@ static time_t imds_time(const char *s)
 	return timegm(&tm);
 }
 
+/* Check a credentials document and copy its keys into c (see backup.h). */
 int backup_imds_parse(const char *json, size_t len, const char *role, time_t now,
 		      struct backup_creds *c, char *err, size_t errsize)
 {
@@ -260,6 +262,7 @@ static int imds_call(const char *method, const char *url, const char *header, lo
 	}
 }
 
+/* The role's credentials: token, role name, document (see backup.h). */
 int backup_imds_fetch(const char *endpoint, long timeout_ms, struct backup_creds *c, char *err,
 		      size_t errsize)
 {
