@@ -37,6 +37,11 @@
 # page's gateway host gets one more tunnel per other region (redis_tunnel_port+1+index).
 # Local mode talks to the dev stack's plaintext Redis (redis_tls: no, its default there).
 #
+# Backups: host mode renders backup.s3 with the region's bucket (regions.yaml
+# backup_bucket, terraform's output), its regional endpoint (https://s3.<aws_region>.
+# amazonaws.com, or backup_s3_endpoint) and `credentials: instance`: ward-backup signs
+# with the backup instance role's temporary keys from IMDSv2, no static key anywhere.
+# Local mode keeps backup.dir under PREFIX (no instance role on a dev machine).
 # Host mode runs the aws CLI on H with H's instance role: terraform gives each daemon's
 # role its own ward/<region>/<daemon>/* secrets only, so deploy a daemon host with
 # --services <that daemon> --no-migrate; step 5 reads ward/<region>/migrate/*, which
@@ -111,12 +116,23 @@ REDIS_CA=$(rget redis_ca)
 REDIS_CA=${REDIS_CA:-/etc/ssl/certs/ca-certificates.crt}
 REDIS_TUNNEL_PORT=$(rget redis_tunnel_port)
 REDIS_TUNNEL_PORT=${REDIS_TUNNEL_PORT:-6380}
+# Backups (host mode): the region's bucket (terraform output backup_bucket), through
+# S3's regional endpoint, signed with the backup instance role's temporary credentials
+# (IMDSv2; terraform gives no static key). Local mode keeps a directory (no role there).
+BACKUP_BUCKET=$(rget backup_bucket)
+BACKUP_S3_ENDPOINT=$(rget backup_s3_endpoint)
+BACKUP_S3_ENDPOINT=${BACKUP_S3_ENDPOINT:-https://s3.$AWS_REGION.amazonaws.com}
 for v in DOMAIN AWS_REGION REDIS_HOST REDIS_PORT PG_HOST SECRET_PREFIX; do
 	[ -n "${!v}" ] || die "region $REGION: no ${v,,} in $WARD_REGIONS_FILE"
 done
 [[ $REDIS_PORT =~ ^[0-9]{1,5}$ && $PG_PORT =~ ^[0-9]{1,5}$ && $REDIS_TUNNEL_PORT =~ ^[0-9]{1,5}$ ]] || die "region $REGION: bad port"
 [[ $REDIS_HOST =~ ^[A-Za-z0-9.-]{1,253}$ ]] || die "region $REGION: bad redis_host"
 [[ $REDIS_CA =~ ^/[A-Za-z0-9._/-]+$ ]] || die "region $REGION: redis_ca must be an absolute path of [A-Za-z0-9._/-]"
+[ -z "$BACKUP_BUCKET" ] || [[ $BACKUP_BUCKET =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "region $REGION: bad backup_bucket"
+[[ $BACKUP_S3_ENDPOINT =~ ^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$ ]] || die "region $REGION: backup_s3_endpoint must be https://host[:port]"
+if [ -z "$PREFIX" ] && [ -z "$BACKUP_BUCKET" ] && { [[ " $SERVICES " == *" backup "* ]] || [ "$RENDER" = backup ]; }; then
+	die "region $REGION: no backup_bucket in $WARD_REGIONS_FILE (terraform output backup_bucket of its module)"
+fi
 if [ -n "$PREFIX" ]; then
 	ETC=$PREFIX/etc/ward OPT=$PREFIX/opt/ward STATE=$PREFIX/var/lib LOG=$PREFIX/var/log/ward RUN=$PREFIX/run
 	HOST=${WARD_DEPLOY_INSTANCE:-$(hostname -s)}
@@ -205,6 +221,16 @@ render() { # render SERVICE: its whole config on stdout
 	if [ -f "$t" ]; then
 		sub "$t" | while IFS= read -r line; do
 			case $line in
+			@BACKUP_TARGET@)
+				if [ -n "$PREFIX" ]; then
+					echo "  dir: $STATE/ward-backup/backups"
+				else
+					echo "  s3:"
+					echo "    endpoint: $BACKUP_S3_ENDPOINT"
+					echo "    bucket: $BACKUP_BUCKET"
+					echo "    region: $AWS_REGION"
+					echo "    credentials: instance # the instance role's keys, IMDSv2 (terraform)"
+				fi ;;
 			@REGION_PORTS@)
 				for r in $(regions_list); do
 					local p; p=$(regions_get "$r" https_port)
@@ -318,7 +344,7 @@ for s in $SERVICES; do
 	run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s $LOG/$s"
 	case $s in
 	mail-ingest) run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s/spool" ;;
-	backup) run "$SUDO install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s/backups" ;;
+	backup) [ -z "$PREFIX" ] || run "install -d -m 0700 -o $(owner "$s") -g $(owner "$s") $STATE/ward-$s/backups" ;;
 	esac
 	run "$SUDO chgrp $(owner "$s") $ETC/$s.yaml"
 done

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "crypto.h"
 
@@ -84,6 +85,9 @@ struct backup_target_conf {
 	const char *s3_access_key;
 	const char *s3_secret_key;
 	const char *s3_ca_file;	   /* NULL: the system's CAs */
+	const char *s3_credentials; /* "static" (access_key + secret), "instance" (IMDSv2);
+				       NULL: static */
+	const char *s3_imds_endpoint; /* instance: NULL = http://169.254.169.254 */
 	int retries;		   /* retries of a transient failure (0: none) */
 	int timeout_s;		   /* per request (0: 300) */
 };
@@ -116,5 +120,33 @@ int backup_target_delete(struct backup_target *t, const char *key, const char **
 void backup_keys_free(char **keys, size_t n);
 /* 1 if key is a valid object key. */
 int backup_key_ok(const char *key);
+
+/*
+ * Instance credentials (backup_imds.c): the temporary keys of the instance's IAM role
+ * from the EC2 instance metadata service, IMDSv2 only (a session token from
+ * PUT /latest/api/token, then GET .../iam/security-credentials/[<role>] with it).
+ * An S3 target with s3_credentials "instance" fetches them before its first request,
+ * again 5 minutes before they expire, and at once after the store answers 403
+ * ExpiredToken, InvalidToken or InvalidAccessKeyId; every request is signed with them
+ * and carries the session token in X-Amz-Security-Token (signed too). Secrets are
+ * never logged and are wiped when replaced.
+ */
+struct backup_creds {
+	char access_key[129];
+	char *secret; /* malloc'd; wiped by backup_creds_clear */
+	char *token;  /* the session token (X-Amz-Security-Token); wiped likewise */
+	time_t expires;
+	char role[129];
+};
+/* Fetch the role's credentials from the metadata service at endpoint; each request
+ * times out after timeout_ms. 0, or -1 with a message for a person in err. */
+int backup_imds_fetch(const char *endpoint, long timeout_ms, struct backup_creds *c, char *err,
+		      size_t errsize);
+/* Check a credentials document of role (Code Success, the keys well-formed, not expired
+ * at now) and copy it into c. 0, or -1 with a message (never quoting a secret). */
+int backup_imds_parse(const char *json, size_t len, const char *role, time_t now,
+		      struct backup_creds *c, char *err, size_t errsize);
+/* Wipe and free c's secrets (NULL-safe fields; c reusable). */
+void backup_creds_clear(struct backup_creds *c);
 
 #endif

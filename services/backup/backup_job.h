@@ -23,6 +23,8 @@ struct backup_conf {
 	char *s3_access_key;
 	struct conf_secret s3_secret_key;
 	char *s3_ca_file;
+	char *s3_credentials;  /* "static" (access_key + secret_key_file) or "instance" */
+	char *s3_imds_endpoint; /* instance: the metadata service (tests: loopback) */
 	int s3_retries;
 	char *daily_at;	    /* "HH:MM", UTC */
 	int chunk_kib;	    /* plaintext per chunk */

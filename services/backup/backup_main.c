@@ -59,6 +59,18 @@ static int backup_valid_time(const void *value, const char **reason_r)
 	return 0;
 }
 
+/* "static" or "instance". */
+static int backup_valid_credentials(const void *value, const char **reason_r)
+{
+	const char *s = *(char *const *)value;
+
+	if (s != NULL && strcmp(s, "static") != 0 && strcmp(s, "instance") != 0) {
+		*reason_r = "expected static or instance";
+		return -1;
+	}
+	return 0;
+}
+
 #define BC(field) offsetof(struct backup_conf, field)
 static const struct conf_entry backup_conf_entries[] = {
 	/* No target: the daemon runs (ping, list) but refuses to back up. */
@@ -79,6 +91,12 @@ static const struct conf_entry backup_conf_entries[] = {
 	{ "backup.s3.secret_key_file", CONF_SECRET_FILE, BC(s3_secret_key), false, NULL, 0, 0,
 	  NULL },
 	{ "backup.s3.ca_file", CONF_STR, BC(s3_ca_file), false, NULL, 0, 0, NULL },
+	/* instance: the instance role's temporary keys from the metadata service
+	 * (IMDSv2), no access_key or secret_key_file; static: those two. */
+	{ "backup.s3.credentials", CONF_STR, BC(s3_credentials), false, NULL, 0, 0,
+	  backup_valid_credentials },
+	{ "backup.s3.imds_endpoint", CONF_STR, BC(s3_imds_endpoint), false,
+	  "http://169.254.169.254", 0, 0, NULL },
 	{ "backup.s3.retries", CONF_INT, BC(s3_retries), false, "5", 0, 20, NULL },
 };
 
@@ -625,9 +643,17 @@ static int backup_init(struct daemon *d, const char **error_r)
 		W.target = backup_wal_target(&backup_conf, error_r);
 		if (W.target == NULL)
 			return -1;
-		log_info("backup target: %s%s%s", backup_target_name(W.target),
+		log_info("backup target: %s%s%s%s%s", backup_target_name(W.target),
 			 backup_conf.s3_endpoint ? " at " : "",
-			 backup_conf.s3_endpoint ? backup_conf.s3_endpoint : "");
+			 backup_conf.s3_endpoint ? backup_conf.s3_endpoint : "",
+			 backup_conf.s3_endpoint && backup_conf.s3_credentials &&
+					 strcmp(backup_conf.s3_credentials, "instance") == 0
+				 ? ", instance role credentials from "
+				 : "",
+			 backup_conf.s3_endpoint && backup_conf.s3_credentials &&
+					 strcmp(backup_conf.s3_credentials, "instance") == 0
+				 ? backup_conf.s3_imds_endpoint
+				 : "");
 	}
 	/* The newest successful verify so far, for hb:backup:last-verified. */
 	res = db_exec(daemon_db(d),

@@ -16,6 +16,11 @@
  * store refuses a body that does not match it) and its answer's ETag must be the
  * MD5 of what was sent; network errors, 5xx, 408 and 429 are retried with
  * exponential backoff; other 4xx fail at once with the store's error code.
+ * Credentials: static (access key + secret from the configuration), or the instance
+ * role's temporary ones (backup_imds.c), refreshed 5 minutes before they expire and
+ * at once after a 403 naming them (ExpiredToken, InvalidToken, InvalidAccessKeyId),
+ * with the session token in X-Amz-Security-Token, which libcurl signs like every
+ * header we add.
  */
 #include <curl/curl.h>
 #include <dirent.h>
@@ -34,16 +39,26 @@
 
 #include "backup.h"
 #include "crypto.h"
+#include "log.h"
 
 #define TARGET_PATH_MAX 4096
 #define TARGET_LIST_MAX 1000000 /* keys in one listing */
 #define TARGET_BODY_MAX (1024 * 1024) /* error and list bodies */
+#define CREDS_REFRESH_S 300	       /* instance credentials renewed this long before */
+#define CREDS_GRACE_S 30	       /* a failed renewal keeps ones valid this long more */
+#define CREDS_RETRY_S 30	       /* at most one renewal attempt this often (unforced) */
+#define IMDS_TIMEOUT_MS 2000	       /* the metadata service answers at once */
 
 struct backup_target {
 	int kind; /* 0 local, 1 s3 */
 	char *dir;
 	char *endpoint, *bucket, *region, *userpwd, *ca_file, *sigv4;
 	int retries, timeout_s;
+	int instance;		  /* credentials from the instance role (IMDSv2) */
+	char *imds;		  /* the metadata service */
+	struct backup_creds creds; /* instance: the current ones */
+	time_t renew_at;	  /* instance: the next renewal, unless the store refuses */
+	char *token_hdr;	  /* instance: "X-Amz-Security-Token: …" */
 	char name[256];
 	char err[512];
 	char **pending; /* local: paths put without waiting for the disk */
@@ -429,7 +444,90 @@ static int xml_next(const char **pos, const char *tag, char *out, size_t size)
 	return 0;
 }
 
-/* One request, no retry. 0 with r filled (any HTTP status), -1 on a transport error. */
+/* Wipe and free a string holding a secret. */
+static void target_wipe(char *s)
+{
+	if (s != NULL) {
+		OPENSSL_cleanse(s, strlen(s));
+		free(s);
+	}
+}
+
+/* Instance credentials: fetch them when there are none, when they expire within
+ * CREDS_REFRESH_S, or when force is set (the store refused them). 0, or -1 with a
+ * message. A failed renewal of credentials still valid for CREDS_GRACE_S keeps them.
+ * Unforced renewals are CREDS_RETRY_S apart at least: the metadata service may hand
+ * out the same credentials until shortly before they expire, and a slow or failing
+ * one must not cost every request its timeout. */
+static int target_creds(struct backup_target *t, int force, const char **error_r)
+{
+	struct backup_creds c;
+	char err[400], *userpwd = NULL, *hdr = NULL, when[32];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (!t->instance)
+		return 0;
+	if (!force && t->creds.secret != NULL && now < t->renew_at)
+		return 0;
+	if (backup_imds_fetch(t->imds, IMDS_TIMEOUT_MS, &c, err, sizeof err) < 0) {
+		if (!force && t->creds.secret != NULL && now < t->creds.expires - CREDS_GRACE_S) {
+			log_warn("%s: %s; the current credentials (role %s) are kept until they "
+				 "expire",
+				 t->name, err, t->creds.role);
+			t->renew_at = now + CREDS_RETRY_S;
+			return 0;
+		}
+		*error_r = target_error(t, "%s: %s", t->name, err);
+		return -1;
+	}
+	if (asprintf(&userpwd, "%s:%s", c.access_key, c.secret) < 0) {
+		userpwd = NULL;
+		goto oom;
+	}
+	if (asprintf(&hdr, "X-Amz-Security-Token: %s", c.token) < 0) {
+		hdr = NULL;
+		goto oom;
+	}
+	target_wipe(t->userpwd);
+	target_wipe(t->token_hdr);
+	backup_creds_clear(&t->creds);
+	t->userpwd = userpwd;
+	t->token_hdr = hdr;
+	t->creds = c;
+	t->renew_at = c.expires - CREDS_REFRESH_S;
+	if (t->renew_at < now + CREDS_RETRY_S)
+		t->renew_at = now + CREDS_RETRY_S;
+	if (t->renew_at > c.expires - 1)
+		t->renew_at = c.expires - 1;
+	gmtime_r(&c.expires, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	/* The key id names the credentials (not secret); the secret and token never. */
+	log_info("%s: instance credentials of role %s%s (key id %.8s…, expire %s)", t->name,
+		 c.role, force ? " renewed after the store refused the previous ones" : "",
+		 c.access_key, when);
+	return 0;
+oom:
+	target_wipe(userpwd);
+	backup_creds_clear(&c);
+	*error_r = "out of memory";
+	return -1;
+}
+
+/* 1 if a 403 body names credentials the role can renew (expired or rotated). */
+static int s3_creds_refused(const struct backup_target *t, const struct s3_resp *r)
+{
+	char code[64] = "";
+	const char *pos = r->body.p ? (const char *)r->body.p : "";
+
+	if (!t->instance || r->code != 403 || xml_next(&pos, "Code", code, sizeof code) < 0)
+		return 0;
+	return strcmp(code, "ExpiredToken") == 0 || strcmp(code, "InvalidToken") == 0 ||
+	       strcmp(code, "InvalidAccessKeyId") == 0 || strcmp(code, "TokenRefreshRequired") == 0;
+}
+
+/* One request, no retry. 0 with r filled (any HTTP status), -1 on a transport error,
+ * -2 when no credentials could be had (not worth retrying). */
 static int s3_once(struct backup_target *t, const char *method, const char *url,
 		   const void *body, size_t body_len, const char *content_md5, size_t max,
 		   struct s3_resp *r, const char **error_r)
@@ -445,6 +543,10 @@ static int s3_once(struct backup_target *t, const char *method, const char *url,
 	if (h == NULL) {
 		*error_r = "curl_easy_init failed";
 		return -1;
+	}
+	if (target_creds(t, 0, error_r) < 0) {
+		curl_easy_cleanup(h);
+		return -2;
 	}
 	/* The payload's hash, signed (an empty body's for GET/DELETE/HEAD). */
 	{
@@ -471,6 +573,11 @@ static int s3_once(struct backup_target *t, const char *method, const char *url,
 	if ((nh = curl_slist_append(hdr, "Expect:")) == NULL)
 		goto out;
 	hdr = nh;
+	if (t->token_hdr != NULL) {
+		if ((nh = curl_slist_append(hdr, t->token_hdr)) == NULL)
+			goto out;
+		hdr = nh;
+	}
 	if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
@@ -538,15 +645,30 @@ static int s3_call(struct backup_target *t, const char *method, const char *key,
 		}
 		EVP_EncodeBlock((unsigned char *)md5b64, md, 16);
 	}
-	for (int attempt = 0;; attempt++) {
+	for (int attempt = 0, renewed = 0;; attempt++) {
 		const char *err = NULL;
-		int transient;
+		int transient, rc;
 
-		if (s3_once(t, method, url, body, body_len, md5b64, max, r, &err) == 0) {
+		rc = s3_once(t, method, url, body, body_len, md5b64, max, r, &err);
+		if (rc == -2) {
+			*error_r = err;
+			return -1;
+		}
+		if (rc == 0) {
 			if (r->code >= 200 && r->code < 300)
 				return 0;
 			if (r->code == 404 && body == NULL)
 				return 1;
+			if (!renewed && s3_creds_refused(t, r)) {
+				/* Rotated or expired under us: new ones, then at once again. */
+				free(r->body.p);
+				r->body.p = NULL;
+				renewed = 1;
+				attempt--;
+				if (target_creds(t, 1, error_r) < 0)
+					return -1;
+				continue;
+			}
 			transient = r->code >= 500 || r->code == 408 || r->code == 429;
 			{
 				char code[64] = "", msg[200] = "";
@@ -662,18 +784,29 @@ static int s3_list(struct backup_target *t, const char *prefix, struct keylist *
 		{
 			char url[TARGET_PATH_MAX];
 			unsigned int delay_ms = 200;
-			int attempt = 0;
+			int attempt = 0, renewed = 0;
 
 			if (snprintf(url, sizeof url, "%s/%s/?%s", t->endpoint, t->bucket, query) >=
 			    (int)sizeof url)
 				return -1;
 			for (;;) {
 				const char *err = NULL;
+				int rc = s3_once(t, "GET", url, NULL, 0, NULL, 16 * TARGET_BODY_MAX, &r,
+						 &err);
 
-				if (s3_once(t, "GET", url, NULL, 0, NULL, 16 * TARGET_BODY_MAX, &r,
-					    &err) == 0 &&
-				    r.code == 200)
+				if (rc == 0 && r.code == 200)
 					break;
+				if (rc == -2) {
+					*error_r = err;
+					return -1;
+				}
+				if (rc == 0 && !renewed && s3_creds_refused(t, &r)) {
+					free(r.body.p);
+					renewed = 1;
+					if (target_creds(t, 1, error_r) < 0)
+						return -1;
+					continue;
+				}
 				if (err == NULL) {
 					char code[64] = "";
 					const char *p = r.body.p ? (const char *)r.body.p : "";
@@ -755,12 +888,30 @@ struct backup_target *backup_target_new(const struct backup_target_conf *conf,
 		return t;
 	}
 	t->kind = 1;
-	if (conf->s3_bucket == NULL || conf->s3_region == NULL || conf->s3_access_key == NULL ||
-	    conf->s3_secret_key == NULL ||
+	if (conf->s3_credentials != NULL && strcmp(conf->s3_credentials, "static") != 0 &&
+	    strcmp(conf->s3_credentials, "instance") != 0) {
+		*error_r = "backup target: s3 credentials must be static or instance";
+		goto fail;
+	}
+	t->instance = conf->s3_credentials != NULL && strcmp(conf->s3_credentials, "instance") == 0;
+	if (t->instance && (conf->s3_access_key != NULL || conf->s3_secret_key != NULL)) {
+		*error_r = "backup target: s3 credentials instance take the instance role's keys: "
+			   "no access_key or secret_key_file with them";
+		goto fail;
+	}
+	if (conf->s3_bucket == NULL || conf->s3_region == NULL ||
+	    (!t->instance && (conf->s3_access_key == NULL || conf->s3_secret_key == NULL)) ||
 	    (strncmp(conf->s3_endpoint, "https://", 8) != 0 &&
 	     strncmp(conf->s3_endpoint, "http://", 7) != 0)) {
 		*error_r = "backup target: s3 needs endpoint (http[s]://host[:port]), bucket, "
-			   "region and credentials";
+			   "region and credentials (access_key and secret_key_file, or "
+			   "credentials: instance)";
+		goto fail;
+	}
+	if (t->instance && conf->s3_imds_endpoint != NULL &&
+	    strncmp(conf->s3_imds_endpoint, "http://", 7) != 0 &&
+	    strncmp(conf->s3_imds_endpoint, "https://", 8) != 0) {
+		*error_r = "backup target: s3 imds_endpoint must be http[s]://host[:port]";
 		goto fail;
 	}
 	if (!backup_key_ok(conf->s3_bucket) || strchr(conf->s3_bucket, '/') != NULL ||
@@ -780,9 +931,17 @@ struct backup_target *backup_target_new(const struct backup_target_conf *conf,
 	t->ca_file = conf->s3_ca_file ? strdup(conf->s3_ca_file) : NULL;
 	if (t->endpoint == NULL || t->bucket == NULL || t->region == NULL ||
 	    (conf->s3_ca_file && t->ca_file == NULL) ||
-	    asprintf(&t->sigv4, "aws:amz:%s:s3", conf->s3_region) < 0 ||
-	    asprintf(&t->userpwd, "%s:%s", conf->s3_access_key, conf->s3_secret_key) < 0) {
+	    asprintf(&t->sigv4, "aws:amz:%s:s3", conf->s3_region) < 0) {
 		t->sigv4 = NULL;
+		goto oom;
+	}
+	if (t->instance) {
+		t->imds = strdup(conf->s3_imds_endpoint ? conf->s3_imds_endpoint
+							: "http://169.254.169.254");
+		if (t->imds == NULL)
+			goto oom;
+	} else if (asprintf(&t->userpwd, "%s:%s", conf->s3_access_key, conf->s3_secret_key) < 0) {
+		t->userpwd = NULL;
 		goto oom;
 	}
 	while (strlen(t->endpoint) > 0 && t->endpoint[strlen(t->endpoint) - 1] == '/')
@@ -810,10 +969,10 @@ void backup_target_free(struct backup_target *t)
 	for (size_t i = 0; i < t->npending; i++)
 		free(t->pending[i]);
 	free(t->pending);
-	if (t->userpwd != NULL) {
-		OPENSSL_cleanse(t->userpwd, strlen(t->userpwd));
-		free(t->userpwd);
-	}
+	target_wipe(t->userpwd);
+	target_wipe(t->token_hdr);
+	backup_creds_clear(&t->creds);
+	free(t->imds);
 	free(t);
 }
 

@@ -87,6 +87,8 @@ struct backup_target *backup_wal_target(const struct backup_conf *conf, const ch
 	tc.s3_access_key = conf->s3_access_key;
 	tc.s3_secret_key = (const char *)conf->s3_secret_key.data;
 	tc.s3_ca_file = conf->s3_ca_file;
+	tc.s3_credentials = conf->s3_credentials;
+	tc.s3_imds_endpoint = conf->s3_imds_endpoint;
 	tc.retries = conf->s3_retries;
 	return backup_target_new(&tc, error_r);
 }

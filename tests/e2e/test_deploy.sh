@@ -50,6 +50,23 @@ for s in gateway auth ticket mail-ingest audit backup; do
 	check "deploy.sh --services $s --no-migrate: only ward/eu/$s/* and ward/eu/tls/* secrets, step 5 skipped" bash -c \
 		"ids=\$(grep -o 'secret-id [^ ]*' <<<\"\$1\" | cut -d' ' -f2 | sort -u); [ -n \"\$ids\" ] && ! grep -vE '^ward/eu/($s|tls)/' <<<\"\$ids\" && grep -q '5/6 migrations skipped' <<<\"\$1\" && ! grep -q psql <<<\"\$1\"" _ "$o"
 done
+# The backup host: backup.s3 with the region's bucket (terraform output, regions.yaml),
+# its regional endpoint and the instance role's credentials (IMDSv2, no static key).
+o=$("$TOP/deploy/deploy.sh" --region eu --host backup.eu.example --render backup)
+check "deploy.sh: the backup host's config: the region's bucket, regional endpoint, instance credentials" bash -c \
+	"grep -qx '  s3:' <<<\"\$1\" && grep -qx '    bucket: ward-eu-backups-123456789012' <<<\"\$1\" && grep -qx '    region: eu-west-1' <<<\"\$1\" && grep -qx '    endpoint: https://s3.eu-west-1.amazonaws.com' <<<\"\$1\" && grep -q '^    credentials: instance' <<<\"\$1\"" _ "$o"
+check "…no static key, no local backup directory" bash -c "! grep -qE 'access_key|secret_key_file|^  dir:' <<<\"\$1\"" _ "$o"
+bk=$(mktemp /tmp/ward-deploy-backup.XXXXXX.yaml)
+sed -e "s|/etc/ward/secrets/backup/|$WARD_VAR/uk/secrets/|" -e "s|^log_file: .*|log_file: /dev/null|" <<<"$o" >"$bk"
+chmod 644 "$bk"
+check "…and ward-backup loads it" as_user "$BIN/ward-backup" --check-config --config "$bk"
+rm -f "$bk"
+o=$("$TOP/deploy/deploy.sh" --region eu --host backup.eu.example --services backup --no-migrate --dry-run)
+check "deploy.sh --services backup: no local backup directory on the host" bash -c "! grep -q 'ward-backup/backups' <<<\"\$1\"" _ "$o"
+nb=$(mktemp)
+grep -v 'backup_bucket:' "$TOP/deploy/regions.yaml" >"$nb"
+refuse "deploy.sh refuses to deploy backup without the region's backup_bucket" env WARD_REGIONS_FILE="$nb" "$TOP/deploy/deploy.sh" --region eu --host backup.eu.example --services backup --no-migrate --dry-run
+rm -f "$nb"
 o=$("$TOP/deploy/deploy.sh" --region eu --host migrate.eu.example --services "" --dry-run)
 check "deploy.sh on the migration host (--services \"\"): every migration, no daemon, no Redis tunnel" bash -c \
 	"grep -q '5/6 migrations (as ward_migrate)' <<<\"\$1\" && [ \$(grep -c 'schema_migrations WHERE version' <<<\"\$1\") = $(ls "$TOP"/deploy/sql/*.sql | wc -l) ] && ! grep -qE 'systemctl restart|redis-tls|useradd' <<<\"\$1\"" _ "$o"

@@ -54,7 +54,7 @@ check "redis-server with TLS only starts (TLS port $RP, no plaintext port)" wait
 
 # ---- the tunnel configs, rendered by deploy.sh from a regions file (host mode)
 region() { # region NAME REDIS_HOST REDIS_PORT CA TUNNEL_PORT
-	printf '  - name: %s\n    aws_region: eu-west-2\n    redis_host: %s\n    redis_port: %s\n    redis_ca: %s\n    redis_tunnel_port: %s\n    pg_host: 127.0.0.1\n    secret_prefix: ward/%s\n' "$@" "$1"
+	printf '  - name: %s\n    aws_region: eu-west-2\n    redis_host: %s\n    redis_port: %s\n    redis_ca: %s\n    redis_tunnel_port: %s\n    pg_host: 127.0.0.1\n    backup_bucket: ward-%s-backups-123456789012\n    secret_prefix: ward/%s\n' "$@" "$1" "$1"
 }
 {
 	echo "domain: $WARD_DOMAIN"

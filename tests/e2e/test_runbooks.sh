@@ -31,7 +31,7 @@ lines=$(
 # first, as its step 2 does.
 tmp=$(mktemp -d)
 cp "$TOP/deploy/regions.yaml" "$tmp/regions.yaml"
-printf '  - name: au\n    aws_region: ap-southeast-2\n    vpc_cidr: 10.40.0.0/16\n    redis_host: r\n    redis_port: 6379\n    pg_host: p\n    secret_prefix: ward/au\n' >>"$tmp/regions.yaml"
+printf '  - name: au\n    aws_region: ap-southeast-2\n    vpc_cidr: 10.40.0.0/16\n    redis_host: r\n    redis_port: 6379\n    pg_host: p\n    backup_bucket: ward-au-backups-123456789012\n    secret_prefix: ward/au\n' >>"$tmp/regions.yaml"
 export WARD_REGIONS_FILE=$tmp/regions.yaml
 lines=$(echo "$lines" | sed -E 's/ --region R( |$)/ --region us\1/g; s/ --host H( |$)/ --host app1.us.ward.example.com\1/g')
 n=0

@@ -38,22 +38,31 @@ const res = (m, type) => Object.entries(m.resource[type] || {});
 const one = (m, type) => { const r = res(m, type); if (r.length !== 1) throw new Error(`${r.length} ${type}`); return r[0][1]; };
 const flat = v => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 const arr = v => flat(v).flatMap(x => (Array.isArray(x) ? x : [x]));
-// A jsonencode({...}) policy: hcl2json keeps it as an expression string; pull the
-// Statement list out of the HCL object syntax.
+// A jsonencode({...}) policy: hcl2json keeps it as an expression string; pull each
+// object of its Statement list out of the HCL object syntax (braces counted, so an
+// interpolation such as "${aws_s3_bucket.backups.arn}/*" stays inside its statement).
 function statements(expr) {
 	const s = String(expr);
 	const out = [];
-	const re = /\{([^{}]*(?:\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}[^{}]*)*)\}/g;
-	let m;
-	while ((m = re.exec(s)) !== null) {
-		const b = m[1];
-		if (!/\bEffect\s*=/.test(b)) continue;
-		const eff = (b.match(/\bEffect\s*=\s*"(\w+)"/) || [])[1];
-		const list = k => { const mm = b.match(new RegExp(`\\b${k}\\s*=\\s*(\\[[^\\]]*\\]|"[^"]*")`)); return mm ? (mm[1].match(/"([^"]*)"|([A-Za-z_][\w.\[\]"-]*)/g) || []).map(x => x.replace(/^"|"$/g, '')) : []; };
-		out.push({ effect: eff, actions: list('Action'), resources: list('Resource'), principal: /\bPrincipal\b/.test(b) });
+	const at = s.search(/\bStatement\s*=\s*\[/);
+	if (at < 0) throw new Error('no statement in ' + s.slice(0, 80));
+	for (let i = s.indexOf('[', at) + 1, depth = 0, start = 0; i < s.length; i++) {
+		const c = s[i];
+		if (c === '{') {
+			if (depth++ === 0) start = i + 1;
+		} else if (c === '}') {
+			if (--depth === 0) out.push(s.slice(start, i));
+		} else if (c === ']' && depth === 0) break;
 	}
 	if (out.length === 0) throw new Error('no statement in ' + s.slice(0, 80));
-	return out;
+	return out.map(b => {
+		const eff = (b.match(/\bEffect\s*=\s*"(\w+)"/) || [])[1];
+		const list = k => {
+			const mm = b.match(new RegExp(`\\b${k}\\s*=\\s*(\\[[^\\]]*\\]|"[^"]*")`));
+			return mm ? (mm[1].replace(/^\[|\]$/g, '').match(/"([^"]*)"|([A-Za-z_][\w.\[\]"-]*)/g) || []).map(x => x.replace(/^"|"$/g, '')) : [];
+		};
+		return { effect: eff, actions: list('Action'), resources: list('Resource'), principal: /\bPrincipal\b/.test(b) };
+	});
 }
 
 (async () => {
@@ -180,11 +189,18 @@ function statements(expr) {
 		if (!pol.some(s => s.effect === 'Deny') || !/SecureTransport/.test(one(m, 'aws_s3_bucket_policy').policy)) return 'no TLS-only deny';
 		if (one(m, 'aws_s3_bucket').force_destroy === true) return 'force_destroy';
 	});
-	check('EBS volumes encrypted with the region key; IMDSv2 only', () => {
-		for (const [n, lt] of res(m, 'aws_launch_template')) {
+	check('EBS volumes encrypted with the region key; IMDSv2 only (session tokens required, hop limit 1, endpoint on)', () => {
+		const lts = res(m, 'aws_launch_template');
+		if (lts.length < 2) return `${lts.length} launch templates`;
+		for (const [n, lt] of lts) {
 			const ebs = flat(flat(lt.block_device_mappings)[0].ebs)[0];
 			if (ebs.encrypted !== true || !/aws_kms_key/.test(ebs.kms_key_id)) return `${n} ebs`;
-			if (flat(lt.metadata_options)[0].http_tokens !== 'required') return `${n} IMDSv1`;
+			const mo = flat(lt.metadata_options)[0] || {};
+			if (mo.http_tokens !== 'required') return `${n} IMDSv1`;
+			// One hop: the instance itself, not a container or a forwarding host behind it.
+			if (mo.http_put_response_hop_limit !== 1) return `${n} hop limit ${mo.http_put_response_hop_limit}`;
+			// ward-backup takes its role's credentials from IMDSv2: the endpoint stays on.
+			if (mo.http_endpoint !== undefined && mo.http_endpoint !== 'enabled') return `${n} metadata endpoint ${mo.http_endpoint}`;
 		}
 	});
 
@@ -216,6 +232,19 @@ function statements(expr) {
 		if (!/var\.db_daemons/.test(m.resource.aws_iam_role_policy.kms.for_each)) return 'kms for every daemon';
 		const s3 = res(m, 'aws_iam_role_policy').filter(([, p]) => /s3:/.test(p.policy));
 		if (s3.length !== 1 || !/daemon\["backup"\]/.test(s3[0][1].role)) return 's3 for another daemon';
+	});
+	check('the backup role: list the bucket; put, get, delete its objects; the region key to encrypt and decrypt them; nothing more', () => {
+		const p = (m.resource.aws_iam_role_policy || {}).backup_bucket;
+		if (!p || !/daemon\["backup"\]/.test(p.role)) return 'no bucket policy on the backup role';
+		const st = statements(p.policy);
+		if (st.some(s => s.effect !== 'Allow')) return 'a statement that is not Allow';
+		const got = st.map(s => `${[...s.actions].sort().join(',')} on ${s.resources.join(',')}`).sort();
+		const want = [
+			'kms:Decrypt,kms:GenerateDataKey on aws_kms_key.cell.arn',
+			's3:DeleteObject,s3:GetObject,s3:PutObject on ${aws_s3_bucket.backups.arn}/*',
+			's3:ListBucket on aws_s3_bucket.backups.arn',
+		];
+		if (JSON.stringify(got) !== JSON.stringify(want)) return JSON.stringify(got);
 	});
 	check('the migration host: its own role (ward/<region>/migrate/* secrets only, no KMS, no S3), PostgreSQL and the endpoints only, no instance between deploys', () => {
 		const sec = (m.resource.aws_iam_role_policy || {}).migrate_secrets;

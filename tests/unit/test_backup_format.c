@@ -5,7 +5,9 @@
  * every tampering, truncation, swap and wrong key; careful file I/O. The targets
  * (services/backup/backup_target.c): object keys, the local directory target, S3
  * configuration errors and an unreachable store (the S3 protocol itself is tested
- * against s3rver in tests/e2e/test_backup_s3.sh).
+ * against s3rver in tests/e2e/test_backup_s3.sh), and the instance credentials
+ * (services/backup/backup_imds.c): configuration and the credentials document
+ * (the metadata service end to end in tests/e2e/test_backup_imds.sh).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 
 #include "../../services/backup/backup_format.c"
 #include "../../services/backup/backup_target.c"
+#include "../../services/backup/backup_imds.c"
 
 static const char *T1 = "11111111-1111-4111-8111-111111111111";
 static const char *T2 = "22222222-2222-4222-8222-222222222222";
@@ -260,6 +263,113 @@ static void test_target_s3_config(void **state)
 	backup_target_free(t);
 }
 
+/* Instance credentials: static and instance exclusive, the kind checked. */
+static void test_target_s3_instance_config(void **state)
+{
+	struct backup_target_conf tc = { .s3_endpoint = "http://127.0.0.1:1", .s3_bucket = "b",
+					  .s3_region = "eu-west-2", .s3_credentials = "instance",
+					  .s3_imds_endpoint = "http://127.0.0.1:1", .retries = 0,
+					  .timeout_s = 5 };
+	struct backup_target *t;
+	const char *err = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	(void)state;
+	tc.s3_access_key = "k";
+	assert_null(backup_target_new(&tc, &err));
+	assert_non_null(strstr(err, "no access_key"));
+	tc.s3_access_key = NULL;
+	tc.s3_credentials = "metadata";
+	assert_null(backup_target_new(&tc, &err));
+	tc.s3_credentials = "static"; /* static without keys */
+	assert_null(backup_target_new(&tc, &err));
+	tc.s3_credentials = "instance";
+	tc.s3_imds_endpoint = "file:///etc/passwd";
+	assert_null(backup_target_new(&tc, &err));
+	tc.s3_imds_endpoint = "http://127.0.0.1:1";
+	t = backup_target_new(&tc, &err);
+	assert_non_null(t);
+	/* Nothing listens there: the metadata service named, the store never asked. */
+	assert_int_equal(backup_target_get(t, "t/b/manifest", 10, &buf, &len, &err), -1);
+	assert_non_null(strstr(err, "instance metadata service at http://127.0.0.1:1 is unreachable"));
+	assert_null(buf);
+	backup_target_free(t);
+}
+
+#define DOC(code, ak, sk, tok, exp)                                                          \
+	"{\"Code\":\"" code "\",\"AccessKeyId\":\"" ak "\",\"SecretAccessKey\":\"" sk    \
+	"\",\"Token\":\"" tok "\",\"Expiration\":\"" exp "\",\"Type\":\"AWS-HMAC\"}"
+
+/* The credentials document: Code, fields, charsets, expiry; no secret in a message. */
+static void test_imds_parse(void **state)
+{
+	struct backup_creds c;
+	char err[300];
+	const time_t now = 1800000000; /* 2027-01-15T08:00:00Z */
+	const char *ok = DOC("Success", "ASIAEXAMPLE1234567", "c2VjcmV0+/secret", "VG9rZW4=",
+			     "2027-01-15T14:00:00Z");
+
+	(void)state;
+	assert_int_equal(backup_imds_parse(ok, strlen(ok), "r", now, &c, err, sizeof err), 0);
+	assert_string_equal(c.access_key, "ASIAEXAMPLE1234567");
+	assert_string_equal(c.secret, "c2VjcmV0+/secret");
+	assert_string_equal(c.token, "VG9rZW4=");
+	assert_string_equal(c.role, "r");
+	assert_int_equal(c.expires, now + 6 * 3600);
+	backup_creds_clear(&c);
+	assert_null(c.secret);
+	assert_null(c.token);
+	backup_creds_clear(&c); /* twice: fine */
+
+	static const struct {
+		const char *doc, *want;
+	} bad[] = {
+		{ DOC("AssumeRoleUnauthorizedAccess", "ASIAEXAMPLE1234567", "c2VjcmV0", "VG9r",
+		      "2027-01-15T14:00:00Z"),
+		  "Code AssumeRoleUnauthorizedAccess (not Success)" },
+		{ DOC("Success", "ASIAEXAMPLE1234567", "c2VjcmV0", "VG9r", "2027-01-15T07:59:59Z"),
+		  "expired at 2027-01-15T07:59:59Z" },
+		{ DOC("Success", "ASIAEXAMPLE1234567", "c2VjcmV0", "VG9r", "2027-01-15 14:00"),
+		  "malformed Expiration" },
+		{ DOC("Success", "asia-short", "c2VjcmV0", "VG9r", "2027-01-15T14:00:00Z"),
+		  "malformed AccessKeyId" },
+		{ DOC("Success", "ASIAEXAMPLE1234567", "sec:ret", "VG9r", "2027-01-15T14:00:00Z"),
+		  "malformed SecretAccessKey" },
+		{ DOC("Success", "ASIAEXAMPLE1234567", "c2VjcmV0", "VG9r\\r\\nX-Evil: 1",
+		      "2027-01-15T14:00:00Z"),
+		  "malformed Token" },
+		{ "{\"Code\":\"Success\",\"AccessKeyId\":\"ASIAEXAMPLE1234567\"}", "lack SecretAccessKey" },
+		{ "{\"Code\":\"Success\",\"SecretAccessKey\":\"c2VjcmV0\"", "not a JSON object" },
+		{ "[1, 2]", "not a JSON object" },
+		{ "{\"AccessKeyId\":\"ASIAEXAMPLE1234567\"}", "no Code" },
+		{ "{\"Code\":\"Success\",\"Code\":\"Success\"}", "not a JSON object" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err[0] = '\0';
+		assert_int_equal(backup_imds_parse(bad[i].doc, strlen(bad[i].doc), "r", now, &c, err,
+						   sizeof err),
+				 -1);
+		if (strstr(err, bad[i].want) == NULL)
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, bad[i].want);
+		assert_null(strstr(err, "c2VjcmV0")); /* never the secret */
+		assert_null(c.secret);
+		assert_null(c.token);
+	}
+	/* Bounded: a document over 16 KiB is refused before parsing. */
+	{
+		size_t n = 17 * 1024;
+		char *big = malloc(n + 1);
+
+		assert_non_null(big);
+		memset(big, ' ', n);
+		big[n] = '\0';
+		assert_int_equal(backup_imds_parse(big, n, "r", now, &c, err, sizeof err), -1);
+		assert_non_null(strstr(err, "too large"));
+		free(big);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -270,6 +380,8 @@ int main(void)
 		cmocka_unit_test(test_target_keys),
 		cmocka_unit_test(test_target_local),
 		cmocka_unit_test(test_target_s3_config),
+		cmocka_unit_test(test_target_s3_instance_config),
+		cmocka_unit_test(test_imds_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,6 +17,7 @@
 
 #include "../../services/backup/backup_format.c"
 #include "../../services/backup/backup_target.c"
+#include "../../services/backup/backup_imds.c"
 #include "../../services/backup/backup_wal.c"
 
 atomic_int backup_cancel; /* defined by backup_main.c in the daemon */

@@ -56,7 +56,11 @@ resource "aws_iam_role_policy" "kms" {
   })
 }
 
-# Only backup writes and reads the backup bucket.
+# Only backup writes and reads the backup bucket, with exactly what ward-backup's S3
+# client does (services/backup/backup_target.c): list the bucket; put, get and delete
+# its objects; the bucket's KMS key to encrypt (SSE-KMS PUT) and decrypt (GET) them.
+# ward-backup signs with this role's temporary credentials from IMDSv2
+# (backup.s3.credentials: instance, rendered by deploy/deploy.sh).
 resource "aws_iam_role_policy" "backup_bucket" {
   name = "backup-bucket"
   role = aws_iam_role.daemon["backup"].id
@@ -64,8 +68,16 @@ resource "aws_iam_role_policy" "backup_bucket" {
     Version = "2012-10-17"
     Statement = [{
       Effect   = "Allow"
-      Action   = ["s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:DeleteObject"]
-      Resource = [aws_s3_bucket.backups.arn, "${aws_s3_bucket.backups.arn}/*"]
+      Action   = ["s3:ListBucket"]
+      Resource = [aws_s3_bucket.backups.arn]
+      }, {
+      Effect   = "Allow"
+      Action   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+      Resource = ["${aws_s3_bucket.backups.arn}/*"]
+      }, {
+      Effect   = "Allow"
+      Action   = ["kms:GenerateDataKey", "kms:Decrypt"]
+      Resource = [aws_kms_key.cell.arn]
     }]
   })
 }
