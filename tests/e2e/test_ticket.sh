@@ -289,6 +289,35 @@ expect "open → closed directly → 422" 422 "$A" "$TMP/ag" PATCH "/api/v1/tick
 check "the 422 names the field status" bash -c "[ '$(fields "$LAST")' = status ] && grep -q 'cannot change from open to closed' <<<'$LAST'"
 expect "open → resolved, priority and assignee → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T1" "{\"status\":\"resolved\",\"priority\":\"urgent\",\"assignee_id\":\"$AGID\"}"
 check "the change is in the answer" bash -c "[ '$(jget "$LAST" status)' = resolved ] && [ '$(jget "$LAST" priority)' = urgent ] && [ '$(jget "$LAST" assignee_id)' = '$AGID' ]"
+# Assignment: only an enabled agent or admin of the ticket's tenant (auth.users under
+# the tenant's RLS); anyone else → 422 naming assignee_id, and nothing is stored.
+AG2ID=$(mk_user "$A" "$TMP/adA" agent2@tk-a.example agent "Agent Two")
+AGDID=$(mk_user "$A" "$TMP/adA" agentd@tk-a.example agent "Agent Gone")
+check "users: a second agent and an agent to disable in A" bash -c "[ -n '$AG2ID' ] && [ -n '$AGDID' ]"
+expect "the admin disables an agent → 200" 200 "$A" "$TMP/adA" PATCH "/api/v1/users/$AGDID" '{"disabled":true}'
+ADMAID=$(pg_super $R "SELECT id FROM auth.users WHERE tenant_id = '$TA' AND role = 'admin' LIMIT 1")
+expect "assign to another agent of the tenant → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" "{\"assignee_id\":\"$AG2ID\"}"
+check "the ticket is assigned to that agent" is "$(jget "$LAST" assignee_id)" "$AG2ID"
+expect "assign to the tenant's admin → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" "{\"assignee_id\":\"$ADMAID\"}"
+check "the ticket is assigned to the admin" bash -c "[ -n '$ADMAID' ] && [ '$(jget "$LAST" assignee_id)' = '$ADMAID' ]"
+bad_assignee() { # NAME ID: PATCH and POST with assignee_id ID → 422 naming it, ticket unchanged
+	expect "assign to $1 → 422" 422 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" "{\"assignee_id\":\"$2\"}"
+	check "the 422 names the field assignee_id ($1)" is "$(fields "$LAST")" assignee_id
+	check "the ticket keeps its assignee ($1)" is "$(pg_super $R "SELECT assignee_id FROM ticket.tickets WHERE id = '$T2'")" "$ADMAID"
+	expect "create assigned to $1 → 422" 422 "$A" "$TMP/ag" POST /api/v1/tickets "{\"subject\":\"assign $1\",\"body\":\"x\",\"assignee_id\":\"$2\"}"
+	check "the 422 names the field assignee_id (create, $1)" is "$(fields "$LAST")" assignee_id
+}
+bad_assignee "a customer of the tenant" "$C1ID"
+bad_assignee "another tenant's agent" "$AGBID"
+bad_assignee "a random UUID" "$(uuid)"
+bad_assignee "a disabled agent" "$AGDID"
+check "no ticket was created by a refused assignment" is "$(pg_super $R "SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TA' AND assignee_id IN ('$C1ID', '$AGBID', '$AGDID')")" 0
+expect "create assigned to an agent of the tenant → 201" 201 "$A" "$TMP/ag" POST /api/v1/tickets "{\"subject\":\"assigned\",\"body\":\"x\",\"assignee_id\":\"$AG2ID\"}"
+check "the new ticket is assigned to that agent" is "$(jget "$LAST" assignee_id)" "$AG2ID"
+expect "B's agent assigning B's ticket to A's agent → 422" 422 "$B" "$TMP/agb" PATCH "/api/v1/tickets/$TB1" "{\"assignee_id\":\"$AGID\"}"
+check "the 422 names the field assignee_id (cross-tenant)" is "$(fields "$LAST")" assignee_id
+expect "unassign → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" '{"unassign":true}'
+check "the ticket is unassigned" is "$(jget "$LAST" assignee_id)" ""
 expect "customer replies to a resolved ticket → 201" 201 "$A" "$TMP/c1" POST "/api/v1/tickets/$T1/messages" '{"body":"no, still broken"}'
 expect "customer reads the ticket again" 200 "$A" "$TMP/c1" GET "/api/v1/tickets/$T1"
 check "a customer reply reopens a resolved ticket" is "$(jget "$LAST" status)" open
