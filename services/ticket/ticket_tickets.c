@@ -222,6 +222,28 @@ static int ticket_department_exists(struct daemon *d, const char *id, const char
 	return found;
 }
 
+/*
+ * Whether id is an enabled agent or admin of the tenant whose transaction is
+ * open (auth.users under its RLS: another tenant's user is not there; ward_ticket
+ * reads id, tenant_id, role and disabled only). 1 yes, 0 no, -1 error.
+ */
+static int ticket_assignee_ok(struct daemon *d, const char *tenant, const char *id,
+			      const char **error_r)
+{
+	const char *p[2] = {id, tenant};
+	PGresult *res = db_exec(daemon_db(d),
+				"SELECT 1 FROM auth.users WHERE id = $1::uuid AND tenant_id = "
+				"$2::uuid AND role IN ('agent', 'admin') AND NOT disabled",
+				2, p, error_r);
+	int found;
+
+	if (res == NULL)
+		return -1;
+	found = PQntuples(res) == 1;
+	PQclear(res);
+	return found;
+}
+
 /* The common start of every handler: a tenant id we can set for RLS, and a
  * customer id usable as requester. 0, or -1 with the problem in reply. */
 static int ticket_prologue(const Ward__Envelope *env, const struct ticket_who *who,
@@ -390,6 +412,21 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		if (r == 0) {
 			db_rollback(daemon_db(d));
 			ticket_errors_add(&e, "department_id", "no such department");
+			qr = ticket_problem(reply, 422, "Invalid ticket", NULL, &e);
+			goto out;
+		}
+	}
+	if (req->assignee_id[0] != '\0') {
+		int r = ticket_assignee_ok(d, env->tenant, req->assignee_id, &err);
+
+		if (r < 0) {
+			qr = ticket_retry(d, "assignee", err, error_r);
+			goto out;
+		}
+		if (r == 0) {
+			db_rollback(daemon_db(d));
+			ticket_errors_add(&e, "assignee_id",
+					  "is not an enabled agent or admin of this tenant");
 			qr = ticket_problem(reply, 422, "Invalid ticket", NULL, &e);
 			goto out;
 		}
@@ -787,6 +824,20 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 		if (r == 0) {
 			db_rollback(daemon_db(d));
 			ticket_errors_add(&e, "department_id", "no such department");
+			qr = ticket_problem(reply, 422, "Invalid change", NULL, &e);
+			goto out;
+		}
+	}
+	if (req->assignee_id[0] != '\0' && strcmp(req->assignee_id, old_assignee) != 0) {
+		r = ticket_assignee_ok(d, env->tenant, req->assignee_id, &err);
+		if (r < 0) {
+			qr = ticket_retry(d, "assignee", err, error_r);
+			goto out;
+		}
+		if (r == 0) {
+			db_rollback(daemon_db(d));
+			ticket_errors_add(&e, "assignee_id",
+					  "is not an enabled agent or admin of this tenant");
 			qr = ticket_problem(reply, 422, "Invalid change", NULL, &e);
 			goto out;
 		}

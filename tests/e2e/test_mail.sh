@@ -51,6 +51,25 @@ check "the same Message-ID again is accepted…" send alice@example.com "first-$
 sleep 2
 check "…and changes nothing (duplicate Message-ID taken once)" bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n0 + 1)) ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $first\")\" = 1 ]"
 
+# One mail whose RCPTs reach two tenants: one ticket in each, and the same mail sent
+# again (same Message-ID) adds nothing to either (idempotent per Message-ID + tenant).
+# Two tenants of their own, so that the counts of mail-e2e below stay as they are.
+"$BIN/wardctl" tenant create --slug mail-two-a --region $R --name "Mail Two A" --admin-email boss@mail-two-a.example >/dev/null 2>&1
+"$BIN/wardctl" tenant create --slug mail-two-b --region $R --name "Mail Two B" --admin-email boss@mail-two-b.example >/dev/null 2>&1
+TWA=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = 'mail-two-a'")
+TWB=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = 'mail-two-b'")
+two_counts() { # "<tickets of A> <tickets of B> <messages of A> <messages of B>"
+	pg_super $R "SELECT (SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TWA') || ' ' || (SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TWB') || ' ' || (SELECT count(*) FROM ticket.messages WHERE tenant_id = '$TWA') || ' ' || (SELECT count(*) FROM ticket.messages WHERE tenant_id = '$TWB')"
+}
+two() { swaks --server "$SHOST" --port "$SPORT" --to "support@mail-two-a.$R.$WARD_DOMAIN,support@mail-two-b.$R.$WARD_DOMAIN" \
+	--from erin@example.com --header "Message-Id: <two-$RUN@example.com>" --header "Subject: Two helpdesks" --timeout 20 --body "both"; }
+check "two new tenants have no ticket yet" bash -c "[ -n '$TWA' ] && [ -n '$TWB' ] && [ '$(two_counts)' = '0 0 0 0' ]"
+check "one mail to two tenants (two RCPTs) is accepted" two
+check "…one ticket (one message) in each tenant" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT (SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TWA') || ' ' || (SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TWB')\")\" = '1 1' ]"
+check "the same mail to both again is accepted" two
+sleep 3
+check "…and is taken once per tenant (still one ticket, one message in each)" [ "$(two_counts)" = "1 1 1 1" ]
+
 check "a reply with In-Reply-To of the first mail is accepted" \
 	send alice@example.com "reply1-$RUN@example.com" "Re: Printer on fire" \
 	--header "In-Reply-To: <first-$RUN@example.com>" --body "Now it smokes."
@@ -73,6 +92,14 @@ ccnum=$(pg_super $R "SELECT max(number) FROM ticket.tickets WHERE tenant_id = '$
 check "carol (a CC) may reply with [#REF]" send carol@example.com "cc2-$RUN@example.com" "Re: [#$SLUG-$ccnum] me too" --body "cc reply"
 check "…and it threads (no new ticket, 2 messages)" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $ccnum\")\" = 2 ]"
 check "…without a new ticket" [ "$(tickets)" = $((nc0 + 1)) ]
+# References only (no In-Reply-To, no [#REF] in the subject), naming the requester's
+# first mail among others: a reply on that ticket.
+nr0=$(tickets); mr0=$(messages_on $first)
+check "a mail from the requester with References only (no In-Reply-To, no [#REF])" \
+	send alice@example.com "refs-$RUN@example.com" "Printer again" \
+	--header "References: <unknown-$RUN@example.net> <first-$RUN@example.com>" --body "By references."
+check "…threads onto the ticket of the referenced mail" wait_for 15 bash -c "[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages m JOIN ticket.tickets t ON t.id = m.ticket_id WHERE t.tenant_id = '$TID' AND t.number = $first\")\" = $((mr0 + 1)) ]"
+check "…without a new ticket" [ "$(tickets)" = "$nr0" ]
 
 # ------------------------------------------------------------------ loops and noise
 n1=$(tickets)
@@ -218,6 +245,18 @@ bad=0000000000000001-deadbeef0001
 printf 'WARDSPOOL1\n%s\nnot a protobuf' "$TID" >"$dl/tmp/$bad"
 chown "$WUSER:" "$dl/tmp/$bad" 2>/dev/null || true
 mv "$dl/tmp/$bad" "$dl/queue/$bad"
+# One bad message never blocks the others: once it has been refused (and is retried,
+# backing off for half a minute more before it is dead), good mails go through.
+check "the bad mail is refused and kept for a retry (state/<id> counts a refusal)" wait_for 20 bash -c \
+	"[ -f '$dl/queue/$bad' ] && [ -f '$dl/state/$bad' ] && [ \"\$(cut -d' ' -f1 '$dl/state/$bad')\" -ge 1 ]"
+ng=$(tickets)
+gp=()
+for i in 1 2 3 4 5; do send good$i@example.com "good-$i-$RUN@example.com" "good $i" --body "g $i" >/dev/null 2>&1 & gp+=($!); done
+wait "${gp[@]}"
+check "5 good mails sent while the bad one is retried become 5 tickets…" wait_for 20 bash -c \
+	"[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" -ge $((ng + 5)) ]"
+check "…before the bad one is dead-lettered (it is still being retried)" bash -c \
+	"[ ! -f '$dl/dead/$bad' ] && [ -f '$dl/queue/$bad' ]"
 check "a mail ward-ticket keeps refusing becomes a dead letter (never lost)" wait_for 60 test -f "$dl/dead/$bad"
 check "wardctl mail dead-letters lists it with its error and tenant" bash -c \
 	"'$BIN/wardctl' mail dead-letters --region $R | jq -e 'select(.id == \"$bad\") | (.tenant == \"$TID\") and (.error | test(\"answered 400\")) and .refusals >= 5'"
@@ -329,3 +368,120 @@ spawn_as_user "$WARD_VAR/$R/run/mail-ingest.pid" "$WARD_VAR/$R/log/mail-ingest.s
 	"$BIN/ward-mail-ingest" --config "$WARD_VAR/$R/etc/mail-ingest.yaml"
 check "…and a restart does not bring it back" bash -c "sleep 3; [ \$(held) = 0 ] && [ ! -f '$sp/dead/$bad.err' ]"
 rm -f "$sp/dead/$bad" "$sp/dead/$bad.err"
+
+# ------------------------------------------------------------------ SMTP limits over a raw socket
+# smtp_py MODE: a raw SMTP client for limits swaks cannot reach; prints every reply.
+smtp_py() {
+	python3 - "$SHOST" "$SPORT" "$TO" "$@" <<'PY'
+import socket, sys, time
+host, port, to, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def conn():
+    s = socket.create_connection((host, port), timeout=15)
+    g = b""
+    while b"\r\n" not in g:
+        b = s.recv(65536)
+        if not b:
+            break
+        g += b
+    return s, g
+def drain(s, out=b""):
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except OSError:
+        pass
+    return out
+def mail(body):
+    return ("EHLO x.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<%s>\r\nDATA\r\n" % to).encode() \
+        + body + b"\r\n.\r\nQUIT\r\n"
+if mode == "rcpts":  # one more RCPT than limits.recipients (20)
+    s, out = conn()
+    s.sendall(("EHLO x.example\r\nMAIL FROM:<a@example.com>\r\n" + "RCPT TO:<%s>\r\n" % to * 21 + "QUIT\r\n").encode())
+elif mode == "longline":  # a DATA line of 1200 bytes (the limit is 998 + CRLF)
+    s, out = conn()
+    s.sendall(mail(b"Subject: long line\r\n\r\n" + b"a" * 1200))
+elif mode == "headerbytes":  # a header section over limits.header_bytes (64 KiB)
+    s, out = conn()
+    s.sendall(mail(b"Subject: big headers\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"h" * 900) for i in range(80)) + b"\r\nbody"))
+elif mode == "headercount":  # more header fields than limits.headers (200)
+    s, out = conn()
+    s.sendall(mail(b"Subject: many headers\r\n" + b"".join(b"X-H-%d: v\r\n" % i for i in range(250)) + b"\r\nbody"))
+elif mode == "text":  # 300 KB of text: over limits.body_bytes (256 KiB), under the size limit
+    s, out = conn()
+    s.sendall(mail(b"Subject: long text\r\n\r\n" + b"".join(b"line %06d %s\r\n" % (i, b"t" * 60) for i in range(4500))))
+elif mode == "idle":  # say nothing after EHLO: the command timeout closes the session
+    s, out = conn()
+    s.sendall(b"EHLO x.example\r\n")
+    t0 = time.time()
+    out = drain(s, out)
+    out += b"elapsed %d\r\n" % int(time.time() - t0)
+elif mode == "conns":  # N+1 connections from one source: the last is refused
+    n = int(sys.argv[5])
+    held = [conn() for _ in range(n)]
+    s, out = conn()
+    out = b"".join(g for _, g in held) + out
+    for h, _ in held:
+        h.close()
+sys.stdout.write(drain(s, out).decode("latin-1"))
+PY
+}
+export -f smtp_py; export TO
+check "the 21st RCPT of a mail → 452 4.5.3 (limits.recipients 20), the first 20 taken" bash -c \
+	"out=\$(smtp_py rcpts | tr -d '\r'); [ \$(grep -c '^250 2.1.5' <<<\"\$out\") = 20 ] && [ \$(grep -c '^452 4.5.3' <<<\"\$out\") = 1 ]"
+n=$(tickets)
+check "a DATA line over 1000 bytes → 554 5.6.0 (refused, not truncated)" bash -c "smtp_py longline | grep -q '^554 5.6.0 Message has a line over'"
+check "a header section over 64 KiB → 552 5.3.4" bash -c "smtp_py headerbytes | grep -q '^552 5.3.4 Header section too large'"
+check "more than 200 header fields → 552 5.3.4" bash -c "smtp_py headercount | grep -q '^552 5.3.4 Too many header fields'"
+check "a text over limits.body_bytes → 552 5.3.4 Message text too long" bash -c "smtp_py text | grep -q '^552 5.3.4 Message text too long'"
+check "…none of the refused mails became a ticket" bash -c "sleep 2; [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $n ]"
+check "20 connections from one source are served, the 21st → 421 4.7.0" bash -c \
+	"out=\$(smtp_py conns 20 | tr -d '\r'); [ \$(grep -c '^220 ' <<<\"\$out\") = 20 ] && grep -q '^421 4.7.0 .*Too many connections' <<<\"\$out\""
+
+# ------------------------------------------------------------------ small limits: timeout, dead letter replayed
+# mail-ingest restarted with a 2 s command timeout, and a delivery that gives up
+# after 2 unanswered tries of 1 s: with ward-ticket stopped, a mail becomes a dead
+# letter; the cause removed (ward-ticket resumed), its replay becomes the ticket.
+etc=$WARD_VAR/$R/etc
+mpid=$(pid_of $R mail-ingest)
+kill -TERM "$mpid"
+wait_for 20 bash -c "! kill -0 $mpid 2>/dev/null"
+cp "$etc/mail-ingest.yaml" "$etc/mail-ingest.yaml.orig"
+sed -i -e 's/^spool:$/spool:\n  max_transport_failures: 2/' \
+	-e 's/^  route_keys_file: \(.*\)$/  route_keys_file: \1\n  deliver_timeout_ms: 1000/' "$etc/mail-ingest.yaml"
+printf 'limits:\n  command_timeout_s: 2\n' >>"$etc/mail-ingest.yaml"
+chown "$WUSER:" "$etc/mail-ingest.yaml" 2>/dev/null || true
+spawn_as_user "$WARD_VAR/$R/run/mail-ingest.pid" "$WARD_VAR/$R/log/mail-ingest.stderr" \
+	"$BIN/ward-mail-ingest" --config "$etc/mail-ingest.yaml"
+check "mail-ingest restarted with small limits answers" wait_for 20 bash -c "raw 'QUIT\\r\\n' | grep -q '^220 '"
+check "an idle session after EHLO → 421 4.4.2 after the command timeout (2 s)" bash -c \
+	"out=\$(smtp_py idle | tr -d '\r'); grep -q '^421 4.4.2 .*Timeout' <<<\"\$out\" && e=\$(sed -n 's/^elapsed //p' <<<\"\$out\") && [ \"\$e\" -ge 1 ] && [ \"\$e\" -le 5 ]"
+n=$(tickets)
+# dead letters of this tenant listed before (ids), so that only the new one counts
+"$BIN/wardctl" mail dead-letters --region $R | jq -r "select(.tenant == \"$TID\") | .id" >"$WARD_VAR/dl-before.$RUN"
+new_dead() { "$BIN/wardctl" mail dead-letters --region $R | jq -r "select(.tenant == \"$TID\") | .id" | grep -vxF -f "$WARD_VAR/dl-before.$RUN" | head -1; }
+export -f new_dead; export RUN TID
+tpid=$(pid_of $R ticket)
+kill -STOP "$tpid"
+check "ward-ticket stopped: a mail is accepted (250)" send zed@example.com "dead-$RUN@example.com" "Dead then replayed" --body "replay me"
+check "…unanswered twice, it becomes a dead letter" wait_for 30 bash -c '[ -n "$(new_dead)" ]'
+DID=$(new_dead)
+check "…listed with the recipient's tenant" bash -c \
+	"'$BIN/wardctl' mail dead-letters --region $R | jq -e 'select(.id == \"$DID\") | .tenant == \"$TID\"'"
+kill -CONT "$tpid"
+check "ward-ticket resumed (the cause removed): still no ticket before the replay" bash -c \
+	"sleep 4; [ -n '$DID' ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $n ]"
+check "wardctl mail dead-letters --replay queues it" bash -c \
+	"'$BIN/wardctl' mail dead-letters --region $R --replay '$DID' | jq -e '.replayed == \"queued\"'"
+check "…and the replayed mail becomes its ticket, once" wait_for 30 bash -c \
+	"[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TID'\")\" = $((n + 1)) ]"
+check "…no dead letter left for it" [ ! -f "$WARD_VAR/$R/spool/mail-ingest/dead/$DID" ]
+check "…and the spool is empty" wait_for 30 spool_empty
+mpid=$(pid_of $R mail-ingest)
+kill -TERM "$mpid"
+wait_for 20 bash -c "! kill -0 $mpid 2>/dev/null"
+mv "$etc/mail-ingest.yaml.orig" "$etc/mail-ingest.yaml"
+rm -f "$WARD_VAR/dl-before.$RUN"
+check "mail-ingest back with its own limits" "$TOP/ops/devstack" up

@@ -78,6 +78,27 @@ out=$(login $SLUG "$TMP/admin" boss@mail-acct.example "$PW")
 check "the admin logs in" [ "$(status "$out")" = 200 ]
 out=$(api $SLUG "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$PW\",\"new_password\":\"$NEWPW\"}")
 check "…and changes the one-time password" [ "$(status "$out")" = 204 ]
+# The per-mail audit event (ticket/mail.ingest), read back over HTTPS by the admin:
+# its target is the ticket, its detail the Message-ID, the sender and the ticket ref.
+T1ID=$(q "SELECT id FROM ticket.tickets WHERE tenant_id = '$TID' AND number = $T1")
+out=$(api $SLUG "$TMP/admin" GET '/api/v1/audit?type=ticket&action=mail.ingest&limit=100')
+check "audit: the first mail's event names its ticket, Message-ID, sender and ref" python3 -c '
+import json, sys
+d = json.loads(sys.argv[1].split(" ", 1)[1])["events"]
+hits = []
+for e in d:
+    det = e.get("detail")
+    if isinstance(det, str):
+        det = json.loads(det)
+    if e.get("target") == "ticket:" + sys.argv[2] and det.get("message_id", "").strip("<>") == sys.argv[3]:
+        hits.append((e, det))
+assert len(hits) == 1, (len(hits), d)
+e, det = hits[0]
+assert e["actor"] == "service:mail-ingest", e
+assert det["from"] == "alice@example.com", det
+assert det["ref"] == sys.argv[4], det
+assert det["created"] is True, det
+' "$out" "$T1ID" "a1-$RUN@example.com" "$REF"
 out=$(api $SLUG "$TMP/admin" POST /api/v1/users '{"email":"agent@mail-acct.example","name":"Agent","role":"agent","password":"Agent-Passphrase-2026!"}')
 check "the admin creates an agent" [ "$(status "$out")" = 201 ]
 agent_created=$out

@@ -10,7 +10,9 @@
 # the field), downloads only through an authorised request (attachment, nosniff),
 # encryption at rest (pg_dump finds no marker), audit events delivered to
 # audit.events, and exactly-once creation across a kill -9 of ward-ticket between
-# commit and ack (the HTTPS caller still gets the first ticket).
+# commit and ack, for a ticket and for a reply (the HTTPS caller still gets the
+# first result); assignment only to an enabled agent or admin of the tenant; AAD
+# binding (a sealed subject swapped between two rows does not open).
 # shellcheck disable=SC1091
 . "$(dirname "$0")/lib.sh"
 
@@ -289,6 +291,35 @@ expect "open → closed directly → 422" 422 "$A" "$TMP/ag" PATCH "/api/v1/tick
 check "the 422 names the field status" bash -c "[ '$(fields "$LAST")' = status ] && grep -q 'cannot change from open to closed' <<<'$LAST'"
 expect "open → resolved, priority and assignee → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T1" "{\"status\":\"resolved\",\"priority\":\"urgent\",\"assignee_id\":\"$AGID\"}"
 check "the change is in the answer" bash -c "[ '$(jget "$LAST" status)' = resolved ] && [ '$(jget "$LAST" priority)' = urgent ] && [ '$(jget "$LAST" assignee_id)' = '$AGID' ]"
+# Assignment: only an enabled agent or admin of the ticket's tenant (auth.users under
+# the tenant's RLS); anyone else → 422 naming assignee_id, and nothing is stored.
+AG2ID=$(mk_user "$A" "$TMP/adA" agent2@tk-a.example agent "Agent Two")
+AGDID=$(mk_user "$A" "$TMP/adA" agentd@tk-a.example agent "Agent Gone")
+check "users: a second agent and an agent to disable in A" bash -c "[ -n '$AG2ID' ] && [ -n '$AGDID' ]"
+expect "the admin disables an agent → 200" 200 "$A" "$TMP/adA" PATCH "/api/v1/users/$AGDID" '{"disabled":true}'
+ADMAID=$(pg_super $R "SELECT id FROM auth.users WHERE tenant_id = '$TA' AND role = 'admin' LIMIT 1")
+expect "assign to another agent of the tenant → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" "{\"assignee_id\":\"$AG2ID\"}"
+check "the ticket is assigned to that agent" is "$(jget "$LAST" assignee_id)" "$AG2ID"
+expect "assign to the tenant's admin → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" "{\"assignee_id\":\"$ADMAID\"}"
+check "the ticket is assigned to the admin" bash -c "[ -n '$ADMAID' ] && [ '$(jget "$LAST" assignee_id)' = '$ADMAID' ]"
+bad_assignee() { # NAME ID: PATCH and POST with assignee_id ID → 422 naming it, ticket unchanged
+	expect "assign to $1 → 422" 422 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" "{\"assignee_id\":\"$2\"}"
+	check "the 422 names the field assignee_id ($1)" is "$(fields "$LAST")" assignee_id
+	check "the ticket keeps its assignee ($1)" is "$(pg_super $R "SELECT assignee_id FROM ticket.tickets WHERE id = '$T2'")" "$ADMAID"
+	expect "create assigned to $1 → 422" 422 "$A" "$TMP/ag" POST /api/v1/tickets "{\"subject\":\"assign $1\",\"body\":\"x\",\"assignee_id\":\"$2\"}"
+	check "the 422 names the field assignee_id (create, $1)" is "$(fields "$LAST")" assignee_id
+}
+bad_assignee "a customer of the tenant" "$C1ID"
+bad_assignee "another tenant's agent" "$AGBID"
+bad_assignee "a random UUID" "$(uuid)"
+bad_assignee "a disabled agent" "$AGDID"
+check "no ticket was created by a refused assignment" is "$(pg_super $R "SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TA' AND assignee_id IN ('$C1ID', '$AGBID', '$AGDID')")" 0
+expect "create assigned to an agent of the tenant → 201" 201 "$A" "$TMP/ag" POST /api/v1/tickets "{\"subject\":\"assigned\",\"body\":\"x\",\"assignee_id\":\"$AG2ID\"}"
+check "the new ticket is assigned to that agent" is "$(jget "$LAST" assignee_id)" "$AG2ID"
+expect "B's agent assigning B's ticket to A's agent → 422" 422 "$B" "$TMP/agb" PATCH "/api/v1/tickets/$TB1" "{\"assignee_id\":\"$AGID\"}"
+check "the 422 names the field assignee_id (cross-tenant)" is "$(fields "$LAST")" assignee_id
+expect "unassign → 200" 200 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" '{"unassign":true}'
+check "the ticket is unassigned" is "$(jget "$LAST" assignee_id)" ""
 expect "customer replies to a resolved ticket → 201" 201 "$A" "$TMP/c1" POST "/api/v1/tickets/$T1/messages" '{"body":"no, still broken"}'
 expect "customer reads the ticket again" 200 "$A" "$TMP/c1" GET "/api/v1/tickets/$T1"
 check "a customer reply reopens a resolved ticket" is "$(jget "$LAST" status)" open
@@ -336,26 +367,26 @@ check "B holds 6 tickets before paging" is "$(echo "$ALL" | grep -c .)" 6
 LAST=$(api "$B" "$TMP/agb" GET '/api/v1/tickets?limit=2')
 p1=$(ids "$LAST")
 c1=$(jget "$LAST" next_cursor)
-# Inserts run while the later pages are read.
-# Each insert has its own scratch files and a copy of the session's cookie jar (api
-# writes both), so that the concurrent requests do not read each other's answers.
-for i in 1 2 3 4 5 6; do
-	mkdir -p "$TMP/i$i" && cp "$TMP/agb" "$TMP/i$i/agb" && cp "$TMP/agb.csrf" "$TMP/i$i/agb.csrf"
-	TMP=$TMP/i$i api "$B" "$TMP/i$i/agb" POST /api/v1/tickets "{\"subject\":\"meanwhile $i\",\"body\":\"x\"}" >"$TMP/ins.$i" &
-done
+# Tickets are created between the pages, each committed before the next page is read
+# (three after page 1, three after page 2): an offset-based cursor would hand the
+# newest of them out on the later pages, or repeat tickets of page 1.
+ins() { api "$B" "$TMP/agb" POST /api/v1/tickets "{\"subject\":\"meanwhile $1\",\"body\":\"x\"}" >"$TMP/ins.$1"; }
+for i in 1 2 3; do ins $i; done
 LAST=$(api "$B" "$TMP/agb" GET "/api/v1/tickets?limit=2&cursor=$c1")
 p2=$(ids "$LAST")
 c2=$(jget "$LAST" next_cursor)
+for i in 4 5 6; do ins $i; done
 LAST=$(api "$B" "$TMP/agb" GET "/api/v1/tickets?limit=2&cursor=$c2")
 p3=$(ids "$LAST")
 c3=$(jget "$LAST" next_cursor)
-wait
 NEW=$(for i in 1 2 3 4 5 6; do jget "$(cat "$TMP/ins.$i")" id; done)
-check "the concurrent inserts all succeeded" is "$(echo "$NEW" | grep -c .)" 6
+check "the inserts between the pages all succeeded" is "$(echo "$NEW" | grep -c .)" 6
 check "pages of 2, 2 and 2 over the 6 tickets" bash -c "[ $(echo "$p1" | grep -c .) = 2 ] && [ $(echo "$p2" | grep -c .) = 2 ] && [ $(echo "$p3" | grep -c .) = 2 ]"
 check "the pages are exactly the tickets before paging: none repeated, none skipped" is "$(printf '%s\n%s\n%s\n' "$p1" "$p2" "$p3" | sort)" "$ALL"
 check "the last page has no next_cursor" is "$c3" ""
 check "no ticket inserted meanwhile is on the later pages" bash -c "! grep -qF -f <(echo '$NEW') <<<'$(printf '%s\n%s' "$p2" "$p3")'"
+expect "a fresh first page after the inserts" 200 "$B" "$TMP/agb" GET '/api/v1/tickets?limit=2'
+check "a fresh first page starts with the newest inserts (they were committed)" bash -c "grep -q '$(jget "$(cat "$TMP/ins.6")" id)' <<<'$(ids "$LAST")'"
 expect "a forged cursor → 422" 422 "$B" "$TMP/agb" GET '/api/v1/tickets?cursor=AAAAAAAAAAAA'
 check "the 422 names the field cursor" is "$(fields "$LAST")" cursor
 expect "a message-list cursor on the ticket list → 422" 422 "$A" "$TMP/ag" GET "/api/v1/tickets?cursor=$cur"
@@ -416,6 +447,33 @@ expect "a ticket moves to the department → 200" 200 "$A" "$TMP/ag" PATCH "/api
 expect "an unknown department → 422" 422 "$A" "$TMP/ag" PATCH "/api/v1/tickets/$T2" "{\"department_id\":\"$(uuid)\"}"
 expect "another tenant's department is unknown → 422" 422 "$B" "$TMP/agb" PATCH "/api/v1/tickets/$TB1" "{\"department_id\":\"$DEP\"}"
 check "the 422 names the field department_id" is "$(fields "$LAST")" department_id
+
+# ------------------------------------------------------------------ AAD binds a ciphertext to its row
+# A superuser swaps the sealed subjects of two tickets of one tenant (same DEK): each
+# ciphertext is bound to its row id, so neither opens under the other's row; reading
+# gives an error, never the other ticket's subject. Swapped back, both read again.
+SX="aad-x-$M"
+SY="aad-y-$M"
+expect "a ticket X for the swap → 201" 201 "$A" "$TMP/ag" POST /api/v1/tickets "{\"subject\":\"$SX\",\"body\":\"x\"}"
+TX=$(jget "$LAST" id)
+expect "a ticket Y for the swap → 201" 201 "$A" "$TMP/ag" POST /api/v1/tickets "{\"subject\":\"$SY\",\"body\":\"y\"}"
+TY=$(jget "$LAST" id)
+swap_subjects() {
+	pg_super $R "UPDATE ticket.tickets t SET subject_enc = o.subject_enc FROM ticket.tickets o WHERE (t.id = '$TX' AND o.id = '$TY') OR (t.id = '$TY' AND o.id = '$TX')" >/dev/null
+}
+hx=$(pg_super $R "SELECT md5(subject_enc) FROM ticket.tickets WHERE id = '$TX'")
+hy=$(pg_super $R "SELECT md5(subject_enc) FROM ticket.tickets WHERE id = '$TY'")
+swap_subjects
+check "the superuser swapped the sealed subjects of X and Y" bash -c "[ -n '$hx' ] && [ '$hx' != '$hy' ] && [ \"\$(pg_super $R \"SELECT md5(subject_enc) FROM ticket.tickets WHERE id = '$TX'\")\" = '$hy' ]"
+SWAP=$(api "$A" "$TMP/ag" GET "/api/v1/tickets/$TX")
+check "reading X with Y's sealed subject is an error (5xx), not 200" bash -c "[ '$(status "$SWAP")' -ge 500 ]"
+check "the answer never holds Y's subject (nor X's)" bash -c "! grep -q -e '$SY' -e '$SX' <<<'$SWAP'"
+swap_subjects
+expect "swapped back, X reads again → 200" 200 "$A" "$TMP/ag" GET "/api/v1/tickets/$TX"
+check "X's subject is its own again" is "$(jget "$LAST" subject)" "$SX"
+# The failed read was left pending for a retry that its expired deadline drops: let it
+# go, so that the crash test below counts only its own pending request.
+check "the failed read leaves nothing pending on q:ticket" wait_for 75 bash -c "[ \"\$(rcli $R admin XPENDING q:ticket ticket | head -1)\" = 0 ]"
 
 # ------------------------------------------------------------------ audit events reach ward-audit
 ev_count() { # WHERE: events of tenant A stored by ward-audit in audit.events
@@ -485,6 +543,32 @@ check "the answer is the ticket committed before the crash" bash -c \
 	"[ -n '$CID' ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE id = '$CID'\")\" = 1 ]"
 check "one create event for it" wait_for 10 bash -c "[ \"\$(pg_super $R \"SELECT (SELECT count(*) FROM ticket.outbox WHERE target = 'ticket:$CID' AND action = 'create') + (SELECT count(*) FROM audit.events WHERE target = 'ticket:$CID' AND action = 'create')\")\" = 1 ]"
 check "nothing is left pending on q:ticket" wait_for 5 bash -c "[ \"\$(rcli $R admin XPENDING q:ticket ticket | head -1)\" = 0 ]"
+# The same for a reply (POST /api/v1/tickets/{id}/messages): ticket-3 stops, the
+# sleeping ticket-2 takes the request, commits, and is killed before its ack.
+kill -TERM "$pid3"
+wait_for 10 bash -c "! kill -0 $pid3 2>/dev/null" || not_ok "ticket-3 did not stop"
+spawn_as_user "$WARD_VAR/$R/run/ticket-2.pid" "$WARD_VAR/$R/log/ticket-2.stderr" "$BIN/ward-ticket" --config "$etc/ticket-2.yaml"
+pid2=$(cat "$WARD_VAR/$R/run/ticket-2.pid")
+check "ticket-2 (sleeps 8 s after each commit) is up again" wait_for 10 bash -c "kill -0 $pid2 2>/dev/null"
+nm0=$(pg_super $R "SELECT count(*) FROM ticket.messages WHERE ticket_id = '$CID'")
+api "$A" "$TMP/c1" POST "/api/v1/tickets/$CID/messages" '{"body":"reply exactly once"}' >"$TMP/crashm.out" 2>&1 &
+cpid=$!
+check "ticket-2 committed the reply (and is now between commit and ack)" wait_for 8 bash -c \
+	"[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages WHERE ticket_id = '$CID'\")\" = $((nm0 + 1)) ]"
+check "the reply request is still pending (not acked)" bash -c "[ \"\$(rcli $R admin XPENDING q:ticket ticket | head -1)\" -gt 0 ]"
+kill -KILL "$pid2"
+check "ticket-2 is dead again (SIGKILL between commit and ack)" wait_for 5 bash -c "! kill -0 $pid2 2>/dev/null"
+spawn_as_user "$WARD_VAR/$R/run/ticket-3.pid" "$WARD_VAR/$R/log/ticket-3.stderr" "$BIN/ward-ticket" --config "$etc/ticket-3.yaml"
+pid3=$(cat "$WARD_VAR/$R/run/ticket-3.pid")
+wait "$cpid"
+CRASHM=$(cat "$TMP/crashm.out")
+check "the HTTPS caller got 201 for the reply after the crash" is "$(status "$CRASHM")" 201
+CMID=$(jget "$CRASHM" id)
+check "the redelivered reply created no second message" is "$(pg_super $R "SELECT count(*) FROM ticket.messages WHERE ticket_id = '$CID'")" "$((nm0 + 1))"
+check "the answer is the message committed before the crash" bash -c \
+	"[ -n '$CMID' ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages WHERE id = '$CMID' AND ticket_id = '$CID'\")\" = 1 ]"
+check "one reply event for the ticket" wait_for 10 bash -c "[ \"\$(pg_super $R \"SELECT (SELECT count(*) FROM ticket.outbox WHERE target = 'ticket:$CID' AND action = 'reply') + (SELECT count(*) FROM audit.events WHERE target = 'ticket:$CID' AND action = 'reply')\")\" = 1 ]"
+check "nothing is left pending on q:ticket after the reply" wait_for 5 bash -c "[ \"\$(rcli $R admin XPENDING q:ticket ticket | head -1)\" = 0 ]"
 kill -TERM "$pid3"
 wait_for 10 bash -c "! kill -0 $pid3 2>/dev/null"
 rm -f "$etc/ticket-2.yaml" "$etc/ticket-3.yaml" "$WARD_VAR/$R/run/ticket-2.pid" "$WARD_VAR/$R/run/ticket-3.pid"

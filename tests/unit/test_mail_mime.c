@@ -120,6 +120,64 @@ static void test_charsets_and_encodings(void **state)
 	mail_request_free(req);
 }
 
+/* Single-byte charsets beyond Latin-1: ISO-8859-2 (Polish), ISO-8859-15 (€ and œ
+ * where ISO-8859-1 has ¤ and ½), Windows-1251 (Cyrillic); an RFC 2047 subject in
+ * Windows-1251 too. */
+static void test_more_charsets(void **state)
+{
+	Ward__MailIngestRequest *req;
+	const char *reason, *code;
+	const char *m1 = "From: pl@example.pl\nSubject: pl\n"
+			 "Content-Type: text/plain; charset=ISO-8859-2\n"
+			 "Content-Transfer-Encoding: quoted-printable\n\n"
+			 "Za=BF=F3=B3=E6 g=EA=B6l=B1 ja=BC=F1\n";
+	const char *m2 = "From: fr@example.fr\nSubject: fr\n"
+			 "Content-Type: text/plain; charset=\"iso-8859-15\"\n"
+			 "Content-Transfer-Encoding: quoted-printable\n\n"
+			 "Prix 5=A4 =BDuvre\n";
+	const char *m3 = "From: ru@example.ru\nSubject: =?windows-1251?B?z/Do4uXy?=\n"
+			 "Content-Type: text/plain; charset=windows-1251\n"
+			 "Content-Transfer-Encoding: base64\n\nz/Do4uXy\n";
+
+	(void)state;
+	assert_int_equal(parse(m1, "pl@example.pl", &req, &reason, &code), MAIL_ACCEPT);
+	assert_string_equal(req->body, "Zażółć gęślą jaźń");
+	mail_request_free(req);
+	assert_int_equal(parse(m2, "fr@example.fr", &req, &reason, &code), MAIL_ACCEPT);
+	assert_string_equal(req->body, "Prix 5€ œuvre");
+	mail_request_free(req);
+	assert_int_equal(parse(m3, "ru@example.ru", &req, &reason, &code), MAIL_ACCEPT);
+	assert_string_equal(req->subject, "Привет");
+	assert_string_equal(req->body, "Привет");
+	mail_request_free(req);
+}
+
+/* RFC 2231 parameter continuations: a file name split in sections (filename*0*,
+ * filename*1*, filename*2), percent-encoded UTF-8 with a charset on the first. */
+static void test_rfc2231_continuation(void **state)
+{
+	Ward__MailIngestRequest *req;
+	const char *reason, *code;
+	const char *m = "From: a@example.com\nSubject: split name\n"
+			"Content-Type: multipart/mixed; boundary=B\n\n"
+			"--B\nContent-Type: text/plain\n\nsee attached\n"
+			"--B\nContent-Type: application/pdf;\n"
+			" name*0*=UTF-8''r%C3%A9sum;\n name*1*=%C3%A9%20long;\n name*2=\".pdf\"\n"
+			"Content-Disposition: attachment;\n"
+			" filename*0*=UTF-8''r%C3%A9sum;\n filename*1*=%C3%A9%20long;\n"
+			" filename*2=\".pdf\"\n"
+			"Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--B--\n";
+
+	(void)state;
+	assert_int_equal(parse(m, "a@example.com", &req, &reason, &code), MAIL_ACCEPT);
+	assert_int_equal(req->n_attachments, 1);
+	assert_string_equal(req->attachments[0]->filename, "résumé long.pdf");
+	assert_int_equal(req->attachments[0]->content.len, 9);
+	assert_memory_equal(req->attachments[0]->content.data, "%PDF-1.4\n", 9);
+	assert_string_equal(req->body, "see attached");
+	mail_request_free(req);
+}
+
 static void test_attachments_and_limits(void **state)
 {
 	Ward__MailIngestRequest *req;
@@ -401,6 +459,8 @@ int main(void)
 	    cmocka_unit_test(test_alternative_prefers_plain),
 	    cmocka_unit_test(test_html_only_is_safe_text),
 	    cmocka_unit_test(test_charsets_and_encodings),
+	    cmocka_unit_test(test_more_charsets),
+	    cmocka_unit_test(test_rfc2231_continuation),
 	    cmocka_unit_test(test_attachments_and_limits),
 	    cmocka_unit_test(test_nested_message),
 	    cmocka_unit_test(test_threading_headers),
