@@ -29,6 +29,24 @@ reset_limits() {
 	pg_super $R "DELETE FROM auth.login_failures WHERE tenant_id = '$TA'" >/dev/null
 }
 is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
+# sess_of JAR: the ward_session cookie's value in a curl cookie jar.
+sess_of() { awk '$6 == "ward_session" { v = $7 } END { print v }' "$1"; }
+# keep_old JAR: a copy of the jar and its CSRF token as JAR.old (the session before a change).
+keep_old() { cp "$1" "$1.old"; cp "$1.csrf" "$1.old.csrf"; }
+# gone JAR: the jar's session answers 401 on users/me (within the gateway's cache time).
+gone() { [ "$(status "$(api "$A" "$1" GET /api/v1/users/me)")" = 401 ]; }
+# renewed NAME JAR OUT: a session-replacing answer: new cookie, new CSRF token (not in
+# JSON as a session token), the old session 401, the new one 200 on users/me.
+renewed() {
+	local n=$1 jar=$2 out=$3
+	check "$n: a new session id (cookie) and a new CSRF token, no token in the JSON" bash -c "
+		[ -n '$(sess_of "$jar")' ] && [ '$(sess_of "$jar")' != '$(sess_of "$jar.old")' ] &&
+		[ -n \"\$(cat '$jar.csrf')\" ] && ! cmp -s '$jar.csrf' '$jar.old.csrf' &&
+		grep -q '\"csrf_token\":\"$(cat "$jar.csrf")\"' <<<'${out#* }' && ! grep -q session_token <<<'${out#* }' &&
+		grep -qi '^set-cookie: ward_session=$(sess_of "$jar");.*HttpOnly' '$TMP/headers'"
+	check "$n: the old session id → 401" wait_for 7 gone "$jar.old"
+	check "$n: the new session → 200" is "$(status "$(api "$A" "$jar" GET /api/v1/users/me)")" 200
+}
 
 # ------------------------------------------------------------------ tenants
 outA=$("$BIN/wardctl" tenant create --slug "$A" --region $R --name "Auth A" --admin-email admin@a.example 2>&1)
@@ -72,12 +90,15 @@ out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password '{"current_password":"not
 check "password: wrong current password → 422" is "$(status "$out")" 422
 login "$A" "$TMP/admin2" admin@a.example "$PWA" >/dev/null
 NEWA="Adm1n-Secure-Pass-$SUF"
+keep_old "$TMP/admin"
 out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$PWA\",\"new_password\":\"$NEWA\"}")
-check "password: change → 204" is "$(status "$out")" 204
+check "password: change → 200" is "$(status "$out")" 200
+renewed "password (pending session)" "$TMP/admin" "$out"
+check "password: the old session id is revoked in the database" is "$(pg_super $R "SELECT count(*) FROM auth.sessions WHERE tenant_id = '$TA' AND token_hash = encode(sha256(convert_to('$(sess_of "$TMP/admin.old")', 'UTF8')), 'hex') AND revoked_at IS NOT NULL")" 1
 out=$(api "$A" "$TMP/admin2" GET /api/v1/users/me)
 check "password: change revoked the other session → 401" is "$(status "$out")" 401
 out=$(api "$A" "$TMP/admin" GET /api/v1/users/me)
-check "password: the changing session stays valid, no longer must change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":false' <<<'$out'"
+check "password: the changing session goes on (new id), no longer must change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":false' <<<'$out'"
 check "pending: after the change the same session lists users → 200" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users)")" 200
 out=$(api "$A" "$TMP/admin" POST /api/v1/auth/password "{\"current_password\":\"$NEWA\",\"new_password\":\"$PWA\"}")
 check "password: reusing a recent password (history) → 422" bash -c "[ '$(status "$out")' = 422 ] && grep -q history <<<'$out'"
@@ -156,9 +177,12 @@ out=$(login "$A" "$TMP/agent" agent@a.example "Agent-Pass-1234-$SUF")
 check "expired password: login succeeds into a forced change" bash -c "[ '$(status "$out")' = 200 ] && grep -q '\"must_change_password\":true' <<<'$out'"
 check "expired password: the session is refused other routes → 403" is "$(status "$(api "$A" "$TMP/agent" GET /api/v1/users)")" 403
 AGPW2="Agent-Pass-5678-$SUF"
+keep_old "$TMP/agent"
 out=$(api "$A" "$TMP/agent" POST /api/v1/auth/password "{\"current_password\":\"Agent-Pass-1234-$SUF\",\"new_password\":\"$AGPW2\"}")
-check "expired password: the change → 204" is "$(status "$out")" 204
-check "expired password: then the session works → 200" is "$(status "$(api "$A" "$TMP/agent" GET /api/v1/users)")" 200
+check "expired password: the change → 200" is "$(status "$out")" 200
+renewed "expired password" "$TMP/agent" "$out"
+check "expired password: then the new session works → 200" is "$(status "$(api "$A" "$TMP/agent" GET /api/v1/users)")" 200
+check "expired password: the old session id gains nothing → 401" is "$(status "$(api "$A" "$TMP/agent.old" GET /api/v1/users)")" 401
 
 # ------------------------------------------------------------------ lockout
 reset_limits
@@ -177,8 +201,10 @@ check "totp: setup → secret + otpauth:// URI" bash -c "grep -q 'otpauth://totp
 out=$(api "$A" "$TMP/totp" POST /api/v1/auth/totp/confirm '{"code":"000000"}')
 check "totp: confirm with a wrong code → 422" is "$(status "$out")" 422
 CODE=$(oathtool --totp -b "$SECRET")
+keep_old "$TMP/totp"
 out=$(api "$A" "$TMP/totp" POST /api/v1/auth/totp/confirm "{\"code\":\"$CODE\"}")
 check "totp: confirm with oathtool's code → 10 recovery codes" is "$(jget "$out" '["recovery_codes"].__len__()')" 10
+renewed "totp confirm" "$TMP/totp" "$out"
 RC=$(jget "$out" '["recovery_codes"][0]')
 out=$(login "$A" "$TMP/t2" totp@a.example "Totp-Pass-1234-$SUF")
 check "totp: login without a code → 401" is "$(status "$out")" 401
@@ -292,9 +318,12 @@ out=$(api "$A" "$TMP/staff" GET /api/v1/users)
 check "2fa required: its session is refused other routes → 403 naming TOTP setup" bash -c "[ '$(status "$out")' = 403 ] && grep -q /api/v1/auth/totp/setup <<<'$out'"
 out=$(api "$A" "$TMP/staff" POST /api/v1/auth/totp/setup)
 S2SEC=$(jget "$out" '["secret"]')
+keep_old "$TMP/staff"
 out=$(api "$A" "$TMP/staff" POST /api/v1/auth/totp/confirm "{\"code\":\"$(oathtool --totp -b "$S2SEC")\"}")
 check "2fa required: setup + confirm (oathtool) are allowed → 200" is "$(status "$out")" 200
-check "2fa required: then the same session lists users → 200" is "$(status "$(api "$A" "$TMP/staff" GET /api/v1/users)")" 200
+renewed "2fa required" "$TMP/staff" "$out"
+check "2fa required: then the new session lists users → 200" is "$(status "$(api "$A" "$TMP/staff" GET /api/v1/users)")" 200
+check "2fa required: the old session id gains nothing → 401" is "$(status "$(api "$A" "$TMP/staff.old" GET /api/v1/users)")" 401
 check "2fa required: the admin without TOTP is now confined too → 403" is "$(status "$(api "$A" "$TMP/admin" GET /api/v1/users)")" 403
 
 # ------------------------------------------------------------------ logout
