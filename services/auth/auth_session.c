@@ -486,6 +486,47 @@ static void auth_login_reply_clear(Ward__LoginReply *out)
 		auth_user_clear(out->user);
 }
 
+/* Replace the caller's cookie session by a new one (no fixation at a privilege
+ * change): the old id revoked, the new tokens into out (as auth_session_create).
+ * revoke_all also ends every other session of the user. Nothing new when the
+ * caller has no live session (a Bearer credential). */
+static int auth_session_rotate(struct auth_req *r, const Ward__Principal *p, bool revoke_all,
+			       Ward__LoginReply *out, const char **error_r)
+{
+	const char *params[2] = { p->id, p->session };
+	char ua[513];
+	bool live = false;
+	PGresult *res;
+
+	if (p->session != NULL && auth_uuid_valid(p->session)) {
+		res = db_exec(r->db,
+			      "SELECT user_agent FROM auth.sessions WHERE user_id = $1 AND "
+			      "id = $2::uuid AND revoked_at IS NULL FOR UPDATE",
+			      2, params, error_r);
+		if (res == NULL)
+			return -1;
+		live = PQntuples(res) == 1;
+		snprintf(ua, sizeof ua, "%s", live ? PQgetvalue(res, 0, 0) : "");
+		PQclear(res);
+	}
+	if (revoke_all) {
+		if (auth_exec(r,
+			      "UPDATE auth.sessions SET revoked_at = now() WHERE user_id = $1 AND "
+			      "revoked_at IS NULL",
+			      1, params, error_r) < 0)
+			return -1;
+	} else if (live &&
+		   auth_exec(r,
+			     "UPDATE auth.sessions SET revoked_at = now() WHERE user_id = $1 AND "
+			     "id = $2::uuid",
+			     2, params, error_r) < 0) {
+		return -1;
+	}
+	if (!live)
+		return 0;
+	return auth_session_create(r, p->id, p->role, p->ip, ua, out, error_r);
+}
+
 /* ============================== TOTP check ============================== */
 
 /* Check a code for user: a TOTP code (6 digits, a later step than the last one
@@ -1074,7 +1115,8 @@ AUTH_HANDLER(auth_password_change)
 {
 	const Ward__Principal *p = env->principal;
 	Ward__PasswordChangeRequest *req;
-	Ward__Empty out = WARD__EMPTY__INIT;
+	Ward__SessionRenewal out = WARD__SESSION_RENEWAL__INIT;
+	Ward__LoginReply sess = WARD__LOGIN_REPLY__INIT;
 	struct auth_rule_error errs[AUTH_RULES_MAX];
 	struct auth_settings s;
 	struct auth_req r;
@@ -1129,24 +1171,22 @@ AUTH_HANDLER(auth_password_change)
 		ret = auth_problem_rules(reply, 422, "Unprocessable Content", errs, n);
 		goto out;
 	}
-	{
-		const char *params[2] = { p->id, p->session };
-
-		if (auth_password_store(&r, p->id, hash, req->new_password, &err) < 0 ||
-		    auth_exec(&r,
-			      "UPDATE auth.sessions SET revoked_at = now() WHERE user_id = $1 AND "
-			      "id::text <> $2 AND revoked_at IS NULL",
-			      2, params, &err) < 0 ||
-		    auth_audit(&r, "user", "password.change", NULL, target, p->ip, "", &err) < 0 ||
-		    auth_commit(&r, &err) < 0)
-			goto fail;
-	}
+	/* Every session of the user ends; the caller's goes on under a new id. */
+	if (auth_password_store(&r, p->id, hash, req->new_password, &err) < 0 ||
+	    auth_session_rotate(&r, p, true, &sess, &err) < 0 ||
+	    auth_audit(&r, "user", "password.change", NULL, target, p->ip, "", &err) < 0 ||
+	    auth_commit(&r, &err) < 0)
+		goto fail;
+	out.session_token = sess.session_token;
+	out.csrf_token = sess.csrf_token;
+	out.expires_at_ms = sess.expires_at_ms;
 	ret = auth_reply(reply, &out.base);
 	goto out;
 fail:
 	auth_rollback(&r);
 	ret = auth_fail(reply, "password change", err);
 out:
+	auth_login_reply_clear(&sess);
 	auth_free_secret(hash);
 	auth_settings_free(&s);
 	crypto_wipe(req->new_password, strlen(req->new_password));
@@ -1326,6 +1366,7 @@ AUTH_HANDLER(auth_totp_confirm)
 	const Ward__Principal *p = env->principal;
 	Ward__TotpCodeRequest *req;
 	Ward__TotpConfirmReply out = WARD__TOTP_CONFIRM_REPLY__INIT;
+	Ward__LoginReply sess = WARD__LOGIN_REPLY__INIT;
 	char codes[32][12], *codep[32], target[64];
 	uint8_t *secret = NULL;
 	int64_t last = 0, step = 0;
@@ -1397,17 +1438,22 @@ AUTH_HANDLER(auth_totp_confirm)
 		}
 	}
 	snprintf(target, sizeof target, "user:%s", p->id);
-	if (auth_audit(&r, "user", "2fa.enable", NULL, target, p->ip, "", &err) < 0 ||
+	if (auth_session_rotate(&r, p, false, &sess, &err) < 0 ||
+	    auth_audit(&r, "user", "2fa.enable", NULL, target, p->ip, "", &err) < 0 ||
 	    auth_commit(&r, &err) < 0)
 		goto fail;
 	out.n_recovery_codes = (size_t)n;
 	out.recovery_codes = codep;
+	out.session_token = sess.session_token;
+	out.csrf_token = sess.csrf_token;
+	out.expires_at_ms = sess.expires_at_ms;
 	ret = auth_reply(reply, &out.base);
 	goto out;
 fail:
 	auth_rollback(&r);
 	ret = auth_fail(reply, "totp confirm", err);
 out:
+	auth_login_reply_clear(&sess);
 	crypto_wipe(codes, sizeof codes);
 	if (secret != NULL) {
 		crypto_wipe(secret, AUTH_TOTP_SECRET_LEN);

@@ -22,7 +22,7 @@
 
 enum {
 	ROUTE_PUBLIC = 1 << 0,	  /* no credential needed (login, oauth token, sso) */
-	ROUTE_SET_SESSION = 1 << 1, /* reply is a LoginReply: set the session cookie */
+	ROUTE_SET_SESSION = 1 << 1, /* reply has session_token (LoginReply…): set the cookie */
 	ROUTE_END_SESSION = 1 << 2, /* clear the session cookie after success */
 	ROUTE_FORM = 1 << 3,	  /* body is application/x-www-form-urlencoded (RFC 6749) */
 	ROUTE_LOGIN_RATE = 1 << 4, /* the much tighter login rate limit */

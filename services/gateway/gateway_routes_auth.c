@@ -28,7 +28,8 @@ const struct gateway_route gateway_routes_auth[] = {
 	{ "POST", "/api/v1/auth/logout", AUTH_Q, "auth.logout", &ward__empty__descriptor, NULL,
 	  ROUTE_END_SESSION | ROUTE_PENDING_OK, 204, 1 * KB },
 	{ "POST", "/api/v1/auth/password", AUTH_Q, "auth.password_change",
-	  &ward__password_change_request__descriptor, NULL, ROUTE_PENDING_OK, 204, 4 * KB },
+	  &ward__password_change_request__descriptor, &ward__session_renewal__descriptor,
+	  ROUTE_PENDING_OK | ROUTE_SET_SESSION, 200, 4 * KB },
 	{ "POST", "/api/v1/auth/invitation", AUTH_Q, "auth.invitation_accept",
 	  &ward__invitation_accept_request__descriptor, NULL, ROUTE_PUBLIC | ROUTE_LOGIN_RATE, 204,
 	  4 * KB },
@@ -37,7 +38,7 @@ const struct gateway_route gateway_routes_auth[] = {
 	  &ward__totp_setup_reply__descriptor, ROUTE_PENDING_OK, 200, 1 * KB },
 	{ "POST", "/api/v1/auth/totp/confirm", AUTH_Q, "auth.totp_confirm",
 	  &ward__totp_code_request__descriptor, &ward__totp_confirm_reply__descriptor,
-	  ROUTE_PENDING_OK, 200, 1 * KB },
+	  ROUTE_PENDING_OK | ROUTE_SET_SESSION, 200, 1 * KB },
 	{ "DELETE", "/api/v1/auth/totp", AUTH_Q, "auth.totp_disable",
 	  &ward__totp_code_request__descriptor, NULL, 0, 204, 1 * KB },
 	/* OAuth2 client credentials and SSO */

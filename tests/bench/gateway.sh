@@ -84,10 +84,11 @@ if [ -n "$PW" ]; then
 	# else (and a pending session's answers are not cached): change it.
 	NEWPW="$PW-Bench-9"
 	CSRF=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["csrf_token"])' "$W/login.json" 2>/dev/null)
-	curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" -o /dev/null \
+	# The change replaces the session (a new cookie): keep that one.
+	COOKIE=$(curl -sS --max-time 10 --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" -D - -o /dev/null \
 		-H 'Content-Type: application/json' -H "Cookie: $COOKIE" -H "X-CSRF-Token: $CSRF" \
 		-H "Origin: https://$HOST:$P" -d "{\"current_password\":\"$PW\",\"new_password\":\"$NEWPW\"}" \
-		"https://$HOST:$P/api/v1/auth/password"
+		"https://$HOST:$P/api/v1/auth/password" | sed -n 's/^[Ss]et-[Cc]ookie: *\(ward_session=[^;]*\);.*/\1/p' | tr -d '\r')
 fi
 if [ -n "$COOKIE" ] && [ "$(curl -sS -o /dev/null -w '%{http_code}' --cacert "$WARD_CA" --resolve "$HOST:$P:127.0.0.1" \
 	-H "Cookie: $COOKIE" "https://$HOST:$P/api/v1/users/me")" = 200 ]; then

@@ -13,7 +13,19 @@ api() {
 	[ -n "$data" ] && args+=(-H 'Content-Type: application/json' --data-binary "$data")
 	local code
 	code=$(curl -D "$TMP/headers" "${args[@]}" "$@" "https://$slug.$R.$WARD_DOMAIN:$P$path")
+	# A password change or TOTP confirm replaces the session (new cookie in the
+	# jar, new CSRF token in the body): keep the token next to the jar.
+	if [ "$code" = 200 ] && { [ "$path" = /api/v1/auth/password ] || [ "$path" = /api/v1/auth/totp/confirm ]; }; then
+		csrf_renew "$jar" "$(cat "$TMP/body")"
+	fi
 	echo "$code $(cat "$TMP/body")"
+}
+# csrf_renew JAR JSON: the csrf_token of a session-renewing answer into JAR.csrf.
+csrf_renew() {
+	local t
+	t=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("csrf_token",""))' "$2" 2>/dev/null)
+	[ -n "$t" ] && echo "$t" >"$1.csrf"
+	return 0
 }
 # bearer SLUG TOKEN METHOD PATH: with Authorization: Bearer.
 bearer() {
@@ -55,6 +67,7 @@ print(json.dumps({"email":sys.argv[1],"password":sys.argv[2]}))' "$3" "$4")")
 print(json.dumps({"current_password":sys.argv[1],"new_password":sys.argv[2]}))' "$4" "$(admin_pw "$4")")
 	out=$(api "$1" "$2" POST /api/v1/auth/password "$body")
 	st=${out%% *}
+	[ "$st" = 200 ] && csrf_renew "$2" "${out#* }"
 	[ "$st" = 204 ] && st=200
 	echo "$st"
 }

@@ -22,10 +22,11 @@ T=$(pg_super $R "SELECT id FROM tenant.tenants WHERE slug = '$S'")
 NEWPW='Sturdy-Passphrase-2026!'
 
 # Actions to be recorded.
+START=$(date +%s)
 login "$S" "$TMP/bad" boss@aa.example "not-the-password-9" >/dev/null
 check "admin logs in" is "$(status "$(login "$S" "$TMP/admin" boss@aa.example "$PW")")" 200
 check "admin changes the one-time password" is "$(status "$(api "$S" "$TMP/admin" POST /api/v1/auth/password \
-	"{\"current_password\":\"$PW\",\"new_password\":\"$NEWPW\"}")")" 204
+	"{\"current_password\":\"$PW\",\"new_password\":\"$NEWPW\"}")")" 200
 check "admin creates an agent" is "$(status "$(api "$S" "$TMP/admin" POST /api/v1/users \
 	'{"email":"agent@aa.example","name":"Agent","role":"agent","password":"Agent-Passphrase-2026!"}')")" 201
 check "admin changes the password policy" is "$(status "$(api "$S" "$TMP/admin" PUT /api/v1/settings/password-policy \
@@ -71,6 +72,30 @@ one=$(api "$S" "$TMP/admin" GET '/api/v1/audit?limit=1')
 check "audit: each event has id, at, type, action, actor, target, ip, detail" python3 -c "
 import json,sys; e=json.loads(sys.argv[1].split(' ',1)[1])['events'][0]
 assert all(k in e for k in ('id','at','type','action','actor')), e" "$one"
+
+# The login events name who, from where and when (not only that they happened).
+BOSS=$(pg_super $R "SELECT id FROM auth.users WHERE tenant_id = '$T' AND role = 'admin'")
+login_fields() { # ACTION ACTOR TARGET: the audit API's ACTION events include one with these fields
+	local out
+	out=$(api "$S" "$TMP/admin" GET "/api/v1/audit?action=$1&limit=100")
+	python3 - "$out" "$@" "$START" <<'PY'
+import datetime, json, sys
+out, action, actor, target, start = sys.argv[1:6]
+ev = json.loads(out.split(' ', 1)[1])['events']
+now = datetime.datetime.now(datetime.timezone.utc)
+t0 = datetime.datetime.fromtimestamp(int(start) - 5, datetime.timezone.utc)
+def ok(e):
+    at = datetime.datetime.fromisoformat(e['at'].replace('Z', '+00:00'))
+    return (e['action'] == action and e['type'] == 'session' and e['actor'] == actor and
+            e.get('target') == target and e.get('ip') == '127.0.0.1' and t0 <= at <= now)
+assert any(ok(e) for e in ev), [{k: e.get(k) for k in ('at', 'actor', 'target', 'ip')} for e in ev]
+PY
+}
+check "audit: the failed login names actor anonymous, the account as target, ip 127.0.0.1 and its time" \
+	login_fields login.failure anonymous "user:$BOSS"
+check "audit: the successful login names the user as actor, ip 127.0.0.1 and its time" \
+	login_fields login.success "user:$BOSS" "user:$BOSS"
+check "audit: the same fields in the database row (superuser)" is "$(pg_super $R "SELECT count(*) FROM audit.events WHERE tenant_id = '$T' AND type = 'session' AND ((action = 'login.failure' AND actor = 'anonymous') OR (action = 'login.success' AND actor = 'user:$BOSS')) AND target = 'user:$BOSS' AND ip = '127.0.0.1' AND at BETWEEN to_timestamp($START - 5) AND now()")" 2
 
 # Filters and cursor pagination.
 f=$(api "$S" "$TMP/admin" GET '/api/v1/audit?action=login.success&limit=100')

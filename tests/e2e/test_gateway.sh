@@ -205,9 +205,18 @@ if expect 200 login "$H" /api/v1/auth/login -X POST "${J[@]}" -H "Origin: https:
 	check "session: GET /api/v1/users/me with the cookie → 200" expect 200 me "$H" /api/v1/users/me "${C[@]}"
 	check "pending: the one-time password's session is refused other routes (403 saying what to do)" bash -c \
 		"expect 403 pend '$H' /api/v1/tickets -H 'Cookie: ward_session=$SESS' && body_has pend /api/v1/auth/password && hdr pend Content-Type | grep -q problem"
-	check "pending: the password change is allowed → 204" expect 204 chpw "$H" /api/v1/auth/password -X POST "${J[@]}" "${C[@]}" \
+	check "pending: the password change is allowed → 200" expect 200 chpw "$H" /api/v1/auth/password -X POST "${J[@]}" "${C[@]}" \
 		-H "X-CSRF-Token: $CSRF" -d "{\"current_password\":\"$PW\",\"new_password\":\"$PW-Chg-7q\"}"
-	check "pending: after the change the same session reaches other routes → 200" expect 200 unpend "$H" /api/v1/tickets "${C[@]}"
+	# The change replaces the session (no fixation): a new cookie and CSRF token.
+	OLDC=("${C[@]}")
+	SESS=$(hdr chpw Set-Cookie | sed -n 's/^ward_session=\([^;]*\);.*/\1/p')
+	OLDCSRF=$CSRF
+	CSRF=$(json_field chpw csrf_token)
+	check "pending: the change sets a new session cookie and CSRF token (not the token in JSON)" bash -c \
+		"[ -n '$SESS' ] && [ '${OLDC[1]}' != 'Cookie: ward_session=$SESS' ] && [ -n '$CSRF' ] && [ '$CSRF' != '$OLDCSRF' ] && ! body_has chpw session_token"
+	C=(-H "Cookie: ward_session=$SESS")
+	check "pending: after the change the old session id → 401" expect 401 oldsess "$H" /api/v1/tickets "${OLDC[@]}"
+	check "pending: after the change the new session reaches other routes → 200" expect 200 unpend "$H" /api/v1/tickets "${C[@]}"
 	check "csrf: POST with the cookie and no X-CSRF-Token → 403" expect 403 csrf1 "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" -d '{"subject":"s","body":"b"}'
 	check "csrf: POST with a wrong X-CSRF-Token → 403" expect 403 csrf2 "$H" /api/v1/tickets -X POST "${J[@]}" "${C[@]}" -H 'X-CSRF-Token: wrong' -d '{"subject":"s","body":"b"}'
 	X=(-H "X-CSRF-Token: $CSRF")

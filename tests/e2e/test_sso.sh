@@ -108,3 +108,14 @@ reset_limits
 out=$(login "$S" "$TMP/ag" agent@s.example "Agent-Pass-1234-$SUF")
 check "enforce: the agent's password login is now refused" bash -c "[ '$(status "$out")' = 401 ] || [ '$(status "$out")' = 403 ]"
 check "enforce: the agent logs in by SSO → 200" is "$(status "$(sso "$(sign RS256 "$TMP/rsa.pem" "$(claims seventeen 120 0 agent@s.example)")")")" 200
+
+# ------------------------------------------------------------------ no create_customers
+# The settings above left create_customers off: a valid token for an email the
+# tenant does not know logs nobody in and creates nobody.
+reset_limits
+n0=$(pg_super $R "SELECT count(*) FROM auth.users WHERE tenant_id = '$T'")
+out=$(sso "$(sign RS256 "$TMP/rsa.pem" "$(claims eighteen 120 0 stranger@s.example)")")
+check "no create_customers: an unknown email with a valid token → 401" is "$(status "$out")" 401
+check "no create_customers: no session cookie was set" bash -c "! grep -qi '^set-cookie: ward_session=[^;]' '$TMP/headers'"
+check "no create_customers: no user was created" is "$(pg_super $R "SELECT count(*) FROM auth.users WHERE tenant_id = '$T'")" "$n0"
+check "no create_customers: a known customer still logs in by SSO → 200" is "$(status "$(sso "$(sign RS256 "$TMP/rsa.pem" "$(claims nineteen 120)")")")" 200
