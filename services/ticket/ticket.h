@@ -143,6 +143,13 @@ queue_result_t ticket_reply(struct queue_reply *reply, const ProtobufCMessage *m
 /* A database or key failure inside a transaction: roll back, retry later. */
 queue_result_t ticket_retry(struct daemon *d, const char *what, const char *error,
 			    const char **error_r);
+/* The error of ticket_open for a sealed value that does not authenticate (tampered
+ * with, or moved to another row or column): compared by address. */
+extern const char ticket_err_integrity[];
+/* ticket_retry, except for ticket_err_integrity, which no retry can cure: roll back,
+ * log it as an error and answer 500 at once (QUEUE_DONE). */
+queue_result_t ticket_fail(struct daemon *d, struct queue_reply *reply, const char *what,
+			   const char *error, const char **error_r);
 /* After a commit: the test-only pause (testing.sleep_after_commit_ms). */
 void ticket_after_commit(void);
 /* Record an audit event in the open transaction (ticket.outbox). */

@@ -235,6 +235,8 @@ int ticket_seal(struct daemon *d, const char *tenant, const char *table, const c
 	return rc;
 }
 
+const char ticket_err_integrity[] = "a sealed value does not open (tampered or moved)";
+
 int ticket_open(struct daemon *d, const char *tenant, const char *table, const char *column,
 		const char *row, const char *pg_bytea, uint8_t **out_r, size_t *out_len_r,
 		const char **error_r)
@@ -262,7 +264,7 @@ int ticket_open(struct daemon *d, const char *tenant, const char *table, const c
 	if (ticket_keys_version(d, tenant, version, dek, error_r) < 0)
 		goto out;
 	if (crypto_open(dek, aad, (size_t)n, sealed, sealed_len, out_r, out_len_r, NULL) < 0)
-		*error_r = "a sealed value does not open (tampered or moved)";
+		*error_r = ticket_err_integrity;
 	else
 		rc = 0;
 	crypto_wipe(dek, sizeof dek);

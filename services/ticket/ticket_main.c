@@ -144,6 +144,18 @@ queue_result_t ticket_retry(struct daemon *d, const char *what, const char *erro
 	return QUEUE_RETRY;
 }
 
+queue_result_t ticket_fail(struct daemon *d, struct queue_reply *reply, const char *what,
+			   const char *error, const char **error_r)
+{
+	if (error != ticket_err_integrity)
+		return ticket_retry(d, what, error, error_r);
+	db_rollback(daemon_db(d));
+	log_event(LOG_ERROR, "stored data failed its integrity check", LF_STR("step", what),
+		  LF_STR("error", error));
+	return ticket_problem(reply, 500, "Internal Server Error",
+			      "Stored data failed its integrity check.", NULL);
+}
+
 void ticket_after_commit(void)
 {
 	struct timespec ts;

@@ -173,12 +173,12 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 		goto out;
 	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	r = ticket_request_seen(d, env, &who, payload, len, result_id, &conflict, hash, &err);
 	if (r < 0) {
-		qr = ticket_retry(d, "idempotency", err, error_r);
+		qr = ticket_fail(d, reply, "idempotency", err, error_r);
 		goto out;
 	}
 	if (r == 1) {
@@ -190,7 +190,7 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 		}
 		if (msg_load(d, env->tenant, &who, result_id, &m, &err) != 1 ||
 		    db_commit(daemon_db(d), &err) < 0) {
-			qr = ticket_retry(d, "replay", err != NULL ? err : "gone", error_r);
+			qr = ticket_fail(d, reply, "replay", err != NULL ? err : "gone", error_r);
 			goto out;
 		}
 		qr = ticket_reply(reply, &m.base, error_r);
@@ -199,7 +199,7 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 	/* Lock the ticket: its messages are numbered and its status moves in order. */
 	r = ticket_visible(d, env->tenant, &who, req->id, true, &from, &err);
 	if (r < 0) {
-		qr = ticket_retry(d, "ticket", err, error_r);
+		qr = ticket_fail(d, reply, "ticket", err, error_r);
 		goto out;
 	}
 	if (r == 0) {
@@ -217,7 +217,7 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 	if (ticket_uuid_random(mid) < 0 ||
 	    ticket_seal(d, env->tenant, "ticket.messages", "body_enc", mid, req->body,
 			strlen(req->body), &sealed, &sealed_len, &err) < 0) {
-		qr = ticket_retry(d, "encrypt", err != NULL ? err : "no random bytes", error_r);
+		qr = ticket_fail(d, reply, "encrypt", err != NULL ? err : "no random bytes", error_r);
 		goto out;
 	}
 	{
@@ -237,7 +237,7 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 			     "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
 			     "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, $6, $7)",
 			     7, p, lens, fmts, &err) < 0) {
-			qr = ticket_retry(d, "insert message", err, error_r);
+			qr = ticket_fail(d, reply, "insert message", err, error_r);
 			goto out;
 		}
 	}
@@ -247,7 +247,7 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 		if (db_defer(daemon_db(d),
 			     "UPDATE ticket.tickets SET status = $2, updated_at = now() WHERE id = $1",
 			     2, p, NULL, NULL, &err) < 0) {
-			qr = ticket_retry(d, "update ticket", err, error_r);
+			qr = ticket_fail(d, reply, "update ticket", err, error_r);
 			goto out;
 		}
 	}
@@ -255,7 +255,7 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 	snprintf(detail, sizeof detail, "{\"message\":\"%s\",\"role\":\"%s\"}", mid, who.role);
 	if (ticket_audit(d, env, &who, req->internal ? "note" : "reply", target, detail, &err) <
 	    0) {
-		qr = ticket_retry(d, "audit", err, error_r);
+		qr = ticket_fail(d, reply, "audit", err, error_r);
 		goto out;
 	}
 	if (to != from) {
@@ -263,17 +263,17 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 			 "{\"from\":\"%s\",\"to\":\"%s\",\"reason\":\"customer reply\"}",
 			 ticket_status_name(from), ticket_status_name(to));
 		if (ticket_audit(d, env, &who, "status", target, detail, &err) < 0) {
-			qr = ticket_retry(d, "audit", err, error_r);
+			qr = ticket_fail(d, reply, "audit", err, error_r);
 			goto out;
 		}
 	}
 	if (ticket_request_record(d, env, &who, hash, mid, &err) < 0 ||
 	    msg_load(d, env->tenant, &who, mid, &m, &err) != 1) {
-		qr = ticket_retry(d, "record", err != NULL ? err : "gone", error_r);
+		qr = ticket_fail(d, reply, "record", err != NULL ? err : "gone", error_r);
 		goto out;
 	}
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	ticket_after_commit();
@@ -321,13 +321,13 @@ queue_result_t ticket_message_list(struct daemon *d, const Ward__Envelope *env,
 	snprintf(limit_s, sizeof limit_s, "%d", limit + 1);
 	snprintf(cursor_s, sizeof cursor_s, "%lld", cursor);
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	r = ticket_visible(d, env->tenant, &who, req->id, false, NULL, &err);
 	if (r <= 0) {
 		if (r < 0) {
-			qr = ticket_retry(d, "ticket", err, error_r);
+			qr = ticket_fail(d, reply, "ticket", err, error_r);
 		} else {
 			db_rollback(daemon_db(d));
 			qr = ticket_problem(reply, 404, "Not found", NULL, NULL);
@@ -347,7 +347,7 @@ queue_result_t ticket_message_list(struct daemon *d, const Ward__Envelope *env,
 			    4, p, &err);
 	}
 	if (res == NULL) {
-		qr = ticket_retry(d, "list", err, error_r);
+		qr = ticket_fail(d, reply, "list", err, error_r);
 		goto out;
 	}
 	rows = PQntuples(res);
@@ -360,19 +360,19 @@ queue_result_t ticket_message_list(struct daemon *d, const Ward__Envelope *env,
 	items = calloc((size_t)rows + 1, sizeof *items);
 	ptrs = calloc((size_t)rows + 1, sizeof *ptrs);
 	if (items == NULL || ptrs == NULL) {
-		qr = ticket_retry(d, "list", "out of memory", error_r);
+		qr = ticket_fail(d, reply, "list", "out of memory", error_r);
 		goto out;
 	}
 	for (i = 0; i < rows; i++, filled++) {
 		if (msg_fill(d, env->tenant, res, i, &items[i], &err) < 0) {
 			msg_clear(&items[i]);
-			qr = ticket_retry(d, "list decrypt", err, error_r);
+			qr = ticket_fail(d, reply, "list decrypt", err, error_r);
 			goto out;
 		}
 		ptrs[i] = &items[i];
 	}
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	out.n_items = (size_t)rows;
@@ -490,12 +490,12 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 	ticket_filename_clean(req->filename, name);
 	type = ticket_sniff(req->content.data, req->content.len);
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	r = ticket_request_seen(d, env, &who, payload, len, result_id, &conflict, hash, &err);
 	if (r < 0) {
-		qr = ticket_retry(d, "idempotency", err, error_r);
+		qr = ticket_fail(d, reply, "idempotency", err, error_r);
 		goto out;
 	}
 	if (r == 1) {
@@ -507,7 +507,7 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 		}
 		if (att_load(d, env->tenant, &who, req->id, result_id, &a, &err) != 1 ||
 		    db_commit(daemon_db(d), &err) < 0) {
-			qr = ticket_retry(d, "replay", err != NULL ? err : "gone", error_r);
+			qr = ticket_fail(d, reply, "replay", err != NULL ? err : "gone", error_r);
 			goto out;
 		}
 		qr = ticket_reply(reply, &a.base, error_r);
@@ -515,7 +515,7 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 	}
 	r = ticket_visible(d, env->tenant, &who, req->id, true, NULL, &err);
 	if (r < 0) {
-		qr = ticket_retry(d, "ticket", err, error_r);
+		qr = ticket_fail(d, reply, "ticket", err, error_r);
 		goto out;
 	}
 	if (r == 0) {
@@ -531,7 +531,7 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 			      "AND ($3::bool OR NOT internal)",
 			      3, p, &err);
 		if (res == NULL) {
-			qr = ticket_retry(d, "message", err, error_r);
+			qr = ticket_fail(d, reply, "message", err, error_r);
 			goto out;
 		}
 		r = PQntuples(res);
@@ -548,7 +548,7 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 			strlen(name), &sname, &sname_len, &err) < 0 ||
 	    ticket_seal(d, env->tenant, "ticket.attachments", "content_enc", aid, req->content.data,
 			req->content.len, &scontent, &scontent_len, &err) < 0) {
-		qr = ticket_retry(d, "encrypt", err != NULL ? err : "no random bytes", error_r);
+		qr = ticket_fail(d, reply, "encrypt", err != NULL ? err : "no random bytes", error_r);
 		goto out;
 	}
 	snprintf(size_s, sizeof size_s, "%zu", req->content.len);
@@ -571,7 +571,7 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 				  "created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 				  9, p, lens, fmts, &err);
 		if (res == NULL) {
-			qr = ticket_retry(d, "insert attachment", err, error_r);
+			qr = ticket_fail(d, reply, "insert attachment", err, error_r);
 			goto out;
 		}
 		PQclear(res);
@@ -583,7 +583,7 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 			      "UPDATE ticket.tickets SET updated_at = now() WHERE id = $1", 1, p,
 			      &err);
 		if (res == NULL) {
-			qr = ticket_retry(d, "update ticket", err, error_r);
+			qr = ticket_fail(d, reply, "update ticket", err, error_r);
 			goto out;
 		}
 		PQclear(res);
@@ -595,11 +595,11 @@ queue_result_t ticket_attachment_create(struct daemon *d, const Ward__Envelope *
 	if (ticket_audit(d, env, &who, "attachment.add", target, detail, &err) < 0 ||
 	    ticket_request_record(d, env, &who, hash, aid, &err) < 0 ||
 	    att_load(d, env->tenant, &who, req->id, aid, &a, &err) != 1) {
-		qr = ticket_retry(d, "record", err != NULL ? err : "gone", error_r);
+		qr = ticket_fail(d, reply, "record", err != NULL ? err : "gone", error_r);
 		goto out;
 	}
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	ticket_after_commit();
@@ -634,13 +634,13 @@ queue_result_t ticket_attachment_list(struct daemon *d, const Ward__Envelope *en
 		goto out;
 	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	r = ticket_visible(d, env->tenant, &who, req->id, false, NULL, &err);
 	if (r <= 0) {
 		if (r < 0) {
-			qr = ticket_retry(d, "ticket", err, error_r);
+			qr = ticket_fail(d, reply, "ticket", err, error_r);
 		} else {
 			db_rollback(daemon_db(d));
 			qr = ticket_problem(reply, 404, "Not found", NULL, NULL);
@@ -657,26 +657,26 @@ queue_result_t ticket_attachment_list(struct daemon *d, const Ward__Envelope *en
 			      2, p, &err);
 	}
 	if (res == NULL) {
-		qr = ticket_retry(d, "list", err, error_r);
+		qr = ticket_fail(d, reply, "list", err, error_r);
 		goto out;
 	}
 	rows = PQntuples(res);
 	items = calloc((size_t)rows + 1, sizeof *items);
 	ptrs = calloc((size_t)rows + 1, sizeof *ptrs);
 	if (items == NULL || ptrs == NULL) {
-		qr = ticket_retry(d, "list", "out of memory", error_r);
+		qr = ticket_fail(d, reply, "list", "out of memory", error_r);
 		goto out;
 	}
 	for (i = 0; i < rows; i++, filled++) {
 		if (att_fill(d, env->tenant, res, i, &items[i], &err) < 0) {
 			att_clear(&items[i]);
-			qr = ticket_retry(d, "list decrypt", err, error_r);
+			qr = ticket_fail(d, reply, "list decrypt", err, error_r);
 			goto out;
 		}
 		ptrs[i] = &items[i];
 	}
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	out.n_items = (size_t)rows;
@@ -720,7 +720,7 @@ queue_result_t ticket_attachment_get(struct daemon *d, const Ward__Envelope *env
 		goto out;
 	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	/* The ticket's rules first (a customer's own ticket only), then the file's. */
@@ -729,7 +729,7 @@ queue_result_t ticket_attachment_get(struct daemon *d, const Ward__Envelope *env
 		r = att_load(d, env->tenant, &who, req->id, req->aid, &a, &err);
 	if (r <= 0) {
 		if (r < 0) {
-			qr = ticket_retry(d, "attachment", err, error_r);
+			qr = ticket_fail(d, reply, "attachment", err, error_r);
 		} else {
 			db_rollback(daemon_db(d));
 			qr = ticket_problem(reply, 404, "Not found", NULL, NULL);
@@ -746,11 +746,11 @@ queue_result_t ticket_attachment_get(struct daemon *d, const Ward__Envelope *env
 	if (res == NULL || PQntuples(res) != 1 ||
 	    ticket_open(d, env->tenant, "ticket.attachments", "content_enc", req->aid,
 			PQgetvalue(res, 0, 0), &content, &content_len, &err) < 0) {
-		qr = ticket_retry(d, "content", err != NULL ? err : "gone", error_r);
+		qr = ticket_fail(d, reply, "content", err != NULL ? err : "gone", error_r);
 		goto out;
 	}
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	out.filename = a.filename;
@@ -803,12 +803,12 @@ queue_result_t ticket_department_create(struct daemon *d, const Ward__Envelope *
 		goto out;
 	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	r = ticket_request_seen(d, env, &who, payload, len, result_id, &conflict, hash, &err);
 	if (r < 0) {
-		qr = ticket_retry(d, "idempotency", err, error_r);
+		qr = ticket_fail(d, reply, "idempotency", err, error_r);
 		goto out;
 	}
 	if (r == 1 && conflict) {
@@ -821,7 +821,7 @@ queue_result_t ticket_department_create(struct daemon *d, const Ward__Envelope *
 		const char *p[3] = {id, env->tenant, req->name};
 
 		if (ticket_uuid_random(id) < 0) {
-			qr = ticket_retry(d, "random", "no random bytes", error_r);
+			qr = ticket_fail(d, reply, "random", "no random bytes", error_r);
 			goto out;
 		}
 		res = db_exec(daemon_db(d),
@@ -829,7 +829,7 @@ queue_result_t ticket_department_create(struct daemon *d, const Ward__Envelope *
 			      "VALUES ($1, $2, $3) ON CONFLICT (tenant_id, name) DO NOTHING",
 			      3, p, &err);
 		if (res == NULL) {
-			qr = ticket_retry(d, "insert department", err, error_r);
+			qr = ticket_fail(d, reply, "insert department", err, error_r);
 			goto out;
 		}
 		r = strcmp(PQcmdTuples(res), "1") == 0;
@@ -843,7 +843,7 @@ queue_result_t ticket_department_create(struct daemon *d, const Ward__Envelope *
 		snprintf(target, sizeof target, "department:%s", id);
 		if (ticket_audit(d, env, &who, "department.create", target, "{}", &err) < 0 ||
 		    ticket_request_record(d, env, &who, hash, id, &err) < 0) {
-			qr = ticket_retry(d, "record", err, error_r);
+			qr = ticket_fail(d, reply, "record", err, error_r);
 			goto out;
 		}
 		snprintf(result_id, sizeof result_id, "%s", id);
@@ -858,7 +858,7 @@ queue_result_t ticket_department_create(struct daemon *d, const Ward__Envelope *
 	}
 	if (res == NULL || PQntuples(res) != 1) {
 		PQclear(res);
-		qr = ticket_retry(d, "read back", err != NULL ? err : "gone", error_r);
+		qr = ticket_fail(d, reply, "read back", err != NULL ? err : "gone", error_r);
 		goto out;
 	}
 	snprintf(created, sizeof created, "%s", PQgetvalue(res, 0, 1));
@@ -867,7 +867,7 @@ queue_result_t ticket_department_create(struct daemon *d, const Ward__Envelope *
 	out.created_at = created;
 	PQclear(res);
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	ticket_after_commit();
@@ -893,13 +893,13 @@ queue_result_t ticket_department_list(struct daemon *d, const Ward__Envelope *en
 	if (msg_prologue(env, &who, NULL, reply) < 0)
 		return QUEUE_DONE;
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0)
-		return ticket_retry(d, "begin", err, error_r);
+		return ticket_fail(d, reply, "begin", err, error_r);
 	res = db_exec(daemon_db(d),
 		      "SELECT id, name, " TS("created_at") " FROM ticket.departments "
 							   "ORDER BY name LIMIT 1000",
 		      0, NULL, &err);
 	if (res == NULL || db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "list", err, error_r);
+		qr = ticket_fail(d, reply, "list", err, error_r);
 		goto out;
 	}
 	rows = PQntuples(res);

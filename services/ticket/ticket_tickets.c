@@ -376,16 +376,16 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 	}
 	priority = req->priority[0] != '\0' ? req->priority : "normal";
 	if (ticket_next_number(d, env->tenant, &number, &err) < 0) {
-		qr = ticket_retry(d, "number", err, error_r);
+		qr = ticket_fail(d, reply, "number", err, error_r);
 		goto out;
 	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	seen = ticket_request_seen(d, env, &who, payload, len, result_id, &conflict, hash, &err);
 	if (seen < 0) {
-		qr = ticket_retry(d, "idempotency", err, error_r);
+		qr = ticket_fail(d, reply, "idempotency", err, error_r);
 		goto out;
 	}
 	if (seen == 1) {
@@ -396,7 +396,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 			goto out;
 		}
 		if (ticket_load(d, env->tenant, &who, result_id, true, &t, &err) != 1) {
-			qr = ticket_retry(d, "replay", err != NULL ? err : "gone", error_r);
+			qr = ticket_fail(d, reply, "replay", err != NULL ? err : "gone", error_r);
 			goto out;
 		}
 		qr = ticket_reply(reply, &t.base, error_r);
@@ -406,7 +406,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		int r = ticket_department_exists(d, req->department_id, &err);
 
 		if (r < 0) {
-			qr = ticket_retry(d, "department", err, error_r);
+			qr = ticket_fail(d, reply, "department", err, error_r);
 			goto out;
 		}
 		if (r == 0) {
@@ -420,7 +420,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		int r = ticket_assignee_ok(d, env->tenant, req->assignee_id, &err);
 
 		if (r < 0) {
-			qr = ticket_retry(d, "assignee", err, error_r);
+			qr = ticket_fail(d, reply, "assignee", err, error_r);
 			goto out;
 		}
 		if (r == 0) {
@@ -432,7 +432,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		}
 	}
 	if (ticket_uuid_random(id) < 0 || ticket_uuid_random(mid) < 0) {
-		qr = ticket_retry(d, "random", "no random bytes", error_r);
+		qr = ticket_fail(d, reply, "random", "no random bytes", error_r);
 		goto out;
 	}
 	if (ticket_seal(d, env->tenant, "ticket.tickets", "subject_enc", id, req->subject,
@@ -448,7 +448,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 	     ticket_seal(d, env->tenant, "ticket.tickets", "requester_name_enc", id,
 			 req->requester_name, strlen(req->requester_name), &s.name, &s.name_len,
 			 &err) < 0)) {
-		qr = ticket_retry(d, "encrypt", err, error_r);
+		qr = ticket_fail(d, reply, "encrypt", err, error_r);
 		goto out;
 	}
 	{
@@ -480,7 +480,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 			     "auth.users u WHERE u.email_bidx = $8 AND u.role = 'customer')), $7, "
 			     "$8, $9, $10, $11, $12)",
 			     12, p, lens, fmts, &err) < 0) {
-			qr = ticket_retry(d, "insert ticket", err, error_r);
+			qr = ticket_fail(d, reply, "insert ticket", err, error_r);
 			goto out;
 		}
 	}
@@ -494,7 +494,7 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 			     "INSERT INTO ticket.messages (id, tenant_id, ticket_id, author_id, "
 			     "author_role, internal, body_enc) VALUES ($1, $2, $3, $4, $5, false, $6)",
 			     6, p, lens, fmts, &err) < 0) {
-			qr = ticket_retry(d, "insert message", err, error_r);
+			qr = ticket_fail(d, reply, "insert message", err, error_r);
 			goto out;
 		}
 	}
@@ -503,14 +503,14 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 		 number, priority, mid);
 	if (ticket_audit(d, env, &who, "create", target, detail, &err) < 0 ||
 	    ticket_request_record(d, env, &who, hash, id, &err) < 0) {
-		qr = ticket_retry(d, "record", err, error_r);
+		qr = ticket_fail(d, reply, "record", err, error_r);
 		goto out;
 	}
 	/* The inserts above were deferred: they travel with the read back of the reply
 	 * (inside the transaction, the same code as a replay) and its COMMIT, in one
 	 * round trip. */
 	if (ticket_load(d, env->tenant, &who, id, true, &t, &err) != 1) {
-		qr = ticket_retry(d, "read back and commit", err != NULL ? err : "gone", error_r);
+		qr = ticket_fail(d, reply, "read back and commit", err != NULL ? err : "gone", error_r);
 		goto out;
 	}
 	ticket_after_commit();
@@ -546,12 +546,12 @@ queue_result_t ticket_get(struct daemon *d, const Ward__Envelope *env, const uin
 		goto out;
 	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	r = ticket_load(d, env->tenant, &who, req->id, true, &t, &err); /* and commits */
 	if (r < 0) {
-		qr = ticket_retry(d, "get", err, error_r);
+		qr = ticket_fail(d, reply, "get", err, error_r);
 		goto out;
 	}
 	if (r == 0) {
@@ -669,17 +669,17 @@ queue_result_t ticket_list(struct daemon *d, const Ward__Envelope *env, const ui
 	snprintf(limit_s, sizeof limit_s, "%d", limit + 1);
 	snprintf(cursor_s, sizeof cursor_s, "%lld", cursor);
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	if (ticket_keys_current(d, env->tenant, dek, &version, slug, &err) < 0) {
-		qr = ticket_retry(d, "keys", err, error_r);
+		qr = ticket_fail(d, reply, "keys", err, error_r);
 		goto out;
 	}
 	crypto_wipe(dek, sizeof dek);
 	res = ticket_list_query(d, req, &who, cursor > 0 ? cursor_s : NULL, limit_s, &err);
 	if (res == NULL) {
-		qr = ticket_retry(d, "list", err, error_r);
+		qr = ticket_fail(d, reply, "list", err, error_r);
 		goto out;
 	}
 	rows = PQntuples(res);
@@ -692,19 +692,19 @@ queue_result_t ticket_list(struct daemon *d, const Ward__Envelope *env, const ui
 	items = calloc((size_t)rows + 1, sizeof *items);
 	ptrs = calloc((size_t)rows + 1, sizeof *ptrs);
 	if (items == NULL || ptrs == NULL) {
-		qr = ticket_retry(d, "list", "out of memory", error_r);
+		qr = ticket_fail(d, reply, "list", "out of memory", error_r);
 		goto out;
 	}
 	for (i = 0; i < rows; i++, filled++) {
 		if (ticket_fill(d, env->tenant, slug, res, i, &items[i], &err) < 0) {
 			ticket_clear(&items[i]);
-			qr = ticket_retry(d, "list decrypt", err, error_r);
+			qr = ticket_fail(d, reply, "list decrypt", err, error_r);
 			goto out;
 		}
 		ptrs[i] = &items[i];
 	}
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	out.n_items = (size_t)rows;
@@ -771,12 +771,12 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 		goto out;
 	}
 	if (db_begin(daemon_db(d), env->tenant, &err) < 0) {
-		qr = ticket_retry(d, "begin", err, error_r);
+		qr = ticket_fail(d, reply, "begin", err, error_r);
 		goto out;
 	}
 	r = db_mark_processed(daemon_db(d), "ticket.processed", env->id, &err);
 	if (r < 0) {
-		qr = ticket_retry(d, "processed", err, error_r);
+		qr = ticket_fail(d, reply, "processed", err, error_r);
 		goto out;
 	}
 	if (r == 0)
@@ -791,7 +791,7 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 			      1, p, &err);
 	}
 	if (res == NULL) {
-		qr = ticket_retry(d, "read", err, error_r);
+		qr = ticket_fail(d, reply, "read", err, error_r);
 		goto out;
 	}
 	if (PQntuples(res) != 1) {
@@ -818,7 +818,7 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 	if (req->department_id[0] != '\0' && strcmp(req->department_id, old_dept) != 0) {
 		r = ticket_department_exists(d, req->department_id, &err);
 		if (r < 0) {
-			qr = ticket_retry(d, "department", err, error_r);
+			qr = ticket_fail(d, reply, "department", err, error_r);
 			goto out;
 		}
 		if (r == 0) {
@@ -831,7 +831,7 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 	if (req->assignee_id[0] != '\0' && strcmp(req->assignee_id, old_assignee) != 0) {
 		r = ticket_assignee_ok(d, env->tenant, req->assignee_id, &err);
 		if (r < 0) {
-			qr = ticket_retry(d, "assignee", err, error_r);
+			qr = ticket_fail(d, reply, "assignee", err, error_r);
 			goto out;
 		}
 		if (r == 0) {
@@ -859,7 +859,7 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 			    "WHERE id = $1",
 			    5, p, &err);
 		if (res == NULL) {
-			qr = ticket_retry(d, "update", err, error_r);
+			qr = ticket_fail(d, reply, "update", err, error_r);
 			goto out;
 		}
 		PQclear(res);
@@ -876,13 +876,13 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 	    (req->department_id[0] && strcmp(req->department_id, old_dept) != 0 &&
 	     ticket_audit_change(d, env, &who, "department", target, old_dept, req->department_id,
 				 &err) < 0)) {
-		qr = ticket_retry(d, "audit", err, error_r);
+		qr = ticket_fail(d, reply, "audit", err, error_r);
 		goto out;
 	}
 answer:
 	r = ticket_load(d, env->tenant, &who, req->id, false, &t, &err);
 	if (r < 0) {
-		qr = ticket_retry(d, "read back", err, error_r);
+		qr = ticket_fail(d, reply, "read back", err, error_r);
 		goto out;
 	}
 	if (r == 0) {
@@ -891,7 +891,7 @@ answer:
 		goto out;
 	}
 	if (db_commit(daemon_db(d), &err) < 0) {
-		qr = ticket_retry(d, "commit", err, error_r);
+		qr = ticket_fail(d, reply, "commit", err, error_r);
 		goto out;
 	}
 	ticket_after_commit();
