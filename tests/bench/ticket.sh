@@ -177,6 +177,15 @@ lrps=$(rps_of "$W/list.out")
 line ticket_list25_rps "${lrps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${lrps:-0}" "${nrps:-0}")"
 line ticket_list25_p99 "$(p99_of "$W/list.out")" ms nginx_static_200_p99 "${np99:-0}" "$(ratio "$(p99_of "$W/list.out")" "${np99:-0}")"
 
+# Redis after the runs: its memory (INFO used_memory) and what its queues hold
+# (XLEN: handled entries are deleted by their consumers, only a backlog stays).
+rport=${WARD_EU_REDIS##*:}
+rinfo() { REDISCLI_AUTH=$(cat "$WARD_VAR/eu/secrets/redis-admin") redis-cli --no-auth-warning --user admin -p "$rport" "$@"; }
+line redis_used_memory_after "$(rinfo INFO memory | tr -d '\r' | sed -n 's/^used_memory://p')" bytes none 0 0
+for q in ticket audit auth; do
+	line "redis_xlen_q_$q" "$(rinfo XLEN "q:$q")" entries none 0 0
+done
+
 for s in gateway auth ticket audit mail-ingest backup; do
 	[ -s "$W/rss.$s" ] || continue
 	kb=$(cat "$W/rss.$s")
