@@ -17,6 +17,9 @@
 #   ticket_{create,get}_cpu_us_<part>  CPU time per request of each daemon, Redis
 #                              and PostgreSQL during the create and get runs (µs):
 #                              where a request's cost goes
+#   redis_used_memory_after    Redis's used_memory after the runs, the queues' XLEN
+#   redis_xlen_q_<svc>         (consumers delete what they acked: 0 unless a backlog),
+#   redis_aof_*, _stream_cmd_usec  AOF rewrites and size, µs in stream commands
 # The eu gateway's rate limits are raised for the run (and restored), as in
 # tests/bench/gateway.sh: at their defaults they would cap the measurement.
 # ward-ticket runs BENCH_WORKERS worker processes (default 4, `workers:` in its
@@ -185,6 +188,12 @@ line redis_used_memory_after "$(rinfo INFO memory | tr -d '\r' | sed -n 's/^used
 for q in ticket audit auth; do
 	line "redis_xlen_q_$q" "$(rinfo XLEN "q:$q")" entries none 0 0
 done
+# Since the stack started: AOF rewrites and the AOF's size (every XDEL is logged
+# too), and Redis's time in stream commands (INFO commandstats, µs).
+line redis_aof_rewrites "$(rinfo INFO persistence | tr -d '\r' | sed -n 's/^aof_rewrites://p')" rewrites none 0 0
+line redis_aof_current_size "$(rinfo INFO persistence | tr -d '\r' | sed -n 's/^aof_current_size://p')" bytes none 0 0
+line redis_stream_cmd_usec "$(rinfo INFO commandstats | tr -d '\r' |
+	awk -F'[=,]' '/^cmdstat_x/ { t += $4 } END { print t + 0 }')" us none 0 0
 
 for s in gateway auth ticket audit mail-ingest backup; do
 	[ -s "$W/rss.$s" ] || continue
