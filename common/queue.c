@@ -10,10 +10,13 @@
  *
  * Consuming: entries are read in batches (COUNT), each unpacked, checked to be
  * addressed to the stream it came from, opened, checked for its deadline and
- * handed to the handler; the batch's acks go out as one XACK. Entries left
- * pending (RETRY, or a dead consumer) are reclaimed by a timer running
- * XAUTOCLAIM; their delivery count (XPENDING) decides when they are
- * dead-lettered to dl:<service>.
+ * handed to the handler; the batch's acks go out as one XACK, followed at once
+ * (same write) by one XDEL of the same entries: a handled entry leaves the
+ * stream, so XLEN q:<service> is what is not handled yet (the queue's depth).
+ * Entries left pending (RETRY, or a dead consumer) are reclaimed by a timer
+ * running XAUTOCLAIM; their delivery count (XPENDING) decides when they are
+ * copied to dl:<service>, then acked and deleted from the stream only once
+ * dl:<service> holds the copy.
  *
  * Requests wait in a hash table keyed by envelope id, each with a deadline
  * timer; a reply is accepted only from the service the request went to and
@@ -104,7 +107,7 @@ struct queue {
 	struct event *claim_ev;
 	int claim_inflight;
 	char claim_cursor[QUEUE_ID_MAX];
-	const char **ack_argv; /* XACK stream group id... for one batch */
+	const char **ack_argv; /* XACK stream group id... for one batch (queue_ack_delete) */
 	size_t *ack_lens;
 	size_t ack_n;
 
@@ -122,6 +125,7 @@ struct queue {
 	struct event *drain_ev;
 
 	struct queue_stats stats;
+	unsigned long xdel_refused; /* XDELs refused in a row (logged at the first) */
 };
 
 static void queue_conn_open(struct queue_conn *c);
@@ -826,22 +830,119 @@ static void queue_ack_add(queue_t *q, const char *id, size_t len)
 	q->ack_n++;
 }
 
-/* Send the batch's XACK (pipelined, after the batch's replies). */
+/* Answer to an XDEL of handled entries: count them. A refusal (a policy without
+ * +xdel) leaves them to MAXLEN, and XLEN counts them meanwhile: logged once per
+ * run of refusals, not once per batch. */
+static void queue_on_xdel(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct queue_conn *c = queue_conn_of(ac);
+	redisReply *reply = r;
+	queue_t *q;
+
+	if (c == NULL)
+		return;
+	q = c->q;
+	q->outstanding--;
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+		if (reply->integer > 0)
+			q->stats.deleted += (unsigned long)reply->integer;
+		q->xdel_refused = 0;
+	} else if (reply != NULL && reply->type == REDIS_REPLY_ERROR && q->xdel_refused++ == 0) {
+		log_event(LOG_WARN, "redis refused to delete handled entries (MAXLEN trims them)",
+			  LF_STR("stream", q->stream), LF_STR("error", reply->str));
+	}
+	queue_drain_check(q);
+}
+
+/* XACK then XDEL of the ids in argv[3..argc-1]; argv[0..2] are scratch slots (the
+ * layout of ack_argv). Both go out pipelined on the command connection (one write,
+ * run in order by Redis), so an entry is deleted only once acked, and acked only
+ * after its effect (the caller's rule): a handled entry is of no more use (a dead
+ * letter has its own copy in dl:<service> by then), and deleting it keeps the stream
+ * as long as what is not handled yet: XLEN q:<service> is the queue's depth, MAXLEN
+ * trims only a real backlog, Redis's memory and AOF rewrites stay small. Only this
+ * service's group reads the stream, so no other group still needs an entry.
+ * 0, or -1 if the XACK could not be sent (the entries stay pending, reclaimed). */
+static int queue_ack_delete(queue_t *q, const char **argv, size_t *lens, size_t argc)
+{
+	size_t n = argc - 3;
+
+	argv[0] = "XACK";
+	lens[0] = 4;
+	argv[1] = q->stream;
+	lens[1] = strlen(q->stream);
+	argv[2] = q->service;
+	lens[2] = strlen(q->service);
+	if (queue_cmd(q, QUEUE_CONN_CMD, queue_on_simple, "XACK", (int)argc, argv, lens) != 0)
+		return -1;
+	q->stats.acked += n;
+	/* XDEL <stream> <id>...: the same arguments from slot 1 on (hiredis formats a
+	 * command at once, so the slots may change right after). */
+	argv[1] = "XDEL";
+	lens[1] = 4;
+	argv[2] = q->stream;
+	lens[2] = strlen(q->stream);
+	if (queue_cmd(q, QUEUE_CONN_CMD, queue_on_xdel, NULL, (int)argc - 1, argv + 1, lens + 1) != 0)
+		log_warn("queue: cannot delete %zu handled entries (MAXLEN trims them)", n);
+	return 0;
+}
+
+/* Send the batch's XACK and XDEL (pipelined, after the batch's replies). */
 static void queue_ack_flush(queue_t *q)
 {
 	size_t n = q->ack_n - 3;
 
 	if (n == 0)
 		return;
-	if (queue_cmd(q, QUEUE_CONN_CMD, queue_on_simple, "XACK", (int)q->ack_n, q->ack_argv,
-		      q->ack_lens) == 0)
-		q->stats.acked += n;
-	else
+	if (queue_ack_delete(q, q->ack_argv, q->ack_lens, q->ack_n) != 0)
 		log_warn("queue: cannot ack %zu entries (left pending, will be reclaimed)", n);
 	q->ack_n = 3;
 }
 
-/* XADD the original bytes of an entry to dl:<service> with why it failed. */
+/* A dead letter on its way: the entry it copies, acked once dl:<service> has it. */
+struct queue_dead {
+	char id[QUEUE_ID_MAX];
+};
+
+/* Answer to a dead letter's XADD: only now is the entry acked and deleted from the
+ * stream; refused or lost, it stays pending and is dead-lettered again when
+ * reclaimed (never gone from both streams). */
+static void queue_on_dead_lettered(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct queue_conn *c = queue_conn_of(ac);
+	struct queue_dead *d = priv;
+	redisReply *reply = r;
+	const char *argv[4];
+	size_t lens[4];
+	queue_t *q;
+
+	if (c == NULL)
+		goto out;
+	q = c->q;
+	q->outstanding--;
+	if (reply == NULL)
+		goto check; /* connection lost: still pending */
+	if (reply->type != REDIS_REPLY_STRING) {
+		log_event(LOG_ERROR, "dead letter refused by redis, entry left pending",
+			  LF_STR("stream", q->stream), LF_STR("id", d->id),
+			  LF_STR("error", reply->type == REDIS_REPLY_ERROR ? reply->str
+									 : "unexpected reply"));
+		goto check;
+	}
+	q->stats.dead_lettered++;
+	argv[3] = d->id;
+	lens[3] = strlen(d->id);
+	if (queue_ack_delete(q, argv, lens, 4) != 0)
+		log_warn("queue: cannot ack dead-lettered entry %s (left pending)", d->id);
+check:
+	queue_drain_check(q);
+out:
+	free(d);
+}
+
+/* XADD the original bytes of an entry to dl:<service> with why it failed; the entry
+ * is acked and deleted once that XADD is answered (queue_on_dead_lettered), so the
+ * caller leaves it out of its batch's ack. */
 static void queue_dead_letter(queue_t *q, const char *id, const uint8_t *data, size_t len,
 			      const char *error, long deliveries)
 {
@@ -850,17 +951,22 @@ static void queue_dead_letter(queue_t *q, const char *id, const uint8_t *data, s
 			       "e",	 (const char *)data,    "error", error,
 			       "stream", q->stream,   "id",	id,	  "deliveries", dl_n };
 	size_t lens[16];
+	struct queue_dead *d;
 
 	snprintf(dl_n, sizeof dl_n, "%ld", deliveries);
 	argv[7] = data != NULL ? (const char *)data : "";
 	for (size_t i = 0; i < 16; i++)
 		lens[i] = i == 7 ? (data != NULL ? len : 0) : strlen(argv[i]);
-	if (queue_cmd(q, QUEUE_CONN_CMD, queue_on_simple, "XADD dead-letter", 16, argv, lens) != 0) {
-		log_event(LOG_ERROR, "cannot dead-letter an entry", LF_STR("id", id),
+	d = calloc(1, sizeof *d);
+	if (d != NULL && strlen(id) < sizeof d->id)
+		memcpy(d->id, id, strlen(id) + 1);
+	if (d == NULL || d->id[0] == '\0' ||
+	    queue_cmd(q, QUEUE_CONN_CMD, queue_on_dead_lettered, d, 16, argv, lens) != 0) {
+		free(d);
+		log_event(LOG_ERROR, "cannot dead-letter an entry, left pending", LF_STR("id", id),
 			  LF_STR("error", error));
 		return;
 	}
-	q->stats.dead_lettered++;
 	log_event(LOG_WARN, "entry dead-lettered", LF_STR("stream", q->stream), LF_STR("id", id),
 		  LF_STR("error", error), LF_INT("deliveries", deliveries));
 }
@@ -921,7 +1027,8 @@ void queue_reply_later(queue_t *q, const Ward__Envelope *req, int status, const 
 	queue_send_reply(q, req, status, error, data, len);
 }
 
-/* Handle one entry of stream: 1 if it must be acked now, 0 to leave it pending. */
+/* Handle one entry of stream: 1 if it must be acked now, 0 to leave it pending or
+ * when it is dead-lettered (acked once dl:<service> has it). */
 static int queue_process(queue_t *q, const char *id, const uint8_t *data, size_t len, int has_e,
 			 long deliveries)
 {
@@ -936,23 +1043,25 @@ static int queue_process(queue_t *q, const char *id, const uint8_t *data, size_t
 
 	if (!has_e) {
 		queue_dead_letter(q, id, NULL, 0, "entry has no \"e\" field", deliveries);
-		return 1;
+		return 0;
 	}
 	env = envelope_unpack(data, len, &error);
 	if (env == NULL) {
 		snprintf(why, sizeof why, "refused: %s", error);
 		queue_dead_letter(q, id, data, len, why, deliveries);
-		return 1;
+		return 0;
 	}
 	if (strcmp(env->stream, q->stream) != 0) {
 		queue_dead_letter(q, id, data, len, "envelope addressed to another stream",
 				  deliveries);
+		ack = 0;
 		goto out;
 	}
 	if (envelope_open(env, q->keys, &pt, &pt_len, &error) != 0) {
 		q->stats.rejected_open++;
 		snprintf(why, sizeof why, "cannot open: %s", error);
 		queue_dead_letter(q, id, data, len, why, deliveries);
+		ack = 0;
 		goto out;
 	}
 	if (env->deadline_ms != 0 && env->deadline_ms < envelope_now_ms()) {
@@ -977,6 +1086,7 @@ static int queue_process(queue_t *q, const char *id, const uint8_t *data, size_t
 		}
 		queue_dead_letter(q, id, data, len, herr != NULL ? herr : "handler failed",
 				  deliveries);
+		ack = 0;
 		break;
 	case QUEUE_REJECT:
 	default:
@@ -986,6 +1096,7 @@ static int queue_process(queue_t *q, const char *id, const uint8_t *data, size_t
 		queue_send_reply(q, env, rep.status > 0 ? rep.status : 500,
 				 rep.error != NULL ? rep.error : herr, rep.data, rep.len);
 		queue_dead_letter(q, id, data, len, herr, deliveries);
+		ack = 0;
 		break;
 	}
 	log_set_request_id(NULL);
@@ -1112,7 +1223,6 @@ static void queue_on_xpending(redisAsyncContext *ac, void *r, void *priv)
 
 		snprintf(why, sizeof why, "delivered %lld times without completion", deliveries);
 		queue_dead_letter(q, rc->id, rc->data, rc->len, why, (long)deliveries);
-		queue_ack_add(q, rc->id, strlen(rc->id));
 	} else if (queue_process(q, rc->id, rc->data, rc->len, rc->has_e, (long)deliveries)) {
 		queue_ack_add(q, rc->id, strlen(rc->id));
 	}
@@ -1221,13 +1331,7 @@ int queue_consume(queue_t *q, const char *stream, queue_handler_fn handler, void
 		*error_r = "out of memory";
 		return -1;
 	}
-	q->ack_argv[0] = "XACK";
-	q->ack_lens[0] = 4;
-	q->ack_argv[1] = q->stream;
-	q->ack_lens[1] = strlen(q->stream);
-	q->ack_argv[2] = q->service;
-	q->ack_lens[2] = strlen(q->service);
-	q->ack_n = 3;
+	q->ack_n = 3; /* slots 0..2: the command, stream and group (queue_ack_delete) */
 	q->handler = handler;
 	q->handler_ctx = ctx;
 	every = q->claim_idle_ms / 2 > 10 ? q->claim_idle_ms / 2 : 10;

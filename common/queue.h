@@ -8,6 +8,9 @@
  * Messages left pending by a dead consumer are reclaimed with XAUTOCLAIM after
  * claim_idle_ms; a message delivered max_deliveries times without success goes
  * to the dead-letter stream dl:<service> with its error, then is acked.
+ * An acked entry is deleted from the stream (XACK and XDEL pipelined, only after
+ * the effect), so XLEN q:<service> counts the entries not handled yet: the queue's
+ * depth. A dead-lettered entry is acked and deleted once dl:<service> holds it.
  *
  * Request/reply: queue_request sends to q:<dest> with reply_to = this instance's
  * reply stream r:<service>:<instance>, read with XREAD on its own connection;
@@ -138,6 +141,7 @@ int queue_connected(const queue_t *q);
 /* Counters for tests and heartbeats. */
 struct queue_stats {
 	unsigned long handled, acked, retried, dead_lettered, reclaimed, rejected_open;
+	unsigned long deleted;	       /* acked entries XDEL removed from the stream */
 	unsigned long sent, replies, timeouts;
 	unsigned long reconnects;      /* connections (cmd, consume, reply) restored after a loss */
 	unsigned long replies_dropped; /* late, unknown, misaddressed or refused replies */

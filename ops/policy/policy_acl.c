@@ -5,8 +5,9 @@
  * bootstrap superuser, used only to create consumer groups and by the dev stack)
  * gets everything. Each principal gets PING/AUTH/HELLO with no key, and one
  * Redis 7 selector per key class with only the commands that class needs:
- *   (~q:X  XREADGROUP XACK XAUTOCLAIM XPENDING XLEN)  queues it consumes (XREADGROUP
- *                                                      writes, so full ~)
+ *   (~q:X  XREADGROUP XACK XDEL XAUTOCLAIM XPENDING XLEN)  queues it consumes
+ *                                                      (XREADGROUP writes, so full ~;
+ *                                                      XDEL of what it acked)
  *   (%W~q:T %W~r:S:* %W~dl:X  XADD)                    sends, replies, dead letters
  *   (~r:X:*  XREAD XLEN DEL EXPIRE)                    its own reply streams
  *   (%W~hb:X:*  SET EXPIRE DEL)                        its heartbeats
@@ -29,7 +30,7 @@
 /* Commands allowed with no key, then per key class (Redis 7 selectors), so a
  * sender's write access to a queue is XADD only: no DEL, SET or XACK on it. */
 #define ACL_ROOT "-@all +ping +auth +hello"
-#define ACL_CONSUME "+xreadgroup +xack +xautoclaim +xpending +xlen"
+#define ACL_CONSUME "+xreadgroup +xack +xdel +xautoclaim +xpending +xlen"
 #define ACL_SEND "+xadd"
 #define ACL_OWN_REPLY "+xread +xlen +del +expire"
 #define ACL_HEARTBEAT "+set +expire +del"
@@ -37,11 +38,12 @@
 #define ACL_RATELIMIT "+incr +pexpire +get +mget"
 
 #define ACL_HEALTH_KEYS "+get +ttl +exists"
-/* XINFO GROUPS: a group's lag and pending count (a queue's depth), no entry. */
-#define ACL_HEALTH_STREAMS "+xlen +xpending +xinfo|groups"
+/* XLEN: a queue's depth (consumers delete what they handled), XPENDING: how much of
+ * it is delivered and not acked; no entry. */
+#define ACL_HEALTH_STREAMS "+xlen +xpending"
 /* The operator's reads, for status-style commands. */
 #define ACL_OPERATOR_ROOT " +scan"
-#define ACL_OPERATOR_READ "+get +ttl +exists +xlen +xrange +xrevrange +xpending +xinfo|stream +xinfo|groups"
+#define ACL_OPERATOR_READ "+get +ttl +exists +xlen +xrange +xrevrange +xpending +xinfo|stream"
 
 /* SHA-256 hex of the password in file name (trailing newline stripped). */
 static int acl_password_hash(int dirfd, const char *name, char hex[65], const char **error_r)

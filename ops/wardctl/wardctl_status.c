@@ -365,9 +365,13 @@ static void status_read_cell(redisContext *rc, struct status_cell *cell, long lo
 		return;
 	for (size_t j = 0; j < 4; j++) {
 		int i = status_service_index_of(consumers[j]);
-		redisReply *r = redisCommand(rc, "XINFO GROUPS q:%s", consumers[j]);
+		/* XLEN: the depth (consumers delete what they ack); XPENDING: not acked */
+		redisReply *r = redisCommand(rc, "XLEN q:%s", consumers[j]);
 
-		status_xinfo_groups(r, consumers[j], &cell->svc[i].pending, &cell->svc[i].lag);
+		cell->svc[i].depth = status_reply_count(r);
+		freeReplyObject(r);
+		r = redisCommand(rc, "XPENDING q:%s %s", consumers[j], consumers[j]);
+		cell->svc[i].pending = status_reply_count(r);
 		freeReplyObject(r);
 	}
 	do {

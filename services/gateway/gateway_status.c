@@ -2,9 +2,10 @@
  * gateway_status — the status listener and its poller (see gateway_status.h).
  *
  * Poller: every status.poll_ms, for each cell listed in status.cells, one async
- * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc> and
- * XINFO GROUPS q:<svc> (the group's lag and pending count: the queue's depth) for
- * the consumers, then SCAN MATCH hb:* with a GET of each
+ * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc>,
+ * XLEN q:<svc> (the queue's depth: consumers delete what they ack) and XPENDING
+ * q:<svc> <svc> (how much of it is delivered, not acked) for the consumers, then
+ * SCAN MATCH hb:* with a GET of each
  * key it understands (heartbeats, audit outbox/backlog, last verified backup,
  * operators' incidents hb:ops:status:incident:<id>, the gateways' answer counters
  * hb:gateway:<instance>:http), and a final PING: replies come
@@ -383,36 +384,16 @@ static void status_on_scan(redisAsyncContext *ac, void *r, void *priv)
 	}
 }
 
-/* An integer reply for one service: XLEN dl:<svc> (priv: its dl slot). */
+/* A count for one service (priv: its slot): XLEN dl:<svc> or q:<svc>, or XPENDING
+ * q:<svc>'s summary; an error leaves the slot unknown (-1). */
 static void status_on_xlen(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct status_conn *c = status_conn_of(ac);
-	redisReply *reply = r;
 	long long *slot = priv;
-
-	if (c == NULL || reply == NULL || !c->polling)
-		return;
-	if (reply->type == REDIS_REPLY_INTEGER)
-		*slot = reply->integer;
-	else if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
-		 reply->element[0]->type == REDIS_REPLY_INTEGER)
-		*slot = reply->element[0]->integer; /* XPENDING summary: count first */
-}
-
-/* XINFO GROUPS q:<svc> (priv: the service's slot): its group's pending and lag. */
-static void status_on_groups(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct status_conn *c = status_conn_of(ac);
-	struct status_svc *s = priv;
-	long long pending, lag;
-	int i;
 
 	if (c == NULL || r == NULL || !c->polling)
 		return;
-	i = (int)(s - c->cur.svc);
-	status_xinfo_groups(r, status_service_names[i], &pending, &lag);
-	s->pending = pending;
-	s->lag = lag;
+	*slot = status_reply_count(r);
 }
 
 /* Start one poll of a connected cell. */
@@ -429,8 +410,8 @@ static void status_poll_start(struct status_conn *c)
 	c->poll_started_ms = envelope_now_ms();
 	c->lease_new[0] = '\0';
 	for (int i = 0; i < STATUS_SERVICES; i++) {
+		c->cur.svc[i].depth = -1;
 		c->cur.svc[i].pending = -1;
-		c->cur.svc[i].lag = -1;
 		c->dl_new[i] = -1;
 	}
 	for (size_t j = 0; j < sizeof consumers / sizeof consumers[0]; j++) {
@@ -438,8 +419,10 @@ static void status_poll_start(struct status_conn *c)
 
 		redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[i], "XLEN dl:%s",
 				  consumers[j]);
-		redisAsyncCommand(c->ac, status_on_groups, &c->cur.svc[i], "XINFO GROUPS q:%s",
+		redisAsyncCommand(c->ac, status_on_xlen, &c->cur.svc[i].depth, "XLEN q:%s",
 				  consumers[j]);
+		redisAsyncCommand(c->ac, status_on_xlen, &c->cur.svc[i].pending, "XPENDING q:%s %s",
+				  consumers[j], consumers[j]);
 	}
 	/* mail-ingest consumes nothing but dead-letters what it could not deliver */
 	redisAsyncCommand(c->ac, status_on_xlen, &c->dl_new[status_service_index("mail-ingest", 11)],

@@ -69,8 +69,9 @@ struct status_svc {
 	bool db_down;		/* an instance reports its database down */
 	bool outbox_degraded;	/* hb:<svc>:audit-outbox says so */
 	bool dead_letter_recent; /* dl:<svc> grew within the window */
-	long long pending;	 /* delivered, not acked yet (its group's), -1 unknown */
-	long long lag;		 /* entries its group has not read yet, -1 unknown */
+	long long depth;	 /* XLEN q:<svc>: entries not handled yet (its consumers
+				  * delete what they ack), -1 unknown */
+	long long pending;	 /* of those, delivered and not acked (XPENDING), -1 unknown */
 };
 
 /* One cell, as a poll saw it. */
@@ -99,11 +100,10 @@ struct status_thresholds {
 /* Component states of a cell from its health data. */
 void status_evaluate(const struct status_cell *c, const struct status_thresholds *t,
 		     long long now_ms, enum status_state out[STATUS_COMPONENTS]);
-/* XINFO GROUPS q:<svc> (a hiredis reply): the pending count and the lag of group
- * (-1 each where the reply does not say: no such group, lag unknown). */
+/* The count in a hiredis reply to XLEN (an integer) or to XPENDING's summary form
+ * (its first element), -1 for anything else (an error, no such group). */
 struct redisReply;
-void status_xinfo_groups(const struct redisReply *r, const char *group, long long *pending_r,
-			 long long *lag_r);
+long long status_reply_count(const struct redisReply *r);
 /* A gateway's hb:gateway:<instance>:http value: at_ms, answers and 5xx since start,
  * window_s and the answers and 5xx over it (0 from a gateway that publishes none).
  * 0, or -1 if malformed. */

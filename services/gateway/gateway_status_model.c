@@ -8,8 +8,8 @@
  *   an instance reports its database down                   partial_outage
  *   audit outbox over its mark, a dead letter lately (for
  *   mail-ingest: a mail moved to dl:mail-ingest),
- *   a queue's depth over status.pending_high (its group's lag,
- *   entries not read yet, plus those read and not acked: XINFO GROUPS),
+ *   a queue's depth over status.pending_high (XLEN q:<svc>: its
+ *   consumers delete what they ack, so what is left is not handled yet),
  *   audit backlog degraded, last verified backup too old    degraded_performance
  *   the gateways' 5xx over the error window, at least error_min of them and
  *   error_rate_pct of the answers: api and web degraded_performance (at
@@ -87,10 +87,19 @@ static enum status_state state_max(enum status_state a, enum status_state b)
 	return a > b ? a : b;
 }
 
-/* A queue's depth: what its group has not read yet plus what it has not acked. */
+/* A queue's depth: its length, entries not handled yet (read or not). */
 static long long status_depth(const struct status_svc *s)
 {
-	return (s->lag > 0 ? s->lag : 0) + (s->pending > 0 ? s->pending : 0);
+	return s->depth > 0 ? s->depth : 0;
+}
+
+/* Of a queue's depth, the entries delivered and not acked (at most the depth: an
+ * entry deleted while pending stays in XPENDING until reclaimed). */
+static long long status_not_acked(const struct status_svc *s)
+{
+	long long d = status_depth(s);
+
+	return s->pending <= 0 ? 0 : s->pending < d ? s->pending : d;
 }
 
 /* One service's own state. */
@@ -178,39 +187,17 @@ int status_http_parse(const json_t *o, long long *at_r, long long *answers_r, lo
 	return 0;
 }
 
-/* The pending count and lag of group in an XINFO GROUPS reply (see gateway_status.h). */
-void status_xinfo_groups(const redisReply *r, const char *group, long long *pending_r,
-			 long long *lag_r)
+/* The count in an XLEN or XPENDING (summary) reply (see gateway_status.h). */
+long long status_reply_count(const redisReply *r)
 {
-	*pending_r = *lag_r = -1;
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
-		return;
-	for (size_t i = 0; i < r->elements; i++) {
-		const redisReply *g = r->element[i];
-		long long pending = -1, lag = -1;
-		bool match = false;
-
-		if (g->type != REDIS_REPLY_ARRAY || g->elements % 2 != 0)
-			continue;
-		for (size_t k = 0; k + 1 < g->elements; k += 2) {
-			const redisReply *name = g->element[k], *v = g->element[k + 1];
-
-			if (name->type != REDIS_REPLY_STRING)
-				continue;
-			if (strcmp(name->str, "name") == 0)
-				match = v->type == REDIS_REPLY_STRING && strcmp(v->str, group) == 0;
-			else if (strcmp(name->str, "pending") == 0 &&
-				 v->type == REDIS_REPLY_INTEGER)
-				pending = v->integer;
-			else if (strcmp(name->str, "lag") == 0 && v->type == REDIS_REPLY_INTEGER)
-				lag = v->integer; /* nil: unknown (entries deleted) */
-		}
-		if (match) {
-			*pending_r = pending;
-			*lag_r = lag;
-			return;
-		}
-	}
+	if (r == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER)
+		return r->element[0]->integer;
+	return -1;
 }
 
 /* Append a sentence to the reasons (dropped when full). */
@@ -253,8 +240,8 @@ static void explain_svc(const struct status_cell *c, int i, const struct status_
 		    out, max, n,
 		    "queue depth: q:%s has %lld waiting (%lld not read yet, %lld not acked), "
 		    "over %lld",
-		    name, status_depth(s), s->lag > 0 ? s->lag : 0, s->pending > 0 ? s->pending : 0,
-		    t->pending_high);
+		    name, status_depth(s), status_depth(s) - status_not_acked(s),
+		    status_not_acked(s), t->pending_high);
 }
 
 /* A dependency's major outage, as a reason of the dependent. */

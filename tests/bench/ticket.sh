@@ -17,6 +17,15 @@
 #   ticket_{create,get}_cpu_us_<part>  CPU time per request of each daemon, Redis
 #                              and PostgreSQL during the create and get runs (µs):
 #                              where a request's cost goes
+#   redis_used_memory_after    Redis's used_memory after the runs, the queues' XLEN
+#   redis_xlen_q_<svc>         (consumers delete what they acked: 0 unless a backlog),
+#   redis_aof_*, _stream_cmd_usec  AOF rewrites and size, µs in stream commands
+# Consumers XDEL what they acked (h/xdel, 2026-11-30; BENCH_WORKERS=4, 10 s runs,
+# 3 runs each side alternating, a loaded 2-core machine): used_memory after the
+# runs 11.6–17.2 MB with 11.9k–22.8k entries left in q:ticket before, 5.5 MB with
+# XLEN 0 after; Redis CPU per request unchanged within the noise (create 311–416
+# µs before, 341–414 after; get 167–228 before, 173–231 after), stream commands
+# 40 vs 43 µs per request (commandstats), no AOF rewrite in either 10 s run.
 # The eu gateway's rate limits are raised for the run (and restored), as in
 # tests/bench/gateway.sh: at their defaults they would cap the measurement.
 # ward-ticket runs BENCH_WORKERS worker processes (default 4, `workers:` in its
@@ -176,6 +185,21 @@ lrps=$(rps_of "$W/list.out")
 [ -n "$(non2xx "$W/list.out")" ] && echo "bench: $(non2xx "$W/list.out") non-2xx answers to list" >&2
 line ticket_list25_rps "${lrps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${lrps:-0}" "${nrps:-0}")"
 line ticket_list25_p99 "$(p99_of "$W/list.out")" ms nginx_static_200_p99 "${np99:-0}" "$(ratio "$(p99_of "$W/list.out")" "${np99:-0}")"
+
+# Redis after the runs: its memory (INFO used_memory) and what its queues hold
+# (XLEN: handled entries are deleted by their consumers, only a backlog stays).
+rport=${WARD_EU_REDIS##*:}
+rinfo() { REDISCLI_AUTH=$(cat "$WARD_VAR/eu/secrets/redis-admin") redis-cli --no-auth-warning --user admin -p "$rport" "$@"; }
+line redis_used_memory_after "$(rinfo INFO memory | tr -d '\r' | sed -n 's/^used_memory://p')" bytes none 0 0
+for q in ticket audit auth; do
+	line "redis_xlen_q_$q" "$(rinfo XLEN "q:$q")" entries none 0 0
+done
+# Since the stack started: AOF rewrites and the AOF's size (every XDEL is logged
+# too), and Redis's time in stream commands (INFO commandstats, µs).
+line redis_aof_rewrites "$(rinfo INFO persistence | tr -d '\r' | sed -n 's/^aof_rewrites://p')" rewrites none 0 0
+line redis_aof_current_size "$(rinfo INFO persistence | tr -d '\r' | sed -n 's/^aof_current_size://p')" bytes none 0 0
+line redis_stream_cmd_usec "$(rinfo INFO commandstats | tr -d '\r' |
+	awk -F'[=,]' '/^cmdstat_x/ { t += $4 } END { print t + 0 }')" us none 0 0
 
 for s in gateway auth ticket audit mail-ingest backup; do
 	[ -s "$W/rss.$s" ] || continue

@@ -32,6 +32,8 @@ pid2=$(cat "$WARD_VAR/$r/run/auth-2.pid")
 if wait "$wpid"; then ok "the caller got an answer after the crash"; else not_ok "the caller got no answer"; cat /tmp/ward-crash.out; fi
 check "the answer came from auth-2 (reclaimed, not lost)" grep -q '"instance": *"auth-2"' /tmp/ward-crash.out
 check "nothing is left pending on q:auth" bash -c "[ \"\$(rcli $r admin XPENDING q:auth auth | head -1)\" = 0 ]"
+check "…and the reclaimed entry, acked, is deleted from q:auth (XLEN 0)" \
+	wait_for 5 bash -c "[ \"\$(rcli $r admin XLEN q:auth)\" = 0 ]"
 check "auth-2 handled the message exactly once" wait_for 12 bash -c \
 	"rcli $r admin GET hb:auth:auth-2 | grep -q '\"handled\":1,'"
 check "nothing was dead-lettered by the crash" bash -c "[ \"\$(rcli $r admin XLEN dl:auth)\" = $dl_before ]"

@@ -260,6 +260,8 @@ check "…before the bad one is dead-lettered (it is still being retried)" bash 
 check "a mail ward-ticket keeps refusing becomes a dead letter (never lost)" wait_for 60 test -f "$dl/dead/$bad"
 check "wardctl mail dead-letters lists it with its error and tenant" bash -c \
 	"'$BIN/wardctl' mail dead-letters --region $R | jq -e 'select(.id == \"$bad\") | (.tenant == \"$TID\") and (.error | test(\"answered 400\")) and .refusals >= 5'"
+check "…while q:ticket holds none of its refused requests, nor the mails before (XLEN 0: handled entries are deleted)" \
+	wait_for 10 bash -c "[ \"\$(rcli $R admin XLEN q:ticket)\" = 0 ]"
 check "wardctl mail dead-letters --replay puts it back in the queue" bash -c \
 	"'$BIN/wardctl' mail dead-letters --region $R --replay $bad | jq -e '.replayed == \"queued\"' && [ ! -f '$dl/dead/$bad.err' ]"
 check "…where mail-ingest picks it up again (and dead-letters it again)" wait_for 60 test -f "$dl/dead/$bad"

@@ -29,6 +29,18 @@ check "redis: audit may not XADD to q:auth" noperm audit XADD q:auth '*' e x
 check "redis: ticket may not read another service's reply stream" noperm ticket XREAD COUNT 1 STREAMS r:gateway:gateway-1 0
 check "redis: ticket may not forge auth's heartbeat" noperm ticket SET hb:auth:auth-1 x
 check "redis: gateway may not delete a queue" noperm gateway DEL q:auth
+# Consumers XDEL what they acked, in their own queue only (XLEN is the queue's depth).
+check "redis: auth may XDEL in its own queue q:auth" bash -c "rcli $r auth XDEL q:auth 0-1 | grep -qx 0"
+check "redis: ticket may XDEL in its own queue q:ticket" bash -c "rcli $r ticket XDEL q:ticket 0-1 | grep -qx 0"
+check "redis: gateway may not XDEL q:auth (a queue it sends to)" noperm gateway XDEL q:auth 0-1
+check "redis: mail-ingest may not XDEL q:ticket (a queue it sends to)" noperm mail-ingest XDEL q:ticket 0-1
+check "redis: auth may not XDEL q:ticket (another service's queue)" noperm auth XDEL q:ticket 0-1
+check "redis: auth may not XDEL q:audit (a queue it sends to)" noperm auth XDEL q:audit 0-1
+check "redis: ticket may not XDEL q:auth" noperm ticket XDEL q:auth 0-1
+check "redis: auth may not XDEL its dead letters (dl:auth)" noperm auth XDEL dl:auth 0-1
+check "redis: auth may not XDEL the gateway's replies" noperm auth XDEL r:gateway:gateway-1 0-1
+check "redis: ops may not XDEL a queue" noperm ops XDEL q:auth 0-1
+check "redis: status may not XDEL a queue" noperm status XDEL q:auth 0-1
 check "redis: gateway may INCR its rate-limit counters" bash -c "rcli $r gateway INCR rl:gateway:e2e | grep -qv NOPERM"
 check "redis: gateway may not SET its rate-limit counters (INCR/PEXPIRE/GET only)" noperm gateway SET rl:gateway:e2e 0
 check "redis: gateway may not touch another service's counters" noperm gateway INCR rl:auth:e2e

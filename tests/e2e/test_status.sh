@@ -155,7 +155,16 @@ if [ -n "$prev" ]; then rcli eu admin SET hb:backup:last-verified "$prev" >/dev/
 check "…back to its state with the real report ($before)" \
 	wait_for 10 bash -c '[ "$(comp eu-backups)" = "$before" ] || { "$BIN/wardctl" status components --region eu | jq -c .regions.eu.reasons; false; }'
 
-# ---- queue depth: the eu audit daemon is frozen (SIGSTOP: its heartbeat stays fresh
+# ---- queue depth (XLEN q:<svc>: consumers XDEL what they acked). First a burst
+# handled: every entry leaves the stream, XLEN back to 0 (the page reads it).
+for q in auth ticket audit; do
+	check "queue depth: a burst of 300 pings handled by $q leaves q:$q empty (XLEN 0)" bash -c "
+		'$BIN/wardctl' ping --region eu --service $q --count 300 --concurrency 30 | jq -e '.ok == 300' >/dev/null &&
+		wait_for 10 bash -c '[ \"\$(rcli eu admin XLEN q:$q)\" = 0 ]' || { echo \"XLEN q:$q: \$(rcli eu admin XLEN q:$q)\"; false; }"
+done
+check "queue depth: …and wardctl names no queue depth for them (XLEN, as the page reads it)" \
+	bash -c '! "$BIN/wardctl" status components --region eu | jq -e "[.regions.eu.reasons[]?[]?] | any(test(\"^queue depth\"))"'
+# Then the eu audit daemon is frozen (SIGSTOP: its heartbeat stays fresh
 # for the 15 s timeout) while 1100 entries wait in q:audit that its group has not
 # read: eu-audit turns degraded, wardctl names the depth. Its connections are closed
 # first (CLIENT KILL), so its blocked XREADGROUP is not handed a batch of them, and
@@ -180,7 +189,8 @@ check "queue depth: …and wardctl names no queue depth any more" \
 # ---- the status user reads health data only
 check "status user: GET of a heartbeat" bash -c '[ -n "$(rcli us status GET hb:gateway:gateway-1)" ]'
 check "status user: XLEN and XPENDING on queues" bash -c 'rcli us status XLEN q:auth | grep -qE "^[0-9]+$" && rcli us status XPENDING q:auth auth | head -1 | grep -qE "^[0-9]+$"'
-check "status user: XINFO GROUPS on a queue (the group's lag and pending count)" bash -c 'rcli us status XINFO GROUPS q:auth | grep -qx lag'
+check "status user: no XINFO GROUPS (XLEN is the depth; no group details)" bash -c 'rcli us status XINFO GROUPS q:auth | grep -q NOPERM'
+check "status user: no XDEL on a queue" bash -c 'rcli us status XDEL q:auth 0-1 | grep -q NOPERM'
 check "status user: no XINFO STREAM (it would show entries)" bash -c 'rcli us status XINFO STREAM q:auth | grep -q NOPERM'
 check "status user: no XADD to a queue" bash -c 'rcli us status XADD q:auth "*" a b | grep -q NOPERM'
 check "status user: no rate-limit keys" bash -c 'rcli us status GET rl:gateway:x | grep -q NOPERM'

@@ -531,6 +531,7 @@ cpid=$!
 check "ticket-2 committed the ticket (and is now between commit and ack)" wait_for 8 bash -c \
 	"[ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE tenant_id = '$TA'\")\" = $((n0 + 1)) ]"
 check "the message is still pending (not acked)" bash -c "[ \"\$(rcli $R admin XPENDING q:ticket ticket | head -1)\" -gt 0 ]"
+check "…and still in q:ticket (not deleted before its ack)" bash -c "[ \"\$(rcli $R admin XLEN q:ticket)\" -gt 0 ]"
 kill -KILL "$pid2"
 check "ticket-2 is dead (SIGKILL between commit and ack)" wait_for 5 bash -c "! kill -0 $pid2 2>/dev/null"
 spawn_as_user "$WARD_VAR/$R/run/ticket-3.pid" "$WARD_VAR/$R/log/ticket-3.stderr" "$BIN/ward-ticket" --config "$etc/ticket-3.yaml"
@@ -544,6 +545,8 @@ check "the answer is the ticket committed before the crash" bash -c \
 	"[ -n '$CID' ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.tickets WHERE id = '$CID'\")\" = 1 ]"
 check "one create event for it" wait_for 10 bash -c "[ \"\$(pg_super $R \"SELECT (SELECT count(*) FROM ticket.outbox WHERE target = 'ticket:$CID' AND action = 'create') + (SELECT count(*) FROM audit.events WHERE target = 'ticket:$CID' AND action = 'create')\")\" = 1 ]"
 check "nothing is left pending on q:ticket" wait_for 5 bash -c "[ \"\$(rcli $R admin XPENDING q:ticket ticket | head -1)\" = 0 ]"
+check "…and the redelivered entry, acked by ticket-3, is deleted from q:ticket (XLEN 0)" \
+	wait_for 5 bash -c "[ \"\$(rcli $R admin XLEN q:ticket)\" = 0 ]"
 # The same for a reply (POST /api/v1/tickets/{id}/messages): ticket-3 stops, the
 # sleeping ticket-2 takes the request, commits, and is killed before its ack.
 kill -TERM "$pid3"
@@ -570,6 +573,8 @@ check "the answer is the message committed before the crash" bash -c \
 	"[ -n '$CMID' ] && [ \"\$(pg_super $R \"SELECT count(*) FROM ticket.messages WHERE id = '$CMID' AND ticket_id = '$CID'\")\" = 1 ]"
 check "one reply event for the ticket" wait_for 10 bash -c "[ \"\$(pg_super $R \"SELECT (SELECT count(*) FROM ticket.outbox WHERE target = 'ticket:$CID' AND action = 'reply') + (SELECT count(*) FROM audit.events WHERE target = 'ticket:$CID' AND action = 'reply')\")\" = 1 ]"
 check "nothing is left pending on q:ticket after the reply" wait_for 5 bash -c "[ \"\$(rcli $R admin XPENDING q:ticket ticket | head -1)\" = 0 ]"
+check "…and the redelivered reply, acked by ticket-3, is deleted from q:ticket (XLEN 0)" \
+	wait_for 5 bash -c "[ \"\$(rcli $R admin XLEN q:ticket)\" = 0 ]"
 kill -TERM "$pid3"
 wait_for 10 bash -c "! kill -0 $pid3 2>/dev/null"
 rm -f "$etc/ticket-2.yaml" "$etc/ticket-3.yaml" "$WARD_VAR/$R/run/ticket-2.pid" "$WARD_VAR/$R/run/ticket-3.pid"

@@ -36,6 +36,8 @@ check "each worker heartbeats under its own instance name" wait_for 10 bash -c \
 	"[ \"\$(rcli $r admin --scan --pattern 'hb:ticket:ticket-8*' | sort | tr '\n' ' ')\" = 'hb:ticket:ticket-8 hb:ticket:ticket-8-w1 hb:ticket:ticket-8-w2 ' ]"
 check "q:ticket answers 200 pings (8 at a time) with the workers in its group" \
 	bash -c "$BIN/wardctl ping --region $r --service ticket --count 200 --concurrency 8 | grep -q '\"failed\":0'"
+check "…each handled ping deleted from q:ticket once acked, by whichever worker (XLEN 0)" \
+	wait_for 5 bash -c "[ \"\$(rcli $r admin XLEN q:ticket)\" = 0 ]"
 check "the workers are consumers of the ticket group" bash -c \
 	"rcli $r admin XINFO CONSUMERS q:ticket ticket | grep -q '^ticket-8-w2$'"
 

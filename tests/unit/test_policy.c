@@ -672,6 +672,7 @@ static void test_redis_acl_enforced(void **state)
 	assert_false(noperm(auth, "XAUTOCLAIM q:auth auth a1 0 0-0 COUNT 10"));
 	assert_false(noperm(auth, "XPENDING q:auth auth - + 10"));
 	assert_false(noperm(auth, "XACK q:auth auth 0-1"));
+	assert_false(noperm(auth, "XDEL q:auth 0-1")); /* what it acked, in its own queue */
 	assert_false(noperm(auth, "XADD r:gateway:gw-1 MAXLEN ~ 1000 * e y"));
 	assert_false(noperm(auth, "XADD q:audit * e x"));
 	assert_false(noperm(auth, "XADD dl:auth * e x"));
@@ -704,7 +705,12 @@ static void test_redis_acl_enforced(void **state)
 	assert_true(noperm(gw, "XREADGROUP GROUP auth g COUNT 1 STREAMS q:auth >"));
 	assert_true(noperm(gw, "XACK q:auth auth 0-1"));
 	assert_true(noperm(gw, "XDEL q:auth 0-1"));
+	/* a consumer deletes what it handled in its own queue, never in one it sends to */
 	assert_true(noperm(auth, "XDEL q:audit 0-1"));
+	assert_true(noperm(auth, "XDEL q:ticket 0-1"));
+	assert_true(noperm(auth, "XDEL dl:auth 0-1"));
+	assert_true(noperm(auth, "XDEL r:gateway:gw-1 0-1"));
+	assert_true(noperm(ops, "XDEL q:auth 0-1"));
 	assert_true(noperm(gw, "DEL q:auth"));
 	assert_true(noperm(gw, "SET q:auth x"));
 	assert_true(noperm(ops, "DEL q:auth"));

@@ -434,6 +434,37 @@ static long long pending_count(const char *svc)
 	return n;
 }
 
+/* XLEN of stream: what its consumers have not handled (they delete what they ack). */
+static long long xlen(const char *stream)
+{
+	redisContext *c = admin();
+	redisReply *r;
+	long long n = -1;
+
+	assert_non_null(c);
+	r = redisCommand(c, "XLEN %s", stream);
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+		n = r->integer;
+	freeReplyObject(r);
+	redisFree(c);
+	return n;
+}
+
+/* Run a command as admin, the reply ignored (checked not to be an error). */
+static void admin_cmd(const char *cmd)
+{
+	redisContext *c = admin();
+	redisReply *r;
+
+	assert_non_null(c);
+	r = redisCommand(c, cmd);
+	assert_non_null(r);
+	if (r->type == REDIS_REPLY_ERROR)
+		fail_msg("%s: %s", cmd, r->str);
+	freeReplyObject(r);
+	redisFree(c);
+}
+
 /* The dead-letter entries of <svc>: fills errs[] with their "error" fields. */
 static size_t dead_letters(const char *svc, char errs[][128], char dels[][16], size_t max)
 {
@@ -537,6 +568,8 @@ static void test_round_trip(void **state)
 	assert_int_equal(ch.failed, 0);
 	run_for(base, 100);
 	assert_int_equal(pending_count("svc1"), 0);
+	/* Handled entries are gone from the stream: its length is its depth, 0. */
+	assert_int_equal(xlen("q:svc1"), 0);
 	queue_get_stats(client, &cs);
 	queue_get_stats(server, &ss);
 	assert_int_equal(cs.sent, 502);
@@ -545,6 +578,7 @@ static void test_round_trip(void **state)
 	assert_int_equal(cs.timeouts, 0);
 	assert_int_equal(ss.handled, 502);
 	assert_int_equal(ss.acked, 502);
+	assert_int_equal(ss.deleted, 502);
 	assert_int_equal(ss.dead_lettered, 0);
 
 	/* Drain: both finish promptly once idle. */
@@ -586,6 +620,7 @@ static void test_retry_reclaimed(void **state)
 	assert_int_equal(ss.dead_lettered, 0);
 	run_for(base, 100);
 	assert_int_equal(pending_count("svc2"), 0);
+	assert_int_equal(xlen("q:svc2"), 0); /* deleted once handled, not while retried */
 	queue_free(server);
 	queue_free(client);
 	event_base_free(base);
@@ -597,6 +632,40 @@ static int dead_lettered_1(void *arg)
 
 	queue_get_stats(arg, &s);
 	return s.dead_lettered >= 1;
+}
+
+static int handled_4(void *arg)
+{
+	return ((struct hctx *)arg)->calls >= 4;
+}
+
+/* XADD the "e" field of dl:<svc>'s first entry back to the stream it came from. */
+static void replay_dead_letter(const char *svc)
+{
+	redisContext *c = admin();
+	redisReply *r, *x;
+	const redisReply *f, *e = NULL, *from = NULL;
+
+	assert_non_null(c);
+	r = redisCommand(c, "XRANGE dl:%s - + COUNT 1", svc);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(r->elements, 1);
+	f = r->element[0]->element[1];
+	for (size_t j = 0; j + 1 < f->elements; j += 2) {
+		if (strcmp(f->element[j]->str, "e") == 0)
+			e = f->element[j + 1];
+		if (strcmp(f->element[j]->str, "stream") == 0)
+			from = f->element[j + 1];
+	}
+	assert_non_null(e);
+	assert_non_null(from);
+	x = redisCommand(c, "XADD %s * e %b", from->str, e->str, e->len);
+	assert_non_null(x);
+	assert_int_equal(x->type, REDIS_REPLY_STRING);
+	freeReplyObject(x);
+	freeReplyObject(r);
+	redisFree(c);
 }
 
 static void test_dead_letter_after_max(void **state)
@@ -620,6 +689,17 @@ static void test_dead_letter_after_max(void **state)
 	assert_string_equal(errs[0], "database unreachable");
 	assert_string_equal(dels[0], "3");
 	assert_int_equal(pending_count("svc3"), 0);
+	/* Gone from q:svc3, the whole entry is in dl:svc3: replayed from there (its
+	 * "e" field XADDed back), it is handled like the original. */
+	assert_int_equal(xlen("q:svc3"), 0);
+	h.always_retry = 0;
+	replay_dead_letter("svc3");
+	assert_int_equal(run_until(base, handled_4, &h, 5000), 0);
+	run_for(base, 100);
+	assert_int_equal(h.calls, 4);
+	assert_int_equal(xlen("q:svc3"), 0);
+	assert_int_equal(pending_count("svc3"), 0);
+	assert_int_equal(dead_letters("svc3", errs, dels, 4), 1);
 	queue_free(server);
 	queue_free(client);
 	event_base_free(base);
@@ -660,6 +740,7 @@ static void test_garbage_dead_lettered(void **state)
 	assert_non_null(strstr(errs[0], "refused"));
 	assert_non_null(strstr(errs[1], "no \"e\" field"));
 	assert_int_equal(pending_count("svc4"), 0);
+	assert_int_equal(xlen("q:svc4"), 0);
 	queue_free(server);
 	queue_free(client);
 	event_base_free(base);
@@ -765,9 +846,56 @@ static void test_forged_and_moved(void **state)
 	assert_true((strstr(errs[0], "cannot open") && strstr(errs[1], "another stream")) ||
 		    (strstr(errs[1], "cannot open") && strstr(errs[0], "another stream")));
 	assert_int_equal(pending_count("svc6"), 0);
+	assert_int_equal(xlen("q:svc6"), 0); /* the expired one too: dropped, deleted */
 	queue_free(server);
 	queue_free(client);
 	queue_free(forger);
+	event_base_free(base);
+}
+
+static int pending_0_svc9(void *arg)
+{
+	return pending_count("svc9") == 0;
+}
+
+/* A dead letter Redis refuses (here dl:svc9 is not a stream: WRONGTYPE) leaves the
+ * entry pending in q:svc9, never gone from both; once dl:svc9 takes it (reclaimed,
+ * dead-lettered again) it is acked and deleted. */
+static void test_dead_letter_refused_kept(void **state)
+{
+	struct event_base *base = event_base_new();
+	char keys[512], errs[4][128], dels[4][16];
+	struct hctx h = { .always_retry = 1, .retry_error = "no way" };
+	struct queue_stats ss;
+	const char *error = NULL;
+	queue_t *server, *client;
+
+	pair_keys(keys, sizeof keys, "svc9", K1);
+	group_create("svc9");
+	admin_cmd("SET dl:svc9 not-a-stream");
+	server = mkq(base, "svc9", "svc9-a", keys, 300, 1);
+	client = mkq(base, "gw", "gw-9", keys, 30000, 5);
+	assert_int_equal(queue_consume(server, "q:svc9", echo_handler, &h, &error), 0);
+	assert_int_equal(send_one(client, "q:svc9", "keep me"), 0);
+	run_for(base, 250); /* delivered once, dead letter refused, before any reclaim */
+	assert_int_equal(h.calls, 1);
+	queue_get_stats(server, &ss);
+	assert_int_equal(ss.dead_lettered, 0);
+	assert_int_equal(ss.acked, 0);
+	assert_int_equal(xlen("q:svc9"), 1);
+	assert_int_equal(pending_count("svc9"), 1);
+	admin_cmd("DEL dl:svc9");
+	assert_int_equal(run_until(base, dead_lettered_1, server, 5000), 0);
+	assert_int_equal(run_until(base, pending_0_svc9, NULL, 2000), 0);
+	run_for(base, 100);
+	assert_int_equal(xlen("q:svc9"), 0);
+	assert_int_equal(dead_letters("svc9", errs, dels, 4), 1);
+	assert_string_equal(errs[0], "delivered 2 times without completion");
+	queue_get_stats(server, &ss);
+	assert_int_equal(ss.acked, 1);
+	assert_int_equal(ss.deleted, 1);
+	queue_free(server);
+	queue_free(client);
 	event_base_free(base);
 }
 
@@ -878,6 +1006,7 @@ int main(void)
 		cmocka_unit_test(test_retry_reclaimed),
 		cmocka_unit_test(test_dead_letter_after_max),
 		cmocka_unit_test(test_garbage_dead_lettered),
+		cmocka_unit_test(test_dead_letter_refused_kept),
 		cmocka_unit_test(test_request_timeout),
 		cmocka_unit_test(test_forged_and_moved),
 		cmocka_unit_test(test_reply_from_wrong_service),

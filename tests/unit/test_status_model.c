@@ -94,17 +94,29 @@ static void test_explain(void **state)
 	assert_string_equal(why[0], "depends on ticket: no fresh heartbeat of ticket");
 	assert_int_equal(status_explain(&c, &t, T0, CO_WEB, why, 8), 0); /* web needs auth only */
 	c = healthy();
-	c.svc[1].pending = 101;
+	c.svc[1].depth = 101, c.svc[1].pending = 101; /* the depth is XLEN; pending is of it */
 	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
 	assert_string_equal(why[0], "queue depth: q:auth has 101 waiting (0 not read yet, 101 not "
 				    "acked), over 100");
-	c.svc[1].pending = 10, c.svc[1].lag = 95; /* a backlog nobody read yet counts too */
+	c.svc[1].depth = 105, c.svc[1].pending = 10; /* a backlog nobody read yet counts too */
 	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
 	assert_string_equal(why[0], "queue depth: q:auth has 105 waiting (95 not read yet, 10 not "
 				    "acked), over 100");
-	c.svc[1].lag = -1; /* unknown: pending only */
+	c.svc[1].depth = 101, c.svc[1].pending = -1; /* pending unknown: all counted unread */
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
+	assert_string_equal(why[0], "queue depth: q:auth has 101 waiting (101 not read yet, 0 not "
+				    "acked), over 100");
+	/* Entries deleted while pending (an operator's XDEL) stay in XPENDING until
+	 * reclaimed: not counted, never more "not acked" than the stream holds. */
+	c.svc[1].depth = 3, c.svc[1].pending = 500;
 	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 0);
-	c.svc[1].pending = 101;
+	c.svc[1].depth = 120;
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
+	assert_string_equal(why[0], "queue depth: q:auth has 120 waiting (0 not read yet, 120 not "
+				    "acked), over 100");
+	c.svc[1].depth = -1, c.svc[1].pending = 101; /* depth unknown: no reason */
+	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 0);
+	c.svc[1].depth = 101;
 	c.svc[1].db_down = true;
 	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 2);
 	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 1), 1); /* bounded */
@@ -117,45 +129,22 @@ static void test_explain(void **state)
 	assert_string_equal(why[0], "cell unreachable: its Redis does not answer");
 }
 
-/* XINFO GROUPS as hiredis gives it: the named group's pending and lag; a nil lag
- * (entries deleted) or a missing group is unknown (-1). */
-static void test_xinfo_groups(void **state)
+/* XLEN's integer, XPENDING's summary (its count first), anything else unknown (-1). */
+static void test_reply_count(void **state)
 {
-	redisReply k[12], v[12], g[2], *ge[2][12], *top[2], r;
-	const char *names[6] = {"name",		"consumers", "pending", "last-delivered-id",
-				"entries-read", "lag"};
-	long long p, l;
+	redisReply n = {.type = REDIS_REPLY_INTEGER, .integer = 1100}, id = {.type = REDIS_REPLY_STRING},
+		   *sum[4] = {&n, &id, &id, &id}, r = {.type = REDIS_REPLY_ARRAY};
 
-	memset(k, 0, sizeof k), memset(v, 0, sizeof v), memset(g, 0, sizeof g);
-	for (int gi = 0; gi < 2; gi++) {
-		for (int i = 0; i < 6; i++) {
-			redisReply *kk = &k[gi * 6 + i], *vv = &v[gi * 6 + i];
-
-			kk->type = REDIS_REPLY_STRING, kk->str = (char *)names[i];
-			kk->len = strlen(names[i]);
-			vv->type = REDIS_REPLY_INTEGER, vv->integer = 100 * gi + i;
-			ge[gi][2 * i] = kk, ge[gi][2 * i + 1] = vv;
-		}
-		g[gi].type = REDIS_REPLY_ARRAY, g[gi].elements = 12, g[gi].element = ge[gi];
-		top[gi] = &g[gi];
-	}
-	v[0].type = REDIS_REPLY_STRING, v[0].str = "other", v[0].len = 5;
-	v[6].type = REDIS_REPLY_STRING, v[6].str = "auth", v[6].len = 4;
-	r.type = REDIS_REPLY_ARRAY, r.elements = 2, r.element = top;
-	status_xinfo_groups(&r, "auth", &p, &l);
-	assert_true(p == 102 && l == 105);
-	status_xinfo_groups(&r, "other", &p, &l);
-	assert_true(p == 2 && l == 5);
-	v[11].type = REDIS_REPLY_NIL;
-	status_xinfo_groups(&r, "auth", &p, &l);
-	assert_true(p == 102 && l == -1);
-	status_xinfo_groups(&r, "ticket", &p, &l);
-	assert_true(p == -1 && l == -1);
-	status_xinfo_groups(NULL, "auth", &p, &l);
-	assert_true(p == -1 && l == -1);
-	r.type = REDIS_REPLY_ERROR;
-	status_xinfo_groups(&r, "auth", &p, &l);
-	assert_true(p == -1 && l == -1);
+	assert_true(status_reply_count(&n) == 1100);
+	r.elements = 4, r.element = sum;
+	assert_true(status_reply_count(&r) == 1100);
+	r.element = sum + 1; /* an array not starting with a count */
+	assert_true(status_reply_count(&r) == -1);
+	r.elements = 0;
+	assert_true(status_reply_count(&r) == -1);
+	assert_true(status_reply_count(NULL) == -1);
+	id.type = REDIS_REPLY_ERROR, id.str = "NOGROUP";
+	assert_true(status_reply_count(&id) == -1);
 }
 
 /* A gateway's answer counters: the window is optional (an older gateway), bounded
@@ -205,7 +194,7 @@ static void test_states(void **state)
 	assert_int_equal(s[CO_AUTH], STATUS_OPERATIONAL);
 	c = healthy();
 	c.svc[1].db_down = true;
-	c.svc[3].pending = 101;
+	c.svc[3].depth = 101;
 	c.svc[4].outbox_degraded = false;
 	c.audit_backlog_degraded = true;
 	c.backup_verified_ms = T0 - 3600001;
@@ -455,7 +444,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_states),	   cmocka_unit_test(test_heartbeat),
 	    cmocka_unit_test(test_error_rate),	   cmocka_unit_test(test_explain),
-	    cmocka_unit_test(test_http_parse),	   cmocka_unit_test(test_xinfo_groups),
+	    cmocka_unit_test(test_http_parse),	   cmocka_unit_test(test_reply_count),
 	    cmocka_unit_test(test_uptime_exact),   cmocka_unit_test(test_uptime_file),
 	    cmocka_unit_test(test_uptime_share),   cmocka_unit_test(test_incident_parse),
 	    cmocka_unit_test(test_render_escapes),
