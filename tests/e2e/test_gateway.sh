@@ -333,3 +333,68 @@ check "http redirector: a connection that sends half a head and closes is harmle
 	python3 -c "import socket; s = socket.create_connection(('127.0.0.1', $PH), timeout=5); s.sendall(b'GET / HTTP/1.1\\r\\nHost: x'); s.close()"
 check "http redirector: still answering after all of the above" bash -c \
 	"plain p10 'GET / HTTP/1.0\\r\\n\\r\\n' && head -1 $T/p10.h | grep -q ' 308 '"
+
+# ==== issue 3: a second eu gateway (gateway-2) with short periods, so the time limits
+# show within the test: session ticket keys rotated every 3 s, a 4 s deadline for the
+# TLS handshake and each request head, keep-alive connections idle 3 s at most, and 4
+# connections per source.
+G2=$WARD_VAR/eu/g2
+mkdir -p "$G2" && chmod 755 "$G2"
+G2P=$(free_port)
+G2LOG=$WARD_VAR/eu/log/gateway-2.log G2ERR=$WARD_VAR/eu/log/gateway-2.stderr
+python3 - "$WARD_VAR/eu/etc/gateway.yaml" "$G2/gateway.yaml" "$G2LOG" "$G2P" <<'PY'
+import sys
+src, dst, log, https = sys.argv[1:5]
+out, section = [], None
+for line in open(src):
+    if not line.startswith(" ") and line.rstrip().endswith(":"):
+        section = line.strip()[:-1]
+    if line.startswith("instance:"): line = "instance: gateway-2\n"
+    elif line.startswith("log_file:"): line = f"log_file: {log}\n"
+    elif line.startswith("  listen:") and section == "https":
+        line = f"  listen: 127.0.0.1:{https}\n  ticket_rotate_seconds: 3\n"
+    elif line.startswith("  listen:") and section == "http":
+        continue
+    if line.strip() == "http:": continue
+    out.append(line)
+out.append("limits:\n  header_timeout_seconds: 4\n  timeout_seconds: 3\n  max_connections_per_source: 4\n")
+open(dst, "w").write("".join(out))
+PY
+chmod 644 "$G2/gateway.yaml"
+spawn_as_user "$G2/gateway.pid" "$G2ERR" "$BIN/ward-gateway" --config "$G2/gateway.yaml"
+g2_stop() { local p; p=$(cat "$G2/gateway.pid" 2>/dev/null) || return 0; kill -TERM "$p" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done; return 1; }
+trap 'g2_stop; rm -rf "$T"' EXIT
+export G2P G2LOG
+check "gateway-2: a second eu gateway with short limits starts" \
+	wait_for 15 bash -c "curl -sS --max-time 3 --cacert '$WARD_CA' --resolve 'eu.$D:$G2P:127.0.0.1' https://eu.$D:$G2P/healthz | grep -q '\"status\":\"ok\"'"
+
+# ---- session tickets with rotating keys (https.ticket_rotate_seconds: 3 on gateway-2).
+# sess PORT VERSION FILE [in|out]: one handshake saving (out) or offering (in) the session;
+# prints s_client's output. The client waits a little for TLS 1.3's NewSessionTicket.
+sess() {
+	(sleep 0.4) | timeout 10 openssl s_client -connect "127.0.0.1:$1" -servername "$H" -CAfile "$WARD_CA" \
+		"-$2" "-sess_$4" "$3" 2>&1
+}
+resumed() { sess "$1" "$2" "$3" in | grep -q '^Reused, '; }
+rotations() { grep -c '"msg":"tls: session ticket keys rotated"' "$G2LOG" 2>/dev/null || true; }
+# wait_rotation N: until the rotation count exceeds N.
+wait_rotation() { wait_for 10 bash -c "[ \"\$(grep -c '\"msg\":\"tls: session ticket keys rotated\"' '$G2LOG')\" -gt $1 ]"; }
+export -f sess resumed
+for v in tls1_2 tls1_3; do
+	sess "$G2P" "$v" "$T/s0.$v" out >/dev/null
+	check "tickets ($v): a saved session resumes (Reused)" resumed "$G2P" "$v" "$T/s0.$v"
+	check "tickets ($v): …on the gateway that issued it only: another gateway's keys refuse it (full handshake)" \
+		bash -c "sess $P $v $T/s0.$v in | grep -q '^New, '"
+done
+for v in tls1_2 tls1_3; do
+	n=$(rotations)
+	sess "$G2P" "$v" "$T/s1.$v" out >/dev/null
+	check "tickets ($v): the session was saved with a ticket" grep -q 'SSL SESSION PARAMETERS' "$T/s1.$v"
+	wait_rotation "$n"
+	check "tickets ($v): a session from before one key rotation still resumes (previous key)" resumed "$G2P" "$v" "$T/s1.$v"
+	wait_rotation $((n + 1))
+	check "tickets ($v): a session from before two key rotations does not resume (full handshake)" \
+		bash -c "sess $G2P $v $T/s1.$v in | grep -q '^New, '"
+done
+check "tickets: each rotation is logged" bash -c "[ \"\$(grep -c 'session ticket keys rotated' '$G2LOG')\" -ge 4 ]"
