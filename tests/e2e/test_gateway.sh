@@ -398,3 +398,86 @@ for v in tls1_2 tls1_3; do
 		bash -c "sess $G2P $v $T/s1.$v in | grep -q '^New, '"
 done
 check "tickets: each rotation is logged" bash -c "[ \"\$(grep -c 'session ticket keys rotated' '$G2LOG')\" -ge 4 ]"
+
+# ---- slow clients (slowloris): gateway-2 gives the TLS handshake and each request head
+# 4 s (limits.header_timeout_seconds) while evhttp's idle timeout (3 s) restarts at every
+# byte. slow MODE: a python client against gateway-2; prints what it measured.
+slow() {
+	python3 - "$G2P" "$H" "$1" <<'PY'
+import select, socket, ssl, sys, time
+port, host, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def tls():
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=host)
+def closed(s, wait):
+    # True once the peer has closed (EOF, reset, TLS error) within wait seconds; TLS
+    # records without data (TLS 1.3 session tickets) are read and waited past.
+    end = time.monotonic() + wait
+    while (left := end - time.monotonic()) > 0:
+        if not select.select([s], [], [], left)[0]: return False
+        s.setblocking(False)
+        try:
+            if s.recv(4096) == b"": return True
+        except ssl.SSLWantReadError: pass
+        except (ssl.SSLError, OSError): return True
+        finally: s.settimeout(10)
+    return False
+def answer(s):
+    out = b""
+    while b"\r\n\r\n" not in out:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+    return out.split(b"\r\n")[0].decode()
+if mode == "drip":   # a head a byte per second; a normal request meanwhile
+    t0 = time.monotonic(); s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
+    other = None
+    for i in range(20):
+        try: s.send(b"a")
+        except (ssl.SSLError, ConnectionError, OSError): break
+        if i == 1:
+            o = tls(); o.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()); other = answer(o)
+        if closed(s, 1.0): break
+    print(f"closed after {time.monotonic() - t0:.1f} s; other connection: {other}")
+elif mode == "hello":  # a TLS ClientHello dripped a byte per second (never completes)
+    t0 = time.monotonic(); s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    hello = bytes.fromhex("16030100c8010000c40303") + bytes(200)
+    for i in range(20):
+        try: s.send(hello[i:i + 1])
+        except OSError: break
+        if closed(s, 1.0): break
+    print(f"closed after {time.monotonic() - t0:.1f} s")
+elif mode == "keepalive":  # request 1, 2 s idle, request 2 dripped over 3 s: both served
+    t0 = time.monotonic(); s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a1 = answer(s)
+    time.sleep(2)
+    head = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    step = 3.0 / len(head)
+    for i in range(len(head)):
+        s.send(head[i:i + 1]); time.sleep(step)
+    a2 = answer(s)
+    print(f"{a1} | {a2} | connection age {time.monotonic() - t0:.1f} s")
+elif mode == "idle":  # a keep-alive connection left idle after its answer
+    s = tls(); s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a = answer(s)
+    t0 = time.monotonic()
+    c = closed(s, 10)
+    print(f"{a} | closed={c} after {time.monotonic() - t0:.1f} s idle")
+PY
+}
+export -f slow
+within() { # within OUT LO HI: the "after N s" figure of OUT in [LO, HI]
+	echo "$1"; python3 -c 'import re,sys; v=float(re.search(r"after ([0-9.]+) s", sys.argv[1]).group(1)); sys.exit(not float(sys.argv[2]) <= v <= float(sys.argv[3]))' "$1" "$2" "$3"
+}
+out=$(slow drip)
+echo "# slowloris drip: $out"
+check "slowloris: a head dripped a byte a second is cut at the 4 s deadline (evhttp's idle timeout never fires)" within "$out" 3.5 6.5
+check "slowloris: …while a normal request on another connection is served" bash -c "echo '$out' | grep -q 'other connection: HTTP/1.1 200'"
+out=$(slow hello)
+echo "# slowloris handshake drip: $out"
+check "slowloris: a TLS handshake dripped a byte a second is cut at the deadline too" within "$out" 3.5 6.5
+check "slowloris: the deadline is per head: a keep-alive connection older than it, with a slow (3 s) second head, is served twice" \
+	bash -c "slow keepalive | tee /dev/stderr | grep -q '^HTTP/1.1 200 OK | HTTP/1.1 200 OK |'"
+check "slowloris: the deadline is logged (rate-limited)" grep -q '"msg":"connection closed: no complete request head in time"' "$G2LOG"
+check "gateway-2: still healthy after the slow clients" \
+	bash -c "curl -sS --max-time 3 --cacert '$WARD_CA' --resolve 'eu.$D:$G2P:127.0.0.1' https://eu.$D:$G2P/healthz | grep -q '\"status\":\"ok\"'"
