@@ -337,14 +337,22 @@ check "http redirector: still answering after all of the above" bash -c \
 # ==== issue 3: a second eu gateway (gateway-2) with short periods, so the time limits
 # show within the test: session ticket keys rotated every 3 s, a 4 s deadline for the
 # TLS handshake and each request head, keep-alive connections idle 3 s at most, and 4
-# connections per source.
+# connections per source. It has an RSA certificate from the dev CA (the cells' are
+# ECDSA), so that RSA key exchange and ECDHE-RSA CBC suites could be negotiated if the
+# cipher policy let them.
 G2=$WARD_VAR/eu/g2
 mkdir -p "$G2" && chmod 755 "$G2"
+openssl req -newkey rsa:2048 -nodes -subj "/CN=eu.$D" -keyout "$G2/rsa.key" -out "$G2/rsa.csr" 2>/dev/null &&
+	openssl x509 -req -in "$G2/rsa.csr" -CA "$WARD_VAR/tls/ca.pem" -CAkey "$WARD_VAR/tls/ca.key" \
+		-set_serial "$((RANDOM * 32768 + RANDOM))" -days 2 -out "$G2/rsa.pem" \
+		-extfile <(printf 'subjectAltName=DNS:*.eu.%s,DNS:eu.%s\nextendedKeyUsage=serverAuth\n' "$D" "$D") 2>/dev/null
+chmod 600 "$G2/rsa.key"
+[ "$(id -u)" -eq 0 ] && chown "$WUSER" "$G2/rsa.key"
 G2P=$(free_port)
 G2LOG=$WARD_VAR/eu/log/gateway-2.log G2ERR=$WARD_VAR/eu/log/gateway-2.stderr
-python3 - "$WARD_VAR/eu/etc/gateway.yaml" "$G2/gateway.yaml" "$G2LOG" "$G2P" <<'PY'
+python3 - "$WARD_VAR/eu/etc/gateway.yaml" "$G2/gateway.yaml" "$G2LOG" "$G2P" "$G2" <<'PY'
 import sys
-src, dst, log, https = sys.argv[1:5]
+src, dst, log, https, g2 = sys.argv[1:6]
 out, section = [], None
 for line in open(src):
     if not line.startswith(" ") and line.rstrip().endswith(":"):
@@ -355,6 +363,8 @@ for line in open(src):
         line = f"  listen: 127.0.0.1:{https}\n  ticket_rotate_seconds: 3\n"
     elif line.startswith("  listen:") and section == "http":
         continue
+    elif line.startswith("  cert_file:") and section == "https": line = f"  cert_file: {g2}/rsa.pem\n"
+    elif line.startswith("  key_file:") and section == "https": line = f"  key_file: {g2}/rsa.key\n"
     if line.strip() == "http:": continue
     out.append(line)
 out.append("limits:\n  header_timeout_seconds: 4\n  timeout_seconds: 3\n  max_connections_per_source: 4\n")
@@ -469,6 +479,7 @@ export -f slow
 within() { # within OUT LO HI: the "after N s" figure of OUT in [LO, HI]
 	echo "$1"; python3 -c 'import re,sys; v=float(re.search(r"after ([0-9.]+) s", sys.argv[1]).group(1)); sys.exit(not float(sys.argv[2]) <= v <= float(sys.argv[3]))' "$1" "$2" "$3"
 }
+export -f within
 out=$(slow drip)
 echo "# slowloris drip: $out"
 check "slowloris: a head dripped a byte a second is cut at the 4 s deadline (evhttp's idle timeout never fires)" within "$out" 3.5 6.5
@@ -481,3 +492,46 @@ check "slowloris: the deadline is per head: a keep-alive connection older than i
 check "slowloris: the deadline is logged (rate-limited)" grep -q '"msg":"connection closed: no complete request head in time"' "$G2LOG"
 check "gateway-2: still healthy after the slow clients" \
 	bash -c "curl -sS --max-time 3 --cacert '$WARD_CA' --resolve 'eu.$D:$G2P:127.0.0.1' https://eu.$D:$G2P/healthz | grep -q '\"status\":\"ok\"'"
+
+# ---- the cipher policy against an RSA certificate (gateway-2): only ECDHE with AEAD.
+s2() { echo | timeout 10 openssl s_client -connect "127.0.0.1:$G2P" -servername "$H" "$@" 2>&1; }
+export -f s2
+check "tls (RSA certificate): ECDHE-RSA-AES256-GCM-SHA384 is negotiated (the check below can succeed)" \
+	bash -c "s2 -tls1_2 -cipher ECDHE-RSA-AES256-GCM-SHA384 | grep -q 'New, TLSv1.2, Cipher is ECDHE-RSA-AES256-GCM-SHA384'"
+for c in ECDHE-RSA-AES128-SHA ECDHE-RSA-AES256-SHA ECDHE-RSA-AES128-SHA256 ECDHE-RSA-AES256-SHA384 AES128-GCM-SHA256 AES256-GCM-SHA384 AES128-SHA AES256-SHA256 DHE-RSA-AES128-GCM-SHA256 DHE-RSA-CHACHA20-POLY1305; do
+	refuse "tls (RSA certificate): $c is refused" bash -c "s2 -tls1_2 -cipher '$c:@SECLEVEL=0' | grep -q 'Cipher is $c'"
+done
+refuse "tls (RSA certificate): no suite with RSA key exchange at all (kRSA)" bash -c "s2 -tls1_2 -cipher 'kRSA:@SECLEVEL=0' | grep -q 'New, TLSv1.2, Cipher is [A-Z]'"
+refuse "tls (RSA certificate): no suite with DHE key exchange at all (kDHE)" bash -c "s2 -tls1_2 -cipher 'kDHE:@SECLEVEL=0' | grep -q 'New, TLSv1.2, Cipher is [A-Z]'"
+check "tls: the configured TLS 1.2 list (gateway_tls.c) expands to ECDHE key exchange with AEAD ciphers only" bash -c '
+	l=$(sed -n "/^#define GATEWAY_TLS12_CIPHERS/,/^#define/p" "$TOP/services/gateway/gateway_tls.c" | grep -o "\"[^\"]*\"" | tr -d "\"" | tr -d "\n")
+	v=$(openssl ciphers -v "$l") && [ -n "$v" ] && echo "$v" &&
+		! echo "$v" | grep -v "Kx=ECDH .*Enc=\(AESGCM\|CHACHA20\)" | grep -q "TLSv1.2"'
+
+# ---- renegotiation: refused (SSL_OP_NO_RENEGOTIATION). s_client's "R" asks for one.
+check "tls: a client-initiated renegotiation (s_client R) is refused: no renegotiation" \
+	bash -c "(echo R; sleep 1.5) | timeout 10 openssl s_client -tls1_2 -connect 127.0.0.1:$G2P -servername $H 2>&1 | tee /dev/stderr | grep -A3 '^RENEGOTIATING' | grep -q 'no renegotiation'"
+
+# ---- limits.max_connections_per_source (4 on gateway-2), limits.timeout_seconds (3 s).
+check "connections: 4 from one source are served, a 5th is refused in its handshake, one closed makes room" \
+	python3 -c '
+import socket, ssl, sys, time
+port, host = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def tls():
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname=host)
+held = [tls() for _ in range(4)]
+try:
+    tls(); print("5th connection accepted"); sys.exit(1)
+except (ssl.SSLError, ConnectionError) as e:
+    print("5th refused:", e)
+held.pop().close()
+time.sleep(0.3)
+s = tls(); s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+a = s.recv(4096).split(b"\r\n")[0]; print("after one closed:", a)
+sys.exit(0 if a.startswith(b"HTTP/1.1 200") else 1)
+' "$G2P" "$H"
+out=$(slow idle)
+echo "# idle keep-alive: $out"
+check "connections: an idle keep-alive connection is closed after limits.timeout_seconds (3 s), not before" \
+	bash -c "echo '$out' | grep -q '^HTTP/1.1 200 OK | closed=True' && within '$out' 2.5 5.5"
