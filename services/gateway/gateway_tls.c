@@ -14,7 +14,10 @@
  * the previous one still opens them, and such a ticket is renewed (callback returns
  * 2); any other key name means a full handshake. Every https.ticket_rotate_seconds
  * a timer makes a new current key and wipes the old previous one (OPENSSL_cleanse),
- * so a ticket resumes for at most two periods and no key outlives two periods. The
+ * so a ticket resumes for at most two periods and no key outlives two periods (the
+ * session timeout, so the tickets' lifetime hint, is two periods too). There is no
+ * server-side session cache: TLS 1.2 resumption by session ID alone would bypass
+ * all this, with master secrets kept in memory for the cache's lifetime. The
  * timer is armed at the context's first connection (the first point the event base
  * is known here): before it, no ticket was issued.
  *
@@ -497,6 +500,12 @@ SSL_CTX *gateway_tls_ctx_new(const struct gateway_config *cfg, const char **erro
 	SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
 	if (gateway_tls_tickets_new(ctx, cfg->ticket_rotate_seconds, error_r) < 0)
 		goto fail;
+	/* Tickets only: no server-side session cache, whose sessions (resumable by ID in
+	 * TLS 1.2) would outlive the ticket keys; a session lives two rotation periods. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_timeout(ctx, 2 * (long)(cfg->ticket_rotate_seconds > 0
+						 ? cfg->ticket_rotate_seconds
+						 : GATEWAY_TICKET_ROTATE_DEFAULT));
 	/* Idle connections give their read/write buffers back: keeps idle RSS small. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1) != 1) {

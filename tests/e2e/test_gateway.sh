@@ -384,7 +384,7 @@ check "gateway-2: a second eu gateway with short limits starts" \
 # prints s_client's output. The client waits a little for TLS 1.3's NewSessionTicket.
 sess() {
 	(sleep 0.4) | timeout 10 openssl s_client -connect "127.0.0.1:$1" -servername "$H" -CAfile "$WARD_CA" \
-		"-$2" "-sess_$4" "$3" 2>&1
+		"-$2" "-sess_$4" "$3" "${@:5}" 2>&1
 }
 resumed() { sess "$1" "$2" "$3" in | grep -q '^Reused, '; }
 rotations() { grep -c '"msg":"tls: session ticket keys rotated"' "$G2LOG" 2>/dev/null || true; }
@@ -407,6 +407,8 @@ for v in tls1_2 tls1_3; do
 	check "tickets ($v): a session from before two key rotations does not resume (full handshake)" \
 		bash -c "sess $G2P $v $T/s1.$v in | grep -q '^New, '"
 done
+check "tickets: a TLS 1.2 client without tickets gets no session ID to resume by (no server-side session cache)" \
+	bash -c "sess $G2P tls1_2 $T/sid out -no_ticket | grep -q '^ *Session-ID: *\$' && { [ ! -s $T/sid ] || sess $G2P tls1_2 $T/sid in -no_ticket | grep -q '^New, '; }"
 check "tickets: each rotation is logged" bash -c "[ \"\$(grep -c 'session ticket keys rotated' '$G2LOG')\" -ge 4 ]"
 
 # ---- slow clients (slowloris): gateway-2 gives the TLS handshake and each request head
