@@ -2,7 +2,9 @@
 # ward-gateway over real HTTPS: TLS policy, security headers on every answer, tenant
 # and region routing (404, 421, 307) without calling the other region, request
 # limits (400, 413, 414, 415, 422, 431), Origin/CSRF refusals, rate limits (429 +
-# RateLimit-*), session cookies and the OAuth token endpoint's RFC 6749 errors.
+# RateLimit-*), session cookies and the OAuth token endpoint's RFC 6749 errors; on a
+# second eu gateway with short limits: session ticket key rotation, the slowloris
+# deadline, connection caps and idle timeout, the cipher policy on an RSA certificate.
 . "$(dirname "$0")/lib.sh"
 set -f
 
@@ -402,10 +404,24 @@ for v in tls1_2 tls1_3; do
 	sess "$G2P" "$v" "$T/s1.$v" out >/dev/null
 	check "tickets ($v): the session was saved with a ticket" grep -q 'SSL SESSION PARAMETERS' "$T/s1.$v"
 	wait_rotation "$n"
-	check "tickets ($v): a session from before one key rotation still resumes (previous key)" resumed "$G2P" "$v" "$T/s1.$v"
+	# (-msg: TLS 1.2 sends a NewSessionTicket on resumption only when the ticket is renewed)
+	check "tickets ($v): a session from before one key rotation still resumes (previous key)" \
+		bash -c "sess $G2P $v $T/s1.$v in -msg -sess_out $T/s1r.$v | tee $T/m1.$v | grep -q '^Reused, '"
 	wait_rotation $((n + 1))
 	check "tickets ($v): a session from before two key rotations does not resume (full handshake)" \
 		bash -c "sess $G2P $v $T/s1.$v in | grep -q '^New, '"
+	if [ "$v" = tls1_2 ]; then
+		check "tickets (tls1_2): resumed under the previous key, the ticket was renewed (NewSessionTicket)" \
+			grep -q 'NewSessionTicket' "$T/m1.$v"
+		m=$(rotations)
+		wait_rotation "$m"
+		sess "$G2P" "$v" "$T/s2.$v" out >/dev/null
+		check "tickets (tls1_2): resumed under the current key, it is not (no NewSessionTicket)" \
+			bash -c "sess $G2P $v $T/s2.$v in -msg | tee $T/m2 | grep -q '^Reused, ' && ! grep -q NewSessionTicket $T/m2"
+	else
+		check "tickets ($v): …but the fresh ticket given when it resumed under the previous key does" \
+			resumed "$G2P" "$v" "$T/s1r.$v"
+	fi
 done
 check "tickets: a TLS 1.2 client without tickets gets no session ID to resume by (no server-side session cache)" \
 	bash -c "sess $G2P tls1_2 $T/sid out -no_ticket | grep -q '^ *Session-ID: *\$' && { [ ! -s $T/sid ] || sess $G2P tls1_2 $T/sid in -no_ticket | grep -q '^New, '; }"
