@@ -33,11 +33,14 @@
  * guard also keeps a deadline, limits.header_timeout_seconds: on a TLS connection
  * from its accept (the handshake and the first head must both be done by then),
  * and for every later head from its first byte to its end. Past it the connection
- * is failed the way evhttp's own timeout fails it (its event callback with
- * BEV_EVENT_TIMEOUT): closed without an answer, and a request of that connection
- * still in flight is detached, not freed under its handler. (A 408 cannot be
- * written safely here: evhttp may be writing an earlier answer, and its read
- * callback aborts the process when called outside a reading state.)
+ * gets a 408 if that was its first head (after a complete TLS handshake): evhttp
+ * has read nothing yet, so it waits for a request line, and the guard hands it a
+ * stand-in request (as for its refusals) and calls its read callback. Any other
+ * connection is failed the way evhttp's own timeout fails it (its event callback
+ * with BEV_EVENT_TIMEOUT): closed without an answer, and a request of that
+ * connection still in flight is detached, not freed under its handler. (No 408
+ * there: evhttp may be writing an earlier answer, and its read callback aborts the
+ * process when called outside a reading state.)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -122,6 +125,8 @@ static const char *gateway_http_reason(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
 	case 409:
 		return "Conflict";
 	case 410:
@@ -378,6 +383,7 @@ static const struct {
 	{ 505, "Only HTTP/1.0 and HTTP/1.1 are served." },
 	{ 417, "Only Expect: 100-continue is supported." },
 	{ 400, "Malformed Content-Length header." },
+	{ 408, "The request head did not arrive in time." },
 };
 enum {
 	GW_REFUSE_LINE,
@@ -389,6 +395,7 @@ enum {
 	GW_REFUSE_VERSION,
 	GW_REFUSE_EXPECT,
 	GW_REFUSE_CLEN,
+	GW_REFUSE_TIMEOUT,
 };
 /* Only the guard writes a request line with this target: it refuses any client's. */
 #define GATEWAY_REFUSED_PREFIX "/.ward-refused/"
@@ -582,6 +589,7 @@ struct gateway_guard {
 	struct event *deadline;	      /* limits.header_timeout_seconds */
 	bool timing;		      /* the deadline is armed */
 	bool head_passed;	      /* a complete head went to evhttp in this round */
+	bool any_passed;	      /* evhttp was ever given a head (or a stand-in) */
 };
 
 static int gateway_http_guard_idx = -1; /* SSL ex_data: the connection's guard */
@@ -778,7 +786,7 @@ static void gw_guard_refuse(struct gateway_guard *g, int why)
 			    "Connection: close\r\n\r\n",
 			    why);
 	g->passed += evbuffer_get_length(g->input) - before;
-	g->refused = true;
+	g->refused = g->any_passed = true;
 }
 
 /* Pass on from g->hold every complete head (checked) and body; keep the rest. */
@@ -835,7 +843,7 @@ static void gw_guard_run(struct gateway_guard *g)
 			return;
 		}
 		gw_guard_pass(g, end);
-		g->head_passed = true;
+		g->head_passed = g->any_passed = true;
 		g->body_left = body;
 		g->skip_left = skip;
 	}
@@ -871,12 +879,23 @@ static void gw_guard_clock(struct gateway_guard *g)
 		gw_guard_arm(g);
 }
 
-/* The deadline passed: no complete head (or no TLS handshake) in time. Fail the
+/* Whether the connection's TLS handshake (if any) is complete. */
+static bool gw_guard_handshaken(const struct gateway_guard *g)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(g->bev);
+
+	return ssl == NULL || SSL_is_init_finished(ssl);
+}
+
+/* The deadline passed: no complete head (or no TLS handshake) in time. The first
+ * head of a connection is answered 408 (a stand-in request, evhttp's read callback
+ * called: it waits for a request line, having read nothing). Otherwise fail the
  * connection through evhttp's event callback, as its own timeout does; g is freed
  * with the connection before this returns. */
 static void gw_guard_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct gateway_guard *g = arg;
+	bufferevent_data_cb readcb = NULL;
 	bufferevent_event_cb eventcb = NULL;
 	void *cbarg = NULL;
 
@@ -884,7 +903,7 @@ static void gw_guard_deadline(evutil_socket_t fd, short what, void *arg)
 	g->timing = false;
 	if (g->refused)
 		return; /* its stand-in is answered, with Connection: close */
-	bufferevent_getcb(g->bev, NULL, NULL, &eventcb, &cbarg);
+	bufferevent_getcb(g->bev, &readcb, NULL, &eventcb, &cbarg);
 	if (eventcb == NULL || cbarg == NULL)
 		return; /* never expected: evhttp sets its callbacks at accept */
 	if (gw_deadline_closed++ % 1000 == 0)
@@ -893,6 +912,13 @@ static void gw_guard_deadline(evutil_socket_t fd, short what, void *arg)
 				 gateway_http_gw != NULL ? gateway_http_gw->cfg->header_timeout_seconds
 							 : 10),
 			  LF_INT("closed_total", gw_deadline_closed));
+	if (!g->any_passed && g->passed == 0 && readcb != NULL && gw_guard_handshaken(g)) {
+		evbuffer_cb_clear_flags(g->input, g->ent, EVBUFFER_CB_ENABLED);
+		gw_guard_refuse(g, GW_REFUSE_TIMEOUT);
+		evbuffer_cb_set_flags(g->input, g->ent, EVBUFFER_CB_ENABLED);
+		bufferevent_trigger(g->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
 	eventcb(g->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, cbarg);
 }
 

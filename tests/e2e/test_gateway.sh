@@ -437,15 +437,20 @@ port, host, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 def tls():
     return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=host)
+got = b""
 def closed(s, wait):
     # True once the peer has closed (EOF, reset, TLS error) within wait seconds; TLS
-    # records without data (TLS 1.3 session tickets) are read and waited past.
+    # records without data (TLS 1.3 session tickets) are read and waited past, data
+    # is kept in got.
+    global got
     end = time.monotonic() + wait
     while (left := end - time.monotonic()) > 0:
         if not select.select([s], [], [], left)[0]: return False
         s.setblocking(False)
         try:
-            if s.recv(4096) == b"": return True
+            b = s.recv(65536)
+            if b == b"": return True
+            got += b
         except ssl.SSLWantReadError: pass
         except (ssl.SSLError, OSError): return True
         finally: s.settimeout(10)
@@ -467,7 +472,18 @@ if mode == "drip":   # a head a byte per second; a normal request meanwhile
         if i == 1:
             o = tls(); o.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()); other = answer(o)
         if closed(s, 1.0): break
-    print(f"closed after {time.monotonic() - t0:.1f} s; other connection: {other}")
+    head, _, body = got.partition(b"\r\n\r\n")
+    print(f"closed after {time.monotonic() - t0:.1f} s; other connection: {other}; answer: {head.decode('latin-1')!r} {body.decode('latin-1')!r}")
+elif mode == "late":  # request 1 answered, then the next head a byte per second
+    s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a1 = answer(s)
+    t0 = time.monotonic()
+    s.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+    for i in range(20):
+        try: s.send(b"a")
+        except (ssl.SSLError, ConnectionError, OSError): break
+        if closed(s, 1.0): break
+    print(f"{a1} | closed after {time.monotonic() - t0:.1f} s from the second head's first byte; after the first answer: {got!r}")
 elif mode == "hello":  # a TLS ClientHello dripped a byte per second (never completes)
     t0 = time.monotonic(); s = socket.create_connection(("127.0.0.1", port), timeout=10)
     hello = bytes.fromhex("16030100c8010000c40303") + bytes(200)
@@ -500,8 +516,15 @@ within() { # within OUT LO HI: the "after N s" figure of OUT in [LO, HI]
 export -f within
 out=$(slow drip)
 echo "# slowloris drip: $out"
+echo "$out" >"$T/drip.out"
 check "slowloris: a head dripped a byte a second is cut at the 4 s deadline (evhttp's idle timeout never fires)" within "$out" 3.5 6.5
-check "slowloris: …while a normal request on another connection is served" bash -c "echo '$out' | grep -q 'other connection: HTTP/1.1 200'"
+check "slowloris: …while a normal request on another connection is served" grep -q 'other connection: HTTP/1.1 200' "$T/drip.out"
+check "slowloris: …and the slow first head is answered 408, a problem document, Connection: close" \
+	bash -c "grep -q 'answer: .HTTP/1.1 408 Request Timeout' $T/drip.out && grep -qi 'Content-Type: application/problem+json' $T/drip.out && grep -qi 'Connection: close' $T/drip.out && grep -q '\"status\":408' $T/drip.out"
+out=$(slow late)
+echo "# slowloris keep-alive drip: $out"
+check "slowloris: a later head on a keep-alive connection, dripped, is cut at the deadline from its first byte (closed, no answer)" \
+	bash -c 'echo "$1" | grep -q "^HTTP/1.1 200 OK | .*first answer: b..\$" && within "$1" 3.5 6.5' _ "$out"
 out=$(slow hello)
 echo "# slowloris handshake drip: $out"
 check "slowloris: a TLS handshake dripped a byte a second is cut at the deadline too" within "$out" 3.5 6.5
@@ -552,4 +575,4 @@ sys.exit(0 if a.startswith(b"HTTP/1.1 200") else 1)
 out=$(slow idle)
 echo "# idle keep-alive: $out"
 check "connections: an idle keep-alive connection is closed after limits.timeout_seconds (3 s), not before" \
-	bash -c "echo '$out' | grep -q '^HTTP/1.1 200 OK | closed=True' && within '$out' 2.5 5.5"
+	bash -c 'echo "$1" | grep -q "^HTTP/1.1 200 OK | closed=True" && within "$1" 2.5 5.5' _ "$out"
