@@ -27,12 +27,27 @@
  * the guard is made at its first bytes and freed by the connection's close callback)
  * and the status page (gateway_status.c, through gateway_guard_tls); each listener's
  * callback answers the stand-in with its own headers (gateway_guard_refused).
+ *
+ * Slow clients (slowloris): evhttp's timeout (limits.timeout_seconds) restarts at
+ * every byte, so a byte every few seconds would hold a connection for ever. The
+ * guard also keeps a deadline, limits.header_timeout_seconds: on a TLS connection
+ * from its accept (the handshake and the first head must both be done by then),
+ * and for every later head from its first byte to its end. Past it the connection
+ * gets a 408 if that was its first head (after a complete TLS handshake): evhttp
+ * has read nothing yet, so it waits for a request line, and the guard hands it a
+ * stand-in request (as for its refusals) and calls its read callback. Any other
+ * connection is failed the way evhttp's own timeout fails it (its event callback
+ * with BEV_EVENT_TIMEOUT): closed without an answer, and a request of that
+ * connection still in flight is detached, not freed under its handler. (No 408
+ * there: evhttp may be writing an earlier answer, and its read callback aborts the
+ * process when called outside a reading state.)
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <math.h>
@@ -110,6 +125,8 @@ static const char *gateway_http_reason(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
 	case 409:
 		return "Conflict";
 	case 410:
@@ -366,6 +383,7 @@ static const struct {
 	{ 505, "Only HTTP/1.0 and HTTP/1.1 are served." },
 	{ 417, "Only Expect: 100-continue is supported." },
 	{ 400, "Malformed Content-Length header." },
+	{ 408, "The request head did not arrive in time." },
 };
 enum {
 	GW_REFUSE_LINE,
@@ -377,6 +395,7 @@ enum {
 	GW_REFUSE_VERSION,
 	GW_REFUSE_EXPECT,
 	GW_REFUSE_CLEN,
+	GW_REFUSE_TIMEOUT,
 };
 /* Only the guard writes a request line with this target: it refuses any client's. */
 #define GATEWAY_REFUSED_PREFIX "/.ward-refused/"
@@ -566,6 +585,11 @@ struct gateway_guard {
 	size_t max_head;
 	uint64_t max_body;
 	bool refused;
+	struct bufferevent *bev;      /* the connection's, for the deadline */
+	struct event *deadline;	      /* limits.header_timeout_seconds */
+	bool timing;		      /* the deadline is armed */
+	bool head_passed;	      /* a complete head went to evhttp in this round */
+	bool any_passed;	      /* evhttp was ever given a head (or a stand-in) */
 };
 
 static int gateway_http_guard_idx = -1; /* SSL ex_data: the connection's guard */
@@ -762,7 +786,7 @@ static void gw_guard_refuse(struct gateway_guard *g, int why)
 			    "Connection: close\r\n\r\n",
 			    why);
 	g->passed += evbuffer_get_length(g->input) - before;
-	g->refused = true;
+	g->refused = g->any_passed = true;
 }
 
 /* Pass on from g->hold every complete head (checked) and body; keep the rest. */
@@ -819,9 +843,83 @@ static void gw_guard_run(struct gateway_guard *g)
 			return;
 		}
 		gw_guard_pass(g, end);
+		g->head_passed = g->any_passed = true;
 		g->body_left = body;
 		g->skip_left = skip;
 	}
+}
+
+static unsigned long gw_deadline_closed; /* connections closed at the head deadline */
+
+/* Arm g's deadline: limits.header_timeout_seconds from now. */
+static void gw_guard_arm(struct gateway_guard *g)
+{
+	struct timeval tv = { 10, 0 };
+
+	if (gateway_http_gw != NULL && gateway_http_gw->cfg->header_timeout_seconds > 0)
+		tv.tv_sec = gateway_http_gw->cfg->header_timeout_seconds;
+	if (evtimer_add(g->deadline, &tv) != 0)
+		log_fatal("cannot arm a request head deadline");
+	g->timing = true;
+}
+
+/* After a round of the guard: a head passed or a refusal ends the deadline; bytes of
+ * a next head waiting start a new one (an armed one keeps running: same head). */
+static void gw_guard_clock(struct gateway_guard *g)
+{
+	bool mid_head = !g->refused && g->body_left == 0 && g->skip_left == 0 &&
+			evbuffer_get_length(g->hold) > 0;
+
+	if ((g->head_passed || g->refused) && g->timing) {
+		evtimer_del(g->deadline);
+		g->timing = false;
+	}
+	g->head_passed = false;
+	if (mid_head && !g->timing)
+		gw_guard_arm(g);
+}
+
+/* Whether the connection's TLS handshake (if any) is complete. */
+static bool gw_guard_handshaken(const struct gateway_guard *g)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(g->bev);
+
+	return ssl == NULL || SSL_is_init_finished(ssl);
+}
+
+/* The deadline passed: no complete head (or no TLS handshake) in time. The first
+ * head of a connection is answered 408 (a stand-in request, evhttp's read callback
+ * called: it waits for a request line, having read nothing). Otherwise fail the
+ * connection through evhttp's event callback, as its own timeout does; g is freed
+ * with the connection before this returns. */
+static void gw_guard_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct gateway_guard *g = arg;
+	bufferevent_data_cb readcb = NULL;
+	bufferevent_event_cb eventcb = NULL;
+	void *cbarg = NULL;
+
+	(void)fd, (void)what;
+	g->timing = false;
+	if (g->refused)
+		return; /* its stand-in is answered, with Connection: close */
+	bufferevent_getcb(g->bev, &readcb, NULL, &eventcb, &cbarg);
+	if (eventcb == NULL || cbarg == NULL)
+		return; /* never expected: evhttp sets its callbacks at accept */
+	if (gw_deadline_closed++ % 1000 == 0)
+		log_event(LOG_WARN, "connection closed: no complete request head in time",
+			  LF_INT("header_timeout_seconds",
+				 gateway_http_gw != NULL ? gateway_http_gw->cfg->header_timeout_seconds
+							 : 10),
+			  LF_INT("closed_total", gw_deadline_closed));
+	if (!g->any_passed && g->passed == 0 && readcb != NULL && gw_guard_handshaken(g)) {
+		evbuffer_cb_clear_flags(g->input, g->ent, EVBUFFER_CB_ENABLED);
+		gw_guard_refuse(g, GW_REFUSE_TIMEOUT);
+		evbuffer_cb_set_flags(g->input, g->ent, EVBUFFER_CB_ENABLED);
+		bufferevent_trigger(g->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
+	eventcb(g->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, cbarg);
 }
 
 /*
@@ -857,6 +955,7 @@ static void gateway_http_guard_cb(struct evbuffer *buf, const struct evbuffer_cb
 		evbuffer_add_buffer(buf, g->tmp);
 		gw_guard_run(g);
 	}
+	gw_guard_clock(g);
 	evbuffer_cb_set_flags(buf, g->ent, EVBUFFER_CB_ENABLED);
 }
 
@@ -871,23 +970,30 @@ static void gateway_http_guard_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
 		return;
 	if (g->ent != NULL)
 		evbuffer_remove_cb_entry(g->input, g->ent);
+	if (g->deadline != NULL)
+		event_free(g->deadline);
 	evbuffer_free(g->hold);
 	evbuffer_free(g->tmp);
 	free(g);
 }
 
-/* A new guard on input, passing heads up to max_head bytes and bodies up to max_body. */
-static struct gateway_guard *gw_guard_new(struct evbuffer *input, size_t max_head,
+/* A new guard on bev's input, passing heads up to max_head bytes and bodies up to
+ * max_body; its head deadline runs from now. */
+static struct gateway_guard *gw_guard_new(struct bufferevent *bev, size_t max_head,
 					  uint64_t max_body)
 {
 	struct gateway_guard *g = calloc(1, sizeof *g);
 
 	if (g == NULL || (g->hold = evbuffer_new()) == NULL || (g->tmp = evbuffer_new()) == NULL)
 		log_fatal("out of memory");
-	g->input = input;
+	g->bev = bev;
+	g->input = bufferevent_get_input(bev);
+	if ((g->deadline = evtimer_new(bufferevent_get_base(bev), gw_guard_deadline, g)) == NULL)
+		log_fatal("out of memory");
+	gw_guard_arm(g);
 	g->max_head = max_head;
 	g->max_body = max_body;
-	if ((g->ent = evbuffer_add_cb(input, gateway_http_guard_cb, g)) == NULL)
+	if ((g->ent = evbuffer_add_cb(g->input, gateway_http_guard_cb, g)) == NULL)
 		log_fatal("cannot guard a connection");
 	return g;
 }
@@ -899,7 +1005,7 @@ static struct gateway_guard *gw_guard_new(struct evbuffer *input, size_t max_hea
  */
 void gateway_guard_tls(struct bufferevent *bev, size_t max_head, uint64_t max_body)
 {
-	struct gateway_guard *g = gw_guard_new(bufferevent_get_input(bev), max_head, max_body);
+	struct gateway_guard *g = gw_guard_new(bev, max_head, max_body);
 
 	if (gateway_http_guard_idx < 0 ||
 	    SSL_set_ex_data(bufferevent_openssl_get_ssl(bev), gateway_http_guard_idx, g) != 1)
@@ -947,7 +1053,7 @@ static void gw_plain_first_cb(struct evbuffer *buf, const struct evbuffer_cb_inf
 	/* Not run again in this round: libevent saved the next entry before calling us. */
 	if (evbuffer_remove_cb(buf, gw_plain_first_cb, bev) != 0)
 		log_fatal("cannot guard a connection");
-	g = gw_guard_new(buf, (size_t)gateway_http_gw->cfg->max_header_bytes, 0);
+	g = gw_guard_new(bev, (size_t)gateway_http_gw->cfg->max_header_bytes, 0);
 	evhttp_connection_set_closecb(cbarg, gw_plain_close, g);
 	gateway_http_guard_cb(buf, info, g); /* nothing was passed yet: all of buf is new */
 }

@@ -3,9 +3,23 @@
  * TLS bufferevent per accepted connection, handed to evhttp through its bevcb.
  *
  * Policy: TLS 1.2 and 1.3 only; TLS 1.2 limited to ECDHE key exchange with AEAD
- * ciphers; no compression, no renegotiation, the server's cipher order; session
- * tickets on (OpenSSL keeps and rotates the ticket keys per context); ALPN, when
+ * ciphers; no compression, no renegotiation, the server's cipher order; ALPN, when
  * offered, can only agree on http/1.1 (evhttp speaks nothing else).
+ *
+ * Session tickets (TLS 1.2 and 1.3) with rotating keys: OpenSSL 3 makes one ticket
+ * key per context and never changes it, so a stolen key would decrypt every ticket
+ * (and with it the session's master secret) for the life of the process. Each
+ * context gets its own keyring instead (SSL_CTX ex_data) and the ticket callback:
+ * the current key (random name, AES-256-CBC key, HMAC-SHA256 key) issues tickets;
+ * the previous one still opens them, and such a ticket is renewed (callback returns
+ * 2); any other key name means a full handshake. Every https.ticket_rotate_seconds
+ * a timer makes a new current key and wipes the old previous one (OPENSSL_cleanse),
+ * so a ticket resumes for at most two periods and no key outlives two periods (the
+ * session timeout, so the tickets' lifetime hint, is two periods too). There is no
+ * server-side session cache: TLS 1.2 resumption by session ID alone would bypass
+ * all this, with master secrets kept in memory for the cache's lifetime. The
+ * timer is armed at the context's first connection (the first point the event base
+ * is known here): before it, no ticket was issued.
  *
  * Connection cap: evhttp has none, and gives no hook when a connection ends. Each
  * SSL object carries the gateway in ex_data; the ex_data free callback runs when
@@ -21,9 +35,15 @@
  * writes a response as several TLS records, and Nagle's algorithm would hold the
  * last one back for the client's delayed ACK (40 ms per keep-alive request).
  */
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +54,7 @@
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 
 #include "gateway.h"
 #include "log.h"
@@ -49,6 +70,25 @@
 static int gateway_tls_idx_gw = -1;	/* SSL ex_data: struct gateway *, counted */
 static int gateway_tls_idx_refuse = -1; /* SSL ex_data: non-NULL if over the cap */
 static int gateway_tls_idx_src = -1;	/* SSL ex_data: struct gateway_source *, counted */
+static int gateway_tls_idx_tickets = -1; /* SSL_CTX ex_data: struct gateway_tickets * */
+
+#define GATEWAY_TICKET_ROTATE_DEFAULT 3600
+
+/* One session ticket key: its name (sent in the ticket), cipher key and MAC key. */
+struct gateway_ticket_key {
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+	bool set;
+};
+
+/* A context's ticket keys: current issues, previous still opens (see the header). */
+struct gateway_tickets {
+	struct gateway_ticket_key cur, prev;
+	struct event *timer; /* rotation, armed at the first connection */
+	int period;	     /* seconds between rotations */
+	unsigned long rotations;
+};
 
 #define GATEWAY_SOURCES_BUCKETS 1024
 
@@ -221,6 +261,143 @@ void gateway_tls_sources_free(struct gateway_sources *t)
 	free(t);
 }
 
+/* A fresh random ticket key into k; 0, or -1 (k wiped and unset). */
+static int gateway_tls_ticket_key_new(struct gateway_ticket_key *k)
+{
+	if (RAND_bytes(k->name, sizeof k->name) != 1 ||
+	    RAND_priv_bytes(k->aes, sizeof k->aes) != 1 ||
+	    RAND_priv_bytes(k->hmac, sizeof k->hmac) != 1) {
+		OPENSSL_cleanse(k, sizeof *k);
+		ERR_clear_error();
+		return -1;
+	}
+	k->set = true;
+	return 0;
+}
+
+/* Timer: the current key becomes the previous one, the previous one is wiped, a new
+ * current one is made. If no new key can be made, no ticket is issued until the next
+ * rotation (the callback declines), and resumption with the previous key carries on. */
+static void gateway_tls_tickets_rotate(evutil_socket_t fd, short what, void *arg)
+{
+	struct gateway_tickets *t = arg;
+
+	OPENSSL_cleanse(&t->prev, sizeof t->prev);
+	t->prev = t->cur;
+	OPENSSL_cleanse(&t->cur, sizeof t->cur);
+	t->rotations++;
+	if (gateway_tls_ticket_key_new(&t->cur) < 0) {
+		log_event(LOG_ERROR, "tls: cannot make a session ticket key: no tickets issued",
+			  LF_INT("rotations", t->rotations));
+		return;
+	}
+	log_event(LOG_INFO, "tls: session ticket keys rotated", LF_INT("rotations", t->rotations),
+		  LF_INT("period_s", t->period));
+}
+
+/* SSL_CTX ex_data free callback: the context is freed; wipe its keys, stop its timer. */
+static void gateway_tls_tickets_gone(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+				     long argl, void *argp)
+{
+	struct gateway_tickets *t = ptr;
+
+	if (t == NULL)
+		return;
+	if (t->timer != NULL)
+		event_free(t->timer);
+	OPENSSL_cleanse(t, sizeof *t);
+	free(t);
+}
+
+/*
+ * OpenSSL's ticket callback (TLS 1.2 and 1.3). enc = 1: name the current key, a random
+ * IV, and set up the cipher and MAC to seal a new ticket: 1, or 0 (no ticket: no key)
+ * or -1. enc = 0: find the key by name: the current one (1), the previous one (2:
+ * accept and issue a fresh ticket under the current key), none (0: full handshake).
+ */
+static int gateway_tls_ticket_cb(SSL *ssl, unsigned char key_name[16],
+				 unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX *cctx,
+				 EVP_MAC_CTX *hctx, int enc)
+{
+	struct gateway_tickets *t =
+	    SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), gateway_tls_idx_tickets);
+	const struct gateway_ticket_key *k = NULL;
+	const EVP_CIPHER *cipher = EVP_aes_256_cbc();
+	OSSL_PARAM params[3];
+	int ret = 1;
+
+	if (t == NULL)
+		return 0;
+	if (enc == 1) {
+		if (!t->cur.set)
+			return 0;
+		k = &t->cur;
+		memcpy(key_name, k->name, sizeof k->name);
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(cipher)) != 1 ||
+		    EVP_EncryptInit_ex(cctx, cipher, NULL, k->aes, iv) != 1)
+			return -1;
+	} else {
+		if (t->cur.set && CRYPTO_memcmp(key_name, t->cur.name, sizeof t->cur.name) == 0) {
+			k = &t->cur;
+		} else if (t->prev.set &&
+			   CRYPTO_memcmp(key_name, t->prev.name, sizeof t->prev.name) == 0) {
+			k = &t->prev;
+			ret = 2;
+		} else {
+			return 0;
+		}
+		if (EVP_DecryptInit_ex(cctx, cipher, NULL, k->aes, iv) != 1)
+			return -1;
+	}
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac,
+						      sizeof k->hmac);
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+		return -1;
+	return ret;
+}
+
+/* Give ctx its ticket keyring and callback. 0, or -1 and *error_r. */
+static int gateway_tls_tickets_new(SSL_CTX *ctx, int period, const char **error_r)
+{
+	struct gateway_tickets *t = calloc(1, sizeof *t);
+
+	if (t == NULL)
+		log_fatal("gateway: out of memory");
+	t->period = period > 0 ? period : GATEWAY_TICKET_ROTATE_DEFAULT;
+	if (gateway_tls_ticket_key_new(&t->cur) < 0) {
+		*error_r = "session ticket key: no random bytes";
+		free(t);
+		return -1;
+	}
+	if (SSL_CTX_set_ex_data(ctx, gateway_tls_idx_tickets, t) != 1) {
+		gateway_tls_tickets_gone(NULL, t, NULL, 0, 0, NULL);
+		*error_r = gateway_tls_error("SSL_CTX_set_ex_data");
+		return -1;
+	}
+	if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, gateway_tls_ticket_cb) != 1) {
+		*error_r = gateway_tls_error("session ticket callback");
+		return -1;
+	}
+	return 0;
+}
+
+/* Arm ctx's rotation timer on base if not yet (from the first connection). */
+static void gateway_tls_tickets_arm(SSL_CTX *ctx, struct event_base *base)
+{
+	struct gateway_tickets *t = SSL_CTX_get_ex_data(ctx, gateway_tls_idx_tickets);
+	struct timeval tv;
+
+	if (t == NULL || t->timer != NULL)
+		return;
+	tv.tv_sec = t->period;
+	tv.tv_usec = 0;
+	if ((t->timer = event_new(base, -1, EV_PERSIST, gateway_tls_tickets_rotate, t)) == NULL ||
+	    event_add(t->timer, &tv) != 0)
+		log_fatal("cannot arm the session ticket key rotation");
+}
+
 /* ALPN: agree on http/1.1 if the client offers it, else carry on without ALPN. */
 static int gateway_tls_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 			    const unsigned char *in, unsigned int inlen, void *arg)
@@ -292,7 +469,11 @@ SSL_CTX *gateway_tls_ctx_new(const struct gateway_config *cfg, const char **erro
 	if (gateway_tls_idx_src < 0)
 		gateway_tls_idx_src =
 		    SSL_get_ex_new_index(0, NULL, NULL, NULL, gateway_tls_src_gone);
-	if (gateway_tls_idx_gw < 0 || gateway_tls_idx_refuse < 0 || gateway_tls_idx_src < 0) {
+	if (gateway_tls_idx_tickets < 0)
+		gateway_tls_idx_tickets =
+		    SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, gateway_tls_tickets_gone);
+	if (gateway_tls_idx_gw < 0 || gateway_tls_idx_refuse < 0 || gateway_tls_idx_src < 0 ||
+	    gateway_tls_idx_tickets < 0) {
 		*error_r = gateway_tls_error("SSL_get_ex_new_index");
 		goto fail;
 	}
@@ -317,6 +498,14 @@ SSL_CTX *gateway_tls_ctx_new(const struct gateway_config *cfg, const char **erro
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 				     SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+	if (gateway_tls_tickets_new(ctx, cfg->ticket_rotate_seconds, error_r) < 0)
+		goto fail;
+	/* Tickets only: no server-side session cache, whose sessions (resumable by ID in
+	 * TLS 1.2) would outlive the ticket keys; a session lives two rotation periods. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_timeout(ctx, 2 * (long)(cfg->ticket_rotate_seconds > 0
+						 ? cfg->ticket_rotate_seconds
+						 : GATEWAY_TICKET_ROTATE_DEFAULT));
 	/* Idle connections give their read/write buffers back: keeps idle RSS small. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1) != 1) {
@@ -359,6 +548,7 @@ struct bufferevent *gateway_tls_bevcb(struct event_base *base, void *arg)
 	struct bufferevent *bev;
 	SSL *ssl;
 
+	gateway_tls_tickets_arm(gw->ssl_ctx, base);
 	if ((ssl = SSL_new(gw->ssl_ctx)) == NULL)
 		log_fatal("%s", gateway_tls_error("SSL_new"));
 	if (SSL_set_ex_data(ssl, gateway_tls_idx_gw, gw) != 1)

@@ -2,7 +2,9 @@
 # ward-gateway over real HTTPS: TLS policy, security headers on every answer, tenant
 # and region routing (404, 421, 307) without calling the other region, request
 # limits (400, 413, 414, 415, 422, 431), Origin/CSRF refusals, rate limits (429 +
-# RateLimit-*), session cookies and the OAuth token endpoint's RFC 6749 errors.
+# RateLimit-*), session cookies and the OAuth token endpoint's RFC 6749 errors; on a
+# second eu gateway with short limits: session ticket key rotation, the slowloris
+# deadline, connection caps and idle timeout, the cipher policy on an RSA certificate.
 . "$(dirname "$0")/lib.sh"
 set -f
 
@@ -342,3 +344,244 @@ check "http redirector: a connection that sends half a head and closes is harmle
 	python3 -c "import socket; s = socket.create_connection(('127.0.0.1', $PH), timeout=5); s.sendall(b'GET / HTTP/1.1\\r\\nHost: x'); s.close()"
 check "http redirector: still answering after all of the above" bash -c \
 	"plain p10 'GET / HTTP/1.0\\r\\n\\r\\n' && head -1 $T/p10.h | grep -q ' 308 '"
+
+# ==== issue 3: a second eu gateway (gateway-2) with short periods, so the time limits
+# show within the test: session ticket keys rotated every 3 s, a 4 s deadline for the
+# TLS handshake and each request head, keep-alive connections idle 3 s at most, and 4
+# connections per source. It has an RSA certificate from the dev CA (the cells' are
+# ECDSA), so that RSA key exchange and ECDHE-RSA CBC suites could be negotiated if the
+# cipher policy let them.
+G2=$WARD_VAR/eu/g2
+mkdir -p "$G2" && chmod 755 "$G2"
+openssl req -newkey rsa:2048 -nodes -subj "/CN=eu.$D" -keyout "$G2/rsa.key" -out "$G2/rsa.csr" 2>/dev/null &&
+	openssl x509 -req -in "$G2/rsa.csr" -CA "$WARD_VAR/tls/ca.pem" -CAkey "$WARD_VAR/tls/ca.key" \
+		-set_serial "$((RANDOM * 32768 + RANDOM))" -days 2 -out "$G2/rsa.pem" \
+		-extfile <(printf 'subjectAltName=DNS:*.eu.%s,DNS:eu.%s\nextendedKeyUsage=serverAuth\n' "$D" "$D") 2>/dev/null
+chmod 600 "$G2/rsa.key"
+[ "$(id -u)" -eq 0 ] && chown "$WUSER" "$G2/rsa.key"
+G2P=$(free_port)
+G2LOG=$WARD_VAR/eu/log/gateway-2.log G2ERR=$WARD_VAR/eu/log/gateway-2.stderr
+python3 - "$WARD_VAR/eu/etc/gateway.yaml" "$G2/gateway.yaml" "$G2LOG" "$G2P" "$G2" <<'PY'
+import sys
+src, dst, log, https, g2 = sys.argv[1:6]
+out, section = [], None
+for line in open(src):
+    if not line.startswith(" ") and line.rstrip().endswith(":"):
+        section = line.strip()[:-1]
+    if line.startswith("instance:"): line = "instance: gateway-2\n"
+    elif line.startswith("log_file:"): line = f"log_file: {log}\n"
+    elif line.startswith("  listen:") and section == "https":
+        line = f"  listen: 127.0.0.1:{https}\n  ticket_rotate_seconds: 3\n"
+    elif line.startswith("  listen:") and section == "http":
+        continue
+    elif line.startswith("  cert_file:") and section == "https": line = f"  cert_file: {g2}/rsa.pem\n"
+    elif line.startswith("  key_file:") and section == "https": line = f"  key_file: {g2}/rsa.key\n"
+    if line.strip() == "http:": continue
+    out.append(line)
+out.append("limits:\n  header_timeout_seconds: 4\n  timeout_seconds: 3\n  max_connections_per_source: 4\n")
+open(dst, "w").write("".join(out))
+PY
+chmod 644 "$G2/gateway.yaml"
+spawn_as_user "$G2/gateway.pid" "$G2ERR" "$BIN/ward-gateway" --config "$G2/gateway.yaml"
+g2_stop() { local p; p=$(cat "$G2/gateway.pid" 2>/dev/null) || return 0; kill -TERM "$p" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done; return 1; }
+trap 'g2_stop; rm -rf "$T"' EXIT
+export G2P G2LOG
+check "gateway-2: a second eu gateway with short limits starts" \
+	wait_for 15 bash -c "curl -sS --max-time 3 --cacert '$WARD_CA' --resolve 'eu.$D:$G2P:127.0.0.1' https://eu.$D:$G2P/healthz | grep -q '\"status\":\"ok\"'"
+
+# ---- session tickets with rotating keys (https.ticket_rotate_seconds: 3 on gateway-2).
+# sess PORT VERSION FILE [in|out]: one handshake saving (out) or offering (in) the session;
+# prints s_client's output. The client waits a little for TLS 1.3's NewSessionTicket.
+sess() {
+	(sleep 0.4) | timeout 10 openssl s_client -connect "127.0.0.1:$1" -servername "$H" -CAfile "$WARD_CA" \
+		"-$2" "-sess_$4" "$3" "${@:5}" 2>&1
+}
+resumed() { sess "$1" "$2" "$3" in | grep -q '^Reused, '; }
+rotations() { grep -c '"msg":"tls: session ticket keys rotated"' "$G2LOG" 2>/dev/null || true; }
+# wait_rotation N: until the rotation count exceeds N.
+wait_rotation() { wait_for 10 bash -c "[ \"\$(grep -c '\"msg\":\"tls: session ticket keys rotated\"' '$G2LOG')\" -gt $1 ]"; }
+export -f sess resumed
+for v in tls1_2 tls1_3; do
+	sess "$G2P" "$v" "$T/s0.$v" out >/dev/null
+	check "tickets ($v): a saved session resumes (Reused)" resumed "$G2P" "$v" "$T/s0.$v"
+	check "tickets ($v): …on the gateway that issued it only: another gateway's keys refuse it (full handshake)" \
+		bash -c "sess $P $v $T/s0.$v in | grep -q '^New, '"
+done
+for v in tls1_2 tls1_3; do
+	n=$(rotations)
+	sess "$G2P" "$v" "$T/s1.$v" out >/dev/null
+	check "tickets ($v): the session was saved with a ticket" grep -q 'SSL SESSION PARAMETERS' "$T/s1.$v"
+	wait_rotation "$n"
+	# (-msg: TLS 1.2 sends a NewSessionTicket on resumption only when the ticket is renewed)
+	check "tickets ($v): a session from before one key rotation still resumes (previous key)" \
+		bash -c "sess $G2P $v $T/s1.$v in -msg -sess_out $T/s1r.$v | tee $T/m1.$v | grep -q '^Reused, '"
+	wait_rotation $((n + 1))
+	check "tickets ($v): a session from before two key rotations does not resume (full handshake)" \
+		bash -c "sess $G2P $v $T/s1.$v in | grep -q '^New, '"
+	if [ "$v" = tls1_2 ]; then
+		check "tickets (tls1_2): resumed under the previous key, the ticket was renewed (NewSessionTicket)" \
+			grep -q 'NewSessionTicket' "$T/m1.$v"
+		m=$(rotations)
+		wait_rotation "$m"
+		sess "$G2P" "$v" "$T/s2.$v" out >/dev/null
+		check "tickets (tls1_2): resumed under the current key, it is not (no NewSessionTicket)" \
+			bash -c "sess $G2P $v $T/s2.$v in -msg | tee $T/m2 | grep -q '^Reused, ' && ! grep -q NewSessionTicket $T/m2"
+	else
+		check "tickets ($v): …but the fresh ticket given when it resumed under the previous key does" \
+			resumed "$G2P" "$v" "$T/s1r.$v"
+	fi
+done
+check "tickets: a TLS 1.2 client without tickets gets no session ID to resume by (no server-side session cache)" \
+	bash -c "sess $G2P tls1_2 $T/sid out -no_ticket | grep -q '^ *Session-ID: *\$' && { [ ! -s $T/sid ] || sess $G2P tls1_2 $T/sid in -no_ticket | grep -q '^New, '; }"
+check "tickets: each rotation is logged" bash -c "[ \"\$(grep -c 'session ticket keys rotated' '$G2LOG')\" -ge 4 ]"
+
+# ---- slow clients (slowloris): gateway-2 gives the TLS handshake and each request head
+# 4 s (limits.header_timeout_seconds) while evhttp's idle timeout (3 s) restarts at every
+# byte. slow MODE: a python client against gateway-2; prints what it measured.
+slow() {
+	python3 - "$G2P" "$H" "$1" <<'PY'
+import select, socket, ssl, sys, time
+port, host, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def tls():
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=host)
+got = b""
+def closed(s, wait):
+    # True once the peer has closed (EOF, reset, TLS error) within wait seconds; TLS
+    # records without data (TLS 1.3 session tickets) are read and waited past, data
+    # is kept in got.
+    global got
+    end = time.monotonic() + wait
+    while (left := end - time.monotonic()) > 0:
+        if not select.select([s], [], [], left)[0]: return False
+        s.setblocking(False)
+        try:
+            b = s.recv(65536)
+            if b == b"": return True
+            got += b
+        except ssl.SSLWantReadError: pass
+        except (ssl.SSLError, OSError): return True
+        finally: s.settimeout(10)
+    return False
+def answer(s):
+    out = b""
+    while b"\r\n\r\n" not in out:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+    return out.split(b"\r\n")[0].decode()
+if mode == "drip":   # a head a byte per second; a normal request meanwhile
+    t0 = time.monotonic(); s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
+    other = None
+    for i in range(20):
+        try: s.send(b"a")
+        except (ssl.SSLError, ConnectionError, OSError): break
+        if i == 1:
+            o = tls(); o.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()); other = answer(o)
+        if closed(s, 1.0): break
+    head, _, body = got.partition(b"\r\n\r\n")
+    print(f"closed after {time.monotonic() - t0:.1f} s; other connection: {other}; answer: {head.decode('latin-1')!r} {body.decode('latin-1')!r}")
+elif mode == "late":  # request 1 answered, then the next head a byte per second
+    s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a1 = answer(s)
+    t0 = time.monotonic()
+    s.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+    for i in range(20):
+        try: s.send(b"a")
+        except (ssl.SSLError, ConnectionError, OSError): break
+        if closed(s, 1.0): break
+    print(f"{a1} | closed after {time.monotonic() - t0:.1f} s from the second head's first byte; after the first answer: {got!r}")
+elif mode == "hello":  # a TLS ClientHello dripped a byte per second (never completes)
+    t0 = time.monotonic(); s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    hello = bytes.fromhex("16030100c8010000c40303") + bytes(200)
+    for i in range(20):
+        try: s.send(hello[i:i + 1])
+        except OSError: break
+        if closed(s, 1.0): break
+    print(f"closed after {time.monotonic() - t0:.1f} s")
+elif mode == "keepalive":  # request 1, 2 s idle, request 2 dripped over 3 s: both served
+    t0 = time.monotonic(); s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a1 = answer(s)
+    time.sleep(2)
+    head = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    step = 3.0 / len(head)
+    for i in range(len(head)):
+        s.send(head[i:i + 1]); time.sleep(step)
+    a2 = answer(s)
+    print(f"{a1} | {a2} | connection age {time.monotonic() - t0:.1f} s")
+elif mode == "idle":  # a keep-alive connection left idle after its answer
+    s = tls(); s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a = answer(s)
+    t0 = time.monotonic()
+    c = closed(s, 10)
+    print(f"{a} | closed={c} after {time.monotonic() - t0:.1f} s idle")
+PY
+}
+export -f slow
+within() { # within OUT LO HI: the "after N s" figure of OUT in [LO, HI]
+	echo "$1"; python3 -c 'import re,sys; v=float(re.search(r"after ([0-9.]+) s", sys.argv[1]).group(1)); sys.exit(not float(sys.argv[2]) <= v <= float(sys.argv[3]))' "$1" "$2" "$3"
+}
+export -f within
+out=$(slow drip)
+echo "# slowloris drip: $out"
+echo "$out" >"$T/drip.out"
+check "slowloris: a head dripped a byte a second is cut at the 4 s deadline (evhttp's idle timeout never fires)" within "$out" 3.5 6.5
+check "slowloris: …while a normal request on another connection is served" grep -q 'other connection: HTTP/1.1 200' "$T/drip.out"
+check "slowloris: …and the slow first head is answered 408, a problem document, Connection: close" \
+	bash -c "grep -q 'answer: .HTTP/1.1 408 Request Timeout' $T/drip.out && grep -qi 'Content-Type: application/problem+json' $T/drip.out && grep -qi 'Connection: close' $T/drip.out && grep -q '\"status\":408' $T/drip.out"
+out=$(slow late)
+echo "# slowloris keep-alive drip: $out"
+check "slowloris: a later head on a keep-alive connection, dripped, is cut at the deadline from its first byte (closed, no answer)" \
+	bash -c 'echo "$1" | grep -q "^HTTP/1.1 200 OK | .*first answer: b..\$" && within "$1" 3.5 6.5' _ "$out"
+out=$(slow hello)
+echo "# slowloris handshake drip: $out"
+check "slowloris: a TLS handshake dripped a byte a second is cut at the deadline too" within "$out" 3.5 6.5
+check "slowloris: the deadline is per head: a keep-alive connection older than it, with a slow (3 s) second head, is served twice" \
+	bash -c "slow keepalive | tee /dev/stderr | grep -q '^HTTP/1.1 200 OK | HTTP/1.1 200 OK |'"
+check "slowloris: the deadline is logged (rate-limited)" grep -q '"msg":"connection closed: no complete request head in time"' "$G2LOG"
+check "gateway-2: still healthy after the slow clients" \
+	bash -c "curl -sS --max-time 3 --cacert '$WARD_CA' --resolve 'eu.$D:$G2P:127.0.0.1' https://eu.$D:$G2P/healthz | grep -q '\"status\":\"ok\"'"
+
+# ---- the cipher policy against an RSA certificate (gateway-2): only ECDHE with AEAD.
+s2() { echo | timeout 10 openssl s_client -connect "127.0.0.1:$G2P" -servername "$H" "$@" 2>&1; }
+export -f s2
+check "tls (RSA certificate): ECDHE-RSA-AES256-GCM-SHA384 is negotiated (the check below can succeed)" \
+	bash -c "s2 -tls1_2 -cipher ECDHE-RSA-AES256-GCM-SHA384 | grep -q 'New, TLSv1.2, Cipher is ECDHE-RSA-AES256-GCM-SHA384'"
+for c in ECDHE-RSA-AES128-SHA ECDHE-RSA-AES256-SHA ECDHE-RSA-AES128-SHA256 ECDHE-RSA-AES256-SHA384 AES128-GCM-SHA256 AES256-GCM-SHA384 AES128-SHA AES256-SHA256 DHE-RSA-AES128-GCM-SHA256 DHE-RSA-CHACHA20-POLY1305; do
+	refuse "tls (RSA certificate): $c is refused" bash -c "s2 -tls1_2 -cipher '$c:@SECLEVEL=0' | grep -q 'Cipher is $c'"
+done
+refuse "tls (RSA certificate): no suite with RSA key exchange at all (kRSA)" bash -c "s2 -tls1_2 -cipher 'kRSA:@SECLEVEL=0' | grep -q 'New, TLSv1.2, Cipher is [A-Z]'"
+refuse "tls (RSA certificate): no suite with DHE key exchange at all (kDHE)" bash -c "s2 -tls1_2 -cipher 'kDHE:@SECLEVEL=0' | grep -q 'New, TLSv1.2, Cipher is [A-Z]'"
+check "tls: the configured TLS 1.2 list (gateway_tls.c) expands to ECDHE key exchange with AEAD ciphers only" bash -c '
+	l=$(sed -n "/^#define GATEWAY_TLS12_CIPHERS/,/^#define/p" "$TOP/services/gateway/gateway_tls.c" | grep -o "\"[^\"]*\"" | tr -d "\"" | tr -d "\n")
+	v=$(openssl ciphers -v "$l") && [ -n "$v" ] && echo "$v" &&
+		! echo "$v" | grep -v "Kx=ECDH .*Enc=\(AESGCM\|CHACHA20\)" | grep -q "TLSv1.2"'
+
+# ---- renegotiation: refused (SSL_OP_NO_RENEGOTIATION). s_client's "R" asks for one.
+check "tls: a client-initiated renegotiation (s_client R) is refused: no renegotiation" \
+	bash -c "(echo R; sleep 1.5) | timeout 10 openssl s_client -tls1_2 -connect 127.0.0.1:$G2P -servername $H 2>&1 | tee /dev/stderr | grep -A3 '^RENEGOTIATING' | grep -q 'no renegotiation'"
+
+# ---- limits.max_connections_per_source (4 on gateway-2), limits.timeout_seconds (3 s).
+check "connections: 4 from one source are served, a 5th is refused in its handshake, one closed makes room" \
+	python3 -c '
+import socket, ssl, sys, time
+port, host = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def tls():
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname=host)
+held = [tls() for _ in range(4)]
+try:
+    tls(); print("5th connection accepted"); sys.exit(1)
+except (ssl.SSLError, ConnectionError) as e:
+    print("5th refused:", e)
+held.pop().close()
+time.sleep(0.3)
+s = tls(); s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+a = s.recv(4096).split(b"\r\n")[0]; print("after one closed:", a)
+sys.exit(0 if a.startswith(b"HTTP/1.1 200") else 1)
+' "$G2P" "$H"
+out=$(slow idle)
+echo "# idle keep-alive: $out"
+check "connections: an idle keep-alive connection is closed after limits.timeout_seconds (3 s), not before" \
+	bash -c 'echo "$1" | grep -q "^HTTP/1.1 200 OK | closed=True" && within "$1" 2.5 5.5' _ "$out"
