@@ -23,7 +23,7 @@ devstack() { "$TOP/ops/devstack" "$@" >>"$TMP/devstack.log" 2>&1; }
 restart_us_gateway() { # the 421 targets (us gateway) and the cells (ward-status) are read at start
 	local pid; pid=$(pid_of us gateway)
 	kill -TERM "$pid" && wait_for 20 bash -c "! kill -0 $pid"
-	pid=$(cat "$WARD_VAR/status/run/status.pid")
+	pid=$(cat "$WARD_VAR/status/run/status.pid" 2>/dev/null) || return 0
 	kill -TERM "$pid" && wait_for 20 bash -c "! kill -0 $pid"
 }
 
