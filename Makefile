@@ -1,6 +1,6 @@
 # Ward — build, test, run. See README.md.
 #
-#   make            build the six daemons, wardctl and ward-policy into bin/
+#   make            build the six daemons, ward-status, wardctl and ward-policy into bin/
 #   make SAN=1 ...  the same with ASan + UBSan (objects go to build/san/)
 #   make deps       install missing Debian packages (idempotent)
 #   make run        deps + build + ops/devstack up + demo tenant

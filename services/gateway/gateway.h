@@ -7,6 +7,9 @@
  *		the request guard (also in front of the redirector and the status page)
  * gateway_healthz.c	GET /healthz: ping auth and ticket through their queues
  * gateway_accesslog.c	the access log lines, buffered
+ * gateway_status*.c	the status page (gateway_status.h), run by ward-status
+ *		(services/status/, its own process), not by the gateway; the gateway
+ *		only publishes its answer counters for it
  * gateway_util.c	pure helpers (no libevent, no OpenSSL): parsing and validation
  *
  * Everything runs on the daemon's one event loop; there are no threads.

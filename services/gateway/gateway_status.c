@@ -1,5 +1,8 @@
 /*
- * gateway_status — the status listener and its poller (see gateway_status.h).
+ * gateway_status — the status listener and its poller, run by ward-status
+ * (services/status/status_main.c: its own process, whose only credentials are the
+ * cells' read-only status users); and the answer counters of every tenant gateway
+ * (see gateway_status.h).
  *
  * Poller: every status.poll_ms, for each cell listed in status.cells, one async
  * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc> and
@@ -14,7 +17,7 @@
  * tick is added to each component's uptime record, saved to state_dir/uptime
  * every minute and at shutdown.
  *
- * Error rate: every gateway (status page or not) publishes its HTTPS answers and 5xx
+ * Error rate: every tenant gateway publishes its HTTPS answers and 5xx
  * since start, and over its status.error_window_s, in hb:gateway:<instance>:http each
  * heartbeat period (status_pub_*: a difference of two of its own samples); the poller
  * sums the window figures of a cell's fresh instances, as wardctl status components
@@ -24,9 +27,10 @@
  * (same config, e.g. an autoscaling group behind status.<domain>), but only the
  * holder of the lease hb:status:uptime:owner in its own (home) cell records uptime
  * and writes state_dir/uptime (status_lease_*), through the daemon's own connection,
- * which is the home cell's status user too (its keys: hb:status:*). Each tick a standby asks for it with
- * SET NX PX (a lease of STATUS_LEASE_POLLS polls; the value is "<instance>/<nonce>")
- * and the owner renews it; the home cell's poll reads it back (as the status user),
+ * which is the home cell's status user too (its keys: hb:status:*). Each tick a
+ * standby asks for it with SET NX PX (a lease of STATUS_LEASE_POLLS polls; the value
+ * is "<instance>/<nonce>") and the owner renews it; the home cell's poll reads it
+ * back (as the status user),
  * and that reading decides: our value → owner, another's → standby. A key absent or
  * a home cell unreachable changes nothing: an owner keeps recording an outage of its
  * own Redis. The owner also publishes its records every 10 s in
