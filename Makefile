@@ -1,6 +1,6 @@
 # Ward — build, test, run. See README.md.
 #
-#   make            build the six daemons, wardctl and ward-policy into bin/
+#   make            build the six daemons, ward-status, wardctl and ward-policy into bin/
 #   make SAN=1 ...  the same with ASan + UBSan (objects go to build/san/)
 #   make deps       install missing Debian packages (idempotent)
 #   make run        deps + build + ops/devstack up + demo tenant
@@ -38,7 +38,7 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(COMMON_SRC)) $(GEN_C:.c=.o)
 LIBWARD  := $(BUILD)/libward.a
 
-DAEMONS  := $(addprefix bin/ward-,$(SERVICES))
+DAEMONS  := $(addprefix bin/ward-,$(SERVICES)) bin/ward-status
 TOOLS    := bin/wardctl bin/ward-policy
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNITS    := $(patsubst tests/unit/%.c,bin/tests/%,$(UNIT_SRC))
@@ -80,6 +80,14 @@ bin/ward-$(1): $(patsubst %.c,$(BUILD)/%.o,$(wildcard services/$(1)/*.c)) $(LIBW
 	$$(CC) $$(LDFLAGS) -o $$@ $$(filter-out $$(FLAVOR),$$^) $$(LDLIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call daemon_rule,$(s))))
+# ward-status: the status page as its own process (services/status/ has its main);
+# the page, TLS and request guard are the gateway's objects, linked in, not copied.
+STATUS_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard services/status/*.c)) \
+	$(filter-out %/gateway_main.o,$(patsubst %.c,$(BUILD)/%.o,$(wildcard services/gateway/*.c)))
+$(BUILD)/services/status/%.o: CFLAGS += -Iservices/gateway
+bin/ward-status: $(STATUS_OBJ) $(LIBWARD) $(FLAVOR)
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $(filter-out $(FLAVOR),$^) $(LDLIBS)
 # libcurl (S3 backup target, AWS SigV4) for ward-backup only.
 bin/ward-backup: LDLIBS += $(shell pkg-config --libs libcurl 2>/dev/null)
 $(BUILD)/services/backup/%.o: CFLAGS += $(shell pkg-config --cflags libcurl 2>/dev/null)

@@ -93,7 +93,8 @@ const struct conf_entry daemon_conf_entries[] = {
 	{ "redis.port", CONF_INT, DC(redis_port), true, NULL, 1, 65535, NULL },
 	{ "redis.user", CONF_STR, DC(redis_user), true, NULL, 0, 0, daemon_valid_name },
 	{ "redis.password_file", CONF_SECRET_FILE, DC(redis_password), true, NULL, 0, 0, NULL },
-	{ "queue.route_keys_file", CONF_SECRET_FILE, DC(route_keys), true, NULL, 0, 0, NULL },
+	/* Required unless the service holds no route key (daemon_check_config). */
+	{ "queue.route_keys_file", CONF_SECRET_FILE, DC(route_keys), false, NULL, 0, 0, NULL },
 	{ "queue.max_deliveries", CONF_INT, DC(max_deliveries), false, "5", 1, 100, NULL },
 	{ "queue.claim_idle_ms", CONF_INT, DC(claim_idle_ms), false, "30000", 100, 3600000, NULL },
 	{ "queue.stream_maxlen", CONF_INT, DC(stream_maxlen), false, "100000", 1000, 100000000, NULL },
@@ -127,6 +128,16 @@ static int daemon_check_config(struct daemon *d, const char *path, char *err, si
 	if (svc->needs_db && (c->pg_conninfo == NULL || c->pg_password.data == NULL)) {
 		snprintf(err, errlen, "%s: postgres.conninfo: required (with postgres.password_file)",
 			 path);
+		return -1;
+	}
+	if (!svc->no_routes && c->route_keys.data == NULL) {
+		snprintf(err, errlen, "%s: queue.route_keys_file: missing required key", path);
+		return -1;
+	}
+	if (svc->no_routes && c->route_keys.data != NULL) {
+		snprintf(err, errlen,
+			 "%s: queue.route_keys_file: ward-%s must hold no route key; remove it",
+			 path, svc->name);
 		return -1;
 	}
 	if (c->workers > 1 && !svc->multi_worker) {
@@ -685,7 +696,12 @@ int daemon_main(int argc, char **argv, const struct daemon_service *svc)
 		fprintf(stderr, "ward-%s: %s: %s\n", svc->name, config, error);
 		goto out;
 	}
-	keys = envelope_keys_parse(d.cfg.route_keys.data, d.cfg.route_keys.len, &error);
+	if (svc->no_routes) {
+		keys = envelope_keys_none();
+		error = "out of memory";
+	} else {
+		keys = envelope_keys_parse(d.cfg.route_keys.data, d.cfg.route_keys.len, &error);
+	}
 	if (keys == NULL) {
 		fprintf(stderr, "ward-%s: %s: queue.route_keys_file: %s\n", svc->name, config, error);
 		goto out;

@@ -85,6 +85,9 @@ struct daemon_service {
 	bool needs_db;	/* must have postgres.conninfo */
 	bool forbid_db; /* must not have one (gateway, mail-ingest) */
 	bool needs_kek;
+	/* Holds no route key (queue.route_keys_file refused): sends no envelope, answers
+	 * none (ward-status, which reads health data only). */
+	bool no_routes;
 	/* May run as several worker processes (config `workers: N`): each is a consumer
 	 * of its own in the same group, with its own connections. Only for services whose
 	 * handlers are safe to run concurrently (every effect in one PostgreSQL

@@ -133,6 +133,12 @@ static int envelope_keys_add_line(envelope_keys_t *keys, char *line, const char 
 	return 0;
 }
 
+/* An empty set: a daemon with no route (see envelope.h). */
+envelope_keys_t *envelope_keys_none(void)
+{
+	return calloc(1, sizeof(envelope_keys_t));
+}
+
 /* Parse a route key file (see envelope.h); NULL and *error_r on bad input. */
 envelope_keys_t *envelope_keys_parse(const unsigned char *data, size_t len, const char **error_r)
 {

@@ -31,6 +31,9 @@ typedef struct envelope_keys envelope_keys_t;
  * '#' comments and blank lines ignored. Several versions of a route may be listed;
  * the highest seals, any listed opens. Returns NULL and *error_r on bad input. */
 envelope_keys_t *envelope_keys_parse(const unsigned char *data, size_t len, const char **error_r);
+/* A set with no route key (a daemon that seals and opens nothing: ward-status);
+ * NULL when out of memory. */
+envelope_keys_t *envelope_keys_none(void);
 void envelope_keys_free(envelope_keys_t *keys);
 /* The route name of a stream: "q:auth" → "q:auth", "r:gateway:gw-1" → "r:gateway". */
 void envelope_route_of(const char *stream, char *out, size_t out_len);

@@ -4,7 +4,8 @@
 #   deploy/deploy.sh --region R --host H      [options]   a host over ssh (systemd units)
 #   deploy/deploy.sh --region R --local PREFIX [options]   this machine, under PREFIX
 #
-# options: --services "audit auth ..."  (default: all six, consumers before senders)
+# options: --services "audit auth ..."  (default: all six, consumers before senders; in
+#                           the first region of regions.yaml also "status" last)
 #          --bin DIR        binaries to install (default: bin/ of this tree)
 #          --secrets DIR    local mode: the secret store, DIR/<daemon>/<name> (as
 #                           ward/<region>/<daemon>/<name> in AWS Secrets Manager)
@@ -34,7 +35,13 @@
 # tunnel: the daemons connect to 127.0.0.1:redis_tunnel_port (default 6380), stunnel to
 # redis_host:redis_port with TLS 1.2+, the chain verified against redis_ca (default the
 # system bundle, which has Amazon's roots) and the name against redis_host. The status
-# page's gateway host gets one more tunnel per other region (redis_tunnel_port+1+index).
+# page's host gets one more tunnel per other region (redis_tunnel_port+1+index).
+#
+# The status page (ward-status, "status"): only in the first region of regions.yaml,
+# its own process, user and host (terraform: ward-<region>-status). Its secrets are
+# the status certificate's key and each cell's read-only status Redis password
+# (ward/<first region>/status/{tls-status.key,redis-status-<region>}); no route key,
+# no gateway or tenant credential. Deploy its host with --services status --no-migrate.
 # Local mode talks to the dev stack's plaintext Redis (redis_tls: no, its default there).
 #
 # Backups: host mode renders backup.s3 with the region's bucket (regions.yaml
@@ -54,7 +61,7 @@ set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 REGION="" HOST="" PREFIX="" SECRETS="" BINDIR=$TOP/bin DRY=0 CHECK=0 STOP=0 RENDER="" NOMIG=0
 ALL="audit auth ticket backup mail-ingest gateway" # consumers before senders
-SERVICES=$ALL
+SERVICES=DEFAULT
 HEALTH_TIMEOUT=${WARD_DEPLOY_HEALTH_TIMEOUT:-30}
 usage() {
 	echo "usage: deploy/deploy.sh --region R (--host H | --local PREFIX [--secrets DIR] [--stop])" >&2
@@ -84,9 +91,6 @@ done
 [[ $REGION =~ ^[a-z]{2,8}$ ]] || die "bad region"
 [ -z "$HOST" ] || [[ $HOST =~ ^[A-Za-z0-9.-]{1,253}$ ]] || die "bad host"
 [ -z "$PREFIX" ] || [[ $PREFIX =~ ^/[A-Za-z0-9._/-]+$ ]] || die "--local needs an absolute path of [A-Za-z0-9._/-]"
-for s in $SERVICES; do
-	case " $ALL " in *" $s "*) ;; *) die "unknown service $s" ;; esac
-done
 
 # shellcheck source=deploy/regions.sh
 . "$TOP/deploy/regions.sh"
@@ -94,6 +98,16 @@ regions_list | grep -qx "$REGION" || die "no region $REGION in $WARD_REGIONS_FIL
 rget() { regions_get "$REGION" "$1"; }
 DOMAIN=$(regions_domain)
 STATUS_REGION=$(regions_list | head -1)
+# The status page (ward-status) runs in the first region only: its "all" has it last.
+if [ "$SERVICES" = DEFAULT ]; then
+	SERVICES=$ALL
+	[ "$REGION" = "$STATUS_REGION" ] && SERVICES="$ALL status"
+fi
+for s in $SERVICES; do
+	case " $ALL status " in *" $s "*) ;; *) die "unknown service $s" ;; esac
+	[ "$s" != status ] || [ "$REGION" = "$STATUS_REGION" ] ||
+		die "the status page (status) runs in the first region of regions.yaml only ($STATUS_REGION)"
+done
 AWS_REGION=$(rget aws_region)
 REDIS_HOST=$(rget redis_host)
 REDIS_PORT=$(rget redis_port)
@@ -240,21 +254,22 @@ render() { # render SERVICE: its whole config on stdout
 			esac
 		done
 	fi
-	if [ "$SVC" = gateway ] && [ "$STATUS_REGION" = "$REGION" ]; then
-		sub "$TOP/deploy/templates/gateway-status.yaml.in" | while IFS= read -r line; do
-			if [ "$line" = @STATUS_CELLS@ ]; then
-				for r in $(regions_list); do
-					echo "    - \"$r $(redis_addr "$r") $ETC/secrets/gateway/redis-status-$r\""
-				done
-			else
-				echo "$line"
-			fi
-		done
-	fi
+}
+render_status() { # render_status: ward-status's config on stdout (no common part: no route key)
+	local SVC=status r line
+	sub "$TOP/deploy/templates/status.yaml.in" | while IFS= read -r line; do
+		if [ "$line" = @STATUS_CELLS@ ]; then
+			for r in $(regions_list); do
+				echo "    - \"$r $(redis_addr "$r") $ETC/secrets/status/redis-status-$r\""
+			done
+		else
+			echo "$line"
+		fi
+	done
 }
 
-tunnel_regions() { # the regions whose Redis this host reaches (the status gateway: all)
-	if [ "$STATUS_REGION" = "$REGION" ] && [[ " $SERVICES " == *" gateway "* ]]; then regions_list; else echo "$REGION"; fi
+tunnel_regions() { # the regions whose Redis this host reaches (the status page's host: all)
+	if [ "$STATUS_REGION" = "$REGION" ] && [[ " $SERVICES " == *" status "* ]]; then regions_list; else echo "$REGION"; fi
 }
 render_tunnel() { # render_tunnel: the stunnel config of this host's Redis TLS tunnels on stdout
 	local line r
@@ -274,6 +289,7 @@ render_tunnel() { # render_tunnel: the stunnel config of this host's Redis TLS t
 if [ -n "$RENDER" ]; then
 	case $RENDER in
 	redis-tls) [ "$REDIS_TLS" = yes ] || die "region $REGION: redis_tls is no, no tunnel"; render_tunnel ;;
+	status) [ "$REGION" = "$STATUS_REGION" ] || die "--render status: the status page runs in $STATUS_REGION only"; render_status ;;
 	*) case " $ALL " in *" $RENDER "*) render "$RENDER" ;; *) die "--render: unknown config $RENDER" ;; esac ;;
 	esac
 	exit 0
@@ -281,14 +297,15 @@ fi
 
 secrets_of() { # the secret store names a daemon needs (never another daemon's)
 	local s=$1 r
+	if [ "$s" = status ]; then # read-only health data: no route key, nothing of the gateway's
+		echo "tls-status.key"
+		for r in $(regions_list); do echo "redis-status-$r"; done
+		return 0
+	fi
 	echo "redis-$s routes-$s"
 	case $s in auth | ticket | audit | backup) echo "pg-$s kek" ;; esac
 	[ "$s" = audit ] && echo "audit-signing-key"
 	case $s in gateway | mail-ingest) echo "tls-$REGION.key" ;; esac
-	if [ "$s" = gateway ] && [ "$STATUS_REGION" = "$REGION" ]; then
-		echo "tls-status.key"
-		for r in $(regions_list); do echo "redis-status-$r"; done
-	fi
 	return 0
 }
 
@@ -297,7 +314,7 @@ if [ -n "$PREFIX" ]; then RSTAGE=$STAGE/target; else RSTAGE=/tmp/ward-deploy.$(d
 
 step "1/6 render configs"
 for s in $SERVICES; do
-	render "$s" >"$STAGE/$s.yaml"
+	if [ "$s" = status ]; then render_status >"$STAGE/$s.yaml"; else render "$s" >"$STAGE/$s.yaml"; fi
 	echo "  $s.yaml ($(wc -l <"$STAGE/$s.yaml") lines)"
 done
 if [ "$REDIS_TLS" = yes ]; then
@@ -329,7 +346,7 @@ run "$SUDO install -m 0755 $RSTAGE/ward-policy $OPT/bin/ward-policy && $SUDO ins
 if [ -n "$PREFIX" ]; then
 	[ -d "$SECRETS/tls" ] && copy "$SECRETS"/tls/*.pem "$ETC/tls/"
 else
-	for c in "$REGION.pem" rds-ca.pem $([ "$STATUS_REGION" = "$REGION" ] && echo status.pem); do
+	for c in "$REGION.pem" rds-ca.pem $([[ " $SERVICES " == *" status "* ]] && echo status.pem); do
 		run "aws --region $AWS_REGION secretsmanager get-secret-value --secret-id $SECRET_PREFIX/tls/$c --query SecretString --output text | sudo install -m 0644 /dev/stdin $ETC/tls/$c"
 	done
 fi
@@ -438,6 +455,10 @@ restart() { # restart S
 		run "sudo systemctl enable --quiet ward-$s && sudo systemctl restart ward-$s"
 	fi
 }
+# Who reads a heartbeat: the operator's user; on the status page's host (which holds
+# no other credential) its own read-only status user, which may GET hb:*.
+hb_user() { if [ "$1" = status ]; then echo status; else echo ops; fi; }
+hb_secret() { if [ "$1" = status ]; then echo "status/redis-status-$REGION"; else echo ops/redis-ops; fi; }
 healthy() { # healthy S: the new process runs and its own heartbeat is fresh (gateway: /healthz)
 	local s=$1 key="hb:$s:$s-${HOST%%.*}"
 	if [ -n "$PREFIX" ]; then
@@ -447,8 +468,8 @@ healthy() { # healthy S: the new process runs and its own heartbeat is fresh (ga
 		local i hb
 		for i in $(seq $((HEALTH_TIMEOUT * 5))); do
 			kill -0 "$pid" 2>/dev/null || { echo "  ward-$s (pid $pid) exited"; return 1; }
-			hb=$(REDISCLI_AUTH=$(cat "$SECRETS/ops/redis-ops") redis-cli --no-auth-warning -h "$REDIS_HOST" \
-				-p "$REDIS_PORT" --user ops GET "$key" 2>/dev/null || true)
+			hb=$(REDISCLI_AUTH=$(cat "$SECRETS/$(hb_secret "$s")") redis-cli --no-auth-warning -h "$REDIS_HOST" \
+				-p "$REDIS_PORT" --user "$(hb_user "$s")" GET "$key" 2>/dev/null || true)
 			if echo "$hb" | grep -q "\"pid\":$pid,"; then
 				if [ "$s" != gateway ]; then return 0; fi
 				local ca=() p=${HTTPS_LISTEN##*:}
@@ -461,7 +482,7 @@ healthy() { # healthy S: the new process runs and its own heartbeat is fresh (ga
 		echo "  ward-$s: no fresh heartbeat of pid $pid within ${HEALTH_TIMEOUT}s"
 		return 1
 	fi
-	run "for i in \$(seq $HEALTH_TIMEOUT); do systemctl is-active --quiet ward-$s && pid=\$(systemctl show -p MainPID --value ward-$s) && REDISCLI_AUTH=\"\$(sudo cat /etc/ward/secrets/ops/redis-ops)\" redis-cli --no-auth-warning -h $DREDIS_HOST -p $DREDIS_PORT --user ops GET $key | grep -q \"\\\"pid\\\":\$pid,\" && exit 0; sleep 1; done; exit 1" || return 1
+	run "for i in \$(seq $HEALTH_TIMEOUT); do systemctl is-active --quiet ward-$s && pid=\$(systemctl show -p MainPID --value ward-$s) && REDISCLI_AUTH=\"\$(sudo cat /etc/ward/secrets/$(hb_secret "$s"))\" redis-cli --no-auth-warning -h $DREDIS_HOST -p $DREDIS_PORT --user $(hb_user "$s") GET $key | grep -q \"\\\"pid\\\":\$pid,\" && exit 0; sleep 1; done; exit 1" || return 1
 	if [ "$s" = gateway ]; then
 		run "curl -fsS --max-time 5 --resolve $REGION.$DOMAIN:${HTTPS_LISTEN##*:}:127.0.0.1 https://$REGION.$DOMAIN:${HTTPS_LISTEN##*:}/healthz >/dev/null" || return 1
 	fi

@@ -394,7 +394,7 @@ static void status_read_cell(redisContext *rc, struct status_cell *cell, long lo
 				freeReplyObject(v);
 				continue;
 			}
-			if (strcmp(key, "hb:gateway:status-owner") == 0) {
+			if (strcmp(key, STATUS_LEASE_KEY) == 0) {
 				snprintf(owner, owner_size, "%.*s", (int)v->len, v->str);
 				freeReplyObject(v);
 				continue;

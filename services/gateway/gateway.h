@@ -7,6 +7,9 @@
  *		the request guard (also in front of the redirector and the status page)
  * gateway_healthz.c	GET /healthz: ping auth and ticket through their queues
  * gateway_accesslog.c	the access log lines, buffered
+ * gateway_status*.c	the status page (gateway_status.h), run by ward-status
+ *		(services/status/, its own process), not by the gateway; the gateway
+ *		only publishes its answer counters for it
  * gateway_util.c	pure helpers (no libevent, no OpenSSL): parsing and validation
  *
  * Everything runs on the daemon's one event loop; there are no threads.
@@ -72,7 +75,11 @@ struct gateway_config {
 	int rl_tenant_ip;	      /* … per source address and tenant */
 	int rl_credential;	      /* … per credential */
 	int rl_login;		      /* … per source address and tenant on login routes */
-	struct gateway_status_config status; /* status page (gateway_status.c), optional */
+	/* The status page's keys (ward-status, services/status/); in the tenant gateway
+	 * only status.error_window_s (its answer counters), the others are refused. */
+	struct gateway_status_config status;
+	char *status_refused;		     /* (never set: the refused keys' field) */
+	struct conf_list status_cells_refused;
 };
 
 struct healthz;
@@ -108,6 +115,9 @@ struct gateway_reqinfo {
 int gateway_listen_parse(const char *spec, char *host, size_t host_len, uint16_t *port_r,
 			 const char **error_r);
 bool gateway_request_id_ok(const char *id);
+/* Config validators (conf_entry.validate) of the gateway's and ward-status's tables. */
+int gateway_conf_valid_listen(const void *value, const char **reason_r);
+int gateway_conf_valid_domain(const void *value, const char **reason_r);
 bool gateway_hostname_ok(const char *name);
 bool gateway_host_in_domain(const char *host, const char *domain, char *out, size_t out_len);
 int gateway_redirect_location(char *out, size_t out_len, const char *host, uint16_t https_port,
@@ -184,8 +194,10 @@ void gateway_http_problem(struct evhttp_request *req, const struct gateway_reqin
 const char *gateway_http_method(enum evhttp_cmd_type cmd);
 /* The request guard (see gateway_http.c): in front of the API listener, the plain
  * redirector and the status page. gateway_guard_tls from a bevcb, after
- * gateway_http_start; the listener's callback asks gateway_guard_refused first. */
+ * gateway_guard_init (gateway_http_start calls it); the listener's callback asks
+ * gateway_guard_refused first. */
 struct bufferevent;
+int gateway_guard_init(const char **error_r);
 void gateway_guard_tls(struct bufferevent *bev, size_t max_head, uint64_t max_body);
 bool gateway_guard_refused(struct evhttp_request *req, int *status_r, const char **title_r,
 			   const char **detail_r);

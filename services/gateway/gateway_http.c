@@ -998,6 +998,18 @@ static struct gateway_guard *gw_guard_new(struct bufferevent *bev, size_t max_he
 	return g;
 }
 
+/* Make the guard's SSL ex_data index (once per process). 0, or -1 and *error_r. */
+int gateway_guard_init(const char **error_r)
+{
+	if (gateway_http_guard_idx < 0 &&
+	    (gateway_http_guard_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+							   gateway_http_guard_free)) < 0) {
+		*error_r = "SSL_get_ex_new_index failed";
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Put a guard in front of a TLS bufferevent that evhttp will read (from any bevcb):
  * it lives as long as the connection's SSL. Its refusals reach the listener's
@@ -1109,12 +1121,8 @@ int gateway_http_start(struct gateway *gw, const char **error_r)
 					&gw->https_port, error_r);
 	if (gw->https == NULL)
 		goto fail;
-	if (gateway_http_guard_idx < 0 &&
-	    (gateway_http_guard_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
-							   gateway_http_guard_free)) < 0) {
-		*error_r = "SSL_get_ex_new_index failed";
+	if (gateway_guard_init(error_r) < 0)
 		goto fail;
-	}
 	evhttp_set_bevcb(gw->https, gateway_http_bevcb, gw);
 	evhttp_set_gencb(gw->https, gateway_http_dispatch, gw);
 	gateway_http_limits(gw->https, gw->cfg, gateway_http_max_body(gw->cfg));

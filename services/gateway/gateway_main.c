@@ -19,30 +19,6 @@
 static struct gateway_config gateway_conf;
 static struct gateway gateway;
 
-/* Config validator: a listen address we can parse. */
-static int gateway_valid_listen(const void *value, const char **reason_r)
-{
-	const char *const *s = value;
-	char host[GATEWAY_HOST_MAX + 1];
-	uint16_t port;
-
-	if (*s == NULL)
-		return 0;
-	return gateway_listen_parse(*s, host, sizeof host, &port, reason_r);
-}
-
-/* Config validator: a DNS name. */
-static int gateway_valid_domain(const void *value, const char **reason_r)
-{
-	const char *const *s = value;
-
-	if (*s != NULL && !gateway_hostname_ok(*s)) {
-		*reason_r = "not a valid DNS name";
-		return -1;
-	}
-	return 0;
-}
-
 /* region_ports: "<region> <port>" items, region [a-z]{2,8}, port 1..65535. */
 static int gateway_valid_region_ports(const void *value, const char **reason_r)
 {
@@ -62,13 +38,24 @@ static int gateway_valid_region_ports(const void *value, const char **reason_r)
 	return 0;
 }
 
+/* A key of the status page's (status.*, but error_window_s) in the tenant gateway's
+ * file: refused, whatever its value. */
+static int gateway_refuse_status(const void *value, const char **reason_r)
+{
+	(void)value;
+	*reason_r = "the status page runs as ward-status, its own process with its own config "
+		    "and the read-only status credentials (deploy/templates/status.yaml.in); remove "
+		    "status.* here but status.error_window_s";
+	return -1;
+}
+
 #define GC(f) offsetof(struct gateway_config, f)
 static const struct conf_entry gateway_conf_entries[] = {
-    {"https.listen", CONF_STR, GC(https_listen), true, NULL, 0, 0, gateway_valid_listen},
+    {"https.listen", CONF_STR, GC(https_listen), true, NULL, 0, 0, gateway_conf_valid_listen},
     {"https.cert_file", CONF_STR, GC(https_cert_file), true, NULL, 0, 0, NULL},
     {"https.key_file", CONF_SECRET_FILE, GC(https_key), true, NULL, 0, 0, NULL},
-    {"http.listen", CONF_STR, GC(http_listen), false, NULL, 0, 0, gateway_valid_listen},
-    {"domain", CONF_STR, GC(domain), false, "localhost", 0, 0, gateway_valid_domain},
+    {"http.listen", CONF_STR, GC(http_listen), false, NULL, 0, 0, gateway_conf_valid_listen},
+    {"domain", CONF_STR, GC(domain), false, "localhost", 0, 0, gateway_conf_valid_domain},
     {"limits.max_header_bytes", CONF_INT, GC(max_header_bytes), false, "16384", 1024, 1048576,
      NULL},
     {"limits.max_body_bytes", CONF_INT, GC(max_body_bytes), false, "1048576", 0, 67108864, NULL},
@@ -96,27 +83,18 @@ static const struct conf_entry gateway_conf_entries[] = {
      NULL},
     {"ratelimit.per_credential", CONF_INT, GC(rl_credential), false, "600", 1, 100000000, NULL},
     {"ratelimit.login_per_source", CONF_INT, GC(rl_login), false, "10", 1, 100000, NULL},
-    /* The status page (gateway_status.c): only where status.listen is set. */
-    {"status.listen", CONF_STR, GC(status.listen), false, NULL, 0, 0, gateway_valid_listen},
-    {"status.cert_file", CONF_STR, GC(status.cert_file), false, NULL, 0, 0, NULL},
-    {"status.key_file", CONF_SECRET_FILE, GC(status.key), false, NULL, 0, 0, NULL},
-    {"status.state_dir", CONF_STR, GC(status.state_dir), false, NULL, 0, 0, NULL},
-    {"status.cells", CONF_STR_LIST, GC(status.cells), false, NULL, 0, 0, NULL},
-    {"status.user", CONF_STR, GC(status.user), false, "status", 0, 0, NULL},
-    {"status.page_name", CONF_STR, GC(status.page_name), false, "Ward", 0, 0, NULL},
-    {"status.poll_ms", CONF_INT, GC(status.poll_ms), false, "2000", 200, 60000, NULL},
-    {"status.heartbeat_timeout_ms", CONF_INT, GC(status.heartbeat_timeout_ms), false, "15000",
-     1000, 600000, NULL},
-    {"status.pending_high", CONF_INT, GC(status.pending_high), false, "1000", 1, 100000000,
-     NULL},
-    {"status.dead_letter_window_s", CONF_INT, GC(status.dead_letter_window_s), false, "300", 1,
-     86400, NULL},
-    {"status.backup_max_age_s", CONF_INT, GC(status.backup_max_age_s), false, "93600", 60,
-     2592000, NULL},
+    /* The gateway's answer counters over this window (hb:gateway:<instance>:http,
+     * gateway_status.c), read by the status page and wardctl status components. */
     {"status.error_window_s", CONF_INT, GC(status.error_window_s), false, "60", 5, 3600, NULL},
-    {"status.error_rate_pct", CONF_INT, GC(status.error_rate_pct), false, "5", 1, 100, NULL},
-    {"status.error_major_pct", CONF_INT, GC(status.error_major_pct), false, "50", 1, 100, NULL},
-    {"status.error_min", CONF_INT, GC(status.error_min), false, "10", 1, 1000000, NULL},
+    /* The status page itself is ward-status, its own process (services/status/):
+     * its keys are refused here, so the page never runs beside tenant credentials. */
+    {"status.listen", CONF_STR, GC(status_refused), false, NULL, 0, 0, gateway_refuse_status},
+    {"status.cert_file", CONF_STR, GC(status_refused), false, NULL, 0, 0, gateway_refuse_status},
+    {"status.key_file", CONF_STR, GC(status_refused), false, NULL, 0, 0, gateway_refuse_status},
+    {"status.state_dir", CONF_STR, GC(status_refused), false, NULL, 0, 0, gateway_refuse_status},
+    {"status.cells", CONF_STR_LIST, GC(status_cells_refused), false, NULL, 0, 0,
+     gateway_refuse_status},
+    {"status.user", CONF_STR, GC(status_refused), false, NULL, 0, 0, gateway_refuse_status},
 };
 #undef GC
 
@@ -132,7 +110,7 @@ static int gateway_init(struct daemon *d, const char **error_r)
 	gateway.sources = gateway_tls_sources_new();
 	if (gateway_accesslog_open(gateway.base, daemon_config(d), error_r) < 0 ||
 	    gateway_api_init(&gateway, error_r) < 0 || gateway_http_start(&gateway, error_r) < 0 ||
-	    gateway_status_start(&gateway, error_r) < 0) {
+	    gateway_status_pub_start(&gateway, error_r) < 0) {
 		gateway_http_free(&gateway);
 		gateway_api_deinit(&gateway);
 		gateway_tls_ctx_free(gateway.ssl_ctx);
@@ -150,7 +128,6 @@ static int gateway_init(struct daemon *d, const char **error_r)
 static void gateway_stop(struct daemon *d)
 {
 	gateway_http_stop(&gateway);
-	gateway_status_stop(&gateway);
 	gateway_healthz_orphan_all(&gateway, true);
 	gateway_api_orphan_all(&gateway, true);
 	gateway_accesslog_flush(); /* the 503s just answered, before the drain */

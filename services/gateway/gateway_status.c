@@ -1,5 +1,8 @@
 /*
- * gateway_status — the status listener and its poller (see gateway_status.h).
+ * gateway_status — the status listener and its poller, run by ward-status
+ * (services/status/status_main.c: its own process, whose only credentials are the
+ * cells' read-only status users); and the answer counters of every tenant gateway
+ * (see gateway_status.h).
  *
  * Poller: every status.poll_ms, for each cell listed in status.cells, one async
  * hiredis connection as the read-only "status" ACL user sends XLEN dl:<svc>,
@@ -15,22 +18,24 @@
  * tick is added to each component's uptime record, saved to state_dir/uptime
  * every minute and at shutdown.
  *
- * Error rate: every gateway (status page or not) publishes its HTTPS answers and 5xx
+ * Error rate: every tenant gateway publishes its HTTPS answers and 5xx
  * since start, and over its status.error_window_s, in hb:gateway:<instance>:http each
  * heartbeat period (status_pub_*: a difference of two of its own samples); the poller
  * sums the window figures of a cell's fresh instances, as wardctl status components
  * does, so the page and the operator's view show the same rate.
  *
- * One writer of the uptime file: several gateways may serve the page (same
- * config, e.g. an autoscaling group behind status.<domain>), but only the holder of
- * the lease hb:gateway:status-owner in this gateway's own cell records uptime and
- * writes state_dir/uptime (status_lease_*). Each tick a standby asks for it with
- * SET NX PX (a lease of STATUS_LEASE_POLLS polls; the value is "<instance>/<nonce>")
- * and the owner renews it; the home cell's poll reads it back (as the status user),
+ * One writer of the uptime file: several ward-status processes may serve the page
+ * (same config, e.g. an autoscaling group behind status.<domain>), but only the
+ * holder of the lease hb:status:uptime:owner in its own (home) cell records uptime
+ * and writes state_dir/uptime (status_lease_*), through the daemon's own connection,
+ * which is the home cell's status user too (its keys: hb:status:*). Each tick a
+ * standby asks for it with SET NX PX (a lease of STATUS_LEASE_POLLS polls; the value
+ * is "<instance>/<nonce>") and the owner renews it; the home cell's poll reads it
+ * back (as the status user),
  * and that reading decides: our value → owner, another's → standby. A key absent or
  * a home cell unreachable changes nothing: an owner keeps recording an outage of its
  * own Redis. The owner also publishes its records every 10 s in
- * hb:gateway:status-uptime (the file's text: health data only); each standby's poll
+ * hb:status:uptime:records (the file's text: health data only); each standby's poll
  * merges them into its own (its pages show the same uptime), so a new owner carries
  * on from them on any host (then merges its own file, saves and publishes at once).
  * SIGTERM: the owner records, saves, publishes and releases (DEL), so a standby
@@ -67,8 +72,6 @@
 
 #define STATUS_KEY_MAX 200
 #define STATUS_SAVE_EVERY_MS 60000
-#define STATUS_LEASE_KEY "hb:gateway:status-owner"
-#define STATUS_UPTIME_KEY "hb:gateway:status-uptime"
 #define STATUS_PUBLISH_EVERY_MS 10000
 #define STATUS_LEASE_POLLS 5 /* the lease lasts this many polls (at least 5 s) */
 #define STATUS_LEASE_MAX 96
@@ -593,7 +596,8 @@ static void status_account(struct status_page *sp, long long now)
 
 /* ------------------------------------------------------ the uptime lease */
 
-/* Run a command on this gateway's own Redis connection (reply ignored). */
+/* Run a command on the daemon's own Redis connection (the home cell's status user;
+ * reply ignored). */
 static void status_lease_command(struct status_page *sp, int argc, const char **argv)
 {
 	size_t lens[6];
@@ -641,8 +645,8 @@ static void status_uptime_merge_file(struct status_page *sp)
 	status_uptime_free(u);
 }
 
-/* The owner publishes its records in its cell (hb:gateway:status-uptime, health data
- * only), so whichever gateway takes the lease next carries on from them, whatever
+/* The owner publishes its records in its cell (hb:status:uptime:records, health data
+ * only), so whichever status process takes the lease next carries on from them, whatever
  * host it runs on: the file is each host's own copy. */
 static void status_uptime_publish(struct status_page *sp, long long now)
 {
@@ -945,8 +949,8 @@ static void status_pub_tick(evutil_socket_t fd, short what, void *arg)
 	(void)queue_command(daemon_queue(status_pub.gw->d), 5, argv, lens);
 }
 
-/* Start publishing hb:gateway:<instance>:http every heartbeat period. 0 or -1. */
-static int status_pub_start(struct gateway *gw, const char **error_r)
+/* The tenant gateway: publish hb:gateway:<instance>:http every heartbeat period. 0 or -1. */
+int gateway_status_pub_start(struct gateway *gw, const char **error_r)
 {
 	const struct daemon_config *dc = daemon_config(gw->d);
 	struct timeval tv = {dc->heartbeat_seconds, 0};
@@ -968,21 +972,18 @@ static void status_pub_free(void)
 	status_pub.ev = NULL;
 }
 
-/* Start the status listener and poller if status.listen is set. 0 or -1. */
+/* ward-status: start the status listener and poller. 0 or -1. */
 int gateway_status_start(struct gateway *gw, const char **error_r)
 {
 	const struct gateway_status_config *cfg = &gw->cfg->status;
+	const struct daemon_config *dc = daemon_config(gw->d);
 	static char err[320];
 	struct status_page *sp;
 	char host[GATEWAY_HOST_MAX + 1];
 	uint16_t port;
 	struct timeval tv;
 
-	if (status_pub.ev == NULL && status_pub_start(gw, error_r) < 0)
-		return -1;
-	if (cfg->listen == NULL)
-		return 0;
-	if (cfg->cert_file == NULL || cfg->key.data == NULL || cfg->state_dir == NULL ||
+	if (cfg->listen == NULL || cfg->cert_file == NULL || cfg->key.data == NULL || cfg->state_dir == NULL ||
 	    cfg->cells.n == 0 || cfg->cells.n > STATUS_REGIONS_MAX) {
 		*error_r = "status.listen needs status.cert_file, status.key_file, status.state_dir "
 			   "and 1..16 status.cells";
@@ -1008,12 +1009,25 @@ int gateway_status_start(struct gateway *gw, const char **error_r)
 			sp->home = &sp->conn[i];
 	if (sp->home == NULL) {
 		snprintf(err, sizeof err,
-			 "status.cells must list this gateway's own region (%.15s): the uptime "
+			 "status.cells must list this process's own region (%.15s): the uptime "
 			 "file's lease lives in its Redis",
-			 daemon_config(gw->d)->region);
+			 dc->region);
 		*error_r = err;
 		goto fail;
 	}
+	/* The daemon's own connection (heartbeat, lease) is the home cell's status user:
+	 * the page holds no other credential. */
+	if (strcmp(dc->redis_user, cfg->user) != 0 || strcmp(dc->redis_host, sp->home->host) != 0 ||
+	    dc->redis_port != sp->home->port) {
+		snprintf(err, sizeof err,
+			 "redis: must be the home cell's status user (user %.32s at %.64s:%d, as in "
+			 "status.cells for %.15s)",
+			 cfg->user, sp->home->host, sp->home->port, dc->region);
+		*error_r = err;
+		goto fail;
+	}
+	if (gateway_guard_init(error_r) < 0)
+		goto fail;
 	{
 		uint8_t nonce[8];
 		char hex[17];
@@ -1086,7 +1100,7 @@ void gateway_status_stop(struct gateway *gw)
 {
 	struct status_page *sp = status_page;
 
-	/* Requests on open connections get 503 (gw->stopping, set by gateway_http_stop). */
+	/* Requests on open connections get 503 (gw->stopping, set by ward-status's stop). */
 	if (sp != NULL && sp->http != NULL && sp->sock != NULL)
 		evhttp_del_accept_socket(sp->http, sp->sock);
 	if (sp == NULL)

@@ -1,6 +1,8 @@
 /*
- * gateway_status — the deployment's public status page (SPEC §7), served by a
- * gateway on its own listener (status.<domain>) when status.listen is set.
+ * gateway_status — the deployment's public status page (SPEC §7), served by
+ * ward-status (services/status/), its own process on its own listener
+ * (status.<domain>), whose only Redis credentials are each cell's read-only "status"
+ * user; and the answer counters every tenant gateway publishes for it.
  *
  * gateway_status_model.c	pure: component states from health data, 90-day
  *				uptime records, incidents, Statuspage v2 JSON, Atom, HTML
@@ -31,7 +33,13 @@
 #define STATUS_TEXT_MAX 4096   /* operator text: name or update body */
 #define STATUS_UPDATES_MAX 50  /* updates per incident */
 
-/* The status listener's config keys (status.* in the gateway's file). */
+/* The uptime lease and the owner's published records (gateway_status.c), in the
+ * status page's home cell: keys of the status user's own (hb:status:*; its
+ * heartbeats are hb:status:<instance>, an instance name has no colon). */
+#define STATUS_LEASE_KEY "hb:status:uptime:owner"
+#define STATUS_UPTIME_KEY "hb:status:uptime:records"
+
+/* The status page's config keys (status.* in ward-status's file). */
 struct gateway_status_config {
 	char *listen;		       /* NULL: no status page on this gateway */
 	char *cert_file;
@@ -196,10 +204,12 @@ char *status_render_atom(const struct status_view *v);
 char *status_render_html(const struct status_view *v);
 extern const char status_css[];
 
-/* gateway_status.c: the listener and poller, started by the gateway's init when
- * status.listen is set (else a no-op); free is NULL-safe and idempotent. */
+/* gateway_status.c: the listener and poller, started by ward-status's init; the
+ * answer counters (hb:gateway:<instance>:http), started by the tenant gateway's;
+ * free (of both) is NULL-safe and idempotent. */
 struct gateway;
 int gateway_status_start(struct gateway *gw, const char **error_r);
+int gateway_status_pub_start(struct gateway *gw, const char **error_r);
 void gateway_status_stop(struct gateway *gw);
 void gateway_status_free(struct gateway *gw);
 /* Escape s for HTML/XML text and attributes into a malloc'd string. */

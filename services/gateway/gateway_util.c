@@ -614,3 +614,27 @@ void gateway_key_hash(char out[65], const char *const *parts, size_t n)
 	}
 	out[64] = '\0';
 }
+
+/* Config validator: a listen address we can parse (absent: fine). */
+int gateway_conf_valid_listen(const void *value, const char **reason_r)
+{
+	const char *const *s = value;
+	char host[GATEWAY_HOST_MAX + 1];
+	uint16_t port;
+
+	if (*s == NULL)
+		return 0;
+	return gateway_listen_parse(*s, host, sizeof host, &port, reason_r);
+}
+
+/* Config validator: a DNS name (absent: fine). */
+int gateway_conf_valid_domain(const void *value, const char **reason_r)
+{
+	const char *const *s = value;
+
+	if (*s != NULL && !gateway_hostname_ok(*s)) {
+		*reason_r = "not a valid DNS name";
+		return -1;
+	}
+	return 0;
+}

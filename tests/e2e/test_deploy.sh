@@ -6,7 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 units=$TOP/deploy/systemd
 tmp=$(mktemp -d)
-for s in gateway auth ticket mail-ingest audit backup; do
+for s in gateway auth ticket mail-ingest audit backup status; do
 	u=$units/ward-$s.service
 	sed "s|/opt/ward/bin/|$TOP/bin/|" "$u" >"$tmp/ward-$s.service"
 	check "ward-$s.service: systemd-analyze verify is clean" bash -c "[ -z \"\$(systemd-analyze verify '$tmp/ward-$s.service' 2>&1)\" ]"
@@ -73,6 +73,20 @@ check "deploy.sh on the migration host (--services \"\"): every migration, no da
 check "…and only ward/eu/migrate/* and ward/eu/tls/* secrets (what terraform's migrate role may read)" bash -c \
 	"ids=\$(grep -o 'secret-id [^ ]*' <<<\"\$1\" | cut -d' ' -f2 | sort -u); grep -q '^ward/eu/migrate/pg-auth$' <<<\"\$ids\" && ! grep -vE '^ward/eu/(migrate|tls)/' <<<\"\$ids\"" _ "$o"
 rm -rf "$mk"
+# The status page (ward-status): its own host in the first region, its own secrets only.
+o=$("$TOP/deploy/deploy.sh" --region us --host status.us.example --services status --no-migrate --dry-run)
+check "deploy.sh --services status: only ward/us/status/{tls-status.key,redis-status-<region>} (and tls/*), no route key" bash -c \
+	"ids=\$(grep -o 'secret-id [^ ]*' <<<\"\$1\" | cut -d' ' -f2 | sort -u | grep -v '^ward/us/tls/' | tr '\n' ' '); [ \"\$ids\" = 'ward/us/status/redis-status-eu ward/us/status/redis-status-uk ward/us/status/redis-status-us ward/us/status/tls-status.key ' ] || { echo \"\$ids\"; false; }" _ "$o"
+check "…installs ward-status with its own unit and user, and tunnels to every cell's Redis" bash -c \
+	"grep -q 'ward-status.service /etc/systemd/system/ward-status.service' <<<\"\$1\" && grep -q 'useradd .* ward-status\$' <<<\"\$1\" && grep -q 'tunnels: us eu uk' <<<\"\$1\" && ! grep -q 'ward-gateway' <<<\"\$1\"" _ "$o"
+o=$("$TOP/deploy/deploy.sh" --region us --host gw.us.example --services gateway --no-migrate --dry-run)
+check "deploy.sh --services gateway in the status region: no status secret, no status config" bash -c \
+	"! grep -q 'status' <<<\"\$(grep -o 'secret-id [^ ]*' <<<\"\$1\")\" && ! \"$TOP/deploy/deploy.sh\" --region us --host gw.us.example --render gateway | grep -qE '^status:|redis-status'" _ "$o"
+check "deploy.sh --render status: the status user, each cell's status password, no route key" bash -c \
+	"c=\$(\"$TOP/deploy/deploy.sh\" --region us --host s.us.example --render status); grep -qx 'service: status' <<<\"\$c\" && grep -qx '  user: status' <<<\"\$c\" && [ \$(grep -c 'redis-status-' <<<\"\$c\") = 4 ] && ! grep -qE 'route_keys|routes-|redis-gateway' <<<\"\$c\""
+refuse "deploy.sh refuses the status page outside the first region" "$TOP/deploy/deploy.sh" --region eu --host x --services status --check
+check "deploy.sh's default on the first region deploys the status page last, on eu not at all" bash -c \
+	"\"$TOP/deploy/deploy.sh\" --region us --host a.us.example --check | grep -q 'services: audit auth ticket backup mail-ingest gateway status)' && \"$TOP/deploy/deploy.sh\" --region eu --host a.eu.example --check | grep -q 'gateway)'"
 check "deploy.sh --check parses a valid command line" "$TOP/deploy/deploy.sh" --region uk --host app1.uk.example --services "ticket gateway" --check
 refuse "deploy.sh refuses an unknown region" "$TOP/deploy/deploy.sh" --region mars --host x --dry-run
 refuse "deploy.sh refuses a host with shell metacharacters" "$TOP/deploy/deploy.sh" --region eu --host 'x;rm' --dry-run
@@ -105,6 +119,7 @@ regions:
     pg_host: 127.0.0.1
     secret_prefix: ward/us
     https_port: $(port_of us HTTPS)
+    status_listen: 127.0.0.1:$((WARD_PORT_BASE + 52))
   - name: eu
     aws_region: eu-west-1
     redis_host: 127.0.0.1
@@ -175,4 +190,24 @@ bad=$(sed -n 's/^+ wait for hb:ticket:ticket-deploytest with pid \([0-9]*\).*/\1
 check "…the broken process (pid $bad) is not left running" bash -c "[ -n '$bad' ] && ! kill -0 '$bad' 2>/dev/null"
 "$TOP/deploy/deploy.sh" --region uk --local "$P" --stop >/dev/null 2>&1
 check "deploy --local --stop stops the local daemons" bash -c "! ls $P/run/*.pid 2>/dev/null | grep -q ."
+
+# ---- the status page deployed on its own (--local, us: the first region of the file),
+# from a store holding only what it needs; it serves the page on base+52 as a standby
+# (status-1 of the dev stack holds the uptime lease).
+P2=$T/prefix2 S2=$T/store2 SP2=$((WARD_PORT_BASE + 52))
+mkdir -p "$S2/status" "$S2/tls"
+cp "$WARD_VAR/tls/status.key" "$S2/status/tls-status.key"
+for r in us eu uk; do cp "$WARD_VAR/$r/secrets/redis-status" "$S2/status/redis-status-$r"; done
+cp "$WARD_VAR/tls/status.pem" "$WARD_VAR/tls/ca.pem" "$S2/tls/"
+[ "$(id -u)" -eq 0 ] && chown -R "$WUSER:" "$S2"
+"$TOP/deploy/deploy.sh" --region us --local "$P2" --secrets "$S2" --services status --no-migrate >"$T/deploy3.out" 2>&1
+rc=$?
+check "deploy --local --services status: exit 0, ward-status healthy (its heartbeat, read as the status user)" bash -c \
+	"[ $rc = 0 ] && grep -q 'ward-status healthy' $T/deploy3.out && grep -q 'us/deploytest\]: done' $T/deploy3.out" || sed 's/^/#   /' "$T/deploy3.out" | tail -20
+check "…its secrets: the status key and each cell's status password, nothing else" bash -c \
+	"[ \"\$(ls $P2/etc/ward/secrets/status | tr '\n' ' ')\" = 'redis-status-eu redis-status-uk redis-status-us tls-status.key ' ] && [ \"\$(ls $P2/etc/ward/secrets)\" = status ]"
+check "…it runs the installed ward-status and serves the page on its own port" bash -c \
+	"[ \"\$(readlink /proc/\$(cat $P2/run/ward-status.pid)/exe)\" = $P2/opt/ward/bin/ward-status ] && wait_for 10 bash -c 'curl -fsS --cacert $WARD_CA --resolve status.$WARD_DOMAIN:$SP2:127.0.0.1 https://status.$WARD_DOMAIN:$SP2/api/v2/summary.json | jq -e \".components | length == 24\"'"
+"$TOP/deploy/deploy.sh" --region us --local "$P2" --services status --stop >/dev/null 2>&1
+check "deploy --local --services status --stop stops it" bash -c "! ls $P2/run/*.pid 2>/dev/null | grep -q ."
 rm -rf "$T"

@@ -20,8 +20,10 @@ comp() { st /api/v2/components.json | jq -r --arg id "$1" '.components[] | selec
 export -f st comp
 export SP
 devstack() { "$TOP/ops/devstack" "$@" >>"$TMP/devstack.log" 2>&1; }
-restart_us_gateway() { # the status page and the 421 targets are read at start
+restart_us_gateway() { # the 421 targets (us gateway) and the cells (ward-status) are read at start
 	local pid; pid=$(pid_of us gateway)
+	kill -TERM "$pid" && wait_for 20 bash -c "! kill -0 $pid"
+	pid=$(cat "$WARD_VAR/status/run/status.pid" 2>/dev/null) || return 0
 	kill -TERM "$pid" && wait_for 20 bash -c "! kill -0 $pid"
 }
 
@@ -80,7 +82,7 @@ else
 	exit 1 # (cleanup: the au cell down, the us gateway back on three regions)
 fi
 restart_us_gateway
-check "the us gateway restarts with four regions" devstack up
+check "the us gateway and the status page restart with four regions" devstack up
 set -a; . "$WARD_VAR/devstack.env"; set +a
 check "devstack.env names the au endpoints" bash -c "[ -n \"\${WARD_AU_HTTPS:-}\" ] && [ -n \"\${WARD_AU_SMTP:-}\" ]"
 check "wardctl's config has the au cell" grep -q '^au:' "$WARD_VAR/wardctl.yaml"

@@ -4,6 +4,9 @@
 # heartbeat timeout and recovers on restart; an operator's incident (with markup in
 # its text) shows in JSON, Atom and HTML, escaped; the "status" Redis user reads
 # health data only; the page renders in headless Chromium without console errors.
+# The page is ward-status, its own process (not the us gateway): it holds no route key
+# and no gateway credential, and its Redis credential is refused every tenant-reaching
+# command.
 . "$(dirname "$0")/lib.sh"
 . "$WARD_VAR/devstack.env"
 export WARD_CONFIG=$WARD_VAR/wardctl.yaml
@@ -34,6 +37,90 @@ check "HTML has a strict CSP and no script" bash -c '
 	! echo "$b" | grep -qi "<script" && echo "$b" | grep -q "Region eu"'
 refuse "POST to the status page is refused" bash -c 'st /api/v2/summary.json -f -X POST -d x'
 check "unknown path is 404" bash -c '[ "$(st /nope -o /dev/null -w "%{http_code}")" = 404 ]'
+
+# ---- the page is its own process: ward-status, not the us gateway
+SD=$WARD_VAR/status
+spid() { cat "$SD/run/status.pid"; }
+# listening PID: the TCP ports PID listens on (its sockets in /proc/PID/fd, LISTEN
+# entries of /proc/net/tcp{,6}), sorted, one a line.
+listening() {
+	python3 - "$1" <<'PY'
+import os, sys
+pid = sys.argv[1]
+inodes = set()
+for fd in os.listdir(f"/proc/{pid}/fd"):
+    try:
+        t = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        continue
+    if t.startswith("socket:["):
+        inodes.add(t[8:-1])
+ports = set()
+for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(f).readlines()[1:]:
+        c = line.split()
+        if c[3] == "0A" and c[9] in inodes:
+            ports.add(int(c[1].split(":")[1], 16))
+print("\n".join(str(p) for p in sorted(ports)))
+PY
+}
+# scli REGION args...: redis-cli with the status process's own credential for REGION.
+scli() {
+	local r=$1; shift
+	REDISCLI_AUTH=$(cat "$SD/secrets/redis-status-$r") redis-cli --no-auth-warning --user status \
+		-h 127.0.0.1 -p "$(port_of "$r" REDIS)" "$@"
+}
+export SD
+export -f spid listening scli
+check "ward-status runs the page: its process is bin/ward-status and listens on the status port only" \
+	bash -c '[ "$(readlink /proc/$(spid)/exe)" = "$BIN/ward-status" ] && [ "$(listening $(spid))" = "$SP" ]'
+check "…the us gateway has no status listener (its HTTPS and HTTP ports only)" bash -c '
+	l=$(listening "$(pid_of us gateway)" | tr "\n" " ")
+	want=$(printf "%s\n" "$(port_of us HTTPS)" "$(port_of us HTTP)" | sort -n | tr "\n" " ")
+	[ "$l" = "$want" ] || { echo "listening: $l; want: $want"; false; }'
+check "…and its config names no status page (status.error_window_s only)" \
+	bash -c '! grep -qE "^  (listen|cells|key_file|state_dir):.*status|redis-status" <(sed -n "/^status:/,/^[a-z]/p" "$WARD_VAR/us/etc/gateway.yaml")'
+check "ward-status beats as itself (hb:status:status-1), not as a gateway" \
+	bash -c 'rcli us status GET hb:status:status-1 | jq -e ".service == \"status\" and .pid == $(spid)" && [ -z "$(rcli us status GET hb:gateway:status-1)" ]'
+check "ward-status's secrets: the status TLS key and each cell's status password, nothing else" \
+	bash -c '[ "$(ls "$SD/secrets" | tr "\n" " ")" = "redis-status-eu redis-status-uk redis-status-us tls-status.key " ]'
+check "…no route key and no gateway Redis password among them (by content), none in its config" bash -c '
+	for f in "$SD"/secrets/*; do
+		for g in "$WARD_VAR"/*/secrets/routes-* "$WARD_VAR"/*/secrets/redis-gateway "$WARD_VAR"/*/secrets/redis-ops "$WARD_VAR"/*/secrets/kek; do
+			cmp -s "$f" "$g" && { echo "$f = $g"; exit 1; }
+		done
+	done
+	! grep -qE "route_keys_file|routes-|redis-gateway|kek_file|postgres" "$SD/etc/status.yaml" &&
+	grep -qx "  user: status" "$SD/etc/status.yaml"'
+# Denials of the status process's own credential, in its home cell and another.
+check "status credential: XADD to q:ticket refused (NOPERM)" bash -c 'scli us XADD q:ticket "*" a b | grep -q NOPERM && scli eu XADD q:ticket "*" a b | grep -q NOPERM'
+check "status credential: XADD to q:auth refused (NOPERM)" bash -c 'scli us XADD q:auth "*" a b | grep -q NOPERM && scli uk XADD q:auth "*" a b | grep -q NOPERM'
+check "status credential: no queue entry, no reply stream (tenant data in envelopes) (NOPERM)" bash -c \
+	'scli us XRANGE q:ticket - + COUNT 1 | grep -q NOPERM && scli us XREAD COUNT 1 STREAMS r:gateway:gateway-1 0 | grep -q NOPERM && scli eu XREADGROUP GROUP ticket x COUNT 1 STREAMS q:ticket ">" | grep -q NOPERM'
+check "status credential: no rate-limit key, no key outside hb:* (NOPERM)" bash -c \
+	'scli us GET rl:gateway:x | grep -q NOPERM && scli us GET tenant:demo | grep -q NOPERM && scli us KEYS "*" | grep -q NOPERM'
+check "status credential: no write on another service's heartbeat or an incident (NOPERM)" bash -c \
+	'scli us SET hb:gateway:gateway-1 x | grep -q NOPERM && scli us SET hb:ops:status:incident:x y | grep -q NOPERM'
+# Config that mixes the two is refused.
+TC=$(mktemp -d)
+chmod 755 "$TC"
+[ "$(id -u)" -eq 0 ] && chown "$WUSER" "$TC"
+export TC
+{ sed '/^status:/,$d' "$WARD_VAR/us/etc/gateway.yaml"; printf 'status:\n  listen: 127.0.0.1:1\n'; } >"$TC/gw.yaml"
+{ cat "$SD/etc/status.yaml"; printf 'https:\n  listen: 127.0.0.1:1\n'; } >"$TC/st-https.yaml"
+{ cat "$SD/etc/status.yaml"; printf 'queue:\n  route_keys_file: %s\n' "$WARD_VAR/us/secrets/routes-gateway"; } >"$TC/st-routes.yaml"
+sed -e 's/^  user: status$/  user: gateway/' -e "s|^  password_file: .*|  password_file: $WARD_VAR/us/secrets/redis-gateway|" \
+	-e "s|^  listen: .*|  listen: 127.0.0.1:$(free_port)|" -e "s|^log_file: .*|log_file: $TC/st-user.log|" "$SD/etc/status.yaml" >"$TC/st-user.yaml"
+chmod 644 "$TC"/*.yaml
+check "ward-gateway refuses a config with the status page (status.listen): it runs as ward-status" \
+	bash -c '! as_user "$BIN/ward-gateway" --config "$TC/gw.yaml" --check-config >"$TC/o" 2>&1; grep -q "status.listen: the status page runs as ward-status" "$TC/o"'
+check "ward-status refuses a tenant listener (https.listen)" \
+	bash -c '! as_user "$BIN/ward-status" --config "$TC/st-https.yaml" --check-config >"$TC/o" 2>&1; grep -q "https.listen: ward-status serves only the status page" "$TC/o"'
+check "ward-status refuses a route key file" \
+	bash -c '! as_user "$BIN/ward-status" --config "$TC/st-routes.yaml" --check-config >"$TC/o" 2>&1; grep -q "queue.route_keys_file: ward-status must hold no route key" "$TC/o"'
+check "ward-status refuses to start with another Redis user than the status user (the gateway's)" \
+	bash -c '! as_user timeout 20 "$BIN/ward-status" --config "$TC/st-user.yaml" >/dev/null 2>&1; grep -q "must be the home cell.s status user" "$TC/st-user.log"'
+rm -rf "$TC"
 
 # ---- a daemon dies: its component goes to an outage, and comes back
 pid=$(pid_of eu ticket)
@@ -288,37 +375,34 @@ check "status guard: a request after a refused one on the same connection is not
 check "status guard: the page still answers" bash -c 'st /api/v2/status.json | jq -e .status.indicator'
 rm -rf "$ST"
 
-# ==== one writer of the uptime file when several gateways serve the status page: a
-# second us gateway (gateway-2) with the same status config but its own state dir, so
-# what each writes shows apart. Only the holder of the lease hb:gateway:status-owner
-# records uptime and writes its file; the other serves the page and writes nothing.
-G2=$WARD_VAR/us/g2
+# ==== one writer of the uptime file when several ward-status processes serve the page:
+# a second one (status-2) with the same config but its own state dir, so what each
+# writes shows apart. Only the holder of the lease hb:status:uptime:owner records
+# uptime and writes its file; the other serves the page and writes nothing.
+G2=$WARD_VAR/status/s2
 mkdir -p "$G2/state" && chmod 755 "$G2"
 [ "$(id -u)" -eq 0 ] && chown "$WUSER" "$G2/state"
-G2LOG=$WARD_VAR/us/log/gateway-2.log G2ERR=$WARD_VAR/us/log/gateway-2.stderr
+G2LOG=$WARD_VAR/status/log/status-2.log G2ERR=$WARD_VAR/status/log/status-2.stderr
 G2S=$(free_port)
 export G2 G2LOG G2S
-python3 - "$WARD_VAR/us/etc/gateway.yaml" "$G2/gateway.yaml" "$G2/state" "$G2LOG" "$(free_port)" "$(free_port)" "$G2S" <<'PY'
+python3 - "$WARD_VAR/status/etc/status.yaml" "$G2/status.yaml" "$G2/state" "$G2LOG" "$G2S" <<'PY'
 import sys
-src, dst, state, log, https, http, status = sys.argv[1:8]
-out, section = [], None
+src, dst, state, log, status = sys.argv[1:6]
+out = []
 for line in open(src):
-    if not line.startswith(" ") and line.rstrip().endswith(":"):
-        section = line.strip()[:-1]
-    if line.startswith("instance:"): line = "instance: gateway-2\n"
+    if line.startswith("instance:"): line = "instance: status-2\n"
     elif line.startswith("log_file:"): line = f"log_file: {log}\n"
-    elif line.startswith("  listen:") and section in ("https", "http", "status"):
-        line = "  listen: 127.0.0.1:%s\n" % {"https": https, "http": http, "status": status}[section]
+    elif line.startswith("  listen:"): line = f"  listen: 127.0.0.1:{status}\n"
     elif line.startswith("  state_dir:"): line = f"  state_dir: {state}\n"
     out.append(line)
 open(dst, "w").write("".join(out))
 PY
-chmod 644 "$G2/gateway.yaml"
-owner() { rcli us status GET hb:gateway:status-owner; }
+chmod 644 "$G2/status.yaml"
+owner() { rcli us status GET hb:status:uptime:owner; }
 export -f owner
-g2_start() { spawn_as_user "$G2/gateway.pid" "$G2ERR" "$BIN/ward-gateway" --config "$G2/gateway.yaml"; }
+g2_start() { spawn_as_user "$G2/status.pid" "$G2ERR" "$BIN/ward-status" --config "$G2/status.yaml"; }
 g2_stop() { # g2_stop SIGNAL: and wait for it to exit
-	local p; p=$(cat "$G2/gateway.pid" 2>/dev/null) || return 0
+	local p; p=$(cat "$G2/status.pid" 2>/dev/null) || return 0
 	kill -"$1" "$p" 2>/dev/null
 	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
 	return 1
@@ -326,52 +410,69 @@ g2_stop() { # g2_stop SIGNAL: and wait for it to exit
 logged() { grep -c "\"msg\":\"status: $2\"" "$1" 2>/dev/null || true; }
 export -f logged
 g2_start
-check "uptime lease: a second status gateway starts as a standby, naming gateway-1 as the owner" \
-	wait_for 15 bash -c '[ "$(logged "$G2LOG" "uptime standby")" -ge 1 ] && grep "uptime standby" "$G2LOG" | grep -q "\"owner\":\"gateway-1/"'
-check "uptime lease: hb:gateway:status-owner holds gateway-1's value, with an expiry" \
-	bash -c 'owner | grep -q "^gateway-1/[0-9a-f]\{16\}$" && t=$(rcli us status TTL hb:gateway:status-owner) && [ "$t" -gt 0 ] && [ "$t" -le 5 ]'
+check "uptime lease: a second ward-status starts as a standby, naming status-1 as the owner" \
+	wait_for 15 bash -c '[ "$(logged "$G2LOG" "uptime standby")" -ge 1 ] && grep "uptime standby" "$G2LOG" | grep -q "\"owner\":\"status-1/"'
+check "uptime lease: hb:status:uptime:owner holds status-1's value, with an expiry" \
+	bash -c 'owner | grep -q "^status-1/[0-9a-f]\{16\}$" && t=$(rcli us status TTL hb:status:uptime:owner) && [ "$t" -gt 0 ] && [ "$t" -le 5 ]'
 check "uptime lease: wardctl status components names the owner" \
-	bash -c '"$BIN/wardctl" status components --region us | jq -e ".regions.us.uptime_owner | startswith(\"gateway-1/\")"'
+	bash -c '"$BIN/wardctl" status components --region us | jq -e ".regions.us.uptime_owner | startswith(\"status-1/\")"'
 check "uptime lease: the standby serves the page too" \
 	wait_for 10 bash -c 'curl -sS --max-time 5 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$G2S:127.0.0.1" "https://status.$WARD_DOMAIN:$G2S/api/v2/components.json" | jq -e "[.components[] | select(.group == false)] | length == 21"'
-check "uptime lease: the owner publishes its records (hb:gateway:status-uptime: region component day observed down)" \
-	bash -c 'v=$(rcli us status GET hb:gateway:status-uptime) && [ "$(echo "$v" | head -1)" = "ward-status-uptime 1" ] && echo "$v" | tail -n +2 | grep -qE "^eu tickets [0-9]+ [0-9]+ [1-9][0-9]*$" && ! echo "$v" | tail -n +2 | grep -vqE "^[a-z0-9-]+ [a-z]+ [0-9]+ [0-9]+ [0-9]+$"'
+check "uptime lease: the owner publishes its records (hb:status:uptime:records: region component day observed down)" \
+	bash -c 'v=$(rcli us status GET hb:status:uptime:records) && [ "$(echo "$v" | head -1)" = "ward-status-uptime 1" ] && echo "$v" | tail -n +2 | grep -qE "^eu tickets [0-9]+ [0-9]+ [1-9][0-9]*$" && ! echo "$v" | tail -n +2 | grep -vqE "^[a-z0-9-]+ [a-z]+ [0-9]+ [0-9]+ [0-9]+$"'
 check "uptime lease: the standby shows the same uptime (eu-tickets below 100%: an outage it never saw)" \
 	wait_for 15 bash -c 'curl -sS --max-time 5 --cacert "$WARD_CA" --resolve "status.$WARD_DOMAIN:$G2S:127.0.0.1" "https://status.$WARD_DOMAIN:$G2S/api/v2/components.json" | jq -e ".components[] | select(.id == \"eu-tickets\") | .uptime_90d < 100"'
-check "uptime lease: the status user cannot write the published records" bash -c 'rcli us status SET hb:gateway:status-uptime x | grep -q NOPERM'
+check "uptime lease: the status user writes only its own keys (hb:status:*), no other service's" \
+	bash -c 'rcli us status SET hb:gateway:status-uptime x | grep -q NOPERM && rcli us status SET hb:auth:x x | grep -q NOPERM'
 sleep 3
-check "uptime lease: the lease stays with gateway-1 while both run" bash -c 'owner | grep -q "^gateway-1/" && [ "$(logged "$G2LOG" "uptime owner")" = 0 ]'
+check "uptime lease: the lease stays with status-1 while both run" bash -c 'owner | grep -q "^status-1/" && [ "$(logged "$G2LOG" "uptime owner")" = 0 ]'
 g2_stop TERM
 check "uptime lease: the standby stopped writes no uptime file, not even at shutdown" \
 	bash -c '[ -z "$(ls -A "$G2/state")" ]'
 # The owner stops (SIGTERM): it saves, releases the lease, and the standby takes over.
 g2_start
 wait_for 15 bash -c '[ "$(logged "$G2LOG" "uptime standby")" -ge 2 ]' >/dev/null
-u1=$(stat -c %i "$WARD_VAR/status/uptime" 2>/dev/null)
-g1log=$WARD_VAR/us/log/gateway.log
+UF=$SD/state/uptime
+u1=$(stat -c %i "$UF" 2>/dev/null)
+g1log=$SD/log/status.log
 n_owner=$(logged "$g1log" "uptime owner")
-p1=$(pid_of us gateway)
+p1=$(spid)
 kill -TERM "$p1"
 for _ in $(seq 100); do kill -0 "$p1" 2>/dev/null || break; sleep 0.1; done
-check "uptime lease: gateway-1 at SIGTERM saves its file and releases the lease" \
-	bash -c "[ \"\$(logged '$g1log' 'uptime lease released')\" -ge 1 ] && [ \"\$(stat -c %i '$WARD_VAR/status/uptime')\" != '$u1' ]"
+check "uptime lease: status-1 at SIGTERM saves its file and releases the lease" \
+	bash -c "[ \"\$(logged '$g1log' 'uptime lease released')\" -ge 1 ] && [ \"\$(stat -c %i '$UF')\" != '$u1' ]"
 check "uptime lease: the standby takes it over within a few polls and writes its own file at once" \
-	wait_for 8 bash -c 'owner | grep -q "^gateway-2/" && [ "$(logged "$G2LOG" "uptime owner")" = 1 ] && [ -s "$G2/state/uptime" ]'
-check "uptime lease: …carrying on from gateway-1's records (its file has the eu tickets outage)" \
+	wait_for 8 bash -c 'owner | grep -q "^status-2/" && [ "$(logged "$G2LOG" "uptime owner")" = 1 ] && [ -s "$G2/state/uptime" ]'
+check "uptime lease: …carrying on from status-1's records (its file has the eu tickets outage)" \
 	bash -c "awk '\$1 == \"eu\" && \$2 == \"tickets\" && \$5 > 0 { f = 1 } END { exit !f }' '$G2/state/uptime'"
-spawn_as_user "$WARD_VAR/us/run/gateway.pid" "$WARD_VAR/us/log/gateway.stderr" "$BIN/ward-gateway" --config "$WARD_VAR/us/etc/gateway.yaml"
-check "uptime lease: gateway-1 restarted is now the standby" \
-	wait_for 15 bash -c "grep 'uptime standby' '$g1log' | tail -1 | grep -q '\"owner\":\"gateway-2/' && owner | grep -q '^gateway-2/'"
-u1=$(stat -c %i "$WARD_VAR/status/uptime")
+spawn_as_user "$SD/run/status.pid" "$SD/log/status.stderr" "$BIN/ward-status" --config "$SD/etc/status.yaml"
+check "uptime lease: status-1 restarted is now the standby" \
+	wait_for 15 bash -c "grep 'uptime standby' '$g1log' | tail -1 | grep -q '\"owner\":\"status-2/' && owner | grep -q '^status-2/'"
+u1=$(stat -c %i "$UF")
 sleep 2
-check "uptime lease: …and writes nothing while standby" bash -c "[ \"\$(stat -c %i '$WARD_VAR/status/uptime')\" = '$u1' ] && [ \"\$(logged '$g1log' 'uptime owner')\" = $n_owner ]"
-# The owner is killed (no release): its lease expires (5 polls) and gateway-1 takes over.
+check "uptime lease: …and writes nothing while standby" bash -c "[ \"\$(stat -c %i '$UF')\" = '$u1' ] && [ \"\$(logged '$g1log' 'uptime owner')\" = $n_owner ]"
+# The owner is killed (no release): its lease expires (5 polls) and status-1 takes over.
 g2_stop KILL
 check "uptime lease: a killed owner's lease expires and the standby takes over" \
-	wait_for 15 bash -c "owner | grep -q '^gateway-1/' && [ \"\$(logged '$g1log' 'uptime owner')\" = $((n_owner + 1)) ]"
+	wait_for 15 bash -c "owner | grep -q '^status-1/' && [ \"\$(logged '$g1log' 'uptime owner')\" = $((n_owner + 1)) ]"
 check "uptime lease: …carrying on from the file (its records of before, then saved at once)" \
-	bash -c "[ \"\$(stat -c %i '$WARD_VAR/status/uptime')\" != '$u1' ] && grep -q '^us tickets ' '$WARD_VAR/status/uptime'"
-check "uptime lease: gateway-2 became the owner once only" \
+	bash -c "[ \"\$(stat -c %i '$UF')\" != '$u1' ] && grep -q '^us tickets ' '$UF'"
+check "uptime lease: status-2 became the owner once only" \
 	bash -c "[ \"\$(logged '$G2LOG' 'uptime owner')\" = 1 ]"
-check "the status page answers again on gateway-1" wait_for 15 bash -c 'st /api/v2/status.json | jq -e .status.indicator'
+check "the status page answers again on status-1" wait_for 15 bash -c 'st /api/v2/status.json | jq -e .status.indicator'
 rm -rf "$G2"
+
+# ==== the status process killed (kill -9: no save, no release) and restarted keeps its
+# uptime (state_dir): the eu tickets outage recorded before is still on the page.
+p1=$(spid)
+kill -KILL "$p1"
+for _ in $(seq 100); do kill -0 "$p1" 2>/dev/null || break; sleep 0.1; done
+check "ward-status killed: the page is gone (nothing else serves it: not the us gateway)" \
+	bash -c '! st /api/v2/status.json -f >/dev/null 2>&1'
+spawn_as_user "$SD/run/status.pid" "$SD/log/status.stderr" "$BIN/ward-status" --config "$SD/etc/status.yaml"
+check "ward-status restarted: the owner again once its old lease expired" \
+	wait_for 20 bash -c "owner | grep -q '^status-1/' && [ \"\$(logged '$g1log' 'uptime owner')\" = $((n_owner + 2)) ]"
+check "…and its page keeps the uptime: eu-tickets' outage still below 100%" \
+	wait_for 10 bash -c 'st /api/v2/components.json | jq -e ".components[] | select(.id == \"eu-tickets\") | .uptime_90d < 100"'
+check "…served by the new ward-status process" bash -c '[ "$(listening $(spid))" = "$SP" ] && rcli us status GET hb:status:status-1 | jq -e ".pid == $(spid)"'
+

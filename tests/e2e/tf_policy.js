@@ -266,6 +266,34 @@ function statements(expr) {
 		const lt = (m.resource.aws_launch_template || {}).migrate;
 		if (!lt || !/aws_security_group\.migrate\b/.test(lt.vpc_security_group_ids) || !/aws_iam_instance_profile\.migrate\b/.test(flat(lt.iam_instance_profile)[0].name)) return 'migrate launch template';
 	});
+	check('the status page: its own group and role (ward/<region>/status/* and tls/* secrets only, no KMS, no S3), the status balancer targets it and never the gateway; in only from that balancer on 8443, out only to Redis and the endpoints', () => {
+		const S = v => JSON.stringify(v === undefined ? '' : v);
+		const sec = (m.resource.aws_iam_role_policy || {}).status_secrets;
+		if (!sec || !/aws_iam_role\.status\[0\]\.id/.test(sec.role)) return 'no status secrets policy on its own role';
+		const st = statements(sec.policy);
+		if (st.length !== 1 || JSON.stringify(st[0].actions) !== '["secretsmanager:GetSecretValue"]') return `actions ${JSON.stringify(st.map(x => x.actions))}`;
+		const want = ['status', 'tls'].map(d => `:secret:ward/\${var.region}/${d}/*`);
+		if (st[0].resources.length !== 2 || !want.every((w, i) => st[0].resources[i].endsWith(w))) return `the status role reads ${st[0].resources}`;
+		for (const [n, p] of res(m, 'aws_iam_role_policy'))
+			if (n !== 'status_secrets' && /aws_iam_role\.status\b/.test(p.role)) return `${n} also on the status role`;
+		const g = (m.resource.aws_autoscaling_group || {}).status;
+		if (!g || !/aws_lb_target_group\.status\b/.test(S(g.target_group_arns)) || !/aws_subnet\.private/.test(g.vpc_zone_identifier)) return 'no status group behind the status balancer';
+		for (const [n, a] of res(m, 'aws_autoscaling_group'))
+			if (n !== 'status' && /aws_lb_target_group\.status\b/.test(S(a.target_group_arns))) return `the status balancer targets ${n}`;
+		const lt = (m.resource.aws_launch_template || {}).status;
+		if (!lt || !/aws_security_group\.status\b/.test(S(lt.vpc_security_group_ids)) || !/aws_iam_instance_profile\.status\b/.test(S(flat(lt.iam_instance_profile)[0].name))) return 'status launch template';
+		const ln = (m.resource.aws_lb_listener || {}).status;
+		if (!ln || !/aws_lb_target_group\.status\b/.test(S(ln.default_action))) return 'the status listener forwards elsewhere';
+		const tg = (m.resource.aws_lb_target_group || {}).status;
+		if (!tg || tg.port !== 8443) return 'status target group not on 8443';
+		for (const [n, r] of res(m, 'aws_security_group_rule')) {
+			const mine = /aws_security_group\.status\b/.test(r.security_group_id);
+			if (mine && r.type === 'egress' && !(r.from_port === 6379 && /aws_security_group\.redis\b/.test(r.source_security_group_id)) &&
+			    !(r.from_port === 443 && /aws_security_group\.endpoints\b/.test(r.source_security_group_id))) return `${n}: status egress ${r.from_port}`;
+			if (mine && r.type === 'ingress' && !(r.from_port === 8443 && r.to_port === 8443 && /aws_security_group\.lb_https\b/.test(r.source_security_group_id))) return `${n}: status ingress ${r.from_port}`;
+			if (r.from_port === 8443 && ![r.security_group_id, r.source_security_group_id].some(x => /aws_security_group\.status\b/.test(x))) return `${n}: 8443 to another group than the status page's`;
+		}
+	});
 	check('DNS *.<region>.<domain> and mx.<region>.<domain>; status.<domain> on the status cell', () => {
 		const names = res(m, 'aws_route53_record').map(([, r]) => r.name);
 		for (const n of ['*.${var.region}.${var.domain}', 'mx.${var.region}.${var.domain}', 'status.${var.domain}'])

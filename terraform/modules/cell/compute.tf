@@ -115,7 +115,7 @@ resource "aws_autoscaling_group" "daemon" {
   max_size            = 6
   vpc_zone_identifier = aws_subnet.private[*].id
   health_check_type   = contains(["gateway", "mail-ingest"], each.key) ? "ELB" : "EC2"
-  target_group_arns = (each.key == "gateway" ? concat([aws_lb_target_group.https.arn], aws_lb_target_group.status[*].arn) :
+  target_group_arns = (each.key == "gateway" ? [aws_lb_target_group.https.arn] :
   each.key == "mail-ingest" ? [aws_lb_target_group.smtp.arn] : [])
   launch_template {
     id      = aws_launch_template.daemon[each.key].id
@@ -130,48 +130,6 @@ resource "aws_lb" "public" {
   security_groups                  = [aws_security_group.lb_https.id, aws_security_group.lb_smtp.id]
   enable_deletion_protection       = true
   enable_cross_zone_load_balancing = true
-}
-
-# status.<domain>: its own balancer (TCP cannot route on SNI), 443 → the gateway's
-# status listener (8443), only in the cell with status_page = true.
-resource "aws_lb" "status" {
-  count                      = var.status_page ? 1 : 0
-  name                       = "ward-${var.region}-status"
-  load_balancer_type         = "network"
-  subnets                    = aws_subnet.public[*].id
-  security_groups            = [aws_security_group.lb_https.id]
-  enable_deletion_protection = true
-}
-
-resource "aws_lb_target_group" "status" {
-  count    = var.status_page ? 1 : 0
-  name     = "ward-${var.region}-status"
-  port     = 8443
-  protocol = "TCP"
-  vpc_id   = aws_vpc.cell.id
-}
-
-resource "aws_lb_listener" "status" {
-  count             = var.status_page ? 1 : 0
-  load_balancer_arn = aws_lb.status[0].arn
-  port              = 443
-  protocol          = "TCP"
-  default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.status[0].arn
-  }
-}
-
-resource "aws_route53_record" "status" {
-  count   = var.status_page ? 1 : 0
-  zone_id = var.zone_id
-  name    = "status.${var.domain}"
-  type    = "A"
-  alias {
-    name                   = aws_lb.status[0].dns_name
-    zone_id                = aws_lb.status[0].zone_id
-    evaluate_target_health = true
-  }
 }
 
 resource "aws_lb_target_group" "https" {

@@ -119,7 +119,8 @@ resource "aws_flow_log" "cell" {
 
 # ------------------------------------------------------------------ security groups
 # Exactly the flows of deploy/policy.yaml. The internet reaches 443 (gateway; the
-# status page's balancer too) and 25 (mail-ingest); nothing else from anywhere.
+# status page's balancer too, to ward-status: status.tf) and 25 (mail-ingest);
+# nothing else from anywhere.
 # Rules are separate resources so that groups can name each other without cycles.
 resource "aws_security_group" "lb_https" {
   name        = "ward-${var.region}-lb-https"
@@ -178,22 +179,20 @@ resource "aws_security_group_rule" "smtp_from_internet" {
   cidr_blocks       = ["0.0.0.0/0"]
 }
 
-# Balancer → daemon, and only the daemon's own port.
+# Balancer → daemon, and only the daemon's own port (the status page: status.tf).
 resource "aws_security_group_rule" "lb_to_gateway" {
-  for_each                 = toset(var.status_page ? ["443", "8443"] : ["443"])
   type                     = "egress"
-  from_port                = tonumber(each.key)
-  to_port                  = tonumber(each.key)
+  from_port                = 443
+  to_port                  = 443
   protocol                 = "tcp"
   security_group_id        = aws_security_group.lb_https.id
   source_security_group_id = aws_security_group.daemon["gateway"].id
 }
 
 resource "aws_security_group_rule" "gateway_from_lb" {
-  for_each                 = toset(var.status_page ? ["443", "8443"] : ["443"])
   type                     = "ingress"
-  from_port                = tonumber(each.key)
-  to_port                  = tonumber(each.key)
+  from_port                = 443
+  to_port                  = 443
   protocol                 = "tcp"
   security_group_id        = aws_security_group.daemon["gateway"].id
   source_security_group_id = aws_security_group.lb_https.id

@@ -26,7 +26,7 @@ variable "vpc_cidr" {
 variable "status_page" {
   type        = bool
   default     = false
-  description = "This cell's gateway serves status.<domain> (exactly one cell)"
+  description = "This cell runs the status page, ward-status, for status.<domain> (exactly one cell: status.tf)"
 }
 
 variable "instance_type" {
