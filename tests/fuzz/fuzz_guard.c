@@ -52,9 +52,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t off = 0, refused_len = 0;
 	bool was_refused = false;
 
-	if ((g.input = evbuffer_new()) == NULL || (g.hold = evbuffer_new()) == NULL ||
-	    (g.tmp = evbuffer_new()) == NULL)
+	static struct event_base *base;
+
+	/* The head deadline's timer: armed and cleared as on a connection, never run
+	 * (the loop is not run). */
+	if (base == NULL && (base = event_base_new()) == NULL)
 		abort();
+	if ((g.input = evbuffer_new()) == NULL || (g.hold = evbuffer_new()) == NULL ||
+	    (g.tmp = evbuffer_new()) == NULL ||
+	    (g.deadline = evtimer_new(base, gw_guard_deadline, &g)) == NULL)
+		abort();
+	gw_guard_arm(&g);
 	g.max_head = FUZZ_MAX_HEAD;
 	g.max_body = FUZZ_MAX_BODY;
 	if ((g.ent = evbuffer_add_cb(g.input, gateway_http_guard_cb, &g)) == NULL)
@@ -96,6 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			evbuffer_drain(g.input, len / 2);
 	}
 	evbuffer_remove_cb_entry(g.input, g.ent);
+	event_free(g.deadline);
 	evbuffer_free(g.input);
 	evbuffer_free(g.hold);
 	evbuffer_free(g.tmp);
