@@ -4,6 +4,9 @@
 #                                answering a static 200 over HTTPS on the same machine
 #                                (one worker, same TLS protocols and suites: the
 #                                gateway is one event loop too)
+#   redis_xadd_rps_c64,        XADDs/s of the cell's Redis (appendfsync always) at the
+#   <route>_ceiling_two_xadds  same client count, and half of it: a request through a
+#                              queue hop (request + reply) can go no faster
 #   gateway_pipeline_401_rps     the gateway alone: the same route without a credential
 #                                (rate-limit check, cached tenant, 401), same baseline
 #   gateway_rss_256conn          the gateway's RSS with 256 keep-alive connections busy
@@ -139,6 +142,12 @@ non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$W/gw.out")
 line "${NAME}_rps" "${grps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${grps:-0}" "${nrps:-0}")"
 line "${NAME}_p99" "$(p99_of "$W/gw.out")" ms nginx_static_200_p99 "$(p99_of "$W/nginx.out")" \
 	"$(ratio "$(p99_of "$W/gw.out")" "$(p99_of "$W/nginx.out")")"
+# The queue hop's ceiling (tests/bench/lib.sh): half the XADDs/s of the cell's Redis
+# (appendfsync always) at the same client count: a request and its reply.
+xadd=$(bench_xadd_rps 64)
+half=$(awk -v x="${xadd:-0}" 'BEGIN { printf "%.1f", x / 2 }')
+line redis_xadd_rps_c64 "${xadd:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${xadd:-0}" "${nrps:-0}")"
+line "${NAME}_ceiling_two_xadds" "$half" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "$half" "${nrps:-0}")"
 
 # The gateway's own pipeline without a service behind it: host, rate-limit check in
 # Redis, tenant (cached), route, 401 for the missing credential.

@@ -96,3 +96,33 @@ bench_restart_svc() {
 	done
 	return 1
 }
+
+# What one hop of the design costs at most, measured on the cell's own servers with
+# their own settings, for the ceilings beside the ratios:
+# bench_xadd_rps CLIENTS: XADD per second that the eu cell's Redis accepts from
+# CLIENTS clients (redis-benchmark, appendfsync as configured: always), on a scratch
+# stream deleted after. A request through a queue costs at least two of them (the
+# request and its reply), so half of this bounds any such request rate.
+bench_xadd_rps() {
+	local pw k=bench:xadd:$$ r
+	pw=$(cat "$WARD_VAR/eu/secrets/redis-admin") || return 1
+	r=$(REDISCLI_AUTH=$pw redis-benchmark -h 127.0.0.1 -p "${WARD_EU_REDIS##*:}" --user admin \
+		-a "$pw" -c "$1" -n 200000 -q XADD "$k" MAXLEN '~' 1000 '*' f v 2>/dev/null |
+		tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+	REDISCLI_AUTH=$pw redis-cli --no-auth-warning --user admin -h 127.0.0.1 \
+		-p "${WARD_EU_REDIS##*:}" DEL "$k" >/dev/null 2>&1
+	echo "${r:-0}"
+}
+# bench_pk_select_tps CLIENTS: primary-key SELECTs per second (pgbench -S, prepared)
+# on the eu cell's PostgreSQL, in a scratch database dropped after: one such round
+# trip bounds any request that reads one row.
+bench_pk_select_tps() {
+	local db=bench_pk_$$ url r
+	url=${WARD_EU_PG%/*}/$db
+	psql -X -q "$WARD_EU_PG" -c "CREATE DATABASE $db" >/dev/null 2>&1 || { echo 0; return; }
+	/usr/lib/postgresql/15/bin/pgbench -q -i -s 2 "$url" >/dev/null 2>&1 &&
+		r=$(/usr/lib/postgresql/15/bin/pgbench -n -S -M prepared -c "$1" -j 2 -T 8 "$url" 2>/dev/null |
+			sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+	psql -X -q "$WARD_EU_PG" -c "DROP DATABASE $db" >/dev/null 2>&1
+	echo "${r:-0}"
+}

@@ -14,6 +14,12 @@
 #                              < 64 MiB each)
 #   ticket_crypto_cpu_share    share of ward-ticket's CPU samples in OpenSSL/crypto
 #                              during the create run (perf, when it may record)
+#   redis_xadd_rps_c<C>        the ceilings of the path's hops on this machine, at the
+#   ticket_get_ceiling_two_xadds same client count (tests/bench/lib.sh): XADDs/s that
+#   pg_pk_select_tps_c<C>      the cell's Redis (appendfsync always) accepts, half of
+#                              it (a request and its reply: the most requests/s any
+#                              path through one queue hop can reach, before any other
+#                              work), and pgbench -S's primary-key SELECTs/s
 #   ticket_{create,get}_cpu_us_<part>  CPU time per request of each daemon, Redis
 #                              and PostgreSQL during the create and get runs (µs):
 #                              where a request's cost goes
@@ -145,6 +151,9 @@ for _ in $(seq 50); do curl -sk --max-time 2 -o /dev/null "https://127.0.0.1:$NP
 wrk -t2 -c"$C" -d"${DUR}s" --latency "https://127.0.0.1:$NP/" >"$W/nginx.out" 2>&1
 nrps=$(rps_of "$W/nginx.out")
 np99=$(p99_of "$W/nginx.out")
+# The hops' own ceilings on this machine (tests/bench/lib.sh), at the same client count.
+xadd=$(bench_xadd_rps "$C")
+pks=$(bench_pk_select_tps "$C")
 
 # Create, with RSS sampled and (if perf may record) ward-ticket's CPU profiled midway.
 TPIDS=$(pids_of ticket | tr ' ' ',')
@@ -178,6 +187,10 @@ grps=$(rps_of "$W/get.out")
 gcpu=$(bench_cpu_per "$W/cpu.get" "$(awk '/requests in/ { print $1 }' "$W/get.out")" ticket_get_cpu_us us/request 1000000)
 [ -n "$(non2xx "$W/get.out")" ] && echo "bench: $(non2xx "$W/get.out") non-2xx answers to get" >&2
 line ticket_get_rps "${grps:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${grps:-0}" "${nrps:-0}")"
+half=$(awk -v x="${xadd:-0}" 'BEGIN { printf "%.1f", x / 2 }')
+line redis_xadd_rps_c$C "${xadd:-0}" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "${xadd:-0}" "${nrps:-0}")"
+line ticket_get_ceiling_two_xadds "$half" req/s nginx_static_200_rps "${nrps:-0}" "$(ratio "$half" "${nrps:-0}")"
+line pg_pk_select_tps_c$C "${pks:-0}" tps nginx_static_200_rps "${nrps:-0}" "$(ratio "${pks:-0}" "${nrps:-0}")"
 line ticket_get_p99 "$(p99_of "$W/get.out")" ms nginx_static_200_p99 "${np99:-0}" "$(ratio "$(p99_of "$W/get.out")" "${np99:-0}")"
 
 wrk -t2 -c"$C" -d"${DUR}s" --latency "${HDR[@]}" "https://127.0.0.1:$P/api/v1/tickets?limit=25" >"$W/list.out" 2>&1
