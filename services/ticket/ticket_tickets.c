@@ -244,6 +244,29 @@ static int ticket_assignee_ok(struct daemon *d, const char *tenant, const char *
 	return found;
 }
 
+/* A new assignee id in an open transaction: 0 if it may be assigned, else -1 with the
+ * transaction rolled back and *qr_r the answer (422 naming assignee_id, under title,
+ * or the failure's). */
+static int ticket_assignee_check(struct daemon *d, const char *tenant, const char *id,
+				 struct queue_reply *reply, const char *title, queue_result_t *qr_r,
+				 const char **error_r)
+{
+	struct ticket_errors e = {0};
+	const char *err = NULL;
+	int r = ticket_assignee_ok(d, tenant, id, &err);
+
+	if (r == 1)
+		return 0;
+	if (r < 0) {
+		*qr_r = ticket_fail(d, reply, "assignee", err, error_r);
+		return -1;
+	}
+	db_rollback(daemon_db(d));
+	ticket_errors_add(&e, "assignee_id", "is not an enabled agent or admin of this tenant");
+	*qr_r = ticket_problem(reply, 422, title, NULL, &e);
+	return -1;
+}
+
 /* The common start of every handler: a tenant id we can set for RLS, and a
  * customer id usable as requester. 0, or -1 with the problem in reply. */
 static int ticket_prologue(const Ward__Envelope *env, const struct ticket_who *who,
@@ -416,21 +439,10 @@ queue_result_t ticket_create(struct daemon *d, const Ward__Envelope *env, const 
 			goto out;
 		}
 	}
-	if (req->assignee_id[0] != '\0') {
-		int r = ticket_assignee_ok(d, env->tenant, req->assignee_id, &err);
-
-		if (r < 0) {
-			qr = ticket_fail(d, reply, "assignee", err, error_r);
-			goto out;
-		}
-		if (r == 0) {
-			db_rollback(daemon_db(d));
-			ticket_errors_add(&e, "assignee_id",
-					  "is not an enabled agent or admin of this tenant");
-			qr = ticket_problem(reply, 422, "Invalid ticket", NULL, &e);
-			goto out;
-		}
-	}
+	if (req->assignee_id[0] != '\0' &&
+	    ticket_assignee_check(d, env->tenant, req->assignee_id, reply, "Invalid ticket", &qr,
+				  error_r) < 0)
+		goto out;
 	if (ticket_uuid_random(id) < 0 || ticket_uuid_random(mid) < 0) {
 		qr = ticket_fail(d, reply, "random", "no random bytes", error_r);
 		goto out;
@@ -828,20 +840,10 @@ queue_result_t ticket_update(struct daemon *d, const Ward__Envelope *env, const 
 			goto out;
 		}
 	}
-	if (req->assignee_id[0] != '\0' && strcmp(req->assignee_id, old_assignee) != 0) {
-		r = ticket_assignee_ok(d, env->tenant, req->assignee_id, &err);
-		if (r < 0) {
-			qr = ticket_fail(d, reply, "assignee", err, error_r);
-			goto out;
-		}
-		if (r == 0) {
-			db_rollback(daemon_db(d));
-			ticket_errors_add(&e, "assignee_id",
-					  "is not an enabled agent or admin of this tenant");
-			qr = ticket_problem(reply, 422, "Invalid change", NULL, &e);
-			goto out;
-		}
-	}
+	if (req->assignee_id[0] != '\0' && strcmp(req->assignee_id, old_assignee) != 0 &&
+	    ticket_assignee_check(d, env->tenant, req->assignee_id, reply, "Invalid change", &qr,
+				  error_r) < 0)
+		goto out;
 	new_assignee = req->unassign ? "" : req->assignee_id[0] ? req->assignee_id : old_assignee;
 	snprintf(target, sizeof target, "ticket:%s", req->id);
 	{
