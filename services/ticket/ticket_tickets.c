@@ -207,12 +207,11 @@ int ticket_visible(struct daemon *d, const char *tenant, const struct ticket_who
 	return found;
 }
 
-/* Does department id exist in the tenant? 1, 0 or -1. */
-static int ticket_department_exists(struct daemon *d, const char *id, const char **error_r)
+/* Does the one-row query sql (with its n parameters p) find its row? 1, 0 or -1. */
+static int ticket_row_exists(struct daemon *d, const char *sql, int n, const char *const *p,
+			     const char **error_r)
 {
-	const char *p[1] = {id};
-	PGresult *res =
-	    db_exec(daemon_db(d), "SELECT 1 FROM ticket.departments WHERE id = $1", 1, p, error_r);
+	PGresult *res = db_exec(daemon_db(d), sql, n, p, error_r);
 	int found;
 
 	if (res == NULL)
@@ -220,6 +219,15 @@ static int ticket_department_exists(struct daemon *d, const char *id, const char
 	found = PQntuples(res) == 1;
 	PQclear(res);
 	return found;
+}
+
+/* Does department id exist in the tenant? 1, 0 or -1. */
+static int ticket_department_exists(struct daemon *d, const char *id, const char **error_r)
+{
+	const char *p[1] = {id};
+
+	return ticket_row_exists(d, "SELECT 1 FROM ticket.departments WHERE id = $1", 1, p,
+				 error_r);
 }
 
 /*
@@ -231,17 +239,11 @@ static int ticket_assignee_ok(struct daemon *d, const char *tenant, const char *
 			      const char **error_r)
 {
 	const char *p[2] = {id, tenant};
-	PGresult *res = db_exec(daemon_db(d),
-				"SELECT 1 FROM auth.users WHERE id = $1::uuid AND tenant_id = "
-				"$2::uuid AND role IN ('agent', 'admin') AND NOT disabled",
-				2, p, error_r);
-	int found;
 
-	if (res == NULL)
-		return -1;
-	found = PQntuples(res) == 1;
-	PQclear(res);
-	return found;
+	return ticket_row_exists(d,
+				 "SELECT 1 FROM auth.users WHERE id = $1::uuid AND tenant_id = "
+				 "$2::uuid AND role IN ('agent', 'admin') AND NOT disabled",
+				 2, p, error_r);
 }
 
 /* A new assignee id in an open transaction: 0 if it may be assigned, else -1 with the
