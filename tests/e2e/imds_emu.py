@@ -28,7 +28,9 @@
 #   /imds?up=0|1    stop or resume listening on IMDS_PORT (unreachable)
 #   /state          JSON: current key id, every key id's secret, token, expiry and
 #                   revocation, the S3 and IMDS request logs
-import asyncio, base64, hashlib, hmac, json, os, secrets, string, sys, time, urllib.parse
+import asyncio, base64, json, os, secrets, string, sys, time, urllib.parse
+
+from s3_sigv4 import answer, pipe, read_request, s3_error, sigv4_check, sigv4_fields
 
 IMDS_PORT, S3_PORT, CTL_PORT, UPSTREAM = (int(x) for x in sys.argv[1:5])
 ROLE = "ward-uk-backup"
@@ -51,30 +53,6 @@ def new_creds(ttl):
     }
     st["current"] = akid
     return akid
-
-
-async def read_request(r):
-    head = await r.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
-    headers = {}
-    for l in lines[1:]:
-        if ":" in l:
-            k, v = l.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-    body = await r.readexactly(int(headers.get("content-length", "0")))
-    return head, method, target, headers, body
-
-
-async def answer(w, code, reason, body, ctype="text/plain"):
-    if isinstance(body, str):
-        body = body.encode()
-    w.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
-            % (code, reason.encode(), ctype.encode(), len(body)) + body)
-    try:
-        await w.drain()
-    finally:
-        w.close()
 
 
 # ------------------------------------------------------------------ IMDS
@@ -145,55 +123,20 @@ async def imds(cr, cw):
 
 
 # ------------------------------------------------------------------ S3 front
-def h256(k, m):
-    return hmac.new(k, m.encode(), hashlib.sha256).digest()
-
-
 def check(method, target, headers, body):
-    auth = headers.get("authorization", "")
-    if not auth.startswith("AWS4-HMAC-SHA256 "):
+    f = sigv4_fields(headers)
+    if f is None:
         return None, "AccessDenied", "not signed with SigV4"
-    f = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
-    akid, date, region, service, term = f["Credential"].split("/")
+    akid = f["Credential"].split("/")[0]
     c = st["creds"].get(akid)
     if c is None:
         return akid, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."
     if c["revoked"] or c["expires"] <= time.time():
         return akid, "ExpiredToken", "The provided token has expired."
-    signed = f["SignedHeaders"].split(";")
-    if headers.get("x-amz-security-token") != c["token"] or "x-amz-security-token" not in signed:
+    if headers.get("x-amz-security-token") != c["token"] or "x-amz-security-token" not in f["SignedHeaders"].split(";"):
         return akid, "InvalidToken", "The provided token is malformed or otherwise invalid."
-    payload = headers.get("x-amz-content-sha256", "")
-    if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
-        return akid, "XAmzContentSHA256Mismatch", "payload hash"
-    path, _, query = target.partition("?")
-    q = sorted(urllib.parse.parse_qsl(query, keep_blank_values=True))
-    cq = "&".join(urllib.parse.quote(k, safe="-_.~") + "=" + urllib.parse.quote(v, safe="-_.~") for k, v in q)
-    ch = "".join(n + ":" + " ".join(headers.get(n, "").split()) + "\n" for n in signed)
-    creq = "\n".join([method, path, cq, ch, f["SignedHeaders"], payload])
-    sts = "\n".join(["AWS4-HMAC-SHA256", headers.get("x-amz-date", ""), "/".join([date, region, service, term]),
-                     hashlib.sha256(creq.encode()).hexdigest()])
-    key = h256(h256(h256(h256(("AWS4" + c["secret"]).encode(), date), region), service), term)
-    if not hmac.compare_digest(hmac.new(key, sts.encode(), hashlib.sha256).hexdigest(), f["Signature"]):
-        return akid, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided."
-    return akid, None, None
-
-
-async def pipe(r, w):
-    try:
-        while True:
-            b = await r.read(65536)
-            if not b:
-                break
-            w.write(b)
-            await w.drain()
-    except Exception:
-        pass
-    finally:
-        try:
-            w.close()
-        except Exception:
-            pass
+    bad = sigv4_check(method, target, headers, body, f, c["secret"])
+    return (akid, *bad) if bad else (akid, None, None)
 
 
 async def s3(cr, cw):
@@ -205,8 +148,7 @@ async def s3(cr, cw):
         return
     st["s3"].append({"method": method, "path": target.split("?", 1)[0], "akid": akid, "refused": code})
     if code:
-        x = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code><Message>%s</Message></Error>" % (code, msg))
-        return await answer(cw, 403, "Forbidden", x, "application/xml")
+        return await answer(cw, 403, "Forbidden", s3_error(code, msg), "application/xml")
     try:
         ur, uw = await asyncio.open_connection("127.0.0.1", UPSTREAM)
     except Exception:

@@ -20,6 +20,19 @@ refuse() { local n=$1; shift; if "$@" >/tmp/ward-check.$$ 2>&1; then not_ok "$n 
 
 . "$TOP/ops/lib.sh"
 upper() { echo "$1" | tr a-z A-Z; }
+# is GOT WANT: true when equal, else says both (for check's report)
+is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
+wctl() { "$BIN/wardctl" "$@"; }
+# jq_ KEY...: the value at that path of the JSON on stdin (list indexes as numbers,
+# booleans as true/false), or an empty line
+jq_() { python3 -c 'import json,sys
+try:
+    d = json.loads(sys.stdin.read())
+    for k in sys.argv[1:]:
+        d = d[int(k)] if isinstance(d, list) else d[k]
+    print(str(d).lower() if isinstance(d, bool) else d)
+except Exception:
+    print("")' "$@"; }
 hostport() { local v="WARD_$(upper "$1")_$2"; echo "${!v}"; }
 port_of() { hostport "$1" "$2" | sed -e 's|^postgresql://[^@]*@||' -e 's|/.*||' -e 's/.*://'; }
 secret() { cat "$WARD_VAR/$1/secrets/$2"; }

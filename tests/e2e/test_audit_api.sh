@@ -12,7 +12,6 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/lib_api.sh"
 S=audit-api-$RANDOM$RANDOM
 S2=audit-api2-$RANDOM$RANDOM
-is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
 
 out=$("$BIN/wardctl" tenant create --slug "$S" --region $R --name "Audit API" --admin-email boss@aa.example)
 PW=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_password"])')

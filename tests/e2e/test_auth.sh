@@ -32,7 +32,6 @@ reset_limits() {
 	rcli $R admin --scan --pattern 'rl:gateway:login:*' | while read -r k; do rcli $R admin DEL "$k" >/dev/null; done
 	pg_super $R "DELETE FROM auth.login_failures WHERE tenant_id = '$TA'" >/dev/null
 }
-is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
 # sess_of JAR: the ward_session cookie's value in a curl cookie jar.
 sess_of() { awk '$6 == "ward_session" { v = $7 } END { print v }' "$1"; }
 # keep_old JAR: a copy of the jar and its CSRF token as JAR.old (the session before a change).

@@ -19,7 +19,6 @@ SUF=$RANDOM$RANDOM
 A=as-a-$SUF
 B=as-b-$SUF
 . "$(dirname "$0")/lib_api.sh"
-is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
 reset_rl() { rcli $R admin --scan --pattern 'rl:gateway:login:*' | while read -r k; do rcli $R admin DEL "$k" >/dev/null; done; }
 reset_limits() { reset_rl; pg_super $R "DELETE FROM auth.login_failures WHERE tenant_id = '$TA'" >/dev/null; }
 cookie_of() { sed -n 's/.*\tward_session\t\(.*\)$/\1/p' "$1" | tail -1; }

@@ -49,8 +49,6 @@ login() {
 reset_limits() {
 	rcli $R admin --scan --pattern 'rl:gateway:*' | while read -r k; do rcli $R admin DEL "$k" >/dev/null; done
 }
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
-wctl() { "$BIN/wardctl" "$@"; }
 
 # ------------------------------------------------------------------ data
 out=$(wctl tenant create --slug "$S" --region $R --name "BK $SUF" --admin-email admin@$S.example 2>&1)

@@ -30,16 +30,6 @@ BUCKET=ward-backups-$R
 SUF=$RANDOM$RANDOM
 S=bkimds-$SUF
 M=imdsmark$SUF$RANDOM
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
-wctl() { "$BIN/wardctl" "$@"; }
-jq_() { python3 -c 'import json,sys
-try:
-    d = json.loads(sys.stdin.read())
-    for k in sys.argv[1:]:
-        d = d[int(k)] if isinstance(d, list) else d[k]
-    print(str(d).lower() if isinstance(d, bool) else d)
-except Exception:
-    print("")' "$@"; }
 S3PORT=$(free_port)
 IPORT=$(free_port)
 VPORT=$(free_port)

@@ -28,16 +28,6 @@ SUF=$RANDOM$RANDOM
 S=bks3-$SUF
 M=s3mark$SUF$RANDOM # must never appear in clear in the bucket
 NEWPW='Sturdy-Passphrase-2026!'
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
-wctl() { "$BIN/wardctl" "$@"; }
-jq_() { python3 -c 'import json,sys
-try:
-    d = json.loads(sys.stdin.read())
-    for k in sys.argv[1:]:
-        d = d[int(k)] if isinstance(d, list) else d[k]
-    print(str(d).lower() if isinstance(d, bool) else d)
-except Exception:
-    print("")' "$@"; }
 S3PORT=$(free_port)
 PXPORT=$(free_port)
 S3PID=""
@@ -45,91 +35,13 @@ PXPID=""
 
 stop_s3() { [ -n "$S3PID" ] && kill -KILL "$S3PID" 2>/dev/null; wait "$S3PID" 2>/dev/null; S3PID=""; }
 
-# In front of s3rver (which checks the access key id but computes no SigV4
-# signature): a proxy that checks each request's AWS SigV4 signature and payload hash
-# with the secret, as S3 does (403 SignatureDoesNotMatch / XAmzContentSHA256Mismatch),
-# then forwards it, after DELAY seconds (a slow link, to kill s3rver mid-upload).
-cat >"$TMP/proxy.py" <<'PY'
-import asyncio, hashlib, hmac, sys, urllib.parse
-listen, upstream, delay, secret = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-def h(k, m): return hmac.new(k, m.encode(), hashlib.sha256).digest()
-def check(method, target, headers, body):
-    auth = headers.get("authorization", "")
-    if not auth.startswith("AWS4-HMAC-SHA256 "):
-        return "AccessDenied", "not signed with SigV4"
-    f = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
-    ak, date, region, service, term = f["Credential"].split("/")
-    if ak != "S3RVER":
-        return "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."
-    payload = headers.get("x-amz-content-sha256", "")
-    if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
-        return "XAmzContentSHA256Mismatch", "payload hash"
-    path, _, query = target.partition("?")
-    q = sorted(urllib.parse.parse_qsl(query, keep_blank_values=True))
-    cq = "&".join(urllib.parse.quote(k, safe="-_.~") + "=" + urllib.parse.quote(v, safe="-_.~") for k, v in q)
-    signed = f["SignedHeaders"].split(";")
-    ch = "".join(n + ":" + " ".join(headers.get(n, "").split()) + "\n" for n in signed)
-    creq = "\n".join([method, path, cq, ch, f["SignedHeaders"], payload])
-    sts = "\n".join(["AWS4-HMAC-SHA256", headers.get("x-amz-date", ""), "/".join([date, region, service, term]),
-                     hashlib.sha256(creq.encode()).hexdigest()])
-    key = h(h(h(h(("AWS4" + secret).encode(), date), region), service), term)
-    if not hmac.compare_digest(hmac.new(key, sts.encode(), hashlib.sha256).hexdigest(), f["Signature"]):
-        return "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided."
-    return None
-async def pipe(r, w):
-    try:
-        while True:
-            b = await r.read(65536)
-            if not b:
-                break
-            w.write(b)
-            await w.drain()
-    except Exception:
-        pass
-    finally:
-        try:
-            w.close()
-        except Exception:
-            pass
-async def handle(cr, cw):
-    await asyncio.sleep(delay)
-    try:
-        head = await cr.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _ = lines[0].split(" ", 2)
-        headers = {}
-        for l in lines[1:]:
-            if ":" in l:
-                k, v = l.split(":", 1)
-                headers[k.strip().lower()] = v.strip()
-        body = await cr.readexactly(int(headers.get("content-length", "0")))
-        bad = check(method, target, headers, body)
-    except Exception as e:
-        cw.close()
-        return
-    if bad:
-        x = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code><Message>%s</Message></Error>" % bad).encode()
-        cw.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(x) + x)
-        await cw.drain()
-        cw.close()
-        return
-    try:
-        ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
-    except Exception:
-        cw.close()
-        return
-    uw.write(head + body)
-    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
-async def main():
-    srv = await asyncio.start_server(handle, "127.0.0.1", listen)
-    async with srv:
-        await srv.serve_forever()
-asyncio.run(main())
-PY
+# In front of s3rver: tests/e2e/s3_sigv4.py, a proxy that checks each request's SigV4
+# signature and payload hash with the secret, as S3 does, then forwards it after DELAY
+# seconds (a slow link, to kill s3rver mid-upload).
 VPORT=$(free_port)
 VPID=""
 start_proxy() { # PORT DELAY: prints the pid
-	python3 "$TMP/proxy.py" "$1" "$S3PORT" "$2" S3RVER >>"$TMP/proxy.log" 2>&1 &
+	python3 "$(dirname "$0")/s3_sigv4.py" "$1" "$S3PORT" "$2" S3RVER >>"$TMP/proxy.log" 2>&1 &
 	echo $!
 	wait_for 10 bash -c "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $1)).close()'"
 }
@@ -339,7 +251,7 @@ comp() { st /api/v2/components.json | python3 -c 'import json,sys; print([c["sta
 export -f st comp
 export SP
 check "status page: uk-backups operational" wait_for 20 bash -c '[ "$(comp uk-backups)" = operational ]'
-check "  ... shows the last verified backup" bash -c "st /api/v2/components.json | grep -q 'last verified'"
+check "  ... shows the last verified backup" wait_for 20 bash -c "st /api/v2/components.json | grep -q 'last verified'"
 now_ms=$(($(date +%s) * 1000))
 rcli $R admin SET hb:backup:last-verified "{\"region\":\"$R\",\"at_ms\":$now_ms,\"ok\":false,\"checked_ms\":$now_ms}" >/dev/null
 check "a failed verify: uk-backups degraded" wait_for 20 bash -c '[ "$(comp uk-backups)" = degraded_performance ]'

@@ -14,7 +14,6 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/lib_api.sh"
 S=gdpr-$RANDOM$RANDOM
 S2=gdpr2-$RANDOM$RANDOM
-is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
 polled() { local i; for i in $(seq 20); do "$@" && return 0; sleep 1; done; return 1; }
 # body of an api answer
 body() { echo "${1#* }"; }

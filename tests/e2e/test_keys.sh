@@ -21,8 +21,6 @@ S2=keys-closed-$SUF
 S3=keys-new-$SUF
 KEK=$WARD_VAR/$R/secrets/kek
 NEWPW='Sturdy-Passphrase-2026!'
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
-wctl() { "$BIN/wardctl" "$@"; }
 jfield() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
 for k in sys.argv[2:]: d = d[int(k)] if isinstance(d, list) else d[k]
 print(d)' "$@"; }

@@ -36,9 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
 has() { case $1 in *"$2"*) return 0 ;; esac; echo "'$1' lacks '$2'"; return 1; }
-wctl() { "$BIN/wardctl" "$@"; }
 j() { python3 -c 'import json,sys
 try:
     d = json.loads(sys.argv[1])

@@ -30,10 +30,8 @@ S3=pitrs3-late-$SUF # created after T: its slug must not be in clear in the buck
 NEWPW='Sturdy-Passphrase-2026!'
 SCRATCH=""
 S3PID=""
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
 has() { [ -n "$2" ] || { echo "nothing to look for"; return 1; }
 	case $1 in *"$2"*) return 0 ;; esac; echo "'$1' lacks '$2'"; return 1; }
-wctl() { "$BIN/wardctl" "$@"; }
 j() { python3 -c 'import json,sys
 try:
     d = json.loads(sys.argv[1])

@@ -8,7 +8,6 @@
 # end the au cell is removed again and the us gateway is back on three regions.
 . "$(dirname "$0")/lib.sh"
 . "$TOP/tests/e2e/lib_api.sh"
-is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
 TMP=$(mktemp -d)
 chmod 755 "$TMP"
 SUF=$$

@@ -49,7 +49,6 @@ login() { # SLUG JAR EMAIL PASSWORD: the status; the CSRF token next to the jar
 	[ "${out%% *}" = 200 ] && jv "$out" csrf_token >"$2.csrf"
 	echo "${out%% *}"
 }
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
 reset_limits() {
 	rcli $R admin --scan --pattern 'rl:gateway:*' | while read -r k; do rcli $R admin DEL "$k" >/dev/null; done
 }

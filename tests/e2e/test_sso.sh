@@ -20,7 +20,6 @@ trap 'rm -rf "$TMP"' EXIT
 SUF=$RANDOM$RANDOM
 S=sso-$SUF
 . "$(dirname "$0")/lib_api.sh"
-is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
 reset_limits() {
 	rcli $R admin --scan --pattern 'rl:gateway:login:*' | while read -r k; do rcli $R admin DEL "$k" >/dev/null; done
 	pg_super $R "DELETE FROM auth.login_failures WHERE tenant_id = '$T'" >/dev/null

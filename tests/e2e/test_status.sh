@@ -186,7 +186,6 @@ check "…and is listed in summary.json's scheduled_maintenances" \
 # ---- error rate: a burst of 5xx from the us gateway degrades us api/web (while every
 # heartbeat stays fresh), and they recover once the burst leaves the error window.
 . "$TOP/tests/e2e/lib_api.sh"
-is() { [ "$1" = "$2" ] || { echo "got $1, want $2"; return 1; }; }
 TMP=$(mktemp -d)
 chmod 755 "$TMP"
 ES=errburst$$

@@ -71,7 +71,6 @@ fields() { python3 -c 'import json,sys
 try: print(" ".join(e["field"] for e in json.loads(sys.argv[1].split(" ", 1)[1])["errors"]))
 except Exception: pass' "$1"; }
 status() { echo "${1%% *}"; }
-is() { [ "$1" = "$2" ] || { echo "got '$1', want '$2'"; return 1; }; }
 has() { grep -qF -- "$2" <<<"$1" || { echo "'$2' not in: ${1:0:300}"; return 1; }; }
 hasnt() { ! grep -qF -- "$2" <<<"$1" || { echo "'$2' found in: ${1:0:300}"; return 1; }; }
 # expect NAME STATUS api-args...: the request answers STATUS; the answer in $LAST.
