@@ -65,6 +65,7 @@ struct gateway_config {
 	int max_connections_per_source;
 	int ticket_rotate_seconds;    /* session ticket key rotation period */
 	int header_timeout_seconds;   /* deadline for the TLS handshake and a request head */
+	int body_timeout_seconds;     /* deadline for a request body, from its head's end */
 	int port_us, port_eu, port_uk; /* public HTTPS port of each region (421/307 targets) */
 	struct conf_list region_ports; /* "<region> <port>": any region (deploy/regions.yaml) */
 	int upstream_timeout_ms;      /* a routed request's deadline on its queue */

@@ -32,15 +32,18 @@
  * every byte, so a byte every few seconds would hold a connection for ever. The
  * guard also keeps a deadline, limits.header_timeout_seconds: on a TLS connection
  * from its accept (the handshake and the first head must both be done by then),
- * and for every later head from its first byte to its end. Past it the connection
- * gets a 408 if that was its first head (after a complete TLS handshake): evhttp
- * has read nothing yet, so it waits for a request line, and the guard hands it a
- * stand-in request (as for its refusals) and calls its read callback. Any other
- * connection is failed the way evhttp's own timeout fails it (its event callback
- * with BEV_EVENT_TIMEOUT): closed without an answer, and a request of that
- * connection still in flight is detached, not freed under its handler. (No 408
- * there: evhttp may be writing an earlier answer, and its read callback aborts the
- * process when called outside a reading state.)
+ * on a plain one from its first byte, and for every later head from its first byte
+ * to its end. Past it a TLS connection gets a 408 if that was its first head (after
+ * a complete handshake): evhttp has read nothing yet, so it waits for a request
+ * line, and the guard hands it a stand-in request (as for its refusals) and calls
+ * its read callback. Any other connection, the plain redirector's included, is
+ * failed the way evhttp's own timeout fails it (its event callback with
+ * BEV_EVENT_TIMEOUT): closed without an answer, and a request of that connection
+ * still in flight is detached, not freed under its handler. (No 408 there: evhttp
+ * may be writing an earlier answer, and its read callback aborts the process when
+ * called outside a reading state.)
+ * A request body has a deadline of its own, limits.body_timeout_seconds from the end
+ * of its head: a body dripped slowly is failed the same way (closed, no answer).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -586,8 +589,9 @@ struct gateway_guard {
 	uint64_t max_body;
 	bool refused;
 	struct bufferevent *bev;      /* the connection's, for the deadline */
-	struct event *deadline;	      /* limits.header_timeout_seconds */
+	struct event *deadline;	      /* limits.header_ or body_timeout_seconds */
 	bool timing;		      /* the deadline is armed */
+	bool timing_body;	      /* ...for a request body (else for a head) */
 	bool head_passed;	      /* a complete head went to evhttp in this round */
 	bool any_passed;	      /* evhttp was ever given a head (or a stand-in) */
 };
@@ -849,49 +853,63 @@ static void gw_guard_run(struct gateway_guard *g)
 	}
 }
 
-static unsigned long gw_deadline_closed; /* connections closed at the head deadline */
+static unsigned long gw_deadline_closed; /* connections closed at a head deadline */
+static unsigned long gw_body_deadline_closed; /* ...at a body deadline */
 
-/* Arm g's deadline: limits.header_timeout_seconds from now. */
-static void gw_guard_arm(struct gateway_guard *g)
+/* The configured deadline of a head (limits.header_timeout_seconds, default 10) or
+ * of a body (limits.body_timeout_seconds, default 60), in seconds. */
+static int gw_guard_period(bool body)
 {
-	struct timeval tv = { 10, 0 };
+	const struct gateway_config *cfg = gateway_http_gw != NULL ? gateway_http_gw->cfg : NULL;
+	int s = cfg == NULL ? 0 : body ? cfg->body_timeout_seconds : cfg->header_timeout_seconds;
 
-	if (gateway_http_gw != NULL && gateway_http_gw->cfg->header_timeout_seconds > 0)
-		tv.tv_sec = gateway_http_gw->cfg->header_timeout_seconds;
-	if (evtimer_add(g->deadline, &tv) != 0)
-		log_fatal("cannot arm a request head deadline");
-	g->timing = true;
+	return s > 0 ? s : body ? 60 : 10;
 }
 
-/* After a round of the guard: a head passed or a refusal ends the deadline; bytes of
- * a next head waiting start a new one (an armed one keeps running: same head). */
+/* Arm g's deadline for a head or a body, from now. */
+static void gw_guard_arm(struct gateway_guard *g, bool body)
+{
+	struct timeval tv = { gw_guard_period(body), 0 };
+
+	if (evtimer_add(g->deadline, &tv) != 0)
+		log_fatal("cannot arm a request deadline");
+	g->timing = true;
+	g->timing_body = body;
+}
+
+/* After a round of the guard: a head passed, a body complete or a refusal ends the
+ * deadline running; then a body still to come, or bytes of a next head waiting,
+ * start a new one (an armed one keeps running: same head, same body). */
 static void gw_guard_clock(struct gateway_guard *g)
 {
-	bool mid_head = !g->refused && g->body_left == 0 && g->skip_left == 0 &&
-			evbuffer_get_length(g->hold) > 0;
+	bool in_body = !g->refused && (g->body_left > 0 || g->skip_left > 0);
+	bool mid_head = !g->refused && !in_body && evbuffer_get_length(g->hold) > 0;
 
-	if ((g->head_passed || g->refused) && g->timing) {
+	if (g->timing && (g->refused || g->head_passed || (g->timing_body && !in_body))) {
 		evtimer_del(g->deadline);
 		g->timing = false;
 	}
 	g->head_passed = false;
-	if (mid_head && !g->timing)
-		gw_guard_arm(g);
+	if (!g->timing && (in_body || mid_head))
+		gw_guard_arm(g, in_body);
 }
 
-/* Whether the connection's TLS handshake (if any) is complete. */
+/* Whether the connection is TLS with its handshake complete. */
 static bool gw_guard_handshaken(const struct gateway_guard *g)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(g->bev);
 
-	return ssl == NULL || SSL_is_init_finished(ssl);
+	return ssl != NULL && SSL_is_init_finished(ssl);
 }
 
-/* The deadline passed: no complete head (or no TLS handshake) in time. The first
- * head of a connection is answered 408 (a stand-in request, evhttp's read callback
- * called: it waits for a request line, having read nothing). Otherwise fail the
- * connection through evhttp's event callback, as its own timeout does; g is freed
- * with the connection before this returns. */
+/* The deadline passed: no complete head (or no TLS handshake, or no complete body)
+ * in time. The first head of a TLS connection is answered 408 (a stand-in request,
+ * evhttp's read callback called: it waits for a request line, having read nothing).
+ * Otherwise fail the connection through evhttp's event callback, as its own timeout
+ * does; g is freed with the connection before this returns. The plain redirector
+ * is always failed so: evhttp never read a stand-in handed to it there (a first head
+ * dripped to it was neither answered nor closed), and a redirect has nothing a slow
+ * client needs. */
 static void gw_guard_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct gateway_guard *g = arg;
@@ -906,13 +924,18 @@ static void gw_guard_deadline(evutil_socket_t fd, short what, void *arg)
 	bufferevent_getcb(g->bev, &readcb, NULL, &eventcb, &cbarg);
 	if (eventcb == NULL || cbarg == NULL)
 		return; /* never expected: evhttp sets its callbacks at accept */
-	if (gw_deadline_closed++ % 1000 == 0)
+	if (g->timing_body) {
+		if (gw_body_deadline_closed++ % 1000 == 0)
+			log_event(LOG_WARN, "connection closed: no complete request body in time",
+				  LF_INT("body_timeout_seconds", gw_guard_period(true)),
+				  LF_INT("closed_total", gw_body_deadline_closed));
+	} else if (gw_deadline_closed++ % 1000 == 0) {
 		log_event(LOG_WARN, "connection closed: no complete request head in time",
-			  LF_INT("header_timeout_seconds",
-				 gateway_http_gw != NULL ? gateway_http_gw->cfg->header_timeout_seconds
-							 : 10),
+			  LF_INT("header_timeout_seconds", gw_guard_period(false)),
 			  LF_INT("closed_total", gw_deadline_closed));
-	if (!g->any_passed && g->passed == 0 && readcb != NULL && gw_guard_handshaken(g)) {
+	}
+	if (!g->timing_body && !g->any_passed && g->passed == 0 && readcb != NULL &&
+	    gw_guard_handshaken(g)) {
 		evbuffer_cb_clear_flags(g->input, g->ent, EVBUFFER_CB_ENABLED);
 		gw_guard_refuse(g, GW_REFUSE_TIMEOUT);
 		evbuffer_cb_set_flags(g->input, g->ent, EVBUFFER_CB_ENABLED);
@@ -990,7 +1013,7 @@ static struct gateway_guard *gw_guard_new(struct bufferevent *bev, size_t max_he
 	g->input = bufferevent_get_input(bev);
 	if ((g->deadline = evtimer_new(bufferevent_get_base(bev), gw_guard_deadline, g)) == NULL)
 		log_fatal("out of memory");
-	gw_guard_arm(g);
+	gw_guard_arm(g, false);
 	g->max_head = max_head;
 	g->max_body = max_body;
 	if ((g->ent = evbuffer_add_cb(g->input, gateway_http_guard_cb, g)) == NULL)

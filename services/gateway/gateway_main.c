@@ -70,6 +70,8 @@ static const struct conf_entry gateway_conf_entries[] = {
      86400, NULL},
     {"limits.header_timeout_seconds", CONF_INT, GC(header_timeout_seconds), false, "10", 1,
      3600, NULL},
+    {"limits.body_timeout_seconds", CONF_INT, GC(body_timeout_seconds), false, "60", 1, 3600,
+     NULL},
     {"regions.us.https_port", CONF_INT, GC(port_us), false, "443", 1, 65535, NULL},
     {"regions.eu.https_port", CONF_INT, GC(port_eu), false, "443", 1, 65535, NULL},
     {"regions.uk.https_port", CONF_INT, GC(port_uk), false, "443", 1, 65535, NULL},

@@ -360,10 +360,11 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=eu.$D" -keyout "$G2/rsa.key" -out
 chmod 600 "$G2/rsa.key"
 [ "$(id -u)" -eq 0 ] && chown "$WUSER" "$G2/rsa.key"
 G2P=$(free_port)
+G2HP=$(free_port)
 G2LOG=$WARD_VAR/eu/log/gateway-2.log G2ERR=$WARD_VAR/eu/log/gateway-2.stderr
-python3 - "$WARD_VAR/eu/etc/gateway.yaml" "$G2/gateway.yaml" "$G2LOG" "$G2P" "$G2" <<'PY'
+python3 - "$WARD_VAR/eu/etc/gateway.yaml" "$G2/gateway.yaml" "$G2LOG" "$G2P" "$G2" "$G2HP" <<'PY'
 import sys
-src, dst, log, https, g2 = sys.argv[1:6]
+src, dst, log, https, g2, http = sys.argv[1:7]
 out, section = [], None
 for line in open(src):
     if not line.startswith(" ") and line.rstrip().endswith(":"):
@@ -373,12 +374,11 @@ for line in open(src):
     elif line.startswith("  listen:") and section == "https":
         line = f"  listen: 127.0.0.1:{https}\n  ticket_rotate_seconds: 3\n"
     elif line.startswith("  listen:") and section == "http":
-        continue
+        line = f"  listen: 127.0.0.1:{http}\n"
     elif line.startswith("  cert_file:") and section == "https": line = f"  cert_file: {g2}/rsa.pem\n"
     elif line.startswith("  key_file:") and section == "https": line = f"  key_file: {g2}/rsa.key\n"
-    if line.strip() == "http:": continue
     out.append(line)
-out.append("limits:\n  header_timeout_seconds: 4\n  timeout_seconds: 3\n  max_connections_per_source: 4\n")
+out.append("limits:\n  header_timeout_seconds: 4\n  body_timeout_seconds: 6\n  timeout_seconds: 3\n  max_connections_per_source: 4\n")
 open(dst, "w").write("".join(out))
 PY
 chmod 644 "$G2/gateway.yaml"
@@ -386,7 +386,7 @@ spawn_as_user "$G2/gateway.pid" "$G2ERR" "$BIN/ward-gateway" --config "$G2/gatew
 g2_stop() { local p; p=$(cat "$G2/gateway.pid" 2>/dev/null) || return 0; kill -TERM "$p" 2>/dev/null
 	for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done; return 1; }
 trap 'g2_stop; rm -rf "$T"' EXIT
-export G2P G2LOG
+export G2P G2HP G2LOG
 check "gateway-2: a second eu gateway with short limits starts" \
 	wait_for 15 bash -c "curl -sS --max-time 3 --cacert '$WARD_CA' --resolve 'eu.$D:$G2P:127.0.0.1' https://eu.$D:$G2P/healthz | grep -q '\"status\":\"ok\"'"
 
@@ -440,9 +440,9 @@ check "tickets: each rotation is logged" bash -c "[ \"\$(grep -c 'session ticket
 # 4 s (limits.header_timeout_seconds) while evhttp's idle timeout (3 s) restarts at every
 # byte. slow MODE: a python client against gateway-2; prints what it measured.
 slow() {
-	python3 - "$G2P" "$H" "$1" <<'PY'
+	python3 - "$G2P" "$H" "$1" "$G2HP" <<'PY'
 import select, socket, ssl, sys, time
-port, host, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+port, host, mode, http_port = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 def tls():
     return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=host)
@@ -483,6 +483,16 @@ if mode == "drip":   # a head a byte per second; a normal request meanwhile
         if closed(s, 1.0): break
     head, _, body = got.partition(b"\r\n\r\n")
     print(f"closed after {time.monotonic() - t0:.1f} s; other connection: {other}; answer: {head.decode('latin-1')!r} {body.decode('latin-1')!r}")
+elif mode == "plaindrip":   # the same against the plain-HTTP redirector
+    t0 = time.monotonic(); s = socket.create_connection(("127.0.0.1", http_port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET /x HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
+    for i in range(20):
+        try: s.send(b"a")
+        except OSError: break
+        if closed(s, 1.0): break
+    head, _, body = got.partition(b"\r\n\r\n")
+    print(f"closed after {time.monotonic() - t0:.1f} s; answer: {head.decode('latin-1')!r} {body.decode('latin-1')!r}")
 elif mode == "late":  # request 1 answered, then the next head a byte per second
     s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a1 = answer(s)
@@ -511,6 +521,22 @@ elif mode == "keepalive":  # request 1, 2 s idle, request 2 dripped over 3 s: bo
         s.send(head[i:i + 1]); time.sleep(step)
     a2 = answer(s)
     print(f"{a1} | {a2} | connection age {time.monotonic() - t0:.1f} s")
+elif mode == "body":  # a complete head, then its 100-byte body a byte per second
+    s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"POST /api/v1/auth/login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n".encode())
+    t0 = time.monotonic()
+    for i in range(20):
+        try: s.send(b" ")
+        except (ssl.SSLError, ConnectionError, OSError): break
+        if closed(s, 1.0): break
+    print(f"closed after {time.monotonic() - t0:.1f} s from the head's end; answer: {got!r}")
+elif mode == "bodyok":  # the same body sent over 3 s: in time, answered
+    s = tls(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    body = b'{"email": "slow@example.com", "password": "x"}'.ljust(100)
+    s.sendall(f"POST /api/v1/auth/login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n".encode())
+    for i in range(0, 100, 10):
+        s.send(body[i:i + 10]); time.sleep(0.3)
+    print(answer(s))
 elif mode == "idle":  # a keep-alive connection left idle after its answer
     s = tls(); s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()); a = answer(s)
     t0 = time.monotonic()
@@ -530,6 +556,11 @@ check "slowloris: a head dripped a byte a second is cut at the 4 s deadline (evh
 check "slowloris: …while a normal request on another connection is served" grep -q 'other connection: HTTP/1.1 200' "$T/drip.out"
 check "slowloris: …and the slow first head is answered 408, a problem document, Connection: close" \
 	bash -c "grep -q 'answer: .HTTP/1.1 408 Request Timeout' $T/drip.out && grep -qi 'Content-Type: application/problem+json' $T/drip.out && grep -qi 'Connection: close' $T/drip.out && grep -q '\"status\":408' $T/drip.out"
+out=$(slow plaindrip)
+echo "# slowloris drip on the redirector: $out"
+echo "$out" >"$T/pdrip.out"
+check "slowloris: a head dripped to the plain-HTTP redirector is cut at the 4 s deadline from its first byte (closed, no answer: no redirect for it)" \
+	bash -c "within \"\$(cat $T/pdrip.out)\" 3.5 6.5 && grep -q \"answer: '' ''\" $T/pdrip.out"
 out=$(slow late)
 echo "# slowloris keep-alive drip: $out"
 check "slowloris: a later head on a keep-alive connection, dripped, is cut at the deadline from its first byte (closed, no answer)" \
@@ -539,6 +570,12 @@ echo "# slowloris handshake drip: $out"
 check "slowloris: a TLS handshake dripped a byte a second is cut at the deadline too" within "$out" 3.5 6.5
 check "slowloris: the deadline is per head: a keep-alive connection older than it, with a slow (3 s) second head, is served twice" \
 	bash -c "slow keepalive | tee /dev/stderr | grep -q '^HTTP/1.1 200 OK | HTTP/1.1 200 OK |'"
+out=$(slow body)
+echo "# slowloris body drip: $out"
+check "slowloris: a body dripped a byte a second is cut at its own 6 s deadline from the head's end (closed, no answer; not the 4 s head deadline, not the 3 s idle timeout)" \
+	bash -c 'echo "$1" | grep -q "answer: b..\$" && within "$1" 5.5 8.5' _ "$out"
+check "slowloris: a body sent in time (100 bytes over 3 s) is answered" bash -c "slow bodyok | tee /dev/stderr | grep -q '^HTTP/1.1 [0-9]'"
+check "slowloris: the body deadline is logged (rate-limited)" grep -q '"msg":"connection closed: no complete request body in time"' "$G2LOG"
 check "slowloris: the deadline is logged (rate-limited)" grep -q '"msg":"connection closed: no complete request head in time"' "$G2LOG"
 check "gateway-2: still healthy after the slow clients" \
 	bash -c "curl -sS --max-time 3 --cacert '$WARD_CA' --resolve 'eu.$D:$G2P:127.0.0.1' https://eu.$D:$G2P/healthz | grep -q '\"status\":\"ok\"'"

@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    (g.tmp = evbuffer_new()) == NULL ||
 	    (g.deadline = evtimer_new(base, gw_guard_deadline, &g)) == NULL)
 		abort();
-	gw_guard_arm(&g);
+	gw_guard_arm(&g, false);
 	g.max_head = FUZZ_MAX_HEAD;
 	g.max_body = FUZZ_MAX_BODY;
 	if ((g.ent = evbuffer_add_cb(g.input, gateway_http_guard_cb, &g)) == NULL)
