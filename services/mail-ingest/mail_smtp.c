@@ -8,7 +8,10 @@
  * only recipients are <local>@<slug>.<region>.<domain> of this region's tenants
  * for the local parts each tenant configured (tenant.tenants.mail_local_parts,
  * `wardctl mail addresses`), checked with auth.mail_recipient on q:auth (unknown
- * address or tenant, or another region → 550 5.1.1).
+ * address or tenant, or another region → 550 5.1.1). An address found is not
+ * asked again for smtp.recipient_cache_ms (1 s): most mail goes to a few
+ * addresses, and each question is a queue round trip through ward-auth and
+ * PostgreSQL. Refusals are never kept.
  *
  * Commands are read one CRLF line at a time (at most 512 bytes, RFC 5321
  * 4.5.3.1.4); text lines in DATA at most 1000 bytes with the CRLF. A command

@@ -135,4 +135,11 @@ SINK_PID=
 line mail_e2e_rps_s${S}_${L}B "$e2e" msg/s smtp_sink_rps_s${S}_${L}B "$sink" "$(ratio "$e2e" "$sink")"
 line mail_smtp_accept_rps_s${S}_${L}B "$acc" msg/s smtp_sink_rps_s${S}_${L}B "$sink" "$(ratio "$acc" "$sink")"
 printf '%s\n' "$cpu_lines"
+# The ceiling those CPU figures set: every core of the machine given to the cell
+# and nothing else, how many mails per second the measured CPU per mail (all
+# daemons, Redis, PostgreSQL) allows, beside smtp-sink's rate.
+cpu_ms=$(printf '%s\n' "$cpu_lines" | sed -n 's/.* value=\([0-9.]*\) .*/\1/p' | awk '{ t += $1 } END { printf "%.3f", t }')
+ceil=$(awk -v c="$(nproc)" -v t="$cpu_ms" 'BEGIN { if (t > 0) printf "%.1f", c * 1000 / t; else print 0 }')
+line mail_cpu_ms_total "$cpu_ms" ms/mail none 0 0
+line mail_cpu_ceiling_rps_$(nproc)cores "$ceil" msg/s smtp_sink_rps_s${S}_${L}B "$sink" "$(ratio "$ceil" "$sink")"
 line mail_bench_workers_ticket_auth "$WORKERS" processes none 0 0
