@@ -101,12 +101,22 @@ struct mail_config {
 	int max_inflight;	    /* spool.max_inflight: deliveries at once */
 	int sync_threads;	    /* spool.sync_threads: threads writing + fsyncing the spool */
 	int resolve_timeout_ms;	    /* queue.resolve_timeout_ms */
+	int recipient_cache_ms;	    /* smtp.recipient_cache_ms: how long a found address is kept */
 	int deliver_timeout_ms;	    /* queue.deliver_timeout_ms */
 };
 
 struct mail_stats {
 	unsigned long connections, refused_connections, accepted, ignored, refused, delivered,
 	    duplicates, dead_letters, retries;
+};
+
+/* An address ward-auth found (mail_smtp.c): "<slug>|<local>" → tenant, until
+ * until_ms (monotonic). Only found addresses are kept, never refusals. */
+#define MAIL_RCPT_CACHE 64
+struct mail_rcpt_cached {
+	char key[64 + 1 + 65];
+	char tenant[37];
+	int64_t until_ms;
 };
 
 struct mail_ingest {
@@ -125,6 +135,7 @@ struct mail_ingest {
 	struct mail_seg *segs;	    /* the spool log's segments with records (loop side) */
 	uint64_t log_newest;	    /* the newest segment a finished put was written to */
 	struct mail_stats stats;
+	struct mail_rcpt_cached rcpt_cache[MAIL_RCPT_CACHE];
 	bool stopping;
 };
 

@@ -55,6 +55,10 @@ static const struct conf_entry mail_conf_entries[] = {
     {"limits.body_bytes", CONF_INT, MC(max_body_bytes), false, "262144", 1024, 900000, NULL},
     {"queue.resolve_timeout_ms", CONF_INT, MC(resolve_timeout_ms), false, "5000", 100, 60000,
      NULL},
+    /* a found recipient is not asked again for this long (0: every RCPT asks);
+     * refusals are never kept, so a new address works at once */
+    {"smtp.recipient_cache_ms", CONF_INT, MC(recipient_cache_ms), false, "1000", 0, 60000,
+     NULL},
     {"queue.deliver_timeout_ms", CONF_INT, MC(deliver_timeout_ms), false, "15000", 100, 300000,
      NULL},
 };

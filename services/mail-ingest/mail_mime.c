@@ -81,9 +81,8 @@ static void mail_put_utf8(GString *s, gunichar cp)
  */
 static char *mail_text_clean(const char *in, size_t len, bool single_line)
 {
-	char *conv = NULL, *valid, *out;
+	char *conv = NULL, *valid, *out, *o;
 	const char *p;
-	GString *s;
 
 	if (!g_utf8_validate(in, (gssize)len, NULL)) {
 		conv = g_convert(in, (gssize)len, "UTF-8", "WINDOWS-1252", NULL, NULL, NULL);
@@ -95,26 +94,37 @@ static char *mail_text_clean(const char *in, size_t len, bool single_line)
 		len = strlen(conv);
 	}
 	valid = g_strndup(in, len); /* stops at an embedded NUL: the rest is dropped */
-	s = g_string_sized_new(strlen(valid) + 1);
-	for (p = valid; *p != '\0'; p = g_utf8_next_char(p)) {
-		gunichar c = g_utf8_get_char(p);
+	/* every character is kept as it is, replaced by one byte or dropped: the
+	 * text never grows */
+	out = malloc(strlen(valid) + 1);
+	if (out == NULL)
+		goto out;
+	for (p = valid, o = out; *p != '\0';) {
+		unsigned char b = (unsigned char)*p;
+		const char *next;
 
-		if (c == '\r') {
-			if (p[1] != '\n')
-				g_string_append_c(s, single_line ? ' ' : '\n');
-		} else if (c == '\n' || c == '\t') {
-			g_string_append_c(s, single_line ? ' ' : (char)c);
-		} else if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f)) {
+		if (b < 0x80) { /* ASCII, most of the text: no decoding */
+			if (b == '\r') {
+				if (p[1] != '\n')
+					*o++ = single_line ? ' ' : '\n';
+			} else if (b == '\n' || b == '\t') {
+				*o++ = single_line ? ' ' : (char)b;
+			} else if (b >= 0x20 && b != 0x7f) {
+				*o++ = (char)b;
+			}
+			p++;
 			continue;
-		} else if (c < 0x80) {
-			g_string_append_c(s, (char)c);
-		} else {
-			/* valid UTF-8 (checked above): its bytes as they are */
-			g_string_append_len(s, p, g_utf8_next_char(p) - p);
 		}
+		/* valid UTF-8 (checked above): its bytes as they are, but C1 controls */
+		next = g_utf8_next_char(p);
+		if (g_utf8_get_char(p) > 0x9f) {
+			memcpy(o, p, (size_t)(next - p));
+			o += next - p;
+		}
+		p = next;
 	}
-	out = strdup(s->str);
-	g_string_free(s, TRUE);
+	*o = '\0';
+out:
 	g_free(valid);
 	g_free(conv);
 	return out;

@@ -8,7 +8,10 @@
  * only recipients are <local>@<slug>.<region>.<domain> of this region's tenants
  * for the local parts each tenant configured (tenant.tenants.mail_local_parts,
  * `wardctl mail addresses`), checked with auth.mail_recipient on q:auth (unknown
- * address or tenant, or another region → 550 5.1.1).
+ * address or tenant, or another region → 550 5.1.1). An address found is not
+ * asked again for smtp.recipient_cache_ms (1 s): most mail goes to a few
+ * addresses, and each question is a queue round trip through ward-auth and
+ * PostgreSQL. Refusals are never kept.
  *
  * Commands are read one CRLF line at a time (at most 512 bytes, RFC 5321
  * 4.5.3.1.4); text lines in DATA at most 1000 bytes with the CRLF. A command
@@ -32,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <glib.h>
 
@@ -74,6 +78,7 @@ struct smtp_conn {
 	struct smtp_rcpt *rcpts;
 	int n_rcpts;
 	char pending_rcpt[SMTP_PATH_MAX + 1]; /* during auth.mail_recipient */
+	char pending_key[sizeof ((struct mail_rcpt_cached *)0)->key]; /* its cache key */
 	struct evbuffer *data;
 	bool data_too_big, data_long_line, in_long_line;
 	bool cmd_skip; /* inside an over-long command line: dropped up to its end */
@@ -356,6 +361,72 @@ static void smtp_mail(struct smtp_conn *c, const char *arg)
 
 static void smtp_process(struct smtp_conn *c);
 
+/* ============================== recipient cache ========================= */
+
+/* Milliseconds of the monotonic clock (the cache's expiry: wall-clock steps must
+ * not keep an entry alive). */
+static int64_t smtp_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The tenant that key ("<slug>|<local>") reached when ward-auth was last asked,
+ * if that was less than smtp.recipient_cache_ms ago; else NULL. Most mail goes
+ * to a few addresses: this spares the RCPT's queue round trip through ward-auth
+ * and PostgreSQL. Only found addresses are kept (an address a tenant adds works
+ * at once); one removed, or a tenant suspended, is refused after at most that
+ * long. */
+static const char *smtp_rcpt_cached(struct mail_ingest *mi, const char *key)
+{
+	int64_t now;
+
+	if (mi->cfg->recipient_cache_ms <= 0)
+		return NULL;
+	now = smtp_mono_ms();
+	for (int i = 0; i < MAIL_RCPT_CACHE; i++) {
+		const struct mail_rcpt_cached *e = &mi->rcpt_cache[i];
+
+		if (e->until_ms > now && strcmp(e->key, key) == 0)
+			return e->tenant;
+	}
+	return NULL;
+}
+
+/* Keep what ward-auth answered for key: its slot, else an expired one, else the
+ * one closest to expiry. */
+static void smtp_rcpt_keep(struct mail_ingest *mi, const char *key, const char *tenant)
+{
+	struct mail_rcpt_cached *slot = NULL;
+
+	if (mi->cfg->recipient_cache_ms <= 0 || key[0] == '\0')
+		return;
+	for (int i = 0; i < MAIL_RCPT_CACHE; i++) {
+		struct mail_rcpt_cached *e = &mi->rcpt_cache[i];
+
+		if (strcmp(e->key, key) == 0) {
+			slot = e;
+			break;
+		}
+		if (slot == NULL || e->until_ms < slot->until_ms)
+			slot = e;
+	}
+	snprintf(slot->key, sizeof slot->key, "%s", key);
+	snprintf(slot->tenant, sizeof slot->tenant, "%s", tenant);
+	slot->until_ms = smtp_mono_ms() + mi->cfg->recipient_cache_ms;
+}
+
+/* Take addr (of tenant) as the message's next recipient, and say so. */
+static void smtp_rcpt_add(struct smtp_conn *c, const char *addr, const char *tenant)
+{
+	snprintf(c->rcpts[c->n_rcpts].addr, sizeof c->rcpts[0].addr, "%s", addr);
+	snprintf(c->rcpts[c->n_rcpts].tenant, sizeof c->rcpts[0].tenant, "%s", tenant);
+	c->n_rcpts++;
+	smtp_reply(c, "250 2.1.5 Ok");
+}
+
 /* auth.mail_recipient answered for c->pending_rcpt. */
 static void smtp_on_resolve(void *arg, int status, const Ward__Envelope *reply,
 			    const uint8_t *payload, size_t len)
@@ -386,11 +457,9 @@ static void smtp_on_resolve(void *arg, int status, const Ward__Envelope *reply,
 			return;
 		goto next;
 	}
-	snprintf(c->rcpts[c->n_rcpts].addr, sizeof c->rcpts[0].addr, "%s", c->pending_rcpt);
-	snprintf(c->rcpts[c->n_rcpts].tenant, sizeof c->rcpts[0].tenant, "%s", r->tenant_id);
-	c->n_rcpts++;
+	smtp_rcpt_keep(c->mi, c->pending_key, r->tenant_id);
+	smtp_rcpt_add(c, c->pending_rcpt, r->tenant_id);
 	ward__mail_recipient_reply__free_unpacked(r, NULL);
-	smtp_reply(c, "250 2.1.5 Ok");
 next:
 	if (c->mi->stopping) {
 		smtp_reply(c, "421 4.3.2 %s Service shutting down, closing", c->mi->cfg->hostname);
@@ -405,6 +474,7 @@ static void smtp_rcpt(struct smtp_conn *c, const char *arg)
 	const struct mail_config *cfg = c->mi->cfg;
 	const char *region = daemon_config(c->mi->d)->region, *rest, *at, *dot;
 	char addr[SMTP_PATH_MAX + 1], slug[64], local[65], suffix[SMTP_PATH_MAX];
+	const char *tenant;
 	Ward__MailRecipientRequest rq = WARD__MAIL_RECIPIENT_REQUEST__INIT;
 	struct queue_msg qm = {0};
 	uint8_t buf[256];
@@ -455,6 +525,11 @@ static void smtp_rcpt(struct smtp_conn *c, const char *arg)
 	for (size_t i = 0; i < (size_t)(dot - at - 1); i++)
 		slug[i] = g_ascii_tolower(at[1 + i]);
 	slug[dot - at - 1] = '\0';
+	snprintf(c->pending_key, sizeof c->pending_key, "%s|%s", slug, local);
+	if ((tenant = smtp_rcpt_cached(c->mi, c->pending_key)) != NULL) {
+		smtp_rcpt_add(c, addr, tenant);
+		return;
+	}
 	rq.slug = slug;
 	rq.local_part = local;
 	qm.dest = "q:auth";

@@ -147,7 +147,8 @@ struct mail_job {
 	bool need_customer; /* ward-ticket knows no account for the sender (409) */
 	bool customer_done; /* auth.mail_customer answered for this run */
 	bool inflight;
-	bool gone; /* removed from the list while a reply was pending */
+	bool gone;	/* removed from the list while a reply was pending */
+	bool has_state; /* state/<id> may exist (a failure saved it, or an older run) */
 };
 
 int mail_spool_parse(const uint8_t *data, size_t len, char tenant[37], const uint8_t **payload_r,
@@ -437,7 +438,7 @@ static int mail_job_read(struct mail_ingest *mi, const struct mail_job *j, uint8
 }
 
 /* Save j's attempt counters in state/<id> (written whole, then renamed). */
-static void mail_job_state_save(struct mail_ingest *mi, const struct mail_job *j)
+static void mail_job_state_save(struct mail_ingest *mi, struct mail_job *j)
 {
 	char tmp[128], dst[128], line[64];
 	int fd, n;
@@ -447,6 +448,7 @@ static void mail_job_state_save(struct mail_ingest *mi, const struct mail_job *j
 	n = snprintf(line, sizeof line, "%d %d\n", j->fails, j->transport_fails);
 	fd = openat(mi->spool_dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 		    0600);
+	j->has_state = true;
 	if (fd < 0 || mail_write_all(fd, line, (size_t)n) < 0 || fsync(fd) < 0 ||
 	    renameat(mi->spool_dirfd, tmp, mi->spool_dirfd, dst) < 0)
 		log_event(LOG_WARN, "cannot save a mail's attempt counters", LF_STR("id", j->id),
@@ -478,11 +480,14 @@ static void mail_job_state_load(struct mail_ingest *mi, struct mail_job *j)
 	}
 }
 
-/* Forget j's counters (delivered or dead). */
+/* Forget j's counters (delivered or dead); none were ever saved for a record
+ * written by this run that never failed: no system call. */
 static void mail_job_state_drop(struct mail_ingest *mi, const struct mail_job *j)
 {
 	char path[128];
 
+	if (!j->has_state)
+		return;
 	snprintf(path, sizeof path, "state/%s", j->id);
 	if (unlinkat(mi->spool_dirfd, path, 0) < 0 && errno != ENOENT)
 		log_event(LOG_WARN, "cannot remove a mail's attempt counters", LF_STR("id", j->id),
@@ -491,10 +496,11 @@ static void mail_job_state_drop(struct mail_ingest *mi, const struct mail_job *j
 
 /* Add a job for the log record id of segment seg (payload at off, len bytes),
  * or for queue/<id> (seg 0), unless known. A log record counts as live in its
- * segment. 0, or -1 when out of memory (a queue/ file is picked up by the next
- * scan; a log record by the next start). */
+ * segment. fresh: a record this run just wrote (its id is new: no attempt
+ * counters to read). 0, or -1 when out of memory (a queue/ file is picked up by
+ * the next scan; a log record by the next start). */
 static int mail_job_add_at(struct mail_ingest *mi, const char *id, uint64_t seg, uint64_t off,
-			   uint32_t len)
+			   uint32_t len, bool fresh)
 {
 	struct mail_job *j;
 	struct mail_seg *g = NULL;
@@ -515,7 +521,10 @@ static int mail_job_add_at(struct mail_ingest *mi, const char *id, uint64_t seg,
 	j->len = len;
 	if (g != NULL)
 		g->live++;
-	mail_job_state_load(mi, j);
+	if (!fresh) {
+		j->has_state = true;
+		mail_job_state_load(mi, j);
+	}
 	j->next = mi->jobs;
 	mi->jobs = j;
 	return 0;
@@ -524,7 +533,7 @@ static int mail_job_add_at(struct mail_ingest *mi, const char *id, uint64_t seg,
 /* Add a job for queue/<id> unless known. */
 static void mail_job_add(struct mail_ingest *mi, const char *id)
 {
-	(void)mail_job_add_at(mi, id, 0, 0, 0);
+	(void)mail_job_add_at(mi, id, 0, 0, 0, false);
 }
 
 /* Unlink j from the list (freed now, or by its reply callback if in flight). */
@@ -1063,7 +1072,11 @@ static void mail_log_drop(int dirfd, uint64_t seq)
 
 /* A writer thread: take every queued put, write the batch, hand it back (in
  * the order the log has them: the loop learns a segment is finished from the
- * first put of a newer one); remove the segments the loop is done with. */
+ * first put of a newer one); remove the segments the loop is done with. The
+ * batch is taken only once the log is ours (log_mu): while one writer waits for
+ * its fdatasync the puts of every session pile up, and the next writer takes
+ * them all for one fdatasync (taken before, each writer would hold a batch of
+ * one or two puts waiting for the log: about one fdatasync per mail). */
 static void *mail_syncer_main(void *arg)
 {
 	struct mail_syncer *sy = arg;
@@ -1080,9 +1093,6 @@ static void *mail_syncer_main(void *arg)
 			pthread_cond_wait(&sy->cv, &sy->mu);
 		if (sy->queued == NULL && sy->n_drops == 0)
 			break; /* quit, and nothing left to write */
-		batch = sy->queued;
-		sy->queued = NULL;
-		sy->queued_tail = &sy->queued;
 		n_drops = sy->n_drops;
 		memcpy(drops, sy->drops, sizeof drops[0] * (size_t)n_drops);
 		sy->n_drops = 0;
@@ -1091,8 +1101,15 @@ static void *mail_syncer_main(void *arg)
 
 		for (int i = 0; i < n_drops; i++)
 			mail_log_drop(dirfd, drops[i]);
-		if (batch != NULL) {
-			pthread_mutex_lock(&sy->log_mu);
+		pthread_mutex_lock(&sy->log_mu);
+		pthread_mutex_lock(&sy->mu);
+		batch = sy->queued; /* NULL: another writer took them meanwhile */
+		sy->queued = NULL;
+		sy->queued_tail = &sy->queued;
+		pthread_mutex_unlock(&sy->mu);
+		if (batch == NULL) {
+			pthread_mutex_unlock(&sy->log_mu);
+		} else {
 			mail_syncer_batch(sy, dirfd, batch);
 			for (last = batch; last->next != NULL; last = last->next)
 				;
@@ -1144,7 +1161,7 @@ static void mail_syncer_finish(struct mail_ingest *mi)
 			if (p->f[k].seg > mi->log_newest)
 				mi->log_newest = p->f[k].seg;
 			if (mail_job_add_at(mi, p->f[k].id, p->f[k].seg, p->f[k].off,
-					    (uint32_t)(p->f[k].len - MAIL_LOG_HDR)) < 0)
+					    (uint32_t)(p->f[k].len - MAIL_LOG_HDR), true) < 0)
 				log_event(LOG_ERROR, "a spooled mail waits for the next start",
 					  LF_STR("id", p->f[k].id), LF_STR("error", "out of memory"));
 		}
@@ -1452,7 +1469,7 @@ static int mail_log_recover_segment(struct mail_ingest *mi, uint64_t seq)
 			break;
 		}
 		if ((n_done == 0 || bsearch(id, done, n_done, sizeof *done, mail_id_cmp) == NULL) &&
-		    mail_job_add_at(mi, id, seq, off + MAIL_LOG_HDR, len) < 0)
+		    mail_job_add_at(mi, id, seq, off + MAIL_LOG_HDR, len, false) < 0)
 			goto out;
 		records++;
 		off += MAIL_LOG_HDR + (uint64_t)len;

@@ -9,10 +9,12 @@
  * ticket.create does: the tenant's counter row is then not locked until the
  * mail commits, so one tenant's mails do not queue behind each other's commits
  * (a duplicate or a failed attempt leaves a gap in the numbers). Everything
- * else happens in one transaction of the recipient tenant, in five round trips
- * (BEGIN with the lock, one query for the duplicate and the sender, one
- * statement for ticket, message, Message-ID and participants, the audit event,
- * COMMIT):
+ * else happens in one transaction of the recipient tenant, in two round trips
+ * for most mail (libpq pipelines, db_defer): BEGIN, the Message-ID's lock and
+ * one query for the duplicate and the sender; then one statement for ticket,
+ * message, Message-ID and participants, the attachments, the audit event and
+ * COMMIT, whose results nobody reads (a failure there fails the commit, and the
+ * whole mail is retried). A reply reads and locks its ticket in between:
  *
  *   1. Idempotency: the Message-ID (as a keyed blind index) is taken once per
  *      tenant in ticket.mail_ids; a second delivery of the same Message-ID (a
@@ -287,16 +289,13 @@ static void mail_check(const Ward__MailIngestRequest *req, char *email, struct t
 	}
 }
 
-/* Run one INSERT/UPDATE with binary-capable parameters; 0 or -1. */
+/* Queue one INSERT/UPDATE (binary-capable parameters) whose result nobody
+ * reads: it travels with COMMIT in one round trip (db_defer), and its failure
+ * is the commit's (the whole mail is retried). 0 or -1. */
 static int mail_exec(struct daemon *d, const char *sql, int n, const char *const *p,
 		     const int *lens, const int *fmts, const char **error_r)
 {
-	PGresult *res = db_exec_bin(daemon_db(d), sql, n, p, lens, fmts, error_r);
-
-	if (res == NULL)
-		return -1;
-	PQclear(res);
-	return 0;
+	return db_defer(daemon_db(d), sql, n, p, lens, fmts, error_r);
 }
 
 /* The per-tenant counter: the next ticket number. */
@@ -574,7 +573,6 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 	bool created = false, likely_new;
 	long long number = 0;
 	queue_result_t qr;
-	PGresult *res;
 	int r;
 
 	memset(&t, 0, sizeof t);
@@ -627,19 +625,19 @@ queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 		}
 	}
 	/* One Message-ID at a time per tenant: a concurrent duplicate waits, then sees
-	 * it (sent with BEGIN, in the transaction's first round trip). */
+	 * it. Sent with BEGIN and the lookup, in the transaction's first round trip:
+	 * the statements of a pipeline run in order, and the lookup, a statement of
+	 * its own, takes its snapshot once the lock is held. */
 	{
 		char lockkey[100];
 		const char *p[1] = {lockkey};
 
 		snprintf(lockkey, sizeof lockkey, "mail|%s", msgid_bidx);
-		res = db_exec(daemon_db(d), "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-			      1, p, &err);
-		if (res == NULL) {
+		if (db_defer(daemon_db(d), "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+			     1, p, NULL, NULL, &err) < 0) {
 			qr = ticket_retry(d, "lock", err, error_r);
 			goto out;
 		}
-		PQclear(res);
 	}
 	r = mail_lookup(d, msgid_bidx, sender_bidx, &t, mid, &sender, &err);
 	if (r < 0) {
