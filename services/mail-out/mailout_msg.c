@@ -182,11 +182,12 @@ static void mo_put_encoded(struct mo_buf *b, const char *s)
 		size_t take = 0;
 		int elen;
 
-		/* 45 input bytes → 60 base64 characters: "=?UTF-8?B?" + 60 + "?=" = 72 */
+		/* 39 input bytes → 52 base64 characters: "=?UTF-8?B?" + 52 + "?=" = 64,
+		 * so "Subject: " or "From: " and one word stay within 78 */
 		while (take < n) {
 			size_t k = mo_utf8_len(p + take, n - take);
 
-			if (k == 0 || take + k > 45)
+			if (k == 0 || take + k > 39)
 				break;
 			take += k;
 		}
@@ -218,8 +219,19 @@ static void mo_header_text(struct mo_buf *b, const char *name, const char *value
 	mo_puts(b, "\r\n");
 }
 
+/* The length of the line being written. */
+static size_t mo_column(const struct mo_buf *b)
+{
+	size_t i = b->len;
+
+	while (i > 0 && b->p[i - 1] != '\n')
+		i--;
+	return b->len - i;
+}
+
 /* An address header: "Name <addr>" (the name an encoded word unless it is
- * letters, digits and spaces only) or the bare address. */
+ * letters, digits and spaces only; folded before "<" past 78 bytes) or the
+ * bare address. */
 static void mo_header_addr(struct mo_buf *b, const char *name, const char *display,
 			   const char *addr)
 {
@@ -233,7 +245,7 @@ static void mo_header_addr(struct mo_buf *b, const char *name, const char *displ
 			mo_puts(b, display);
 		else
 			mo_put_encoded(b, display);
-		mo_puts(b, " <");
+		mo_puts(b, !b->failed && mo_column(b) + strlen(addr) + 3 > 78 ? "\r\n <" : " <");
 		mo_puts(b, addr);
 		mo_puts(b, ">\r\n");
 	} else {

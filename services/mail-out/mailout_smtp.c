@@ -22,6 +22,7 @@
  * session. TLS 1.2 or 1.3, the certificate verified against tls.ca_file and the
  * relay's name (tls.name, default the host of relay:).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -355,9 +356,15 @@ fail:
 static int smtp_starttls(struct smtp_io *io, SSL_CTX *tls, const char *name, long long deadline,
 			 char *why, size_t why_len)
 {
+	unsigned char ip[16];
+	int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+
 	io->ssl = SSL_new(tls);
+	/* a name: SNI and a DNS name check; an address: its IP SAN checked */
 	if (io->ssl == NULL || SSL_set_fd(io->ssl, io->fd) != 1 ||
-	    SSL_set_tlsext_host_name(io->ssl, name) != 1 || SSL_set1_host(io->ssl, name) != 1) {
+	    (!is_ip && (SSL_set_tlsext_host_name(io->ssl, name) != 1 ||
+			SSL_set1_host(io->ssl, name) != 1)) ||
+	    (is_ip && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(io->ssl), name) != 1)) {
 		snprintf(why, why_len, "STARTTLS: cannot set up TLS");
 		return -1;
 	}
