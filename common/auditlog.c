@@ -12,6 +12,11 @@
  * q:audit is never trimmed by the relay's XADD, so an entry is never dropped
  * unread while ward-audit is down.
  *
+ * The same relay sends a service's other outboxes (auditlog_outbox_add: ward-ticket's
+ * mail outbox to q:mail-out), row by row after the audit batch: a row whose payload
+ * cannot be made now is skipped and tried again at the next tick (it blocks no
+ * other row), a failed XADD stops the batch, a row sent is deleted.
+ *
  * The relay also publishes hb:<service>:audit-outbox ({"pending", "high_water",
  * "degraded"}) so the status page can flag a backlog while the service keeps
  * working.
@@ -293,6 +298,7 @@ out:
 struct relay_outbox {
 	const struct auditlog_outbox *ob;
 	char select_sql[320], delete_sql[128];
+	char after[24]; /* read on from after this seq (a full batch), "0": from the start */
 	unsigned long failures;
 };
 
@@ -498,22 +504,27 @@ static int relay_tenant_exec(db_t *db, const char *tenant, const char *sql, cons
 
 /* Send one batch of a registered outbox, row by row: each row's payload is made
  * by the service (in a transaction of the row's tenant), XADDed, then the row
- * deleted. Returns the rows handled, or -1 when a failure stopped the batch. */
+ * deleted. A row whose payload fails is skipped (kept for the next tick: one bad
+ * row never holds up the others); a failed XADD or DELETE stops the batch.
+ * Returns the rows handled, or -1 when something failed. */
 static int relay_flush_outbox(struct auditlog_relay *r, struct relay_outbox *o)
 {
 	db_t *db = daemon_db(r->d);
 	const struct daemon_config *c = daemon_config(r->d);
 	Ward__Principal principal = WARD__PRINCIPAL__INIT;
 	PGresult *res;
-	const char *err = NULL;
+	const char *err = NULL, *skipped = NULL;
 	int n, done = 0;
 
 	if (db_in_transaction(db))
 		return 0; /* a handler's transaction is open: next tick */
-	res = db_exec(db, o->select_sql, 0, NULL, &err);
+	res = db_exec(db, o->select_sql, 1, (const char *const[]){ o->after }, &err);
 	if (res == NULL)
 		goto fail;
 	n = PQntuples(res);
+	/* a full batch: the next one reads on behind it (rows skipped here cannot hold
+	 * up the rest); a short one: the next starts over (the skipped ones again) */
+	snprintf(o->after, sizeof o->after, "%s", n == RELAY_OUTBOX_BATCH ? PQgetvalue(res, n - 1, 0) : "0");
 	principal.kind = "service";
 	principal.id = c->service;
 	for (int i = 0; i < n; i++) {
@@ -526,8 +537,11 @@ static int relay_flush_outbox(struct auditlog_relay *r, struct relay_outbox *o)
 			break;
 		v = o->ob->payload(r->d, res, i, &pt, &pt_len, &err);
 		db_rollback(db);
-		if (v < 0)
-			break;
+		if (v < 0) {
+			skipped = err != NULL ? err : "cannot make the payload";
+			err = NULL;
+			continue;
+		}
 		if (v == 0 && (relay_connect(r, &err) < 0 ||
 			       auditlog_xadd_to(r->rc, r->keys, o->ob->stream, c->service, c->region,
 						o->ob->method, tenant, &principal, pt, pt_len, &err) < 0)) {
@@ -551,10 +565,12 @@ static int relay_flush_outbox(struct auditlog_relay *r, struct relay_outbox *o)
 		err = NULL;
 	}
 	PQclear(res);
-	if (err == NULL) {
+	if (err == NULL && skipped == NULL) {
 		o->failures = 0;
 		return done;
 	}
+	if (err == NULL)
+		err = skipped;
 fail:
 	if (o->failures++ % 60 == 0)
 		log_event(LOG_WARN, "outbox relay: rows kept for later", LF_STR("table", o->ob->table),
@@ -619,8 +635,9 @@ int auditlog_relay_start(struct daemon *d, const char *schema, const char **erro
 		}
 		o->ob = auditlog_outboxes[i];
 		snprintf(o->select_sql, sizeof o->select_sql,
-			 "SELECT seq, tenant, %s FROM %s.%s ORDER BY seq LIMIT %d", o->ob->columns,
-			 schema, o->ob->table, RELAY_OUTBOX_BATCH);
+			 "SELECT seq, tenant, %s FROM %s.%s WHERE seq > $1::bigint ORDER BY seq LIMIT %d",
+			 o->ob->columns, schema, o->ob->table, RELAY_OUTBOX_BATCH);
+		snprintf(o->after, sizeof o->after, "0");
 		snprintf(o->delete_sql, sizeof o->delete_sql, "DELETE FROM %s.%s WHERE seq = $1",
 			 schema, o->ob->table);
 		r->n_outbox++;

@@ -161,8 +161,11 @@ out:
 }
 
 /* The relay's callback: open one outbox row (columns seq, tenant, id,
- * payload_enc) inside a transaction of its tenant. A row whose key is gone or
- * that does not authenticate can never be sent: dropped (1). */
+ * payload_enc, older than a day) inside a transaction of its tenant. A row that
+ * does not authenticate can never be sent: dropped (1); one that cannot be
+ * opened for another reason (its tenant's key unreadable now) is kept (-1) and
+ * tried again each tick, and dropped once a day old (its tenant closed and its
+ * keys destroyed: crypto-shredded, nothing to mail). */
 static int ticket_mailout_payload(struct daemon *d, const PGresult *res, int row, uint8_t **pt_r,
 				  size_t *len_r, const char **error_r)
 {
@@ -173,12 +176,12 @@ static int ticket_mailout_payload(struct daemon *d, const PGresult *res, int row
 			PQgetvalue(res, row, 3), pt_r, len_r, &err) == 0)
 		return 0;
 	*error_r = err;
-	return err == ticket_err_integrity ? 1 : -1;
+	return err == ticket_err_integrity || PQgetvalue(res, row, 4)[0] == 't' ? 1 : -1;
 }
 
 static const struct auditlog_outbox ticket_mailout_outbox = {
     .table = "mail_outbox",
-    .columns = "id, payload_enc",
+    .columns = "id, payload_enc, created_at < now() - interval '1 day'",
     .stream = "q:mail-out",
     .method = "mail.send",
     .payload = ticket_mailout_payload,
