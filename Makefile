@@ -30,7 +30,7 @@ CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT) -I$(BUILD)/gen -Icommon $(PKG_CFLAGS)
 LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack $(LDFLAGS_SAN)
 LDLIBS  += $(PKG_LIBS) -lm
 
-SERVICES := gateway auth ticket mail-ingest audit backup
+SERVICES := gateway auth ticket mail-ingest audit backup mail-out
 PROTOS   := $(wildcard proto/*.proto)
 GEN_C    := $(patsubst proto/%.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 GEN_H    := $(GEN_C:.c=.h)

@@ -12,6 +12,11 @@
  * q:audit is never trimmed by the relay's XADD, so an entry is never dropped
  * unread while ward-audit is down.
  *
+ * The same relay sends a service's other outboxes (auditlog_outbox_add: ward-ticket's
+ * mail outbox to q:mail-out), row by row after the audit batch: a row whose payload
+ * cannot be made now is skipped and tried again at the next tick (it blocks no
+ * other row), a failed XADD stops the batch, a row sent is deleted.
+ *
  * The relay also publishes hb:<service>:audit-outbox ({"pending", "high_water",
  * "degraded"}) so the status page can flag a backlog while the service keeps
  * working.
@@ -226,6 +231,15 @@ int auditlog_xadd(redisContext *rc, const envelope_keys_t *keys, const char *sen
 		  const Ward__Principal *principal, const uint8_t *payload, size_t len,
 		  const char **error_r)
 {
+	return auditlog_xadd_to(rc, keys, "q:audit", sender, region, method, tenant, principal,
+				payload, len, error_r);
+}
+
+int auditlog_xadd_to(redisContext *rc, const envelope_keys_t *keys, const char *stream,
+		     const char *sender, const char *region, const char *method,
+		     const char *tenant, const Ward__Principal *principal, const uint8_t *payload,
+		     size_t len, const char **error_r)
+{
 	Ward__Envelope env = WARD__ENVELOPE__INIT;
 	char id[33];
 	uint8_t *buf = NULL;
@@ -246,7 +260,7 @@ int auditlog_xadd(redisContext *rc, const envelope_keys_t *keys, const char *sen
 	env.sender = (char *)sender;
 	env.method = (char *)method;
 	env.principal = (Ward__Principal *)principal;
-	env.stream = "q:audit";
+	env.stream = (char *)stream;
 	if (envelope_seal(&env, keys, payload, len, error_r) < 0)
 		return -1;
 	buf = envelope_pack(&env, &blen);
@@ -254,9 +268,9 @@ int auditlog_xadd(redisContext *rc, const envelope_keys_t *keys, const char *sen
 		*error_r = "cannot pack the envelope";
 		goto out;
 	}
-	argv[0] = "XADD", argv[1] = "q:audit", argv[2] = "*", argv[3] = "e";
+	argv[0] = "XADD", argv[1] = stream, argv[2] = "*", argv[3] = "e";
 	argv[4] = (const char *)buf;
-	lens[0] = 4, lens[1] = 7, lens[2] = 1, lens[3] = 1, lens[4] = blen;
+	lens[0] = 4, lens[1] = strlen(stream), lens[2] = 1, lens[3] = 1, lens[4] = blen;
 	r = redisCommandArgv(rc, 5, argv, lens);
 	if (r == NULL) {
 		*error_r = "Redis connection lost";
@@ -277,6 +291,31 @@ out:
 
 /* ================================ relay ================================= */
 
+#define RELAY_OUTBOX_MAX 4
+#define RELAY_OUTBOX_BATCH 32
+
+/* A registered outbox and its statements. */
+struct relay_outbox {
+	const struct auditlog_outbox *ob;
+	char select_sql[320], delete_sql[128];
+	char after[24]; /* read on from after this seq (a full batch), "0": from the start */
+	unsigned long failures;
+};
+
+static const struct auditlog_outbox *auditlog_outboxes[RELAY_OUTBOX_MAX];
+static size_t auditlog_n_outboxes;
+
+int auditlog_outbox_add(const struct auditlog_outbox *ob, const char **error_r)
+{
+	if (ob == NULL || !auditlog_schema_ok(ob->table) || ob->payload == NULL ||
+	    auditlog_n_outboxes >= RELAY_OUTBOX_MAX) {
+		*error_r = "outbox: bad table name, no payload function, or too many";
+		return -1;
+	}
+	auditlog_outboxes[auditlog_n_outboxes++] = ob;
+	return 0;
+}
+
 struct auditlog_relay {
 	struct daemon *d;
 	char schema[32];
@@ -288,6 +327,8 @@ struct auditlog_relay {
 	unsigned ticks;
 	unsigned long sent, failures;
 	int warned;
+	struct relay_outbox outbox[RELAY_OUTBOX_MAX];
+	size_t n_outbox;
 };
 
 /* One daemon per process, so one relay. */
@@ -443,6 +484,100 @@ out:
 	return ret;
 }
 
+/* Run one statement in a transaction of tenant (rows of an outbox other than
+ * the audit one may sit under row-level security elsewhere: say whose). */
+static int relay_tenant_exec(db_t *db, const char *tenant, const char *sql, const char *param,
+			     const char **error_r)
+{
+	PGresult *res;
+
+	if (db_begin(db, tenant, error_r) < 0)
+		return -1;
+	res = db_exec(db, sql, 1, (const char *const[]){ param }, error_r);
+	if (res == NULL) {
+		db_rollback(db);
+		return -1;
+	}
+	PQclear(res);
+	return db_commit(db, error_r);
+}
+
+/* Send one batch of a registered outbox, row by row: each row's payload is made
+ * by the service (in a transaction of the row's tenant), XADDed, then the row
+ * deleted. A row whose payload fails is skipped (kept for the next tick: one bad
+ * row never holds up the others); a failed XADD or DELETE stops the batch.
+ * Returns the rows handled, or -1 when something failed. */
+static int relay_flush_outbox(struct auditlog_relay *r, struct relay_outbox *o)
+{
+	db_t *db = daemon_db(r->d);
+	const struct daemon_config *c = daemon_config(r->d);
+	Ward__Principal principal = WARD__PRINCIPAL__INIT;
+	PGresult *res;
+	const char *err = NULL, *skipped = NULL;
+	int n, done = 0;
+
+	if (db_in_transaction(db))
+		return 0; /* a handler's transaction is open: next tick */
+	res = db_exec(db, o->select_sql, 1, (const char *const[]){ o->after }, &err);
+	if (res == NULL)
+		goto fail;
+	n = PQntuples(res);
+	/* a full batch: the next one reads on behind it (rows skipped here cannot hold
+	 * up the rest); a short one: the next starts over (the skipped ones again) */
+	snprintf(o->after, sizeof o->after, "%s", n == RELAY_OUTBOX_BATCH ? PQgetvalue(res, n - 1, 0) : "0");
+	principal.kind = "service";
+	principal.id = c->service;
+	for (int i = 0; i < n; i++) {
+		const char *seq = PQgetvalue(res, i, 0), *tenant = PQgetvalue(res, i, 1);
+		uint8_t *pt = NULL;
+		size_t pt_len = 0;
+		int v;
+
+		if (db_begin(db, tenant, &err) < 0)
+			break;
+		v = o->ob->payload(r->d, res, i, &pt, &pt_len, &err);
+		db_rollback(db);
+		if (v < 0) {
+			skipped = err != NULL ? err : "cannot make the payload";
+			err = NULL;
+			continue;
+		}
+		if (v == 0 && (relay_connect(r, &err) < 0 ||
+			       auditlog_xadd_to(r->rc, r->keys, o->ob->stream, c->service, c->region,
+						o->ob->method, tenant, &principal, pt, pt_len, &err) < 0)) {
+			if (r->rc != NULL) {
+				redisFree(r->rc);
+				r->rc = NULL;
+			}
+			crypto_wipe(pt, pt_len);
+			free(pt);
+			break;
+		}
+		crypto_wipe(pt, pt_len);
+		free(pt);
+		if (v == 1)
+			log_event(LOG_WARN, "outbox row dropped: it can never be sent",
+				  LF_STR("table", o->ob->table), LF_STR("error", err ? err : ""));
+		/* sent (or dropped): gone; a crash before this sends it again */
+		if (relay_tenant_exec(db, tenant, o->delete_sql, seq, &err) < 0)
+			break;
+		done++;
+		err = NULL;
+	}
+	PQclear(res);
+	if (err == NULL && skipped == NULL) {
+		o->failures = 0;
+		return done;
+	}
+	if (err == NULL)
+		err = skipped;
+fail:
+	if (o->failures++ % 60 == 0)
+		log_event(LOG_WARN, "outbox relay: rows kept for later", LF_STR("table", o->ob->table),
+			  LF_STR("error", err ? err : "unknown"));
+	return -1;
+}
+
 /* Timer: drain the outbox in batches, yielding to the loop between batches. */
 static void relay_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -450,6 +585,9 @@ static void relay_tick(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv = { RELAY_INTERVAL_S, 0 }, now = { 0, 0 };
 	int n = relay_flush_once(r);
 
+	for (size_t i = 0; i < r->n_outbox; i++)
+		if (relay_flush_outbox(r, &r->outbox[i]) == RELAY_OUTBOX_BATCH)
+			n = AUDITLOG_BATCH_MAX; /* more waiting: come back at once */
 	if (r->ticks++ % RELAY_STATUS_EVERY == 0)
 		relay_status(r);
 	evtimer_add(r->timer, n == AUDITLOG_BATCH_MAX ? &now : &tv);
@@ -486,6 +624,23 @@ int auditlog_relay_start(struct daemon *d, const char *schema, const char **erro
 	if (envelope_keys_sealing(r->keys, c->service, "q:audit", NULL) == NULL) {
 		*error_r = "audit relay: no route key to q:audit (see deploy/policy.yaml)";
 		goto fail;
+	}
+	for (size_t i = 0; i < auditlog_n_outboxes; i++) {
+		struct relay_outbox *o = &r->outbox[r->n_outbox];
+
+		if (envelope_keys_sealing(r->keys, c->service, auditlog_outboxes[i]->stream, NULL) ==
+		    NULL) {
+			*error_r = "outbox relay: no route key to its stream (see deploy/policy.yaml)";
+			goto fail;
+		}
+		o->ob = auditlog_outboxes[i];
+		snprintf(o->select_sql, sizeof o->select_sql,
+			 "SELECT seq, tenant, %s FROM %s.%s WHERE seq > $1::bigint ORDER BY seq LIMIT %d",
+			 o->ob->columns, schema, o->ob->table, RELAY_OUTBOX_BATCH);
+		snprintf(o->after, sizeof o->after, "0");
+		snprintf(o->delete_sql, sizeof o->delete_sql, "DELETE FROM %s.%s WHERE seq = $1",
+			 schema, o->ob->table);
+		r->n_outbox++;
 	}
 	r->timer = evtimer_new(daemon_base(d), relay_tick, r);
 	if (r->timer == NULL) {

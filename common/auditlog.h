@@ -30,6 +30,27 @@ int auditlog_relay_start(struct daemon *d, const char *schema, const char **erro
 void auditlog_relay_kick(struct daemon *d);
 void auditlog_relay_stop(struct daemon *d);
 
+/* Another outbox of the same service, relayed by the same relay after the audit
+ * one (e.g. ward-ticket's mail outbox → q:mail-out): each row of <schema>.<table>
+ * becomes one envelope (method, the row's tenant, principal service <service>)
+ * XADDed to stream, and the row is deleted once Redis has it. A crash between
+ * the two sends the row again: the consumer must be idempotent. The table has
+ * columns seq (identity) and tenant (uuid), then the service's own. */
+struct auditlog_outbox {
+	const char *table;   /* "mail_outbox" (in the relay's schema) */
+	const char *columns; /* selected after seq, tenant: "id, payload_enc" */
+	const char *stream;  /* "q:mail-out" */
+	const char *method;  /* "mail.send" */
+	/* The plaintext payload of row (result columns: seq, tenant, then columns),
+	 * malloc'd into *pt_r; called inside a transaction of the row's tenant (rolled
+	 * back after). 0 send it, 1 drop the row (it can never be sent: its tenant or
+	 * key is gone), -1 keep it for the next tick. */
+	int (*payload)(struct daemon *d, const PGresult *res, int row, uint8_t **pt_r,
+		       size_t *len_r, const char **error_r);
+};
+/* Register ob before the relay starts (from the service's init); at most 4. */
+int auditlog_outbox_add(const struct auditlog_outbox *ob, const char **error_r);
+
 /* ---- Added by the audit service: confirmed sends, limits, validation. ---- */
 
 /* Largest detail_json accepted (bytes) and events per audit.record_batch. */
@@ -56,5 +77,10 @@ int auditlog_xadd(struct redisContext *rc, const envelope_keys_t *keys, const ch
 		  const char *region, const char *method, const char *tenant,
 		  const Ward__Principal *principal, const uint8_t *payload, size_t len,
 		  const char **error_r);
+/* The same to another stream (an outbox of auditlog_outbox_add). */
+int auditlog_xadd_to(struct redisContext *rc, const envelope_keys_t *keys, const char *stream,
+		     const char *sender, const char *region, const char *method,
+		     const char *tenant, const Ward__Principal *principal, const uint8_t *payload,
+		     size_t len, const char **error_r);
 
 #endif

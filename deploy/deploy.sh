@@ -4,7 +4,7 @@
 #   deploy/deploy.sh --region R --host H      [options]   a host over ssh (systemd units)
 #   deploy/deploy.sh --region R --local PREFIX [options]   this machine, under PREFIX
 #
-# options: --services "audit auth ..."  (default: all six, consumers before senders; in
+# options: --services "audit auth ..."  (default: all seven, consumers before senders; in
 #                           the first region of regions.yaml also "status" last)
 #          --bin DIR        binaries to install (default: bin/ of this tree)
 #          --secrets DIR    local mode: the secret store, DIR/<daemon>/<name> (as
@@ -60,7 +60,7 @@
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 REGION="" HOST="" PREFIX="" SECRETS="" BINDIR=$TOP/bin DRY=0 CHECK=0 STOP=0 RENDER="" NOMIG=0
-ALL="audit auth ticket backup mail-ingest gateway" # consumers before senders
+ALL="audit auth ticket backup mail-ingest mail-out gateway" # consumers before senders (mail-out: mail queued meanwhile)
 SERVICES=DEFAULT
 HEALTH_TIMEOUT=${WARD_DEPLOY_HEALTH_TIMEOUT:-30}
 usage() {
@@ -125,6 +125,10 @@ SMTP_LISTEN=$(rget smtp_listen)
 SMTP_LISTEN=${SMTP_LISTEN:-0.0.0.0:25}
 STATUS_LISTEN=$(rget status_listen)
 STATUS_LISTEN=${STATUS_LISTEN:-0.0.0.0:8443}
+# Outbound mail (ward-mail-out): the region's SMTP relay, host:port (STARTTLS required).
+MAIL_RELAY=$(rget mail_relay)
+MAIL_RELAY=${MAIL_RELAY:-smtp.$REGION.internal.$(regions_domain):587}
+[[ $MAIL_RELAY =~ ^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}$ ]] || die "region $REGION: mail_relay must be host:port"
 REDIS_TLS=$(rget redis_tls)
 REDIS_CA=$(rget redis_ca)
 REDIS_CA=${REDIS_CA:-/etc/ssl/certs/ca-certificates.crt}
@@ -225,11 +229,15 @@ sub() { # sub FILE: the template with the region's values
 		-e "s|@PG_HOST@|$PG_HOST|g" -e "s|@PG_PORT@|$PG_PORT|g" -e "s|@PG_TLS@|$PG_TLS|g" \
 		-e "s|@ETC@|$ETC|g" -e "s|@STATE@|$STATE|g" -e "s|@LOG@|$LOG|g" \
 		-e "s|@HTTPS_LISTEN@|$HTTPS_LISTEN|g" -e "s|@SMTP_LISTEN@|$SMTP_LISTEN|g" \
-		-e "s|@STATUS_LISTEN@|$STATUS_LISTEN|g" "$1"
+		-e "s|@STATUS_LISTEN@|$STATUS_LISTEN|g" -e "s|@MAIL_RELAY@|$MAIL_RELAY|g" "$1"
 }
 render() { # render SERVICE: its whole config on stdout
 	local SVC=$1 r t
 	sub "$TOP/deploy/templates/common.yaml.in"
+	if [ "$SVC" = mail-out ]; then # queue: a relay down is retried every minute, 100 times
+		echo "  claim_idle_ms: 60000"
+		echo "  max_deliveries: 100"
+	fi
 	case $SVC in auth | ticket | audit | backup) sub "$TOP/deploy/templates/db.yaml.in" ;; esac
 	t=$TOP/deploy/templates/$SVC.yaml.in
 	if [ -f "$t" ]; then

@@ -59,6 +59,7 @@ struct policy_principal {
 	bool ratelimit;	    /* redis.ratelimit: rate-limit counters rl:<name>:* */
 	bool health_only;   /* redis.health_only: an operator reading health data only */
 	bool dead_letters;  /* redis.dead_letters: XADD to dl:<name> without consuming */
+	bool memo;	    /* redis.memo: its own short-lived keys memo:<name>:* (SET, GET) */
 };
 
 /* A route: sender → stream ("q:auth") or sender → reply route ("r:gateway"). */

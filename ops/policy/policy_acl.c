@@ -13,6 +13,9 @@
  *   (%W~hb:X:*  SET EXPIRE DEL)                        its heartbeats
  *   (~rl:X:*  INCR PEXPIRE GET)                        rate-limit counters, only with
  *                                                      redis.ratelimit: true (gateway)
+ *   (~memo:X:*  SET GET EXISTS)                        what it must remember a while,
+ *                                                      only with redis.memo: true
+ *                                                      (mail-out: Message-IDs it sent)
  * dl:X is X's if it consumes, or with redis.dead_letters: true (mail-ingest: what
  * it accepted and could not deliver).
  * so a sender can append to a queue but never delete, overwrite or ack it.
@@ -36,6 +39,8 @@
 #define ACL_HEARTBEAT "+set +expire +del"
 /* Sliding-window counters (services/gateway/gateway_ratelimit.c): no EVAL, no SET. */
 #define ACL_RATELIMIT "+incr +pexpire +get +mget"
+/* Keys a service remembers for a while (ward-mail-out: the Message-IDs it sent). */
+#define ACL_MEMO "+set +get +exists"
 
 #define ACL_HEALTH_KEYS "+get +ttl +exists"
 /* XLEN: a queue's depth (consumers delete what they handled), XPENDING: how much of
@@ -111,6 +116,8 @@ static void acl_principal(const struct policy *pol, const struct policy_principa
 	fprintf(out, " (%%W~hb:%s:* " ACL_HEARTBEAT ")", p->name);
 	if (p->ratelimit)
 		fprintf(out, " (~rl:%s:* " ACL_RATELIMIT ")", p->name);
+	if (p->memo)
+		fprintf(out, " (~memo:%s:* " ACL_MEMO ")", p->name);
 	/* Health readers (the status page) see heartbeats, queue lengths and pending
 	 * counts, never an entry of a queue. */
 	if (p->operator && p->health_only)

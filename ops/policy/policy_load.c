@@ -278,7 +278,7 @@ static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, ya
 			   const char *key)
 {
 	static const char *const keys[] = { "consume", "send", "ratelimit", "health_only",
-					    "dead_letters", NULL };
+					    "dead_letters", "memo", NULL };
 	char k2[256];
 
 	if (mapping_check(ctx, node, key, keys) < 0)
@@ -294,10 +294,11 @@ static int principal_redis(struct load_ctx *ctx, struct policy_principal *pr, ya
 
 		subkey(k2, sizeof k2, key, k);
 		if (strcmp(k, "ratelimit") == 0 || strcmp(k, "health_only") == 0 ||
-		    strcmp(k, "dead_letters") == 0) {
+		    strcmp(k, "dead_letters") == 0 || strcmp(k, "memo") == 0) {
 			const char *b = scalar(ctx, v, k2);
 			bool *flag = strcmp(k, "ratelimit") == 0     ? &pr->ratelimit
 				     : strcmp(k, "dead_letters") == 0 ? &pr->dead_letters
+				     : strcmp(k, "memo") == 0	      ? &pr->memo
 								      : &pr->health_only;
 
 			if (b == NULL)

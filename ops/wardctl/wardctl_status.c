@@ -356,14 +356,14 @@ static void status_read_http(struct status_cell *cell, const char *key, const js
 static void status_read_cell(redisContext *rc, struct status_cell *cell, long long now, char *owner,
 			     size_t owner_size)
 {
-	static const char *const consumers[] = {"auth", "ticket", "audit", "backup"};
+	static const char *const consumers[] = {"auth", "ticket", "audit", "backup", "mail-out"};
 	char cursor[32] = "0";
 
 	cell->reachable = rc != NULL;
 	owner[0] = '\0';
 	if (rc == NULL)
 		return;
-	for (size_t j = 0; j < 4; j++) {
+	for (size_t j = 0; j < sizeof consumers / sizeof consumers[0]; j++) {
 		int i = status_service_index_of(consumers[j]);
 		/* XLEN: the depth (consumers delete what they ack); XPENDING: not acked */
 		redisReply *r = redisCommand(rc, "XLEN q:%s", consumers[j]);

@@ -321,5 +321,6 @@ AUTH_HANDLER(auth_user_patch);
 AUTH_HANDLER(auth_user_revoke_sessions);
 AUTH_HANDLER(auth_mail_customer); /* auth_mail.c */
 AUTH_HANDLER(auth_mail_recipient);
+AUTH_HANDLER(auth_mail_address);
 
 #endif

@@ -211,3 +211,73 @@ AUTH_HANDLER(auth_mail_recipient)
 	ward__mail_recipient_request__free_unpacked(req, NULL);
 	return auth_reply(reply, &out.base);
 }
+
+/* ============================== auth.mail_address ======================= */
+
+/*
+ * auth.mail_address: the address ward-mail-out mails a ticket's requester at,
+ * when the ticket names an account (requester_id) rather than an address. Only
+ * the service principal "mail-out" sent by ward-mail-out may ask (no user, no
+ * other service); a disabled or unknown account answers "" (nothing is mailed).
+ * Read only, in the envelope's tenant (row-level security); nothing logged.
+ */
+AUTH_HANDLER(auth_mail_address)
+{
+	Ward__MailAddressRequest *req;
+	Ward__MailAddressReply out = WARD__MAIL_ADDRESS_REPLY__INIT;
+	struct auth_req r;
+	const char *err = NULL;
+	char *email = NULL;
+	PGresult *res = NULL;
+	queue_result_t ret;
+
+	if (!auth_sender_is(env, "mail-out") || env->principal == NULL ||
+	    env->principal->kind == NULL || strcmp(env->principal->kind, "service") != 0)
+		return auth_problem(reply, 403, "Forbidden", "auth.mail_address is for mail-out");
+	req = ward__mail_address_request__unpack(NULL, len, payload);
+	if (req == NULL)
+		return auth_problem(reply, 400, "Bad Request", "malformed request");
+	if (strlen(req->user_id) != AUTH_UUID_LEN ||
+	    strspn(req->user_id, "0123456789abcdef-") != AUTH_UUID_LEN) {
+		ret = auth_reply(reply, &out.base);
+		goto out_req;
+	}
+	if (auth_begin(&r, d, env, &err) < 0) {
+		ret = auth_fail(reply, "mail address: begin", err);
+		goto out_req;
+	}
+	res = db_exec(r.db, "SELECT id::text, email_enc FROM auth.users WHERE id = $1 AND NOT disabled",
+		      1, (const char *const[]){ req->user_id }, &err);
+	if (res == NULL) {
+		auth_rollback(&r);
+		ret = auth_fail(reply, "mail address", err);
+		goto out;
+	}
+	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
+		email = auth_open_column(&r, res, 0, 1, "auth.users", "email_enc",
+					 PQgetvalue(res, 0, 0));
+		if (email == NULL) {
+			auth_rollback(&r);
+			ret = auth_fail(reply, "mail address", "cannot open the address");
+			goto out;
+		}
+	}
+	if (auth_commit(&r, &err) < 0) {
+		ret = auth_fail(reply, "mail address: commit", err);
+		goto out;
+	}
+	out.email = email != NULL ? email : (char *)"";
+	ret = auth_reply(reply, &out.base);
+out:
+	if (res != NULL)
+		PQclear(res);
+	if (email != NULL) {
+		crypto_wipe(email, strlen(email));
+		free(email);
+	}
+	crypto_wipe(r.dek, sizeof r.dek);
+	crypto_wipe(r.blind_root, sizeof r.blind_root);
+out_req:
+	ward__mail_address_request__free_unpacked(req, NULL);
+	return ret;
+}

@@ -72,6 +72,8 @@ static const struct daemon_method auth_methods[] = {
 	/* ward-mail-ingest: the account of a mail's sender (auth_mail.c) */
 	{ "auth.mail_customer", auth_mail_customer, NULL, 2 * KB, NULL },
 	{ "auth.mail_recipient", auth_mail_recipient, NULL, 1 * KB, NULL },
+	/* ward-mail-out: the address of a ticket's requester (auth_mail.c) */
+	{ "auth.mail_address", auth_mail_address, NULL, 1 * KB, NULL },
 	/* the caller's own session */
 	{ "auth.logout", auth_logout, ANYONE, 1 * KB, NULL },
 	{ "auth.password_change", auth_password_change, ANYONE, 4 * KB, NULL },

@@ -402,7 +402,7 @@ static void status_on_xlen(redisAsyncContext *ac, void *r, void *priv)
 /* Start one poll of a connected cell. */
 static void status_poll_start(struct status_conn *c)
 {
-	static const char *const consumers[] = {"auth", "ticket", "audit", "backup"};
+	static const char *const consumers[] = {"auth", "ticket", "audit", "backup", "mail-out"};
 
 	memset(&c->cur, 0, sizeof c->cur);
 	snprintf(c->cur.region, sizeof c->cur.region, "%s", c->region);

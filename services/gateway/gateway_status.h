@@ -25,7 +25,7 @@
 
 #define STATUS_REGIONS_MAX 16
 #define STATUS_REGION_MAX 15
-#define STATUS_SERVICES 6   /* gateway auth ticket mail-ingest audit backup */
+#define STATUS_SERVICES 7   /* gateway auth ticket mail-ingest audit backup mail-out */
 #define STATUS_COMPONENTS 7 /* api web email auth tickets audit backups */
 #define STATUS_DAYS 90
 #define STATUS_DAY_MS 86400000LL

@@ -15,7 +15,9 @@
  *   error_rate_pct of the answers: api and web degraded_performance (at
  *   error_major_pct: partial_outage)
  *   api/web need auth and ticket, email needs ticket: a dependency's major outage
- *   is at least a partial outage of the component.
+ *   is at least a partial outage of the component. Email is also the outbound
+ *   mailer (mail-out): its states count for email, at most as a partial outage
+ *   (mail still comes in; replies wait in q:mail-out).
  * Uptime: per component per UTC day, observed and down milliseconds (down =
  * partial or major outage; degraded and maintenance count as up); the percentage
  * is (observed - down) / observed over the days with data among the last 90.
@@ -34,9 +36,9 @@
 
 #include "gateway_status.h"
 
-const char *const status_service_names[STATUS_SERVICES] = {"gateway", "auth",  "ticket",
-							   "mail-ingest", "audit", "backup"};
-enum { SV_GATEWAY, SV_AUTH, SV_TICKET, SV_MAIL, SV_AUDIT, SV_BACKUP };
+const char *const status_service_names[STATUS_SERVICES] = {
+    "gateway", "auth", "ticket", "mail-ingest", "audit", "backup", "mail-out"};
+enum { SV_GATEWAY, SV_AUTH, SV_TICKET, SV_MAIL, SV_AUDIT, SV_BACKUP, SV_MAILOUT };
 const char *const status_component_ids[STATUS_COMPONENTS] = {"api",   "web",   "email",  "auth",
 							     "tickets", "audit", "backups"};
 const char *const status_component_names[STATUS_COMPONENTS] = {
@@ -144,7 +146,8 @@ void status_evaluate(const struct status_cell *c, const struct status_thresholds
 		out[CO_API] = state_max(out[CO_API], e);
 		out[CO_WEB] = state_max(out[CO_WEB], e);
 	}
-	out[CO_EMAIL] = status_dep(sv[SV_MAIL], sv[SV_TICKET]);
+	out[CO_EMAIL] = state_max(status_dep(sv[SV_MAIL], sv[SV_TICKET]),
+				  sv[SV_MAILOUT] == STATUS_MAJOR ? STATUS_PARTIAL : sv[SV_MAILOUT]);
 	out[CO_AUTH] = sv[SV_AUTH];
 	out[CO_TICKETS] = sv[SV_TICKET];
 	out[CO_AUDIT] = sv[SV_AUDIT];
@@ -282,6 +285,8 @@ int status_explain(const struct status_cell *c, const struct status_thresholds *
 		explain_svc(c, SV_MAIL, t, out, max, &n);
 		if (c->reachable && c->svc[SV_MAIL].instances > 0)
 			explain_dep(c, SV_TICKET, t, out, max, &n);
+		if (c->reachable)
+			explain_svc(c, SV_MAILOUT, t, out, max, &n);
 		break;
 	case CO_AUTH:
 		explain_svc(c, SV_AUTH, t, out, max, &n);

@@ -35,6 +35,7 @@ struct ticket_config {
 	int attachment_max_bytes;  /* limits.attachment_max_bytes, default 512 KiB */
 	int key_cache_seconds;	   /* keys.cache_seconds: unwrapped DEKs are kept this long */
 	int sleep_after_commit_ms; /* testing.sleep_after_commit_ms: tests only, see main */
+	char *domain;		   /* domain: tenants' mail is <local>@<slug>.<region>.<domain> */
 };
 extern struct ticket_config ticket_cfg;
 
@@ -207,6 +208,14 @@ queue_result_t ticket_department_list(struct daemon *d, const Ward__Envelope *en
 queue_result_t ticket_ingest_mail(struct daemon *d, const Ward__Envelope *env,
 				  const uint8_t *payload, size_t len, struct queue_reply *reply,
 				  const char **error_r);
+
+/* ticket_mailout.c: inside message.create's transaction, the mail of a public reply
+ * by staff to the ticket's requester (Message-ID kind 'out' + sealed outbox row);
+ * 0 also when there is nobody to mail. ticket_mailout_init registers the outbox
+ * with the relay (common/auditlog.h). */
+int ticket_mailout_reply(struct daemon *d, const Ward__Envelope *env, const char *ticket_id,
+			 const char *message_id, const char *body, const char **error_r);
+int ticket_mailout_init(const char **error_r);
 
 /* ticket_gdpr.c: a person's part of a GDPR export or erase, for ward-auth. */
 queue_result_t ticket_gdpr_export(struct daemon *d, const Ward__Envelope *env,

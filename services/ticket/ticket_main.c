@@ -37,6 +37,7 @@ static const struct conf_entry ticket_conf_entries[] = {
     {"keys.cache_seconds", CONF_INT, TC(key_cache_seconds), false, "60", 1, 3600, NULL},
     {"testing.sleep_after_commit_ms", CONF_INT, TC(sleep_after_commit_ms), false, "0", 0, 60000,
      NULL},
+    {"domain", CONF_STR, TC(domain), false, "localhost", 0, 0, NULL},
 };
 
 /* Payload caps per method (the handlers check the configured limits). */
@@ -317,7 +318,14 @@ static int ticket_init(struct daemon *d, const char **error_r)
 	if (ticket_cfg.sleep_after_commit_ms > 0)
 		log_event(LOG_WARN, "testing.sleep_after_commit_ms is set: for tests only",
 			  LF_INT("ms", ticket_cfg.sleep_after_commit_ms));
-	return 0;
+	if (strlen(ticket_cfg.domain) > 100 ||
+	    strspn(ticket_cfg.domain, "abcdefghijklmnopqrstuvwxyz0123456789.-") !=
+		strlen(ticket_cfg.domain)) {
+		*error_r = "domain: expected a lower-case host name";
+		return -1;
+	}
+	/* agents' public replies, mailed by ward-mail-out (ticket_mailout.c) */
+	return ticket_mailout_init(error_r);
 }
 
 static void ticket_deinit(struct daemon *d)

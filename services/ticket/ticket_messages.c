@@ -15,6 +15,7 @@
 
 #include <libpq-fe.h>
 
+#include "auditlog.h"
 #include "ticket.h"
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
@@ -267,6 +268,14 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 			goto out;
 		}
 	}
+	/* A public reply by staff is mailed to the requester, in this transaction. */
+	if (!req->internal && !who.customer &&
+	    (strcmp(who.role, "agent") == 0 || strcmp(who.role, "admin") == 0 ||
+	     strcmp(who.role, "api") == 0) &&
+	    ticket_mailout_reply(d, env, req->id, mid, req->body, &err) < 0) {
+		qr = ticket_fail(d, reply, "mail", err, error_r);
+		goto out;
+	}
 	if (ticket_request_record(d, env, &who, hash, mid, &err) < 0 ||
 	    msg_load(d, env->tenant, &who, mid, &m, &err) != 1) {
 		qr = ticket_fail(d, reply, "record", err != NULL ? err : "gone", error_r);
@@ -277,6 +286,8 @@ queue_result_t ticket_message_create(struct daemon *d, const Ward__Envelope *env
 		goto out;
 	}
 	ticket_after_commit();
+	if (!req->internal && !who.customer)
+		auditlog_relay_kick(d); /* the mail outbox: now, not at the next tick */
 	qr = ticket_reply(reply, &m.base, error_r);
 out:
 	msg_clear(&m);

@@ -6,7 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 units=$TOP/deploy/systemd
 tmp=$(mktemp -d)
-for s in gateway auth ticket mail-ingest audit backup status; do
+for s in gateway auth ticket mail-ingest mail-out audit backup status; do
 	u=$units/ward-$s.service
 	sed "s|/opt/ward/bin/|$TOP/bin/|" "$u" >"$tmp/ward-$s.service"
 	check "ward-$s.service: systemd-analyze verify is clean" bash -c "[ -z \"\$(systemd-analyze verify '$tmp/ward-$s.service' 2>&1)\" ]"
@@ -45,7 +45,7 @@ check "deploy.sh --dry-run runs nothing (no ssh, no scp)" [ ! -e "$mk/ran" ]
 # Host mode across terraform: each host fetches only what its instance role may read
 # (terraform/modules/cell: a daemon's role ward/<r>/<daemon>/* and the public
 # certificates ward/<r>/tls/*; the migration host's ward/<r>/migrate/* and tls/*).
-for s in gateway auth ticket mail-ingest audit backup; do
+for s in gateway auth ticket mail-ingest mail-out audit backup; do
 	o=$("$TOP/deploy/deploy.sh" --region eu --host "$s.eu.example" --services "$s" --no-migrate --dry-run)
 	check "deploy.sh --services $s --no-migrate: only ward/eu/$s/* and ward/eu/tls/* secrets, step 5 skipped" bash -c \
 		"ids=\$(grep -o 'secret-id [^ ]*' <<<\"\$1\" | cut -d' ' -f2 | sort -u); [ -n \"\$ids\" ] && ! grep -vE '^ward/eu/($s|tls)/' <<<\"\$ids\" && grep -q '5/6 migrations skipped' <<<\"\$1\" && ! grep -q psql <<<\"\$1\"" _ "$o"
@@ -86,7 +86,7 @@ check "deploy.sh --render status: the status user, each cell's status password, 
 	"c=\$(\"$TOP/deploy/deploy.sh\" --region us --host s.us.example --render status); grep -qx 'service: status' <<<\"\$c\" && grep -qx '  user: status' <<<\"\$c\" && [ \$(grep -c 'redis-status-' <<<\"\$c\") = 4 ] && ! grep -qE 'route_keys|routes-|redis-gateway' <<<\"\$c\""
 refuse "deploy.sh refuses the status page outside the first region" "$TOP/deploy/deploy.sh" --region eu --host x --services status --check
 check "deploy.sh's default on the first region deploys the status page last, on eu not at all" bash -c \
-	"\"$TOP/deploy/deploy.sh\" --region us --host a.us.example --check | grep -q 'services: audit auth ticket backup mail-ingest gateway status)' && \"$TOP/deploy/deploy.sh\" --region eu --host a.eu.example --check | grep -q 'gateway)'"
+	"\"$TOP/deploy/deploy.sh\" --region us --host a.us.example --check | grep -q 'services: audit auth ticket backup mail-ingest mail-out gateway status)' && \"$TOP/deploy/deploy.sh\" --region eu --host a.eu.example --check | grep -q 'gateway)'"
 check "deploy.sh --check parses a valid command line" "$TOP/deploy/deploy.sh" --region uk --host app1.uk.example --services "ticket gateway" --check
 refuse "deploy.sh refuses an unknown region" "$TOP/deploy/deploy.sh" --region mars --host x --dry-run
 refuse "deploy.sh refuses a host with shell metacharacters" "$TOP/deploy/deploy.sh" --region eu --host 'x;rm' --dry-run
@@ -101,7 +101,7 @@ chmod 755 "$T"
 P=$T/prefix STORE=$T/store
 HP=$((WARD_PORT_BASE + 50)) SMP=$((WARD_PORT_BASE + 51))
 sec=$WARD_VAR/uk/secrets
-for s in audit auth ticket backup mail-ingest gateway ops migrate; do
+for s in audit auth ticket backup mail-ingest mail-out gateway ops migrate; do
 	mkdir -p "$STORE/$s"
 	cp "$sec"/* "$STORE/$s/"
 	cp "$WARD_VAR/tls/uk.key" "$STORE/$s/tls-uk.key"
@@ -153,7 +153,7 @@ check "deploy --local: exit 0, every daemon healthy" bash -c "[ $rc = 0 ] && gre
 check "deploy --local: the binaries are installed under the prefix, the previous release kept" bash -c \
 	"cmp -s $P/opt/ward/bin/ward-ticket $TOP/bin/ward-ticket && [ -d $P/opt/ward/previous ]"
 check "deploy --local: each daemon runs the installed binary with its heartbeat" bash -c \
-	'for s in audit auth ticket backup mail-ingest gateway; do [ "$(readlink /proc/$(lpid $s)/exe)" = "$P/opt/ward/bin/ward-$s" ] && [ "$(hb $s)" = "$(lpid $s)" ] || { echo "$s"; exit 1; }; done'
+	'for s in audit auth ticket backup mail-ingest mail-out gateway; do [ "$(readlink /proc/$(lpid $s)/exe)" = "$P/opt/ward/bin/ward-$s" ] && [ "$(hb $s)" = "$(lpid $s)" ] || { echo "$s"; exit 1; }; done'
 check "deploy --local: the gateway serves /healthz on its own port" bash -c \
 	"curl -fsS --cacert $WARD_CA --resolve uk.$WARD_DOMAIN:$HP:127.0.0.1 https://uk.$WARD_DOMAIN:$HP/healthz | jq -e '.status == \"ok\"'"
 check "deploy --local: mail-ingest answers SMTP on its own port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$SMP && head -c 4 <&3 | grep -q 220"
@@ -165,6 +165,10 @@ check "deploy --local: the gateway got only its own secrets (no database passwor
 	"[ \"\$(ls $P/etc/ward/secrets/gateway | tr '\n' ' ')\" = 'redis-gateway routes-gateway tls-uk.key ' ]"
 check "deploy --local: mail-ingest got only its own secrets" bash -c \
 	"[ \"\$(ls $P/etc/ward/secrets/mail-ingest | tr '\n' ' ')\" = 'redis-mail-ingest routes-mail-ingest tls-uk.key ' ]"
+check "deploy --local: mail-out got only its own secrets (no database password, no KEK, no TLS key)" bash -c \
+	"[ \"\$(ls $P/etc/ward/secrets/mail-out | tr '\n' ' ')\" = 'redis-mail-out routes-mail-out ' ]"
+check "deploy.sh: mail-out's config: the region's relay, STARTTLS required, the system CA bundle" bash -c \
+	"c=\$(WARD_REGIONS_FILE=$TOP/deploy/regions.yaml \"$TOP/deploy/deploy.sh\" --region eu --host m.eu.example --render mail-out); grep -qx 'relay: smtp.eu.internal.ward.example.com:587' <<<\"\$c\" && grep -qx 'starttls: required' <<<\"\$c\" && grep -qx '  ca_file: /etc/ssl/certs/ca-certificates.crt' <<<\"\$c\" && ! grep -q postgres <<<\"\$c\""
 check "deploy --local: the rendered configs load (the daemons run on them) and name the region's ports" bash -c \
 	"grep -q 'listen: 127.0.0.1:$HP' $P/etc/ward/gateway.yaml && grep -q '\"uk $HP\"' $P/etc/ward/gateway.yaml"
 

@@ -12,7 +12,7 @@ refuse "redis: a wrong password is refused" \
 noperm() { # noperm USER CMD...: the reply must be a NOPERM error
 	rcli "$r" "$@" 2>&1 | grep -q NOPERM
 }
-for u in gateway auth ticket mail-ingest audit backup ops; do
+for u in gateway auth ticket mail-ingest mail-out audit backup ops; do
 	check "redis: $u can PING" bash -c "REDISCLI_AUTH=\$(cat $WARD_VAR/$r/secrets/redis-$u) redis-cli --no-auth-warning --user $u -h 127.0.0.1 -p $(port_of $r REDIS) PING | grep -q PONG"
 	for cmd in FLUSHALL "KEYS *" "CONFIG GET *" "ACL LIST" "CLIENT LIST" SAVE SHUTDOWN "XGROUP CREATE q:x x \$ MKSTREAM" "EVAL return 1 0"; do
 		# shellcheck disable=SC2086
@@ -29,6 +29,15 @@ check "redis: audit may not XADD to q:auth" noperm audit XADD q:auth '*' e x
 check "redis: ticket may not read another service's reply stream" noperm ticket XREAD COUNT 1 STREAMS r:gateway:gateway-1 0
 check "redis: ticket may not forge auth's heartbeat" noperm ticket SET hb:auth:auth-1 x
 check "redis: gateway may not delete a queue" noperm gateway DEL q:auth
+# ward-mail-out: consumes q:mail-out, sends to q:audit and q:auth, its memo keys only.
+check "redis: mail-out may not XADD to q:ticket" noperm mail-out XADD q:ticket '*' e x
+check "redis: mail-out may not read q:auth" noperm mail-out XREADGROUP GROUP auth x COUNT 1 STREAMS q:auth '>'
+check "redis: mail-out may not XDEL q:auth (a queue it sends to)" noperm mail-out XDEL q:auth 0-1
+check "redis: ticket may not read q:mail-out" noperm ticket XREADGROUP GROUP mail-out x COUNT 1 STREAMS q:mail-out '>'
+check "redis: ticket may not read mail-out's sent Message-IDs" noperm ticket GET memo:mail-out:sent:x
+check "redis: mail-out may not write another service's memo keys" noperm mail-out SET memo:ticket:x 1
+check "redis: mail-out may not DEL its memo keys (SET, GET, EXISTS only)" noperm mail-out DEL memo:mail-out:sent:x
+check "redis: mail-out may read its memo keys" bash -c "rcli $r mail-out EXISTS memo:mail-out:sent:x | grep -qx 0"
 # Consumers XDEL what they acked, in their own queue only (XLEN is the queue's depth).
 check "redis: auth may XDEL in its own queue q:auth" bash -c "rcli $r auth XDEL q:auth 0-1 | grep -qx 0"
 check "redis: ticket may XDEL in its own queue q:ticket" bash -c "rcli $r ticket XDEL q:ticket 0-1 | grep -qx 0"
@@ -53,7 +62,7 @@ check "redis: a forged entry on q:auth is dead-lettered by ward-auth" \
 check "redis: ward-auth still answers after the forged entry" "$BIN/wardctl" ping --region $r --service auth
 
 # ---- PostgreSQL: roles per service, grants per policy, RLS, no credential for the edge.
-for s in gateway mail-ingest; do
+for s in gateway mail-ingest mail-out; do
 	refuse "postgres: $s has no database credential file" test -e "$WARD_VAR/$r/secrets/pg-$s"
 	refuse "postgres: role ward_${s//-/_} cannot log in" \
 		bash -c "PGPASSWORD=x psql -X -tA 'host=127.0.0.1 port=$(port_of $r PG) dbname=ward user=ward_${s//-/_}' -c 'select 1'"

@@ -94,6 +94,21 @@ static void test_explain(void **state)
 	assert_string_equal(why[0], "depends on ticket: no fresh heartbeat of ticket");
 	assert_int_equal(status_explain(&c, &t, T0, CO_WEB, why, 8), 0); /* web needs auth only */
 	c = healthy();
+	c.svc[6].instances = 0; /* mail-out: outbound mail waits, inbound still works */
+	{
+		enum status_state st[STATUS_COMPONENTS];
+
+		status_evaluate(&c, &t, T0, st);
+		assert_int_equal(st[CO_EMAIL], STATUS_PARTIAL);
+		assert_int_equal(st[CO_TICKETS], STATUS_OPERATIONAL);
+	}
+	assert_int_equal(status_explain(&c, &t, T0, CO_EMAIL, why, 8), 1);
+	assert_string_equal(why[0], "heartbeat missing: no fresh heartbeat of mail-out");
+	c.svc[6].instances = 1;
+	c.svc[6].dead_letter_recent = true; /* the relay refused a mail (5xx) */
+	assert_int_equal(status_explain(&c, &t, T0, CO_EMAIL, why, 8), 1);
+	assert_string_equal(why[0], "dead letters: dl:mail-out grew lately");
+	c = healthy();
 	c.svc[1].depth = 101, c.svc[1].pending = 101; /* the depth is XLEN; pending is of it */
 	assert_int_equal(status_explain(&c, &t, T0, CO_AUTH, why, 8), 1);
 	assert_string_equal(why[0], "queue depth: q:auth has 101 waiting (0 not read yet, 101 not "

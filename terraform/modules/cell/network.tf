@@ -216,6 +216,18 @@ resource "aws_security_group_rule" "mail_from_lb" {
   source_security_group_id = aws_security_group.lb_smtp.id
 }
 
+# ward-mail-out → the region's SMTP relay (var.mail_relay_cidrs, its port only).
+resource "aws_security_group_rule" "mail_out_to_relay" {
+  count             = length(var.mail_relay_cidrs) > 0 ? 1 : 0
+  type              = "egress"
+  description       = "SMTP (STARTTLS) to the region's relay"
+  from_port         = var.mail_relay_port
+  to_port           = var.mail_relay_port
+  protocol          = "tcp"
+  security_group_id = aws_security_group.daemon["mail-out"].id
+  cidr_blocks       = var.mail_relay_cidrs
+}
+
 # Every daemon talks to Redis (its streams), TLS on 6379.
 resource "aws_security_group_rule" "daemon_to_redis" {
   for_each                 = toset(var.daemons)

@@ -36,7 +36,25 @@ variable "instance_type" {
 
 variable "daemons" {
   type    = list(string)
-  default = ["gateway", "auth", "ticket", "mail-ingest", "audit", "backup"]
+  default = ["gateway", "auth", "ticket", "mail-ingest", "mail-out", "audit", "backup"]
+}
+
+# ward-mail-out's SMTP relay (deploy/regions.yaml mail_relay): the only egress of its
+# group besides Redis, to these addresses on this port (STARTTLS); none by default
+# (no mail leaves until the relay's addresses are set). Never the whole internet.
+variable "mail_relay_cidrs" {
+  type        = list(string)
+  default     = []
+  description = "Addresses of the region's SMTP relay (ward-mail-out's egress)"
+  validation {
+    condition     = alltrue([for c in var.mail_relay_cidrs : can(cidrhost(c, 0)) && c != "0.0.0.0/0" && !endswith(c, "/0")])
+    error_message = "mail_relay_cidrs: CIDR blocks of the relay, never 0.0.0.0/0"
+  }
+}
+
+variable "mail_relay_port" {
+  type    = number
+  default = 587
 }
 
 # The daemons with a PostgreSQL role in deploy/policy.yaml (gateway and mail-ingest
