@@ -37,7 +37,7 @@ static const struct conf_entry ticket_conf_entries[] = {
     {"keys.cache_seconds", CONF_INT, TC(key_cache_seconds), false, "60", 1, 3600, NULL},
     {"testing.sleep_after_commit_ms", CONF_INT, TC(sleep_after_commit_ms), false, "0", 0, 60000,
      NULL},
-    {"domain", CONF_STR, TC(domain), false, "localhost", 0, 0, NULL},
+    {"domain", CONF_STR, TC(domain), true, NULL, 0, 0, NULL}, /* From and Message-ID of its mail */
 };
 
 /* Payload caps per method (the handlers check the configured limits). */
