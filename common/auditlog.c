@@ -242,12 +242,6 @@ int auditlog_xadd_to(redisContext *rc, const envelope_keys_t *keys, const char *
 {
 	Ward__Envelope env = WARD__ENVELOPE__INIT;
 	char id[33];
-	uint8_t *buf = NULL;
-	size_t blen = 0;
-	redisReply *r = NULL;
-	const char *argv[5];
-	size_t lens[5];
-	int ret = -1;
 
 	if (len > ENVELOPE_MAX_PAYLOAD || crypto_random_id(id) < 0) {
 		*error_r = "payload too large or no random bytes";
@@ -261,16 +255,29 @@ int auditlog_xadd_to(redisContext *rc, const envelope_keys_t *keys, const char *
 	env.method = (char *)method;
 	env.principal = (Ward__Principal *)principal;
 	env.stream = (char *)stream;
-	if (envelope_seal(&env, keys, payload, len, error_r) < 0)
+	return auditlog_xadd_envelope(rc, keys, &env, payload, len, error_r);
+}
+
+int auditlog_xadd_envelope(redisContext *rc, const envelope_keys_t *keys, Ward__Envelope *env,
+			   const uint8_t *payload, size_t len, const char **error_r)
+{
+	uint8_t *buf = NULL;
+	size_t blen = 0;
+	redisReply *r = NULL;
+	const char *argv[5];
+	size_t lens[5];
+	int ret = -1;
+
+	if (envelope_seal(env, keys, payload, len, error_r) < 0)
 		return -1;
-	buf = envelope_pack(&env, &blen);
+	buf = envelope_pack(env, &blen);
 	if (buf == NULL) {
 		*error_r = "cannot pack the envelope";
 		goto out;
 	}
-	argv[0] = "XADD", argv[1] = stream, argv[2] = "*", argv[3] = "e";
+	argv[0] = "XADD", argv[1] = env->stream, argv[2] = "*", argv[3] = "e";
 	argv[4] = (const char *)buf;
-	lens[0] = 4, lens[1] = strlen(stream), lens[2] = 1, lens[3] = 1, lens[4] = blen;
+	lens[0] = 4, lens[1] = strlen(env->stream), lens[2] = 1, lens[3] = 1, lens[4] = blen;
 	r = redisCommandArgv(rc, 5, argv, lens);
 	if (r == NULL) {
 		*error_r = "Redis connection lost";
@@ -285,7 +292,7 @@ int auditlog_xadd_to(redisContext *rc, const envelope_keys_t *keys, const char *
 out:
 	freeReplyObject(r);
 	free(buf);
-	envelope_clear_payload(&env);
+	envelope_clear_payload(env);
 	return ret;
 }
 

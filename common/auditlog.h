@@ -82,5 +82,11 @@ int auditlog_xadd_to(struct redisContext *rc, const envelope_keys_t *keys, const
 		     const char *sender, const char *region, const char *method,
 		     const char *tenant, const Ward__Principal *principal, const uint8_t *payload,
 		     size_t len, const char **error_r);
+/* Seal payload into env (its id, stream and the rest filled by the caller), pack it
+ * and XADD it to env->stream over rc; env's payload is cleared again. 0 once Redis
+ * answered with an entry id, or -1 and *error_r (rc may be broken: redisFree it). */
+int auditlog_xadd_envelope(struct redisContext *rc, const envelope_keys_t *keys,
+			   Ward__Envelope *env, const uint8_t *payload, size_t len,
+			   const char **error_r);
 
 #endif

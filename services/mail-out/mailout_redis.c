@@ -150,12 +150,6 @@ static int mo_auth_send(const char *tenant, const char *id, const uint8_t *pt, s
 	const struct daemon_config *c = daemon_config(mo_daemon);
 	Ward__Envelope env = WARD__ENVELOPE__INIT;
 	Ward__Principal principal = WARD__PRINCIPAL__INIT;
-	uint8_t *buf = NULL;
-	size_t blen = 0;
-	redisReply *r = NULL;
-	const char *argv[5];
-	size_t lens[5];
-	int ret = -1;
 
 	principal.kind = "service";
 	principal.id = c->service;
@@ -169,32 +163,11 @@ static int mo_auth_send(const char *tenant, const char *id, const uint8_t *pt, s
 	env.deadline_ms = envelope_now_ms() + mailout_cfg.auth_timeout_ms;
 	env.reply_to = mo_reply_stream;
 	env.stream = "q:auth";
-	if (envelope_seal(&env, mo_keys, pt, pt_len, error_r) < 0)
-		return -1;
-	buf = envelope_pack(&env, &blen);
-	if (buf == NULL) {
-		*error_r = "cannot pack the envelope";
-		goto out;
-	}
-	argv[0] = "XADD", argv[1] = "q:auth", argv[2] = "*", argv[3] = "e";
-	argv[4] = (const char *)buf;
-	lens[0] = 4, lens[1] = 6, lens[2] = 1, lens[3] = 1, lens[4] = blen;
-	r = redisCommandArgv(mo_rc, 5, argv, lens);
-	if (r == NULL) {
+	if (auditlog_xadd_envelope(mo_rc, mo_keys, &env, pt, pt_len, error_r) < 0) {
 		mo_drop();
-		*error_r = "Redis connection lost";
-		goto out;
+		return -1;
 	}
-	if (r->type != REDIS_REPLY_STRING) {
-		*error_r = "Redis refused the XADD to q:auth";
-		goto out;
-	}
-	ret = 0;
-out:
-	freeReplyObject(r);
-	free(buf);
-	envelope_clear_payload(&env);
-	return ret;
+	return 0;
 }
 
 /* One entry of the reply stream: 1 and out filled if it is our answer, 0 if not
