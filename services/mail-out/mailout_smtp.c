@@ -82,6 +82,23 @@ static int smtp_wait(int fd, int want_write, long long deadline)
 	}
 }
 
+/* After a TLS call on io returned r (not 1): wait for what it wants before deadline.
+ * 0 ready to call again, -1 timeout or poll error, -2 a TLS failure, 1 the peer
+ * closed TLS cleanly. */
+static int smtp_tls_wait(struct smtp_io *io, int r, long long deadline)
+{
+	switch (SSL_get_error(io->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return smtp_wait(io->fd, 0, deadline);
+	case SSL_ERROR_WANT_WRITE:
+		return smtp_wait(io->fd, 1, deadline);
+	case SSL_ERROR_ZERO_RETURN:
+		return 1;
+	default:
+		return -2;
+	}
+}
+
 /* Write all of buf before deadline (through TLS once it is on). 0 or -1. */
 static int smtp_write(struct smtp_io *io, const char *buf, size_t len, long long deadline)
 {
@@ -96,18 +113,8 @@ static int smtp_write(struct smtp_io *io, const char *buf, size_t len, long long
 				off += n;
 				continue;
 			}
-			switch (SSL_get_error(io->ssl, r)) {
-			case SSL_ERROR_WANT_READ:
-				if (smtp_wait(io->fd, 0, deadline) < 0)
-					return -1;
-				continue;
-			case SSL_ERROR_WANT_WRITE:
-				if (smtp_wait(io->fd, 1, deadline) < 0)
-					return -1;
-				continue;
-			default:
+			if (smtp_tls_wait(io, r, deadline) != 0)
 				return -1;
-			}
 		} else {
 			ssize_t n = send(io->fd, buf + off, len - off, MSG_NOSIGNAL);
 
@@ -142,20 +149,9 @@ static int smtp_fill(struct smtp_io *io, long long deadline)
 				io->have += n;
 				return (int)n;
 			}
-			switch (SSL_get_error(io->ssl, r)) {
-			case SSL_ERROR_WANT_READ:
-				if (smtp_wait(io->fd, 0, deadline) < 0)
-					return -1;
-				continue;
-			case SSL_ERROR_WANT_WRITE:
-				if (smtp_wait(io->fd, 1, deadline) < 0)
-					return -1;
-				continue;
-			case SSL_ERROR_ZERO_RETURN:
-				return 0;
-			default:
-				return -1;
-			}
+			r = smtp_tls_wait(io, r, deadline);
+			if (r != 0)
+				return r == 1 ? 0 : -1;
 		} else {
 			ssize_t n = recv(io->fd, io->buf + io->have, room, 0);
 
@@ -373,15 +369,10 @@ static int smtp_starttls(struct smtp_io *io, SSL_CTX *tls, const char *name, lon
 
 		if (r == 1)
 			return 0;
-		switch (SSL_get_error(io->ssl, r)) {
-		case SSL_ERROR_WANT_READ:
-			if (smtp_wait(io->fd, 0, deadline) == 0)
-				continue;
-			snprintf(why, why_len, "STARTTLS: handshake timed out");
-			return -1;
-		case SSL_ERROR_WANT_WRITE:
-			if (smtp_wait(io->fd, 1, deadline) == 0)
-				continue;
+		switch (smtp_tls_wait(io, r, deadline)) {
+		case 0:
+			continue;
+		case -1:
 			snprintf(why, why_len, "STARTTLS: handshake timed out");
 			return -1;
 		default: {
